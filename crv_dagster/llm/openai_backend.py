@@ -1,0 +1,135 @@
+"""Any OpenAI-compatible chat endpoint: ``vllm serve``, SGLang, llama.cpp server, hosted APIs.
+
+Requests run concurrently on a thread pool. Rate limits (429), server errors (5xx), timeouts
+and dropped connections are retried with exponential backoff and jitter, honouring
+``Retry-After``; other 4xx errors are the caller's fault and fail at once. The API key is read
+from an environment variable, sent only in the Authorization header, and never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Sequence
+
+import httpx
+
+from crv_dagster.llm.base import BackendError, ChatRequest, Completion, ResultCallback
+
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class OpenAIBackend:
+    def __init__(
+        self,
+        model: str,
+        base_url: str,
+        *,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        max_concurrency: int = 8,
+        timeout_s: float = 120.0,
+        max_retries: int = 5,
+        backoff_s: float = 1.0,
+    ):
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        headers = {"Content-Type": "application/json"}
+        api_key = os.environ.get(api_key_env) if api_key_env else None
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout_s),
+            headers=headers,
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+        )
+        self._lock = threading.Lock()
+        self.retries = 0  # how many attempts were repeated, for metadata and tests
+
+    @property
+    def model_id(self) -> str:
+        return f"openai:{self.base_url}:{self.model}"
+
+    def __repr__(self) -> str:  # never show headers (the key)
+        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
+
+    def _payload(self, request: ChatRequest) -> dict:
+        params = request.params
+        return {
+            "model": self.model,
+            "messages": request.message_dicts(),
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": params.seed,
+        }
+
+    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
+        if response is not None:
+            retry_after = response.headers.get("retry-after")
+            if retry_after:
+                try:
+                    return min(float(retry_after), 60.0)
+                except ValueError:
+                    pass
+        return self.backoff_s * (2**attempt) * (0.5 + random.random() / 2)
+
+    def complete(self, request: ChatRequest) -> Completion:
+        url = f"{self.base_url}/chat/completions"
+        last_error = ""
+        for attempt in range(self.max_retries + 1):
+            response = None
+            try:
+                response = self._client.post(url, json=self._payload(request))
+            except (httpx.TimeoutException, httpx.TransportError) as err:
+                last_error = f"{type(err).__name__}: {err}"
+            else:
+                if response.status_code == 200:
+                    return _parse_completion(response.json())
+                last_error = f"HTTP {response.status_code}: {response.text[:300]}"
+                if response.status_code not in RETRYABLE_STATUS:
+                    raise BackendError(f"{url} refused the request ({last_error})")
+            if attempt < self.max_retries:
+                with self._lock:
+                    self.retries += 1
+                time.sleep(self._delay(attempt, response))
+        raise BackendError(f"{url}: no answer after {self.max_retries + 1} attempts (last: {last_error})")
+
+    def generate(self, requests: Sequence[ChatRequest], on_result: ResultCallback | None = None) -> list[Completion]:
+        results: list[Completion | None] = [None] * len(requests)
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            futures = {pool.submit(self.complete, r): i for i, r in enumerate(requests)}
+            try:
+                for future in as_completed(futures):
+                    i = futures[future]
+                    results[i] = future.result()
+                    if on_result is not None:
+                        on_result(i, results[i])
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _parse_completion(body: dict) -> Completion:
+    try:
+        choice = body["choices"][0]
+        text = choice["message"]["content"] or ""
+    except (KeyError, IndexError, TypeError) as err:
+        raise BackendError(f"malformed chat completion response: {str(body)[:300]}") from err
+    usage = body.get("usage") or {}
+    return Completion(
+        text=text.strip(),
+        finish_reason=choice.get("finish_reason") or "stop",
+        prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        completion_tokens=int(usage.get("completion_tokens", 0)),
+    )

@@ -1,0 +1,100 @@
+"""Tiny random-weight chat models, built locally in about a second.
+
+They exercise every code path that a real model does (chat template, batched generation,
+training, saving) without a download. The tokenizer is a byte-level BPE trained on text the
+pipeline actually produces, so prompts tokenise to a realistic number of tokens.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from crv_dagster.config import TinyModel
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+# ChatML, as Qwen2 and SmolLM2 use it.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def _training_corpus() -> list[str]:
+    from crv_dagster.data.arith import generate_arith
+
+    lines = []
+    for problem in generate_arith(300, seed=1234):
+        lines += [problem.question, problem.cot, f"The answer is \\boxed{{{problem.answer}}}."]
+    lines += [
+        "You are a careful reasoner. Solve the problem step by step and put the final answer in \\boxed{}.",
+        "Judge whether this reasoning is easy, medium or hard for a small model.",
+        "Expand the reasoning with the missing intermediate steps. Simplify the reasoning.",
+        "#### 42", "system", "user", "assistant", "0123456789 + - * / = ( ) { } [ ] . , : ; ? !",
+    ]
+    return lines
+
+
+def build_tokenizer(vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(_training_corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(spec: TinyModel, out_dir: Path) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    tokenizer = build_tokenizer(spec.vocab_size)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.hidden_size * 2,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_heads,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    config = Qwen2Config(**common) if spec.architecture == "qwen2" else LlamaConfig(**common)
+    torch.manual_seed(spec.seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    from crv_dagster.llm.models import READY_MARK
+
+    (tmp / READY_MARK).write_text("tiny")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir

@@ -1,0 +1,92 @@
+"""vLLM's offline engine, run in a child process.
+
+vLLM does not reliably give GPU memory back when its ``LLM`` object is deleted, and the next
+asset on the same GPU (training) needs it; a child process that exits frees everything. The
+child is started with ``spawn`` (CUDA cannot be forked) and handles one ``generate`` call at a
+time, each sent whole so vLLM can schedule the batch itself.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from typing import Sequence
+
+from crv_dagster.llm.base import BackendError, ChatRequest, Completion, ResultCallback
+from crv_dagster.llm.models import model_fingerprint
+
+
+def _engine_loop(engine_kwargs: dict, inbox, outbox) -> None:
+    try:
+        from vllm import LLM
+        from vllm import SamplingParams as VllmSampling
+
+        llm = LLM(**engine_kwargs)
+    except Exception as err:  # report start-up failures to the parent instead of dying silently
+        outbox.put(("error", f"{type(err).__name__}: {err}"))
+        return
+    outbox.put(("ready", None))
+    while True:
+        job = inbox.get()
+        if job is None:
+            return
+        try:
+            conversations = [c for c, _ in job]
+            sampling = [
+                VllmSampling(max_tokens=p["max_new_tokens"], temperature=p["temperature"], top_p=p["top_p"], seed=p["seed"])
+                for _, p in job
+            ]
+            outputs = llm.chat(conversations, sampling, use_tqdm=False)
+            result = []
+            for out in outputs:
+                best = out.outputs[0]
+                result.append((best.text, best.finish_reason or "stop", len(out.prompt_token_ids), len(best.token_ids)))
+            outbox.put(("ok", result))
+        except Exception as err:
+            outbox.put(("error", f"{type(err).__name__}: {err}"))
+
+
+class VllmBackend:
+    def __init__(self, name_or_path: str, *, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
+                 max_model_len: int | None = None, dtype: str = "auto", seed: int = 0):
+        try:
+            import vllm  # noqa: F401  (fail early, in the parent, with a clear message)
+        except ImportError:
+            raise BackendError("the vllm backend needs vLLM: pip install 'crv-dagster[vllm]' on a GPU machine") from None
+        kwargs = dict(model=name_or_path, tensor_parallel_size=tensor_parallel_size,
+                      gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, seed=seed)
+        if max_model_len:
+            kwargs["max_model_len"] = max_model_len
+        ctx = mp.get_context("spawn")
+        self._inbox, self._outbox = ctx.Queue(), ctx.Queue()
+        self._proc = ctx.Process(target=_engine_loop, args=(kwargs, self._inbox, self._outbox), daemon=True)
+        self._proc.start()
+        status, detail = self._outbox.get()
+        if status != "ready":
+            self._proc.join(timeout=5)
+            raise BackendError(f"vLLM engine for {name_or_path} failed to start: {detail}")
+        self._model_id = model_fingerprint(name_or_path)
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    def generate(self, requests: Sequence[ChatRequest], on_result: ResultCallback | None = None) -> list[Completion]:
+        job = [(r.message_dicts(), vars(r.params)) for r in requests]
+        self._inbox.put(job)
+        status, payload = self._outbox.get()
+        if status != "ok":
+            raise BackendError(f"vLLM generation failed: {payload}")
+        results = []
+        for i, (text, finish, n_prompt, n_out) in enumerate(payload):
+            completion = Completion(text.strip(), "length" if finish == "length" else "stop", n_prompt, n_out)
+            results.append(completion)
+            if on_result is not None:
+                on_result(i, completion)
+        return results
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            self._inbox.put(None)
+            self._proc.join(timeout=30)
+            if self._proc.is_alive():
+                self._proc.kill()

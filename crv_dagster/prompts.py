@@ -1,0 +1,50 @@
+"""Prompt templates: text files under ``assets_config/prompts/`` with ``{placeholder}`` fields.
+
+Only lower-case identifiers in single braces are placeholders, so LaTeX such as ``\\boxed{}``
+can be written as it is. Templates are checked when loaded: a required placeholder that is
+missing, or one the caller does not know, is an error naming the file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from crv_dagster.config import CONFIG_DIR
+
+PROMPTS_DIR = CONFIG_DIR / "prompts"
+_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+
+class PromptError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    path: Path
+    text: str
+    fields: frozenset[str]
+
+    def render(self, **values: object) -> str:
+        missing = self.fields - values.keys()
+        if missing:
+            raise PromptError(f"{self.path}: no value given for {sorted(missing)}")
+        return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), self.text)
+
+
+def load_prompt(name: str | Path, required: set[str], optional: set[str] = frozenset()) -> PromptTemplate:
+    path = Path(name)
+    if not path.is_absolute():
+        path = PROMPTS_DIR / path
+    if not path.is_file():
+        raise PromptError(f"{path}: prompt template not found")
+    text = path.read_text().strip() + "\n"
+    fields = frozenset(_PLACEHOLDER.findall(text))
+    if missing := required - fields:
+        raise PromptError(f"{path}: missing placeholder(s) {sorted('{' + f + '}' for f in missing)}")
+    if unknown := fields - required - set(optional):
+        raise PromptError(f"{path}: unknown placeholder(s) {sorted('{' + f + '}' for f in unknown)}; "
+                          f"allowed: {sorted(required | set(optional))}")
+    return PromptTemplate(path, text, fields)

@@ -1,0 +1,119 @@
+"""MLflow tracking: one MLflow run per asset materialisation.
+
+A resource of our own rather than dagster-mlflow, which leaves runs RUNNING after a success.
+Runs are tagged so the MLflow compare view can line up datasets, model sizes and methods, and
+they are always ended: FINISHED on success, FAILED when the asset raises.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import dagster as dg
+
+
+@dataclass
+class TrackedRun:
+    client: Any
+    run_id: str
+    experiment_id: str
+    url: str
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(str(k), float(v), now, step) for k, v in metrics.items()
+                 if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        for start in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[start : start + 500])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, str(key), str(value))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+
+class MlflowTracking(dg.ConfigurableResource):
+    """Where runs go: any MLflow tracking URI; the profile defaults to SQLite under the artifacts root."""
+
+    tracking_uri: str
+    experiment: str
+    ui_url: str = "http://127.0.0.1:5000"
+
+    def _client(self):
+        from mlflow.tracking import MlflowClient
+
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        return MlflowClient(tracking_uri=self.tracking_uri)
+
+    def _experiment_id(self, client) -> str:
+        found = client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        artifact_location = None
+        if self.tracking_uri.startswith("sqlite:///"):
+            db_dir = Path(self.tracking_uri[len("sqlite:///"):]).parent
+            artifact_location = (db_dir / "mlflow-artifacts").resolve().as_uri()
+        try:
+            return client.create_experiment(self.experiment, artifact_location=artifact_location)
+        except Exception:  # another process created it first
+            found = client.get_experiment_by_name(self.experiment)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    @contextmanager
+    def start_run(self, run_name: str, tags: Mapping[str, Any]) -> Iterator[TrackedRun]:
+        client = self._client()
+        experiment_id = self._experiment_id(client)
+        run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+        run_id = run.info.run_id
+        tracked = TrackedRun(client, run_id, experiment_id,
+                             f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}")
+        try:
+            yield tracked
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+        client.set_terminated(run_id, "FINISHED")
+
+    @contextmanager
+    def asset_run(self, context: dg.AssetExecutionContext, *, profile: str, config_hash: str,
+                  extra_tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
+        """A run for this asset materialisation, tagged with what identifies it."""
+        asset = context.asset_key.to_user_string()
+        tags: dict[str, Any] = {
+            "dagster.run_id": context.run.run_id,
+            "dagster.asset": asset,
+            "crv.profile": profile,
+            "crv.config_hash": config_hash,
+        }
+        name = asset
+        if context.has_partition_key:
+            tags["dagster.partition"] = context.partition_key
+            for dim, value in context.partition_key.keys_by_dimension.items():
+                tags[f"crv.{dim}"] = value
+            name = f"{asset} [{context.partition_key}]"
+        tags.update(extra_tags or {})
+        with self.start_run(name, tags) as run:
+            yield run

@@ -1,0 +1,38 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from crv_dagster.config import CONFIG_DIR, TinyModel, load_profile_file  # noqa: E402
+
+TEST_PROFILE = CONFIG_DIR / "test.yaml"
+
+
+@pytest.fixture(scope="session")
+def session_models(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(session_models) -> str:
+    """A tiny random-weight Qwen2 chat model, built once per test session."""
+    from crv_dagster.llm.models import resolve_model
+
+    return resolve_model("tiny", TinyModel(source="tiny", hidden_size=32, num_layers=1, num_heads=4), session_models)
+
+
+@pytest.fixture
+def artifacts(tmp_path, monkeypatch) -> Path:
+    """A fresh artifacts root for the test profile."""
+    root = tmp_path / "artifacts"
+    monkeypatch.setenv("CRV_ARTIFACTS_ROOT", str(root))
+    return root
+
+
+@pytest.fixture
+def test_profile(artifacts):
+    return load_profile_file(TEST_PROFILE)

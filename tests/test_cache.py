@@ -1,0 +1,132 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from crv_dagster.llm.base import ChatRequest, Completion, SamplingParams
+from crv_dagster.llm.cache import CachedBackend, ResponseCache, cache_key
+from crv_dagster.llm.transformers_backend import TransformersBackend
+
+
+def _requests(n, **params):
+    return [ChatRequest.of([{"role": "user", "content": f"What is {i} + {i}?"}], SamplingParams(**params))
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model):
+    return TransformersBackend(tiny_model, batch_size=3)
+
+
+def test_key_depends_on_model_messages_params_and_seed():
+    base = _requests(1, max_new_tokens=8)[0]
+    keys = {
+        cache_key("m", base),
+        cache_key("other-model", base),
+        cache_key("m", _requests(2, max_new_tokens=8)[1]),
+        cache_key("m", _requests(1, max_new_tokens=9)[0]),
+        cache_key("m", _requests(1, max_new_tokens=8, seed=1)[0]),
+        cache_key("m", _requests(1, max_new_tokens=8, temperature=0.7)[0]),
+    }
+    assert len(keys) == 6
+    assert cache_key("m", base) == cache_key("m", _requests(1, max_new_tokens=8)[0])
+
+
+def test_second_run_makes_no_model_calls(tmp_path, backend):
+    requests = _requests(7, max_new_tokens=8)
+    first = CachedBackend(backend, ResponseCache(tmp_path / "c.sqlite"))
+    out1 = first.generate(requests)
+    assert (first.stats.hits, first.stats.new_calls) == (0, 7)
+
+    # A new process would open the same file: so does a new cache object here.
+    second = CachedBackend(backend, ResponseCache(tmp_path / "c.sqlite"))
+    out2 = second.generate(requests)
+    assert (second.stats.hits, second.stats.new_calls) == (7, 0)
+    assert out1 == out2
+
+
+def test_only_misses_reach_the_model_and_duplicates_are_generated_once(tmp_path, backend):
+    calls = []
+
+    class Counting:
+        model_id = backend.model_id
+
+        def generate(self, requests, on_result=None):
+            calls.append(len(requests))
+            return backend.generate(requests, on_result)
+
+        def close(self):
+            pass
+
+    cached = CachedBackend(Counting(), ResponseCache(tmp_path / "c.sqlite"))
+    cached.generate(_requests(3, max_new_tokens=4))
+    batch = _requests(5, max_new_tokens=4) + _requests(5, max_new_tokens=4)[3:]
+    results = cached.generate(batch)
+    assert calls == [3, 2]
+    assert results[3] == results[5] and results[4] == results[6]
+    assert (cached.stats.hits, cached.stats.new_calls) == (3, 3 + 2)
+
+
+def test_generation_matches_uncached_backend(tmp_path, backend):
+    requests = _requests(4, max_new_tokens=6)
+    cached = CachedBackend(backend, ResponseCache(tmp_path / "c.sqlite"))
+    assert cached.generate(requests) == backend.generate(requests)
+
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from crv_dagster.llm.base import ChatRequest, SamplingParams
+    from crv_dagster.llm.cache import CachedBackend, ResponseCache
+    from crv_dagster.llm.transformers_backend import TransformersBackend
+
+    model, cache_file, n, die_after = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    requests = [ChatRequest.of([{"role": "user", "content": f"What is {i} + {i}?"}], SamplingParams(max_new_tokens=8))
+                for i in range(n)]
+    cached = CachedBackend(TransformersBackend(model, batch_size=2), ResponseCache(cache_file))
+    done = []
+
+    def on_result(i, completion):
+        done.append(i)
+        if die_after and len(done) == die_after:
+            os.kill(os.getpid(), signal.SIGKILL)  # a hard crash: no cleanup, no finally
+
+    cached.generate(requests, on_result=on_result)
+    print(json.dumps({"hits": cached.stats.hits, "new_calls": cached.stats.new_calls}))
+    """
+)
+
+
+def _run(tiny_model, cache_file, n, die_after):
+    return subprocess.run([sys.executable, "-c", KILLED_RUN, tiny_model, str(cache_file), str(n), str(die_after)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_killed_run_resumes_without_redoing_finished_items(tmp_path, tiny_model):
+    cache_file = tmp_path / "c.sqlite"
+    killed = _run(tiny_model, cache_file, 10, die_after=5)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(ResponseCache(cache_file)) == 5
+
+    resumed = _run(tiny_model, cache_file, 10, die_after=0)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout.strip().splitlines()[-1]) == {"hits": 5, "new_calls": 5}
+
+    again = _run(tiny_model, cache_file, 10, die_after=0)
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == {"hits": 10, "new_calls": 0}
+
+
+def test_completion_round_trips_through_json():
+    completion = Completion("a\n\nb \\boxed{3}", "length", 12, 34)
+    assert Completion.from_json(completion.to_json()) == completion
+
+
+def test_sampled_generation_is_seeded(backend):
+    params = dict(max_new_tokens=8, temperature=1.0)
+    a = backend.generate(_requests(2, seed=1, **params))
+    b = backend.generate(_requests(2, seed=1, **params))
+    assert a == b

@@ -1,0 +1,78 @@
+import pytest
+
+from crv_dagster.config import CONFIG_DIR, ProfileError, load_profile_file
+
+
+@pytest.mark.parametrize("name", ["demo", "paper", "test"])
+def test_shipped_profiles_validate(name):
+    profile = load_profile_file(CONFIG_DIR / f"{name}.yaml")
+    assert profile.name == name
+    assert profile.datasets and profile.model_sizes
+
+
+def test_paper_profile_has_the_paper_students():
+    profile = load_profile_file(CONFIG_DIR / "paper.yaml")
+    assert [m.parameters for m in profile.model_sizes.values()] == ["0.5B", "1.5B", "3B", "7B"]
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = """
+name: t
+artifacts_root: a
+datasets:
+  d: {source: {kind: builtin, name: arith}}
+model_sizes:
+  s: {model: m, parameters: 1M}
+models:
+  m: {source: tiny}
+"""
+
+
+def test_valid_minimal_profile(tmp_path):
+    assert load_profile_file(_write(tmp_path, BASE)).config_hash()
+
+
+def test_error_names_file_and_key_for_a_bad_reference(tmp_path):
+    path = _write(tmp_path, BASE.replace("{model: m,", "{model: nope,"))
+    with pytest.raises(ProfileError) as err:
+        load_profile_file(path)
+    assert str(path) in str(err.value)
+    assert "model_sizes.s.model" in str(err.value)
+
+
+def test_error_names_nested_key_for_a_wrong_type(tmp_path):
+    path = _write(tmp_path, BASE.replace("{kind: builtin, name: arith}", "{kind: builtin, name: arith, num_problems: -3}"))
+    with pytest.raises(ProfileError, match=r"datasets\.d\.source\.builtin\.num_problems"):
+        load_profile_file(path)
+
+
+def test_unknown_keys_are_rejected(tmp_path):
+    with pytest.raises(ProfileError, match="bogus"):
+        load_profile_file(_write(tmp_path, BASE + "bogus: 1\n"))
+
+
+def test_partition_keys_cannot_hold_the_separator(tmp_path):
+    with pytest.raises(ProfileError, match=r"datasets"):
+        load_profile_file(_write(tmp_path, BASE.replace("  d: {source", "  'a|b': {source")))
+
+
+def test_generating_cots_needs_a_teacher(tmp_path):
+    text = BASE.replace("{kind: builtin, name: arith}}", "{kind: builtin, name: arith}, cot_source: teacher}")
+    with pytest.raises(ProfileError, match="teacher.backend"):
+        load_profile_file(_write(tmp_path, text))
+
+
+def test_missing_profile_file(tmp_path):
+    with pytest.raises(ProfileError, match="not found"):
+        load_profile_file(tmp_path / "nope.yaml")
+
+
+def test_config_hash_changes_with_the_config(tmp_path):
+    a = load_profile_file(_write(tmp_path, BASE))
+    b = load_profile_file(_write(tmp_path, BASE.replace("name: t", "name: u")))
+    assert a.config_hash() != b.config_hash()

@@ -1,0 +1,175 @@
+import json
+
+import pandas as pd
+import pytest
+
+from crv_dagster.config import DatasetConfig
+from crv_dagster.data.arith import generate_arith
+from crv_dagster.data.sources import (
+    AnswerFormatError,
+    DataSourceError,
+    assign_splits,
+    build_problems,
+    parse_reference_answer,
+    read_source,
+)
+from crv_dagster.evaluation.answers import is_correct
+
+ROWS = [
+    {"q": "What is 2 + 3?", "a": "5", "sol": "2 + 3 = 5.\n\nThe answer is \\boxed{5}."},
+    {"q": "What is 10 - 4?", "a": "6", "sol": "10 - 4 = 6.\n\nThe answer is \\boxed{6}."},
+    {"q": "What is 3 x 4?", "a": "12", "sol": "3 x 4 = 12.\n\nThe answer is \\boxed{12}."},
+    {"q": "What is 9 / 3?", "a": "3", "sol": "9 / 3 = 3.\n\nThe answer is \\boxed{3}."},
+]
+
+
+def _config(source: dict, **extra) -> DatasetConfig:
+    extra.setdefault("columns", {"question": "q", "answer": "a", "cot": "sol"})
+    return DatasetConfig.model_validate({"source": source, **extra})
+
+
+def _write(tmp_path, rows, suffix):
+    path = tmp_path / f"data{suffix}"
+    frame = pd.DataFrame(rows)
+    if suffix == ".jsonl":
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    elif suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
+def test_builtin_arith_is_deterministic_and_its_cots_are_correct():
+    first, again = generate_arith(30, seed=3), generate_arith(30, seed=3)
+    assert first == again
+    assert generate_arith(30, seed=4) != first
+    assert len({p.question for p in first}) == 30
+    for problem in first:
+        assert "\n\n" in problem.cot
+        assert is_correct(problem.cot, problem.answer), problem
+
+
+def test_builtin_source_builds_problems():
+    config = DatasetConfig.model_validate({"source": {"kind": "builtin", "name": "arith", "num_problems": 20}})
+    rows = build_problems("arith", config, read_source(config))
+    assert len(rows.accepted) == 20 and rows.rejected.empty
+    assert set(rows.accepted["split"]) == {"train", "eval"}
+    assert rows.accepted["reference_cot"].notna().all()
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_local_file_sources(tmp_path, suffix):
+    path = _write(tmp_path, ROWS, suffix)
+    config = _config({"kind": "file", "path": str(path)}, eval_fraction=0.25)
+    rows = build_problems("toy", config, read_source(config))
+    assert list(rows.accepted["answer"]) == ["5", "6", "12", "3"]
+    assert (rows.accepted["split"] == "eval").sum() == 1
+    assert rows.origin == str(path)
+
+
+def test_hub_source_through_datasets_on_local_files(tmp_path):
+    # The real load_dataset call; the "json" builder reads local files instead of the Hub.
+    path = _write(tmp_path, ROWS, ".jsonl")
+    config = _config({"kind": "hub", "name": "json", "split": "train", "data_files": [str(path)]})
+    rows = build_problems("toy", config, read_source(config))
+    assert list(rows.accepted["question"]) == [r["q"] for r in ROWS]
+
+
+def test_hub_source_that_cannot_load_names_the_dataset():
+    config = _config({"kind": "hub", "name": "no-such-org/no-such-dataset", "split": "train"})
+    with pytest.raises(DataSourceError, match="no-such-org/no-such-dataset"):
+        read_source(config)
+
+
+@pytest.mark.parametrize(
+    "raw, fmt, expected",
+    [
+        ("42", "plain", "42"),
+        ("$\\frac{1}{2}$", "plain", "\\frac{1}{2}"),
+        ("She has 3 + 4 = <<3+4=7>>7 apples.\n#### 7", "gsm8k", "7"),
+        ("Total 1000 + 234\n#### 1,234", "gsm8k", "1234"),
+        ("So $x = \\boxed{\\frac{\\sqrt{3}}{2}}$.", "boxed", "\\frac{\\sqrt{3}}{2}"),
+        ("first \\boxed{1}, finally \\boxed{2^{10}}", "boxed", "2^{10}"),
+    ],
+)
+def test_answer_formats(raw, fmt, expected):
+    assert parse_reference_answer(raw, fmt) == expected
+
+
+@pytest.mark.parametrize(
+    "raw, fmt, reason",
+    [("", "plain", "empty"), (None, "plain", "empty"), ("no marker", "gsm8k", "####"),
+     ("\\boxed{unclosed", "boxed", "boxed")],
+)
+def test_unparseable_answers(raw, fmt, reason):
+    with pytest.raises(AnswerFormatError, match=reason):
+        parse_reference_answer(raw, fmt)
+
+
+def test_gsm8k_answer_column_doubles_as_cot(tmp_path):
+    rows = [{"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = <<3+4=7>>7\n#### 7"}]
+    path = _write(tmp_path, rows, ".jsonl")
+    config = DatasetConfig.model_validate({
+        "source": {"kind": "file", "path": str(path)}, "answer_format": "gsm8k",
+        "columns": {"question": "question", "answer": "answer", "cot": "answer"}, "eval_fraction": 0.0,
+    })
+    problem = build_problems("g", config, read_source(config)).accepted.iloc[0]
+    assert problem["answer"] == "7"
+    assert "<<" not in problem["reference_cot"] and "####" not in problem["reference_cot"]
+    assert is_correct(problem["reference_cot"], "7")
+
+
+def test_bad_rows_are_counted_with_row_field_and_reason(tmp_path):
+    rows = ROWS + [
+        {"q": "", "a": "1", "sol": "x"},
+        {"q": "What is 1 + 1?", "a": "", "sol": "1 + 1 = 2"},
+        {"q": "What is 2 + 3?", "a": "5", "sol": "dup"},
+        {"q": "What is 7 + 1?", "a": "8", "sol": ""},
+    ]
+    path = _write(tmp_path, rows, ".jsonl")
+    config = _config({"kind": "file", "path": str(path)})
+    result = build_problems("toy", config, read_source(config))
+    assert len(result.accepted) == 4
+    rejected = result.rejected.set_index("source_row")
+    assert rejected.loc[5, "reason"] == "question is empty" and rejected.loc[5, "field"] == "q"
+    assert rejected.loc[6, "reason"] == "answer is empty" and rejected.loc[6, "field"] == "a"
+    assert rejected.loc[7, "reason"] == "duplicate question"
+    assert rejected.loc[8, "reason"] == "chain of thought is empty" and rejected.loc[8, "field"] == "sol"
+
+
+def test_missing_file_names_the_file(tmp_path):
+    config = _config({"kind": "file", "path": str(tmp_path / "absent.jsonl")})
+    with pytest.raises(DataSourceError, match="absent.jsonl.*not found"):
+        read_source(config)
+
+
+def test_missing_column_names_file_and_column(tmp_path):
+    path = _write(tmp_path, ROWS, ".csv")
+    config = _config({"kind": "file", "path": str(path)}, columns={"question": "problem", "answer": "a", "cot": "sol"})
+    with pytest.raises(DataSourceError) as err:
+        build_problems("toy", config, read_source(config))
+    assert str(path) in str(err.value) and "'problem'" in str(err.value)
+
+
+def test_source_with_no_usable_rows_fails_with_reasons(tmp_path):
+    path = _write(tmp_path, [{"q": "What?", "a": "no marker", "sol": "s"}], ".jsonl")
+    config = _config({"kind": "file", "path": str(path)}, answer_format="gsm8k")
+    with pytest.raises(DataSourceError, match=r"no usable rows.*answer column 'a'"):
+        build_problems("toy", config, read_source(config))
+
+
+def test_unreadable_file_names_the_file(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"q": "a", "a": 1}\n{not json\n')
+    with pytest.raises(DataSourceError, match="broken.jsonl"):
+        read_source(_config({"kind": "file", "path": str(path)}))
+
+
+def test_splits_are_seeded_and_independent_of_row_order():
+    ids = pd.Series([f"p{i}" for i in range(50)])
+    splits = dict(zip(ids, assign_splits(ids, 0.2, seed=7)))
+    shuffled = ids.sample(frac=1.0, random_state=1)
+    assert dict(zip(shuffled, assign_splits(shuffled, 0.2, seed=7))) == splits
+    assert sum(s == "eval" for s in splits.values()) == 10
+    assert dict(zip(ids, assign_splits(ids, 0.2, seed=8))) != splits
