@@ -63,6 +63,9 @@ class TinyModel(_Strict):
     num_heads: int = Field(4, gt=0)
     vocab_size: int = Field(512, ge=300)
     seed: int = 0
+    agent_warmup_steps: int = Field(
+        0, ge=0, description="teach the model the agents' reply formats first (see llm/tiny.py)"
+    )
 
 
 ModelSpec = Annotated[Union[HubModel, GgufPackageModel, TinyModel], Field(discriminator="source")]
@@ -187,6 +190,37 @@ class TeacherConfig(_Strict):
     prompt: str = "teacher.txt"
 
 
+class CriticConfig(_Strict):
+    prompt: str = "critic.txt"
+    max_retries: int = Field(2, ge=0, description="extra tries for replies that name no single label")
+    max_new_tokens: int | None = Field(None, gt=0, description="default: the backend's")
+    retry_temperature: float = Field(0.7, ge=0.0, description="retries sample, so they can differ")
+
+
+class RethinkerConfig(_Strict):
+    expand_prompt: str = "rethink_expand.txt"
+    simplify_prompt: str = "rethink_simplify.txt"
+    max_new_tokens: int | None = Field(None, gt=0, description="default: the backend's")
+    retry_temperature: float = Field(0.7, ge=0.0)
+    reject_truncated: bool = Field(True, description="a rewrite that hit max_new_tokens fails verification")
+
+
+class VerifierConfig(_Strict):
+    llm_judge: bool = Field(False, description="also ask an LLM judge after the rule-based check passes")
+    judge_prompt: str = "verify_judge.txt"
+    judge_backend: str | None = Field(None, description="default: the agent backend")
+    max_new_tokens: int = Field(16, gt=0)
+
+
+class CrvConfig(_Strict):
+    agent_backend: str = Field("agent", description="a key of `backends`: Critic, Rethinker (and judge)")
+    max_attempts: int = Field(3, ge=1, description="Rethinker tries per CoT before it is dropped")
+    critic: CriticConfig = CriticConfig()
+    rethinker: RethinkerConfig = RethinkerConfig()
+    verifier: VerifierConfig = VerifierConfig()
+    max_unparsed_share: float = Field(0.2, ge=0.0, le=1.0, description="asset check threshold")
+
+
 class TrackingConfig(_Strict):
     tracking_uri: str | None = Field(None, description="default: sqlite store under the artifacts root")
     experiment: str = "crv-dagster"
@@ -202,6 +236,7 @@ class Profile(_Strict):
     models: dict[str, ModelSpec]
     backends: dict[str, BackendConfig] = {}
     teacher: TeacherConfig = TeacherConfig()
+    crv: CrvConfig = CrvConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("datasets", "model_sizes")
@@ -224,6 +259,10 @@ class Profile(_Strict):
                 raise ValueError(f"backends.{name}.model: '{backend.model}' is not a key of models")
         if self.teacher.backend is not None and self.teacher.backend not in self.backends:
             raise ValueError(f"teacher.backend: '{self.teacher.backend}' is not a key of backends")
+        for where, key in (("crv.agent_backend", self.crv.agent_backend),
+                           ("crv.verifier.judge_backend", self.crv.verifier.judge_backend)):
+            if key is not None and self.backends and key not in self.backends:
+                raise ValueError(f"{where}: '{key}' is not a key of backends")
         needs_teacher = [n for n, d in self.datasets.items() if d.cot_source == "teacher"]
         if needs_teacher and self.teacher.backend is None:
             raise ValueError(f"teacher.backend: datasets {needs_teacher} generate CoTs, so a teacher backend is needed")

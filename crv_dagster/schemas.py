@@ -50,5 +50,79 @@ raw_cots_schema = pa.DataFrameSchema(
     coerce=True,
 )
 
+LABELS = ["easy", "medium", "hard", "unparsed"]
+ACTIONS = ["expand", "simplify", "keep", "skip"]
+
+critiques_schema = pa.DataFrameSchema(
+    name="critiques",
+    description="The Critic's judgement of each raw CoT from the student's perspective.",
+    columns={
+        "problem_id": _id,
+        "dataset": _text,
+        "question": _text,
+        "answer": _text,
+        "cot": pa.Column(str),
+        "cot_correct": pa.Column(bool),
+        "student_size": _text,
+        "label": pa.Column(str, pa.Check.isin(LABELS)),
+        "reply": pa.Column(str),
+        "attempts": pa.Column(int, pa.Check.ge(1)),
+        "agent_model": _text,
+    },
+    strict=True,
+    coerce=True,
+)
+
+rewritten_cots_schema = pa.DataFrameSchema(
+    name="rewritten_cots",
+    description="One row per problem: the action taken, the resulting CoT, and every verifier verdict.",
+    columns={
+        "problem_id": _id,
+        "dataset": _text,
+        "question": _text,
+        "answer": _text,
+        "label": pa.Column(str, pa.Check.isin(LABELS)),
+        "original_cot": pa.Column(str),
+        "original_correct": pa.Column(bool),
+        "action": pa.Column(str, pa.Check.isin(ACTIONS)),
+        "rewritten_cot": pa.Column(str, nullable=True),
+        "final_attempt": pa.Column(int, pa.Check.ge(0)),
+        "attempts": pa.Column(int, pa.Check.ge(0)),
+        "verdicts": pa.Column(str),
+        "passed": pa.Column(bool),
+        "drop_reason": pa.Column(str, nullable=True),
+        "agent_model": _text,
+    },
+    checks=[
+        pa.Check(lambda df: ~df["passed"] | df["rewritten_cot"].notna(), name="passed_rows_have_a_cot"),
+        pa.Check(lambda df: df["passed"] | df["drop_reason"].notna(), name="dropped_rows_have_a_reason"),
+    ],
+    strict=True,
+    coerce=True,
+)
+
+verified_set_schema = pa.DataFrameSchema(
+    name="verified_set",
+    description="Student-suited CoTs that passed verification (role 'suited', the SFT data) and the "
+                "correct but unsuited originals (role 'unsuited_original', for CogPO pairs).",
+    columns={
+        "problem_id": pa.Column(str, pa.Check.str_length(min_value=1)),
+        "dataset": _text,
+        "question": _text,
+        "answer": _text,
+        "cot": _text,
+        "role": pa.Column(str, pa.Check.isin(["suited", "unsuited_original"])),
+        "provenance": pa.Column(str, pa.Check.isin(["original", "rewritten"])),
+        "label": pa.Column(str, pa.Check.isin(LABELS)),
+        "action": pa.Column(str, pa.Check.isin(ACTIONS)),
+    },
+    unique=["problem_id", "role"],
+    strict=True,
+    coerce=True,
+)
+
 ProblemsFrame = pandera_schema_to_dagster_type(problems_schema)
 RawCotsFrame = pandera_schema_to_dagster_type(raw_cots_schema)
+CritiquesFrame = pandera_schema_to_dagster_type(critiques_schema)
+RewrittenCotsFrame = pandera_schema_to_dagster_type(rewritten_cots_schema)
+VerifiedSetFrame = pandera_schema_to_dagster_type(verified_set_schema)

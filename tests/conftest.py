@@ -12,9 +12,12 @@ from crv_dagster.config import CONFIG_DIR, TinyModel, load_profile_file  # noqa:
 TEST_PROFILE = CONFIG_DIR / "test.yaml"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def session_models(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("models")
+    """One models folder for the whole session: tiny models are built once, not per test."""
+    path = tmp_path_factory.mktemp("models")
+    os.environ["CRV_MODELS_DIR"] = str(path)
+    return path
 
 
 @pytest.fixture(scope="session")

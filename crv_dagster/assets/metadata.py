@@ -27,3 +27,10 @@ def markdown_table(frame: pd.DataFrame, columns: Sequence[str] | None = None, ro
 
 def counts(series: pd.Series) -> dg.MetadataValue:
     return dg.MetadataValue.json({str(k): int(v) for k, v in series.value_counts().sort_index().items()})
+
+
+def image(png: bytes, alt: str = "plot") -> dg.MetadataValue:
+    """A PNG shown inline in the Dagster UI (as a Markdown data URI)."""
+    import base64
+
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")

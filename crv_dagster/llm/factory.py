@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from crv_dagster.config import OpenAIBackendConfig, Profile, TransformersBackendConfig, VllmBackendConfig
 from crv_dagster.llm.base import SamplingParams
 from crv_dagster.llm.cache import CachedBackend, ResponseCache
 from crv_dagster.llm.models import resolve_model
 
+MODELS_ENV = "CRV_MODELS_DIR"
 
-def models_dir(profile: Profile):
-    return profile.artifacts_dir / "models"
+
+def models_dir(profile: Profile) -> Path:
+    """Converted and built models; ``CRV_MODELS_DIR`` shares one folder between artifact roots."""
+    shared = os.environ.get(MODELS_ENV)
+    return Path(shared) if shared else profile.artifacts_dir / "models"
 
 
 def cache_path(profile: Profile):

@@ -87,6 +87,8 @@ def build_tiny_model(spec: TinyModel, out_dir: Path) -> Path:
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if spec.agent_warmup_steps:
+        warm_up_agent(model, tokenizer, spec.agent_warmup_steps, spec.seed)
 
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -98,3 +100,73 @@ def build_tiny_model(spec: TinyModel, out_dir: Path) -> Path:
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return out_dir
+
+
+# --------------------------------------------------------------------------- agent warm-up
+#
+# A random model never answers "easy", "medium" or "hard", so a pipeline run on one would drop
+# every CoT at the Critic and leave later stages nothing to train on. A few hundred optimizer
+# steps on the agents' own prompts teach a tiny model the short reply formats: the Critic label
+# follows a rule it can learn (how many steps the CoT has) and the judge says "correct". The
+# Rethinker is not taught (long replies cost too much here), so its rewrites fail verification
+# and exercise the retry and drop paths. Replies are not meant to be good, only well-formed.
+
+WARMUP_STUDENT_SIZES = ("1M", "2M", "135M")
+
+
+def warmup_label(cot: str) -> str:
+    steps = cot.count("\n\n") + 1
+    return "easy" if steps <= 3 else "medium" if steps == 4 else "hard"
+
+
+def _warmup_examples(tokenizer, seed: int) -> list[tuple[list[int], int]]:
+    from crv_dagster.agents.critic import load_critic_prompt
+    from crv_dagster.agents.verifier import load_judge_prompt
+    from crv_dagster.data.arith import generate_arith
+
+    critic = load_critic_prompt("critic.txt")
+    judge = load_judge_prompt("verify_judge.txt")
+    examples = []
+    for i, problem in enumerate(generate_arith(120, seed=seed + 99)):
+        size = WARMUP_STUDENT_SIZES[i % len(WARMUP_STUDENT_SIZES)]
+        fields = dict(question=problem.question, answer=problem.answer, cot=problem.cot, student_size=size)
+        pairs = [(critic.render(**fields), warmup_label(problem.cot)),
+                 (judge.render(question=problem.question, answer=problem.answer, cot=problem.cot), "correct")]
+        for prompt, reply in pairs:
+            head = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                 add_generation_prompt=True)
+            prompt_ids = tokenizer(head, add_special_tokens=False).input_ids
+            reply_ids = tokenizer(reply + "<|im_end|>", add_special_tokens=False).input_ids
+            examples.append((prompt_ids + reply_ids, len(prompt_ids)))
+    return examples
+
+
+def warm_up_agent(model, tokenizer, steps: int, seed: int, batch_size: int = 8, lr: float = 3e-3) -> list[float]:
+    """Train on agent-format examples (loss on the replies only); returns the loss curve."""
+    import random
+
+    import torch
+
+    examples = _warmup_examples(tokenizer, seed)
+    rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    pad = tokenizer.pad_token_id
+    losses = []
+    model.train()
+    for _ in range(steps):
+        batch = rng.sample(examples, min(batch_size, len(examples)))
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), width), pad)
+        labels = torch.full((len(batch), width), -100)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (ids, n_prompt) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+            attention[row, : len(ids)] = 1
+        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses

@@ -1,0 +1,1 @@
+"""The CRV agents (Critic, Rethinker, Verifier): plain Python over a chat backend, no Dagster."""

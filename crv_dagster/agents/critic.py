@@ -1,0 +1,59 @@
+"""The Critic: judges each chain of thought from the perspective of a student of a given size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+from crv_dagster.agents.replies import parse_label
+from crv_dagster.llm.base import ChatBackend, ChatRequest, SamplingParams
+from crv_dagster.prompts import PromptTemplate, load_prompt
+
+UNPARSED = "unparsed"
+CRITIC_FIELDS = {"question", "answer", "cot", "student_size"}
+
+
+@dataclass(frozen=True)
+class Judgement:
+    label: str  # easy | medium | hard | unparsed
+    reply: str  # the last raw reply
+    attempts: int
+
+
+def load_critic_prompt(name: str) -> PromptTemplate:
+    return load_prompt(name, required=CRITIC_FIELDS)
+
+
+class Critic:
+    def __init__(self, backend: ChatBackend, prompt: PromptTemplate, params: SamplingParams,
+                 max_retries: int = 2, retry_temperature: float = 0.7):
+        self.backend = backend
+        self.prompt = prompt
+        self.params = params
+        self.max_retries = max_retries
+        self.retry_temperature = retry_temperature
+
+    def request(self, question: str, answer: str, cot: str, student_size: str, attempt: int = 1) -> ChatRequest:
+        text = self.prompt.render(question=question, answer=answer, cot=cot, student_size=student_size)
+        params = self.params
+        if attempt > 1:
+            # Same prompt, so only sampling can change the reply; the seed keeps each retry distinct.
+            params = replace(params, temperature=max(params.temperature, self.retry_temperature),
+                             seed=params.seed + attempt - 1)
+        return ChatRequest.of([{"role": "user", "content": text}], params)
+
+    def judge(self, items: Sequence[tuple[str, str, str]], student_size: str) -> list[Judgement]:
+        """Labels for (question, answer, cot) items; all items of a round go out as one batch."""
+        replies = [""] * len(items)
+        labels: list[str | None] = [None] * len(items)
+        attempts = [0] * len(items)
+        pending = list(range(len(items)))
+        for attempt in range(1, self.max_retries + 2):
+            if not pending:
+                break
+            requests = [self.request(*items[i], student_size=student_size, attempt=attempt) for i in pending]
+            for i, completion in zip(pending, self.backend.generate(requests)):
+                replies[i], attempts[i] = completion.text, attempt
+                labels[i] = parse_label(completion.text)
+            pending = [i for i in pending if labels[i] is None]
+        return [Judgement(label or UNPARSED, reply, n) for label, reply, n in zip(labels, replies, attempts)]

@@ -1,0 +1,129 @@
+"""Critique -> Rethink -> Verify over a whole partition, as tables.
+
+Each stage sends all of its work for a round as one batch (so a backend can fill its batches),
+and every model call goes through the caller's cached backend.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pandas as pd
+
+from crv_dagster.agents.critic import UNPARSED, Critic
+from crv_dagster.agents.rethinker import ACTION_FOR_LABEL, Rethinker, RewriteTask, failure_feedback
+from crv_dagster.agents.verifier import Verdict, Verifier
+
+CRITIQUE_COLUMNS = ["problem_id", "dataset", "question", "answer", "cot", "cot_correct", "student_size",
+                    "label", "reply", "attempts", "agent_model"]
+REWRITE_COLUMNS = ["problem_id", "dataset", "question", "answer", "label", "original_cot", "original_correct",
+                   "action", "rewritten_cot", "final_attempt", "attempts", "verdicts", "passed", "drop_reason",
+                   "agent_model"]
+VERIFIED_COLUMNS = ["problem_id", "dataset", "question", "answer", "cot", "role", "provenance", "label", "action"]
+
+
+def critique(raw_cots: pd.DataFrame, critic: Critic, student_size: str) -> pd.DataFrame:
+    items = list(zip(raw_cots["question"], raw_cots["answer"], raw_cots["cot"]))
+    judgements = critic.judge(items, student_size)
+    frame = raw_cots[["problem_id", "dataset", "question", "answer", "cot"]].copy()
+    frame["cot_correct"] = raw_cots["is_correct"].astype(bool).values
+    frame["student_size"] = student_size
+    frame["label"] = [j.label for j in judgements]
+    frame["reply"] = [j.reply for j in judgements]
+    frame["attempts"] = [j.attempts for j in judgements]
+    frame["agent_model"] = critic.backend.model_id
+    return frame[CRITIQUE_COLUMNS].reset_index(drop=True)
+
+
+def refine(critiques: pd.DataFrame, rethinker: Rethinker, verifier: Verifier, student_size: str,
+           max_attempts: int) -> pd.DataFrame:
+    """One row per problem: the kept or rewritten CoT, every attempt's verdict, and the outcome."""
+    rows = []
+    for rec in critiques.to_dict("records"):
+        action = ACTION_FOR_LABEL.get(rec["label"], "skip")
+        row = {
+            "problem_id": rec["problem_id"], "dataset": rec["dataset"], "question": rec["question"],
+            "answer": rec["answer"], "label": rec["label"], "original_cot": rec["cot"],
+            "original_correct": bool(rec["cot_correct"]), "action": action, "rewritten_cot": None,
+            "final_attempt": 0, "attempts": 0, "verdicts": [], "passed": False, "drop_reason": None,
+            "agent_model": rethinker.backend.model_id,
+        }
+        if action == "skip":
+            row["drop_reason"] = "unparsed_critique"
+        elif action == "keep":
+            row["rewritten_cot"] = rec["cot"]
+            row["passed"] = row["original_correct"]
+            row["drop_reason"] = None if row["passed"] else "original_incorrect"
+        rows.append(row)
+
+    pending = [r for r in rows if r["action"] in ("expand", "simplify")]
+    feedback: dict[str, str] = {}
+    for attempt in range(1, max_attempts + 1):
+        if not pending:
+            break
+        tasks = [RewriteTask(r["question"], r["answer"], r["original_cot"], r["action"], feedback.get(r["problem_id"], ""))
+                 for r in pending]
+        rewrites = rethinker.rewrite(tasks, student_size, attempt)
+        texts = [text for text, _ in rewrites]
+        verdicts = verifier.verify([(r["question"], r["answer"], text) for r, text in zip(pending, texts)])
+        if rethinker.reject_truncated:
+            verdicts = [Verdict(False, "truncated", v.extracted) if cut else v
+                        for v, (_, cut) in zip(verdicts, rewrites)]
+        still = []
+        for r, text, verdict in zip(pending, texts, verdicts):
+            r["attempts"] = attempt
+            r["verdicts"].append({"attempt": attempt, "passed": verdict.passed, "reason": verdict.reason,
+                                  "extracted": verdict.extracted})
+            if verdict.passed:
+                r.update(rewritten_cot=text, final_attempt=attempt, passed=True)
+            else:
+                feedback[r["problem_id"]] = failure_feedback(verdict.reason, verdict.extracted, r["answer"])
+                r["drop_reason"] = f"verify_failed:{verdict.reason}"
+                still.append(r)
+        pending = still
+    for r in rows:
+        r["verdicts"] = json.dumps(r["verdicts"])
+        if r["passed"]:
+            r["drop_reason"] = None
+    return pd.DataFrame(rows, columns=REWRITE_COLUMNS)
+
+
+def verified_set(rewritten: pd.DataFrame) -> pd.DataFrame:
+    """The SFT data (``role == 'suited'``) plus correct but unsuited originals (for CogPO pairs)."""
+    out = []
+    for r in rewritten.to_dict("records"):
+        base = {k: r[k] for k in ("problem_id", "dataset", "question", "answer", "label", "action")}
+        if r["passed"]:
+            out.append({**base, "cot": r["rewritten_cot"], "role": "suited",
+                        "provenance": "original" if r["action"] == "keep" else "rewritten"})
+        if r["action"] in ("expand", "simplify") and r["original_correct"]:
+            out.append({**base, "cot": r["original_cot"], "role": "unsuited_original", "provenance": "original"})
+    return pd.DataFrame(out, columns=VERIFIED_COLUMNS)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def label_counts(critiques: pd.DataFrame) -> dict[str, int]:
+    counts = Counter(critiques["label"])
+    return {label: int(counts.get(label, 0)) for label in ("easy", "medium", "hard", UNPARSED)}
+
+
+def refine_stats(rewritten: pd.DataFrame, max_attempts: int) -> dict:
+    actions = Counter(rewritten["action"])
+    tried = rewritten[rewritten["action"].isin(["expand", "simplify"])]
+    per_attempt = {}
+    for k in range(1, max_attempts + 1):
+        at_k = tried[tried["attempts"] >= k]
+        if len(at_k):
+            passed_at_k = int((at_k["final_attempt"] == k).sum())
+            per_attempt[f"attempt_{k}"] = round(passed_at_k / len(at_k), 4)
+    drops = Counter(r for r in rewritten["drop_reason"] if isinstance(r, str))
+    return {
+        "actions": {a: int(actions.get(a, 0)) for a in ("expand", "simplify", "keep", "skip")},
+        "pass_rate_by_attempt": per_attempt,
+        "rewrite_pass_rate": round(float(tried["passed"].mean()), 4) if len(tried) else None,
+        "drop_reasons": dict(sorted(drops.items())),
+        "num_dropped": int((~rewritten["passed"]).sum()),
+    }

@@ -1,0 +1,79 @@
+"""Reading what an agent model replied: labels, verdicts and reasoning text.
+
+Agent models do not always answer in the requested form: reasoning models think aloud first,
+chat models add pleasantries or markdown. These parsers are lenient about form and strict about
+meaning: a reply that names two different labels is unreadable, not guessed at.
+"""
+
+from __future__ import annotations
+
+import re
+
+LABELS = ("easy", "medium", "hard")
+
+# Words a judge uses for each label when it does not use the label itself.
+_LABEL_WORDS = {
+    "easy": ("easy", "too simple", "too terse", "too brief", "oversimplified", "overly simplistic", "simplistic"),
+    "medium": ("medium", "moderate", "appropriate", "suitable", "just right", "well balanced", "well-balanced"),
+    "hard": ("hard", "too complex", "too complicated", "overly complex", "convoluted", "too difficult", "difficult"),
+}
+_THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL | re.IGNORECASE)
+_DECORATION = re.compile(r"[*_`\"'.!:\[\]()]")
+
+
+def strip_thinking(text: str) -> str:
+    """Drop ``<think>...</think>`` blocks (an unterminated one runs to the end)."""
+    if "</think>" in text and "<think>" not in text:  # some servers strip the opening tag
+        text = text.split("</think>", 1)[1]
+    return _THINK.sub("", text).strip()
+
+
+def parse_label(reply: str | None) -> str | None:
+    """``easy``, ``medium`` or ``hard`` when the reply commits to exactly one, else None."""
+    if not reply:
+        return None
+    text = strip_thinking(reply).lower()
+    if not text:
+        return None
+    bare = _DECORATION.sub("", text).strip()
+    if bare in LABELS:
+        return bare
+    # An explicit "label: x" / "answer: x" / "classification is x" wins over passing mentions.
+    explicit = re.findall(r"(?:label|answer|classification|rating|verdict|difficulty)\W{0,5}(?:is\W+)?(easy|medium|hard)\b", text)
+    if explicit and len(set(explicit)) == 1:
+        return explicit[0]
+    found = {label for label, words in _LABEL_WORDS.items()
+             for word in words if re.search(rf"\b{re.escape(word)}\b", text)}
+    return found.pop() if len(found) == 1 else None
+
+
+def parse_verdict(reply: str | None) -> bool | None:
+    """A judge's verdict: True for correct, False for incorrect, None when unreadable."""
+    if not reply:
+        return None
+    text = strip_thinking(reply).lower()
+    bare = _DECORATION.sub("", text).strip()
+    if bare in ("yes", "no"):
+        return bare == "yes"
+    negative = re.search(r"\b(incorrect|not correct|wrong|invalid|false)\b", text)
+    positive = re.search(r"\b(correct|right|valid|true)\b", _strip_negated(text))
+    if negative and not positive:
+        return False
+    if positive and not negative:
+        return True
+    return None
+
+
+def _strip_negated(text: str) -> str:
+    return re.sub(r"\b(incorrect|not correct)\b", " ", text)
+
+
+_PREAMBLE = re.compile(r"^(here is|here's|sure|certainly|below is|okay|ok)\b[^\n]*\n+", re.IGNORECASE)
+
+
+def clean_reasoning(reply: str) -> str:
+    """The reasoning in a Rethinker reply: no thinking block, code fence or leading preamble."""
+    text = strip_thinking(reply)
+    text = re.sub(r"^```[a-z]*\n|\n```$", "", text.strip())
+    text = _PREAMBLE.sub("", text, count=1)
+    return text.strip()

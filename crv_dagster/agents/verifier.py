@@ -1,0 +1,69 @@
+"""The Verifier: does a refined chain of thought still reach the reference answer?
+
+The rule-based check (``is_correct``, on math-verify) always runs; an LLM judge can be added
+in the profile and is asked only about CoTs that passed it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from crv_dagster.agents.replies import parse_verdict
+from crv_dagster.evaluation.answers import answers_match, extract_answer
+from crv_dagster.llm.base import ChatRequest, SamplingParams
+from crv_dagster.prompts import PromptTemplate, load_prompt
+
+JUDGE_FIELDS = {"question", "answer", "cot"}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    reason: str  # passed | no_answer | wrong_answer | judge_rejected | judge_unreadable
+    extracted: str | None
+
+
+def load_judge_prompt(name: str) -> PromptTemplate:
+    return load_prompt(name, required=JUDGE_FIELDS)
+
+
+class Verifier:
+    def __init__(self, judge_backend=None, judge_prompt: PromptTemplate | None = None,
+                 judge_params: SamplingParams | None = None):
+        if (judge_backend is None) != (judge_prompt is None):
+            raise ValueError("an LLM judge needs both a backend and a prompt")
+        self.judge_backend = judge_backend
+        self.judge_prompt = judge_prompt
+        self.judge_params = judge_params or SamplingParams(max_new_tokens=16)
+
+    def verify(self, items: Sequence[tuple[str, str, str]]) -> list[Verdict]:
+        """Verdicts for (question, answer, cot) items."""
+        verdicts = []
+        for _, answer, cot in items:
+            extracted = extract_answer(cot)
+            if extracted is None:
+                verdicts.append(Verdict(False, "no_answer", None))
+            elif not answers_match(answer, extracted):
+                verdicts.append(Verdict(False, "wrong_answer", extracted))
+            else:
+                verdicts.append(Verdict(True, "passed", extracted))
+        if self.judge_backend is not None:
+            verdicts = self._judge(items, verdicts)
+        return verdicts
+
+    def _judge(self, items, verdicts: list[Verdict]) -> list[Verdict]:
+        ask = [i for i, v in enumerate(verdicts) if v.passed]
+        requests = [
+            ChatRequest.of([{"role": "user", "content": self.judge_prompt.render(
+                question=items[i][0], answer=items[i][1], cot=items[i][2])}], self.judge_params)
+            for i in ask
+        ]
+        out = list(verdicts)
+        for i, completion in zip(ask, self.judge_backend.generate(requests)):
+            decision = parse_verdict(completion.text)
+            if decision is None:
+                out[i] = Verdict(False, "judge_unreadable", verdicts[i].extracted)
+            elif not decision:
+                out[i] = Verdict(False, "judge_rejected", verdicts[i].extracted)
+        return out

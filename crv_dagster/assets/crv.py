@@ -1,0 +1,174 @@
+"""The CRV stage: ``critiques``, ``rewritten_cots`` and ``verified_set``."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from crv_dagster.agents import crv
+from crv_dagster.agents.build import build_critic, build_rethinker, build_verifier
+from crv_dagster.assets.metadata import image, markdown_table
+from crv_dagster.llm.factory import build_backend, resolve_profile_model
+from crv_dagster.partitions import partition_of
+from crv_dagster.plots import length_histogram
+from crv_dagster.resources import ProfileResource
+from crv_dagster.schemas import CritiquesFrame, RewrittenCotsFrame, VerifiedSetFrame
+from crv_dagster.tracking import MlflowTracking
+
+GROUP = "crv"
+
+
+def _student_tokenizer(cfg, model_size: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_profile_model(cfg, cfg.model_sizes[model_size].model))
+
+
+def _token_lengths(tokenizer, texts) -> list[int]:
+    texts = [t for t in texts if isinstance(t, str)]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+
+
+def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        name="critiques",
+        group_name=GROUP,
+        partitions_def=partitions,
+        dagster_type=CritiquesFrame,
+        kinds={"pandas", "parquet"},
+        pool="gpu",
+        check_specs=[dg.AssetCheckSpec("unparsed_share_ok", asset="critiques",
+                                       description="Few enough Critic replies could not be read as a label.")],
+        description="The Critic's label for each raw CoT (easy / medium / hard) from the student's perspective.",
+    )
+    def critiques(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
+                  raw_cots: pd.DataFrame):
+        cfg = profile.profile
+        key = partition_of(context)
+        student_size = cfg.model_sizes[key.model_size].parameters
+        with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash()) as run:
+            backend = build_backend(cfg, cfg.crv.agent_backend)
+            try:
+                critic = build_critic(cfg, backend)
+                context.log.info(f"critic {backend.model_id}: {len(raw_cots)} CoTs, student {student_size}")
+                frame = crv.critique(raw_cots, critic, student_size)
+            finally:
+                backend.close()
+            labels = crv.label_counts(frame)
+            unparsed_share = labels["unparsed"] / len(frame) if len(frame) else 0.0
+            stats = {"num_critiques": len(frame), "unparsed_share": round(unparsed_share, 4),
+                     **{f"label_{k}": v for k, v in labels.items()}, **backend.stats.as_metadata("agent")}
+            run.log_params({"student_size": student_size, "critic_prompt": cfg.crv.critic.prompt,
+                            "critic_max_retries": cfg.crv.critic.max_retries, "agent_model": backend.model_id})
+            run.log_metrics(stats)
+        yield dg.Output(frame, metadata={
+            **stats,
+            "dagster/row_count": len(frame),
+            "label_distribution": dg.MetadataValue.json(labels),
+            "sample": markdown_table(frame, ["problem_id", "label", "attempts", "reply", "cot"]),
+            "mlflow_run": dg.MetadataValue.url(run.url),
+        })
+        limit = cfg.crv.max_unparsed_share
+        yield dg.AssetCheckResult(
+            check_name="unparsed_share_ok", passed=bool(unparsed_share <= limit),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"unparsed_share": unparsed_share, "limit": limit},
+        )
+
+    @dg.asset(
+        name="rewritten_cots",
+        group_name=GROUP,
+        partitions_def=partitions,
+        dagster_type=RewrittenCotsFrame,
+        kinds={"pandas", "parquet"},
+        pool="gpu",
+        description="Easy CoTs expanded, hard ones simplified, medium kept; each rewrite verified, retried on failure.",
+    )
+    def rewritten_cots(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
+                       critiques: pd.DataFrame) -> dg.Output:
+        cfg = profile.profile
+        key = partition_of(context)
+        student_size = cfg.model_sizes[key.model_size].parameters
+        with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash()) as run:
+            backend = build_backend(cfg, cfg.crv.agent_backend)
+            judge_backend = None
+            try:
+                rethinker = build_rethinker(cfg, backend)
+                verifier, judge_backend = build_verifier(cfg, backend)
+                frame = crv.refine(critiques, rethinker, verifier, student_size, cfg.crv.max_attempts)
+            finally:
+                backend.close()
+                if judge_backend is not None:
+                    judge_backend.close()
+            stats = crv.refine_stats(frame, cfg.crv.max_attempts)
+            tokenizer = _student_tokenizer(cfg, key.model_size)
+            rewritten = frame[frame["passed"] & frame["action"].isin(["expand", "simplify"])]
+            before = _token_lengths(tokenizer, rewritten["original_cot"])
+            after = _token_lengths(tokenizer, rewritten["rewritten_cot"])
+            lengths = {}
+            for action in ("expand", "simplify"):
+                part = rewritten[rewritten["action"] == action]
+                if len(part):
+                    lengths[f"{action}_tokens_before"] = float(pd.Series(_token_lengths(tokenizer, part["original_cot"])).mean())
+                    lengths[f"{action}_tokens_after"] = float(pd.Series(_token_lengths(tokenizer, part["rewritten_cot"])).mean())
+            png = length_histogram(before, after, f"CoT length, {key.dataset} / {key.model_size}")
+            flat = {"num_problems": len(frame), "num_passed": int(frame["passed"].sum()),
+                    "num_dropped": stats["num_dropped"], "rewrite_pass_rate": stats["rewrite_pass_rate"],
+                    **{f"action_{k}": v for k, v in stats["actions"].items()},
+                    **{f"pass_rate_{k}": v for k, v in stats["pass_rate_by_attempt"].items()},
+                    **{f"drop_{k.replace(':', '_')}": v for k, v in stats["drop_reasons"].items()},
+                    **lengths, **backend.stats.as_metadata("agent")}
+            run.log_params({"max_attempts": cfg.crv.max_attempts, "llm_judge": cfg.crv.verifier.llm_judge,
+                            "expand_prompt": cfg.crv.rethinker.expand_prompt,
+                            "simplify_prompt": cfg.crv.rethinker.simplify_prompt})
+            run.log_metrics(flat)
+            run.log_image_bytes(png, "cot_lengths.png")
+            run.log_text(json.dumps(stats, indent=2), "crv_stats.json")
+        side_by_side = frame[frame["action"].isin(["expand", "simplify"])]
+        return dg.Output(frame, metadata={
+            **{k: v for k, v in flat.items() if v is not None},
+            "dagster/row_count": len(frame),
+            "actions": dg.MetadataValue.json(stats["actions"]),
+            "pass_rate_by_attempt": dg.MetadataValue.json(stats["pass_rate_by_attempt"]),
+            "drop_reasons": dg.MetadataValue.json(stats["drop_reasons"]),
+            "cot_lengths": image(png, "CoT lengths before and after"),
+            "side_by_side": markdown_table(side_by_side, ["problem_id", "action", "passed", "original_cot", "rewritten_cot"],
+                                           rows=4, max_chars=400),
+            "mlflow_run": dg.MetadataValue.url(run.url),
+        })
+
+    @dg.asset(
+        name="verified_set",
+        group_name=GROUP,
+        partitions_def=partitions,
+        dagster_type=VerifiedSetFrame,
+        kinds={"pandas", "parquet"},
+        check_specs=[dg.AssetCheckSpec("has_sft_rows", asset="verified_set",
+                                       description="At least one student-suited CoT passed verification.")],
+        description="The SFT data (verified, student-suited CoTs) plus the correct but unsuited originals.",
+    )
+    def verified_set(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
+                     rewritten_cots: pd.DataFrame):
+        cfg = profile.profile
+        with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash()) as run:
+            frame = crv.verified_set(rewritten_cots)
+            suited = frame[frame["role"] == "suited"]
+            stats = {
+                "num_rows": len(frame),
+                "num_suited": len(suited),
+                "num_unsuited_originals": int((frame["role"] == "unsuited_original").sum()),
+                "num_suited_rewritten": int((suited["provenance"] == "rewritten").sum()),
+                "num_suited_original": int((suited["provenance"] == "original").sum()),
+                "yield": round(len(suited) / len(rewritten_cots), 4) if len(rewritten_cots) else 0.0,
+            }
+            run.log_metrics(stats)
+        yield dg.Output(frame, metadata={
+            **stats,
+            "dagster/row_count": len(frame),
+            "sample": markdown_table(suited, ["problem_id", "provenance", "label", "cot"], max_chars=300),
+            "mlflow_run": dg.MetadataValue.url(run.url),
+        })
+        yield dg.AssetCheckResult(check_name="has_sft_rows", passed=bool(len(suited) > 0),
+                                  severity=dg.AssetCheckSeverity.WARN, metadata={"num_suited": len(suited)})
+
+    return [critiques, rewritten_cots, verified_set]

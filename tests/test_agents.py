@@ -1,0 +1,183 @@
+import json
+
+import pandas as pd
+import pytest
+
+from crv_dagster.agents import crv
+from crv_dagster.agents.critic import Critic, load_critic_prompt
+from crv_dagster.agents.replies import clean_reasoning, parse_label, parse_verdict, strip_thinking
+from crv_dagster.agents.rethinker import Rethinker, load_rethinker_prompts
+from crv_dagster.agents.verifier import Verifier, load_judge_prompt
+from crv_dagster.llm.base import SamplingParams
+from crv_dagster.prompts import PromptError, load_prompt
+from crv_dagster.schemas import critiques_schema, rewritten_cots_schema, verified_set_schema
+from scripted import ScriptedBackend
+
+
+@pytest.mark.parametrize(
+    "reply, label",
+    [
+        ("medium", "medium"), ("Hard.", "hard"), ("**Easy**", "easy"), ("  EASY\n", "easy"),
+        ("<think>It could be easy or hard... the steps are fine.</think>\nmedium", "medium"),
+        ("Label: hard", "hard"), ("My answer: medium. It is neither easy nor hard.", "medium"),
+        ("The reasoning is too terse for this student.", "easy"),
+        ("This solution is well balanced.", "medium"),
+        ("It is far too convoluted.", "hard"),
+        ("easy or hard, I cannot decide", None), ("banana", None), ("", None), (None, None),
+        ("<think>still thinking about whether it is easy", None),
+    ],
+)
+def test_label_parser_on_messy_replies(reply, label):
+    assert parse_label(reply) == label
+
+
+@pytest.mark.parametrize(
+    "reply, verdict",
+    [("correct", True), ("Incorrect.", False), ("The solution is not correct.", False),
+     ("<think>hmm</think> Correct", True), ("maybe", None), ("correct? incorrect!", None)],
+)
+def test_verdict_parser(reply, verdict):
+    assert parse_verdict(reply) is verdict
+
+
+def test_clean_reasoning_drops_preamble_thinking_and_fences():
+    assert clean_reasoning("<think>x</think>Here is the expanded reasoning:\n\nStep 1.\n\nStep 2.") == "Step 1.\n\nStep 2."
+    assert clean_reasoning("```\nA\n\nB\n```") == "A\n\nB"
+    assert strip_thinking("plan</think>answer") == "answer"
+
+
+def test_prompts_render_with_the_student_size():
+    critic = load_critic_prompt("critic.txt")
+    text = critic.render(question="Q?", answer="4", cot="2+2=4", student_size="1.5B")
+    assert "about 1.5B parameters" in text and "Q?" in text and "2+2=4" in text
+    for template in load_rethinker_prompts("rethink_expand.txt", "rethink_simplify.txt").values():
+        rendered = template.render(question="Q", answer="4", cot="C", student_size="7B", feedback="")
+        assert "7B parameters" in rendered and "\\boxed{}" in rendered
+    assert "{" not in load_judge_prompt("verify_judge.txt").render(question="Q", answer="1", cot="C").replace("{}", "")
+
+
+def test_prompt_missing_a_placeholder_is_a_clear_error(tmp_path):
+    path = tmp_path / "critic.txt"
+    path.write_text("Judge this: {cot}\nfor a student.")
+    with pytest.raises(PromptError, match=r"critic.txt: missing placeholder\(s\).*student_size"):
+        load_critic_prompt(str(path))
+    path.write_text("{question} {answer} {cot} {student_size} {typo}")
+    with pytest.raises(PromptError, match=r"unknown placeholder.*typo"):
+        load_critic_prompt(str(path))
+    with pytest.raises(PromptError, match="not found"):
+        load_prompt(tmp_path / "absent.txt", required={"x"})
+
+
+def _raw(n=3, correct=True):
+    return pd.DataFrame({
+        "problem_id": [f"p{i}" for i in range(n)], "dataset": "d",
+        "question": [f"What is {i} + {i}?" for i in range(n)], "answer": [str(2 * i) for i in range(n)],
+        "cot": [f"{i} + {i} = {2 * i}.\n\nThe answer is \\boxed{{{2 * i}}}." for i in range(n)],
+        "is_correct": correct,
+    })
+
+
+def test_critic_retries_unreadable_replies_then_records_unparsed():
+    replies = {"What is 0": ["hmm", "medium"], "What is 1": ["??", "???", "????"], "What is 2": ["hard"]}
+    seen = {k: 0 for k in replies}
+
+    def reply(prompt, params):
+        key = next(k for k in replies if k in prompt)
+        seen[key] += 1
+        return replies[key][seen[key] - 1]
+
+    backend = ScriptedBackend(reply)
+    critic = Critic(backend, load_critic_prompt("critic.txt"), SamplingParams(max_new_tokens=4), max_retries=2)
+    frame = crv.critique(_raw(), critic, "1.5B")
+    critiques_schema.validate(frame)
+    assert list(frame["label"]) == ["medium", "unparsed", "hard"]
+    assert list(frame["attempts"]) == [2, 3, 1]
+    assert frame.loc[1, "reply"] == "????"
+    assert all("1.5B" in p for p in backend.prompts)
+
+
+def _critiques(labels, correct=True):
+    raw = _raw(len(labels), correct)
+    return pd.DataFrame({**{c: raw[c] for c in ("problem_id", "dataset", "question", "answer", "cot")},
+                         "cot_correct": correct, "label": labels})
+
+
+def test_rethinker_retry_loop_passes_on_the_third_attempt():
+    calls = []
+
+    def reply(prompt, params):
+        calls.append((prompt, params))
+        attempt = len(calls)
+        return {1: "So the total is \\boxed{5}.", 2: "Adding the numbers step by step."}.get(
+            attempt, "2 + 2 = 4.\n\nThe answer is \\boxed{4}.")
+
+    critiques = _critiques(["easy"]).iloc[[0]].copy()
+    critiques["answer"], critiques["question"] = "4", "What is 2 + 2?"
+    rethinker = Rethinker(ScriptedBackend(reply), load_rethinker_prompts("rethink_expand.txt", "rethink_simplify.txt"),
+                          SamplingParams(max_new_tokens=64))
+    frame = crv.refine(critiques, rethinker, Verifier(), "1.5B", max_attempts=3)
+    rewritten_cots_schema.validate(frame)
+    row = frame.iloc[0]
+    assert (row["action"], row["passed"], row["final_attempt"], row["attempts"]) == ("expand", True, 3, 3)
+    assert [v["reason"] for v in json.loads(row["verdicts"])] == ["wrong_answer", "no_answer", "passed"]
+    # Each retry is told why the previous one failed, and samples with a new seed.
+    assert "concluded 5 instead of 4" in calls[1][0]
+    assert "never stated a final answer" in calls[2][0]
+    assert len({params.seed for _, params in calls}) == 3
+
+
+def test_a_cot_that_never_verifies_is_dropped_and_counted():
+    rethinker = Rethinker(ScriptedBackend(lambda p, s: "The answer is \\boxed{999}."),
+                          load_rethinker_prompts("rethink_expand.txt", "rethink_simplify.txt"), SamplingParams())
+    critiques = _critiques(["hard", "medium", "unparsed", "easy"])
+    frame = crv.refine(critiques, rethinker, Verifier(), "1.5B", max_attempts=2)
+    rewritten_cots_schema.validate(frame)
+    assert list(frame["action"]) == ["simplify", "keep", "skip", "expand"]
+    assert list(frame["passed"]) == [False, True, False, False]
+    assert list(frame["drop_reason"].fillna("-")) == ["verify_failed:wrong_answer", "-", "unparsed_critique",
+                                                      "verify_failed:wrong_answer"]
+    stats = crv.refine_stats(frame, 2)
+    assert stats["drop_reasons"] == {"unparsed_critique": 1, "verify_failed:wrong_answer": 2}
+    assert stats["pass_rate_by_attempt"] == {"attempt_1": 0.0, "attempt_2": 0.0}
+
+    verified = crv.verified_set(frame)
+    verified_set_schema.validate(verified)
+    assert list(zip(verified["problem_id"], verified["role"])) == [
+        ("p0", "unsuited_original"), ("p1", "suited"), ("p3", "unsuited_original")]
+
+
+def test_medium_cot_with_a_wrong_original_is_not_kept():
+    rethinker = Rethinker(ScriptedBackend(lambda p, s: ""), load_rethinker_prompts("rethink_expand.txt", "rethink_simplify.txt"),
+                          SamplingParams())
+    frame = crv.refine(_critiques(["medium"], correct=False), rethinker, Verifier(), "1B", max_attempts=1)
+    assert not frame.loc[0, "passed"] and frame.loc[0, "drop_reason"] == "original_incorrect"
+    assert crv.verified_set(frame).empty
+
+
+def test_llm_judge_can_reject_what_the_rules_accept():
+    verdicts = iter(["correct", "incorrect", "no idea"])
+    judge = ScriptedBackend(lambda p, s: next(verdicts))
+    verifier = Verifier(judge, load_judge_prompt("verify_judge.txt"))
+    items = [("Q", "4", "\\boxed{4}"), ("Q", "4", "\\boxed{4}"), ("Q", "4", "\\boxed{4}"), ("Q", "4", "\\boxed{5}")]
+    result = verifier.verify(items)
+    assert [v.reason for v in result] == ["passed", "judge_rejected", "judge_unreadable", "wrong_answer"]
+    assert len(judge.prompts) == 3  # only what passed the rule-based check is judged
+
+
+def test_verified_set_keeps_rewritten_suited_and_unsuited_original():
+    rethinker = Rethinker(ScriptedBackend(lambda p, s: "0 + 0 = 0, step by step.\n\nSo \\boxed{0}."),
+                          load_rethinker_prompts("rethink_expand.txt", "rethink_simplify.txt"), SamplingParams())
+    frame = crv.refine(_critiques(["easy"]), rethinker, Verifier(), "1B", max_attempts=1)
+    verified = crv.verified_set(frame)
+    assert sorted(zip(verified["role"], verified["provenance"])) == [("suited", "rewritten"),
+                                                                     ("unsuited_original", "original")]
+
+
+def test_a_truncated_rewrite_fails_even_with_the_right_answer():
+    backend = ScriptedBackend(lambda p, s: "0 + 0 = 0.\n\nSo \\boxed{0}.\n\nSo \\boxed{0}.", finish_reason="length")
+    prompts = load_rethinker_prompts("rethink_expand.txt", "rethink_simplify.txt")
+    frame = crv.refine(_critiques(["easy"]), Rethinker(backend, prompts, SamplingParams()), Verifier(), "1B", 2)
+    assert [v["reason"] for v in json.loads(frame.loc[0, "verdicts"])] == ["truncated", "truncated"]
+    assert "cut off at the length limit" in backend.prompts[1]
+    lenient = Rethinker(ScriptedBackend(backend.reply, "length"), prompts, SamplingParams(), reject_truncated=False)
+    assert crv.refine(_critiques(["easy"]), lenient, Verifier(), "1B", 1).loc[0, "passed"]
