@@ -21,6 +21,7 @@ CONFIG_DIR = PROJECT_ROOT / "assets_config"
 PROFILE_ENV = "CRV_PROFILE"
 ARTIFACTS_ENV = "CRV_ARTIFACTS_ROOT"
 DEFAULT_PROFILE = "demo"
+STUDENT = "student"  # as a backend's model: the weights of the partition's student
 
 
 class ProfileError(ValueError):
@@ -221,6 +222,72 @@ class CrvConfig(_Strict):
     max_unparsed_share: float = Field(0.2, ge=0.0, le=1.0, description="asset check threshold")
 
 
+class LoraSettings(_Strict):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    # Attention and MLP projections; TRL's fused LM head refuses LoRA on lm_head.
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class TrainerSettings(_Strict):
+    """What TRL's configs take; the CPU-relevant defaults are set explicitly (TRL turns bf16 and
+    gradient checkpointing on by default, even on a CPU)."""
+
+    learning_rate: float = Field(2e-5, gt=0)
+    num_train_epochs: float = Field(3.0, gt=0)
+    max_steps: int = Field(-1, description="> 0 overrides num_train_epochs")
+    per_device_train_batch_size: int = Field(4, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    max_length: int = Field(1024, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    lr_scheduler_type: str = "cosine"
+    weight_decay: float = Field(0.0, ge=0.0)
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(1, gt=0)
+    seed: int = 42
+
+
+class PairBetas(_Strict):
+    """Beta per pair kind. Only the large-gap value (0.5) is published; the others follow the
+    reading that a smaller gap (both CoTs correct) should stay closer to the reference."""
+
+    small_gap: float = Field(1.0, gt=0)
+    medium_gap: float = Field(0.75, gt=0)
+    large_gap: float = Field(0.5, gt=0)
+
+
+class PairsConfig(_Strict):
+    incorrect_source: Literal["student", "inject", "perturb"] = Field(
+        "student", description="student: wrong samples of the student; inject: an agent adds one error; "
+                               "perturb: a rule changes the last result (no model needed)")
+    student_backend: str | None = Field(None, description="a key of `backends` used with the student's weights")
+    student_samples: int = Field(4, gt=0)
+    student_temperature: float = Field(1.0, gt=0)
+    student_max_new_tokens: int = Field(512, gt=0)
+    inject_backend: str | None = Field(None, description="default: the CRV agent backend")
+    inject_prompt: str = "inject_error.txt"
+    betas: PairBetas = PairBetas()
+    seed: int = 0
+
+
+class CogpoSettings(TrainerSettings):
+    learning_rate: float = Field(1e-6, gt=0)
+    num_train_epochs: float = Field(1.0, gt=0)
+    dpo_beta: float = Field(0.1, gt=0, description="the single beta of the plain DPO baseline")
+    baselines: list[Literal["dpo"]] = Field([], description="also train these on the same pairs")
+
+
+class TrainingConfig(_Strict):
+    finetuning: Literal["full", "lora"] = "full"
+    lora: LoraSettings = LoraSettings()
+    sft: TrainerSettings = TrainerSettings()
+    pairs: PairsConfig = PairsConfig()
+    cogpo: CogpoSettings = CogpoSettings()
+    torch_threads: int | None = Field(None, gt=0, description="CPU threads for training (None: torch's default)")
+
+
 class TrackingConfig(_Strict):
     tracking_uri: str | None = Field(None, description="default: sqlite store under the artifacts root")
     experiment: str = "crv-dagster"
@@ -237,6 +304,7 @@ class Profile(_Strict):
     backends: dict[str, BackendConfig] = {}
     teacher: TeacherConfig = TeacherConfig()
     crv: CrvConfig = CrvConfig()
+    training: TrainingConfig = TrainingConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("datasets", "model_sizes")
@@ -255,12 +323,15 @@ class Profile(_Strict):
             if cfg.model not in self.models:
                 raise ValueError(f"model_sizes.{size}.model: '{cfg.model}' is not a key of models")
         for name, backend in self.backends.items():
-            if backend.kind != "openai" and backend.model not in self.models:
-                raise ValueError(f"backends.{name}.model: '{backend.model}' is not a key of models")
+            if backend.kind != "openai" and backend.model not in self.models and backend.model != STUDENT:
+                raise ValueError(f"backends.{name}.model: '{backend.model}' is not a key of models "
+                                 f"(or '{STUDENT}': the partition's student)")
         if self.teacher.backend is not None and self.teacher.backend not in self.backends:
             raise ValueError(f"teacher.backend: '{self.teacher.backend}' is not a key of backends")
         for where, key in (("crv.agent_backend", self.crv.agent_backend),
-                           ("crv.verifier.judge_backend", self.crv.verifier.judge_backend)):
+                           ("crv.verifier.judge_backend", self.crv.verifier.judge_backend),
+                           ("training.pairs.student_backend", self.training.pairs.student_backend),
+                           ("training.pairs.inject_backend", self.training.pairs.inject_backend)):
             if key is not None and self.backends and key not in self.backends:
                 raise ValueError(f"{where}: '{key}' is not a key of backends")
         needs_teacher = [n for n, d in self.datasets.items() if d.cot_source == "teacher"]

@@ -12,6 +12,7 @@ import dagster as dg
 
 from crv_dagster.assets.crv import build_crv_assets
 from crv_dagster.assets.data import build_data_assets
+from crv_dagster.assets.training import build_training_assets
 from crv_dagster.config import active_profile_path, load_profile_file
 from crv_dagster.partitions import build_partitions
 from crv_dagster.resources import ProfileResource
@@ -22,7 +23,7 @@ from crv_dagster.tracking import MlflowTracking
 def build_definitions(profile_file: str | Path) -> dg.Definitions:
     profile = load_profile_file(profile_file)
     partitions = build_partitions(profile)
-    assets = build_data_assets(partitions) + build_crv_assets(partitions)
+    assets = build_data_assets(partitions) + build_crv_assets(partitions) + build_training_assets(partitions)
     pipeline = dg.define_asset_job(
         "crv_pipeline",
         selection=dg.AssetSelection.all(),

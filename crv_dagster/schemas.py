@@ -121,8 +121,49 @@ verified_set_schema = pa.DataFrameSchema(
     coerce=True,
 )
 
+preference_pairs_schema = pa.DataFrameSchema(
+    name="preference_pairs",
+    description="CogPO pairs: prompt (the student's chat template), chosen, rejected, kind and beta.",
+    columns={
+        "pair_id": _id,
+        "problem_id": _text,
+        "dataset": _text,
+        "question": _text,
+        "answer": _text,
+        "pair_type": pa.Column(str, pa.Check.isin(["small_gap", "medium_gap", "large_gap"])),
+        "beta": pa.Column(float, pa.Check.gt(0)),
+        "prompt": _text,
+        "chosen": _text,
+        "rejected": _text,
+        "rejected_source": pa.Column(str, pa.Check.isin(["original", "student", "inject", "perturb"])),
+    },
+    checks=[pa.Check(lambda df: df["chosen"] != df["rejected"], name="chosen_differs_from_rejected")],
+    strict=True,
+    coerce=True,
+)
+
+model_manifest_schema = pa.DataFrameSchema(
+    name="model_manifest",
+    description="Trained checkpoints (HF folders) of one partition, one row per method.",
+    columns={
+        "method": pa.Column(str, pa.Check.isin(["sft", "cogpo", "dpo"]), unique=True),
+        "path": _text,
+        "parent": _text,
+        "finetuning": pa.Column(str, pa.Check.isin(["full", "lora"])),
+        "num_examples": pa.Column(int, pa.Check.gt(0)),
+        "steps": pa.Column(int, pa.Check.ge(0)),
+        "loss_first": pa.Column(float, nullable=True),
+        "loss_last": pa.Column(float, nullable=True),
+        "train_runtime_s": pa.Column(float, nullable=True),
+    },
+    strict=True,
+    coerce=True,
+)
+
 ProblemsFrame = pandera_schema_to_dagster_type(problems_schema)
 RawCotsFrame = pandera_schema_to_dagster_type(raw_cots_schema)
 CritiquesFrame = pandera_schema_to_dagster_type(critiques_schema)
 RewrittenCotsFrame = pandera_schema_to_dagster_type(rewritten_cots_schema)
 VerifiedSetFrame = pandera_schema_to_dagster_type(verified_set_schema)
+PreferencePairsFrame = pandera_schema_to_dagster_type(preference_pairs_schema)
+ModelManifest = pandera_schema_to_dagster_type(model_manifest_schema)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from crv_dagster.config import OpenAIBackendConfig, Profile, TransformersBackendConfig, VllmBackendConfig
+from crv_dagster.config import STUDENT, OpenAIBackendConfig, Profile, TransformersBackendConfig, VllmBackendConfig
 from crv_dagster.llm.base import SamplingParams
 from crv_dagster.llm.cache import CachedBackend, ResponseCache
 from crv_dagster.llm.models import resolve_model
@@ -27,19 +27,31 @@ def resolve_profile_model(profile: Profile, model_key: str) -> str:
     return resolve_model(model_key, profile.models[model_key], models_dir(profile))
 
 
-def build_backend(profile: Profile, backend_key: str) -> CachedBackend:
+def student_base_model(profile: Profile, model_size: str) -> str:
+    """The untrained student of a model size, as a path or Hub id."""
+    return resolve_profile_model(profile, profile.model_sizes[model_size].model)
+
+
+def build_backend(profile: Profile, backend_key: str, model_path: str | None = None) -> CachedBackend:
+    """The backend ``backend_key`` of the profile, in front of the response cache.
+
+    ``model_path`` replaces the configured model: how a student (base or trained) is served
+    by a backend entry whose model is ``student``.
+    """
     if backend_key not in profile.backends:
         raise KeyError(f"profile '{profile.name}' has no backend '{backend_key}' (has: {sorted(profile.backends)})")
     cfg = profile.backends[backend_key]
+    if model_path is None and getattr(cfg, "model", None) == STUDENT:
+        raise ValueError(f"backends.{backend_key} serves the student: pass the student's model path")
     if isinstance(cfg, TransformersBackendConfig):
         from crv_dagster.llm.transformers_backend import TransformersBackend
 
-        backend = TransformersBackend(resolve_profile_model(profile, cfg.model), batch_size=cfg.batch_size,
+        backend = TransformersBackend(model_path or resolve_profile_model(profile, cfg.model), batch_size=cfg.batch_size,
                                       dtype=cfg.dtype, device=cfg.device)
     elif isinstance(cfg, VllmBackendConfig):
         from crv_dagster.llm.vllm_backend import VllmBackend
 
-        backend = VllmBackend(resolve_profile_model(profile, cfg.model), tensor_parallel_size=cfg.tensor_parallel_size,
+        backend = VllmBackend(model_path or resolve_profile_model(profile, cfg.model), tensor_parallel_size=cfg.tensor_parallel_size,
                               gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
                               dtype=cfg.dtype, seed=cfg.generation.seed)
     elif isinstance(cfg, OpenAIBackendConfig):

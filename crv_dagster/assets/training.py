@@ -1,0 +1,187 @@
+"""Training: ``preference_pairs``, ``sft_model`` and ``cogpo_model``.
+
+Model assets store a small manifest table (path, parent, losses); the weights themselves are
+Hugging Face folders under ``<artifacts>/checkpoints/<asset>/<dataset>/<size>/<method>``.
+"""
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from crv_dagster.assets.metadata import counts, markdown_table
+from crv_dagster.llm.factory import build_backend, student_base_model
+from crv_dagster.partitions import partition_of
+from crv_dagster.resources import ProfileResource
+from crv_dagster.schemas import ModelManifest, PreferencePairsFrame
+from crv_dagster.tracking import MlflowTracking
+from crv_dagster.training import pairs as pairs_lib
+
+GROUP = "training"
+
+
+def _checkpoint_dir(cfg, asset: str, key, method: str):
+    return cfg.artifacts_dir / "checkpoints" / asset / key.dataset / key.model_size / method
+
+
+def _manifest_row(method: str, path, parent: str, finetuning: str, result: dict) -> dict:
+    loss = result.get("loss") or {}
+    return {"method": method, "path": str(path), "parent": parent, "finetuning": finetuning,
+            "num_examples": result.get("num_examples", result.get("num_pairs")), "steps": result["steps"],
+            "loss_first": loss.get("first"), "loss_last": loss.get("last"),
+            "train_runtime_s": result.get("train_runtime_s")}
+
+
+def _incorrect_cots(cfg, key, material: pd.DataFrame, log) -> list:
+    """Incorrect CoTs for the problems in ``material`` (one correct CoT per problem)."""
+    pairs_cfg = cfg.training.pairs
+    if pairs_cfg.incorrect_source == "perturb":
+        return pairs_lib.incorrect_by_perturbation(material, pairs_cfg.seed)
+    if pairs_cfg.incorrect_source == "student":
+        from crv_dagster.llm.base import SamplingParams
+        from crv_dagster.training.formatting import prompt_messages
+
+        backend = build_backend(cfg, pairs_cfg.student_backend, model_path=student_base_model(cfg, key.model_size))
+        try:
+            params = SamplingParams(max_new_tokens=pairs_cfg.student_max_new_tokens,
+                                    temperature=pairs_cfg.student_temperature, seed=pairs_cfg.seed)
+            found = pairs_lib.incorrect_by_student(material, backend, prompt_messages, pairs_cfg.student_samples, params)
+        finally:
+            backend.close()
+        log.info(f"student samples: {backend.stats.as_metadata('student')}")
+        return found
+    from crv_dagster.agents.build import _params
+
+    agent_key = pairs_cfg.inject_backend or cfg.crv.agent_backend
+    backend = build_backend(cfg, agent_key)
+    try:
+        prompt = pairs_lib.load_inject_prompt(pairs_cfg.inject_prompt)
+        return pairs_lib.incorrect_by_injection(material, backend, prompt, _params(cfg, agent_key, None))
+    finally:
+        backend.close()
+
+
+def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        name="preference_pairs",
+        group_name=GROUP,
+        partitions_def=partitions,
+        dagster_type=PreferencePairsFrame,
+        kinds={"pandas", "parquet"},
+        pool="gpu",
+        description="CogPO pairs of three kinds (small, medium, large gap), each with its beta, checked with is_correct.",
+    )
+    def preference_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
+                         verified_set: pd.DataFrame) -> dg.Output:
+        from transformers import AutoTokenizer
+
+        cfg = profile.profile
+        key = partition_of(context)
+        pairs_cfg = cfg.training.pairs
+        with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash()) as run:
+            # One correct CoT per problem to corrupt or to sample against: the suited one if any.
+            material = (verified_set.sort_values("role").drop_duplicates("problem_id")
+                        [["problem_id", "question", "answer", "cot"]].reset_index(drop=True))
+            incorrect = _incorrect_cots(cfg, key, material, context.log)
+            tokenizer = AutoTokenizer.from_pretrained(student_base_model(cfg, key.model_size))
+            frame, refused = pairs_lib.build_pairs(verified_set, incorrect, pairs_cfg.betas.model_dump(),
+                                                   pairs_lib.chat_prompt_renderer(tokenizer))
+            by_type = {t: int((frame["pair_type"] == t).sum()) for t in pairs_lib.PAIR_TYPES}
+            stats = {"num_pairs": len(frame), **{f"pairs_{t}": n for t, n in by_type.items()},
+                     "num_refused": sum(refused.values()), "num_incorrect_cots": len(incorrect),
+                     "problems_with_incorrect_cot": round(len(incorrect) / len(material), 4) if len(material) else 0.0}
+            run.log_params({"incorrect_source": pairs_cfg.incorrect_source,
+                            **{f"beta_{t}": v for t, v in pairs_cfg.betas.model_dump().items()}})
+            run.log_metrics(stats)
+            if refused:
+                run.log_text(json.dumps(dict(refused), indent=2), "refused_pairs.json")
+        return dg.Output(frame, metadata={
+            **stats,
+            "dagster/row_count": len(frame),
+            "pairs_by_type": dg.MetadataValue.json(by_type),
+            "refused_by_reason": dg.MetadataValue.json(dict(refused)),
+            "betas": dg.MetadataValue.json(pairs_cfg.betas.model_dump()),
+            "sample": markdown_table(frame, ["pair_type", "beta", "chosen", "rejected"], rows=3, max_chars=300),
+            "mlflow_run": dg.MetadataValue.url(run.url),
+        })
+
+    @dg.asset(
+        name="sft_model",
+        group_name=GROUP,
+        partitions_def=partitions,
+        dagster_type=ModelManifest,
+        kinds={"pytorch", "huggingface"},
+        pool="gpu",
+        description="The student fine-tuned (TRL SFT, loss on the CoT only) on the verified, student-suited CoTs.",
+    )
+    def sft_model(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
+                  verified_set: pd.DataFrame) -> dg.Output:
+        from crv_dagster.training.sft import train_sft
+
+        cfg = profile.profile
+        key = partition_of(context)
+        base = student_base_model(cfg, key.model_size)
+        out_dir = _checkpoint_dir(cfg, "sft_model", key, "sft")
+        with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash(),
+                              extra_tags={"crv.method": "sft"}) as run:
+            run.log_params({"base_model": base, "finetuning": cfg.training.finetuning,
+                            **{f"sft.{k}": v for k, v in cfg.training.sft.model_dump().items()},
+                            **({f"lora.{k}": v for k, v in cfg.training.lora.model_dump().items()}
+                               if cfg.training.finetuning == "lora" else {})})
+            context.log.info(f"SFT of {base} on {int((verified_set['role'] == 'suited').sum())} CoTs")
+            result = train_sft(base, verified_set, out_dir, cfg.training, run=run)
+        row = _manifest_row("sft", out_dir, base, cfg.training.finetuning, result)
+        return dg.Output(pd.DataFrame([row]), metadata={
+            "checkpoint": dg.MetadataValue.path(str(out_dir)),
+            "num_examples": result["num_examples"], "steps": result["steps"],
+            "loss_first": row["loss_first"], "loss_last": row["loss_last"],
+            "mlflow_run": dg.MetadataValue.url(run.url),
+        })
+
+    @dg.asset(
+        name="cogpo_model",
+        group_name=GROUP,
+        partitions_def=partitions,
+        dagster_type=ModelManifest,
+        kinds={"pytorch", "huggingface"},
+        pool="gpu",
+        description="CogPO from the SFT checkpoint (reference = SFT model); plus the plain DPO baseline if configured.",
+    )
+    def cogpo_model(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
+                    sft_model: pd.DataFrame, preference_pairs: pd.DataFrame) -> dg.Output:
+        from crv_dagster.training.cogpo import train_preference
+
+        cfg = profile.profile
+        key = partition_of(context)
+        sft_path = sft_model.loc[sft_model["method"] == "sft", "path"].iloc[0]
+        rows, meta = [], {}
+        for method in ["cogpo", *cfg.training.cogpo.baselines]:
+            out_dir = _checkpoint_dir(cfg, "cogpo_model", key, method)
+            with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash(),
+                                  extra_tags={"crv.method": method}) as run:
+                by_type = preference_pairs["pair_type"].value_counts().to_dict()
+                run.log_params({"sft_model": sft_path, "method": method, "finetuning": cfg.training.finetuning,
+                                **{f"cogpo.{k}": v for k, v in cfg.training.cogpo.model_dump().items()},
+                                **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
+                                **{f"pairs_{t}": n for t, n in by_type.items()}})
+                context.log.info(f"{method} from {sft_path} on {len(preference_pairs)} pairs")
+                result = train_preference(sft_path, preference_pairs, out_dir, cfg.training, method=method, run=run)
+                run.log_metrics({**{f"loss_by_kind/{k}/before": v for k, v in result["loss_by_kind_before"].items()},
+                                 **{f"loss_by_kind/{k}/after": v for k, v in result["loss_by_kind_after"].items()}})
+            rows.append(_manifest_row(method, out_dir, sft_path, cfg.training.finetuning, result))
+            last = next((h for h in reversed(result["history"]) if f"{method}/rewards/margins" in h), {})
+            meta.update({
+                f"{method}_loss_first": rows[-1]["loss_first"], f"{method}_loss_last": rows[-1]["loss_last"],
+                f"{method}_reward_margin": last.get(f"{method}/rewards/margins"),
+                f"{method}_reward_accuracy": last.get(f"{method}/rewards/accuracies"),
+                f"{method}_loss_by_kind": dg.MetadataValue.json({"before": result["loss_by_kind_before"],
+                                                                 "after": result["loss_by_kind_after"]}),
+                f"{method}_mlflow_run": dg.MetadataValue.url(run.url),
+            })
+        return dg.Output(pd.DataFrame(rows), metadata={
+            **{k: v for k, v in meta.items() if v is not None},
+            "pairs_by_type": counts(preference_pairs["pair_type"]),
+            "checkpoints": markdown_table(pd.DataFrame(rows), ["method", "path", "steps", "loss_first", "loss_last"]),
+        })
+
+    return [preference_pairs, sft_model, cogpo_model]

@@ -1,0 +1,81 @@
+"""What SFT and CogPO share: loading the student, TRL settings, saving checkpoints safely."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from crv_dagster.config import LoraSettings, TrainerSettings
+
+CHECKPOINT_MARK = ".crv-complete"
+
+
+def load_student(path: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return model, tokenizer
+
+
+def trainer_kwargs(settings: TrainerSettings, output_dir: Path) -> dict:
+    """Arguments common to SFTConfig and DPOConfig, with nothing left to TRL's CPU-unfriendly defaults."""
+    import torch
+
+    kwargs = dict(
+        output_dir=str(output_dir),
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.num_train_epochs,
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.per_device_train_batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        max_length=settings.max_length,
+        warmup_steps=float(settings.warmup_ratio),  # transformers 5: a float in [0, 1) is a ratio
+        lr_scheduler_type=settings.lr_scheduler_type,
+        weight_decay=settings.weight_decay,
+        bf16=settings.bf16,
+        gradient_checkpointing=settings.gradient_checkpointing,
+        logging_steps=settings.logging_steps,
+        seed=settings.seed,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    return kwargs
+
+
+def lora_config(settings: LoraSettings):
+    from peft import LoraConfig
+
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
+
+
+def save_checkpoint(model, tokenizer, out_dir: Path, lora: bool) -> Path:
+    """An HF folder (safetensors) at ``out_dir``; a LoRA run also keeps its adapter in ``adapter/``.
+
+    Written beside the target and renamed into place, so a crash never leaves a folder that
+    looks complete.
+    """
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if lora:
+        model.save_pretrained(tmp / "adapter")
+        model = model.merge_and_unload()
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / CHECKPOINT_MARK).write_text("ok")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def loss_summary(history: list[dict], key: str) -> dict[str, float]:
+    values = [h[key] for h in history if key in h]
+    return {"first": values[0], "last": values[-1], "min": min(values)} if values else {}
