@@ -1,6 +1,7 @@
-"""The CRV stage through Dagster on tiny models: a real instance, models, cache and MLflow store."""
+"""CRV and training through Dagster on tiny models: a real instance, models, cache and MLflow store."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -12,6 +13,7 @@ from crv_dagster.storage import table_path
 from conftest import TEST_PROFILE
 
 CRV_ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set"]
+TRAINING_ASSETS = ["preference_pairs", "sft_model", "cogpo_model"]
 
 
 @pytest.fixture
@@ -20,12 +22,12 @@ def instance():
         yield inst
 
 
-def _run(defs, partition, instance):
+def _run(defs, partition, instance, assets=CRV_ASSETS):
     result = defs.resolve_job_def("crv_pipeline").execute_in_process(
-        partition_key=partition, instance=instance, asset_selection=[dg.AssetKey(a) for a in CRV_ASSETS])
+        partition_key=partition, instance=instance, asset_selection=[dg.AssetKey(a) for a in assets])
     assert result.success
     meta = {}
-    for asset in CRV_ASSETS:
+    for asset in assets:
         [event] = result.asset_materializations_for_node(asset)
         meta[asset] = {k: v.value for k, v in event.metadata.items()}
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
@@ -36,9 +38,9 @@ def _table(artifacts, asset, partition):
     return pd.read_parquet(table_path(artifacts / "tables", asset, partition))
 
 
-def test_crv_stage_end_to_end_for_two_sizes_and_a_rerun(artifacts, instance):
+def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, instance):
     defs = build_definitions(TEST_PROFILE)
-    result, meta, checks = _run(defs, "arith|tiny-a", instance)
+    result, meta, checks = _run(defs, "arith|tiny-a", instance, CRV_ASSETS + TRAINING_ASSETS)
     assert checks == {"unparsed_share_ok": True, "has_sft_rows": True}
 
     raw = _table(artifacts, "raw_cots", "arith|tiny-a")
@@ -56,22 +58,33 @@ def test_crv_stage_end_to_end_for_two_sizes_and_a_rerun(artifacts, instance):
     assert meta["rewritten_cots"]["cot_lengths"].startswith("![CoT lengths")
     assert "| problem_id | action |" in meta["rewritten_cots"]["side_by_side"]
 
-    # A second student size: the Critic is asked again, because its prompt names the student's
-    # size. (Teacher CoTs are reused across sizes: see test_dagster_data.)
-    _, meta_b, _ = _run(defs, "arith|tiny-b", instance)
-    n = meta["raw_cots"]["num_cots"]
-    assert meta_b["critiques"]["agent_cache_hits"] == 0 and meta_b["critiques"]["agent_new_calls"] >= n
-    assert (_table(artifacts, "critiques", "arith|tiny-b")["student_size"] == "2M").all()
-
-    # Nothing changed: a re-run makes no model calls at all.
-    _, again, _ = _run(defs, "arith|tiny-b", instance)
-    assert again["critiques"]["agent_new_calls"] == 0
-    assert again["rewritten_cots"]["agent_new_calls"] == 0
+    pairs = _table(artifacts, "preference_pairs", "arith|tiny-a")
+    assert len(pairs) == meta["preference_pairs"]["num_pairs"] > 0
+    assert set(pairs["pair_type"]) <= {"small_gap", "medium_gap", "large_gap"}
+    sft = _table(artifacts, "sft_model", "arith|tiny-a")
+    cogpo = _table(artifacts, "cogpo_model", "arith|tiny-a")
+    assert list(cogpo["method"]) == ["cogpo", "dpo"] and set(cogpo["parent"]) == set(sft["path"])
+    for path in list(sft["path"]) + list(cogpo["path"]):
+        assert (Path(path) / "model.safetensors").exists() and (Path(path) / "tokenizer.json").exists()
+    assert meta["cogpo_model"]["cogpo_loss_by_kind"]["before"]
 
     client = MlflowClient(f"sqlite:///{artifacts}/mlflow.db")
     experiment = client.get_experiment_by_name("crv-dagster-test").experiment_id
     runs = client.search_runs([experiment], f"tags.`dagster.run_id` = '{result.run_id}'")
-    assert sorted(r.data.tags["dagster.asset"] for r in runs) == sorted(CRV_ASSETS)
+    assert sorted(r.data.tags["dagster.asset"] for r in runs) == sorted(CRV_ASSETS + TRAINING_ASSETS + ["cogpo_model"])
+    assert all(r.info.status == "FINISHED" for r in runs)
     [rewrite_run] = [r for r in runs if r.data.tags["dagster.asset"] == "rewritten_cots"]
     assert "action_keep" in rewrite_run.data.metrics
     assert {a.path for a in client.list_artifacts(rewrite_run.info.run_id)} == {"cot_lengths.png", "crv_stats.json"}
+    [cogpo_run] = [r for r in runs if r.data.tags.get("crv.method") == "cogpo"]
+    assert cogpo_run.data.params["beta_large_gap"] == "0.5"
+    assert len(client.get_metric_history(cogpo_run.info.run_id, "cogpo/loss")) == 6
+    assert "cogpo/rewards/margins" in cogpo_run.data.metrics
+    [sft_run] = [r for r in runs if r.data.tags.get("crv.method") == "sft"]
+    assert len(client.get_metric_history(sft_run.info.run_id, "sft/loss")) == 8
+
+    # Nothing changed: re-running the agents makes no model calls at all.
+    _, again, _ = _run(defs, "arith|tiny-a", instance)
+    assert again["critiques"]["agent_new_calls"] == 0
+    assert again["rewritten_cots"]["agent_new_calls"] == 0
+    pd.testing.assert_frame_equal(_table(artifacts, "rewritten_cots", "arith|tiny-a"), rewritten)

@@ -132,7 +132,7 @@ def _cli_env(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_materialize_and_validate(tmp_path, monkeypatch):
+def test_cli_materialize_cogpo_model_and_validate(tmp_path, monkeypatch):
     env = _cli_env(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])  # dagster.yaml reads it for its storage
     dagster = str(Path(sys.executable).with_name("dagster"))
@@ -140,16 +140,24 @@ def test_cli_materialize_and_validate(tmp_path, monkeypatch):
                               env=env, capture_output=True, text=True, timeout=300)
     assert validate.returncode == 0, validate.stderr[-3000:]
 
-    run = subprocess.run(
-        [dagster, "asset", "materialize", "-m", "crv_dagster", "--select", "problems,raw_cots",
-         "--partition", "arith_gen|tiny-b"],
-        env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert table_path(tmp_path / "artifacts" / "tables", "raw_cots", "arith_gen|tiny-b").exists()
+    def materialize(selection):
+        run = subprocess.run([dagster, "asset", "materialize", "-m", "crv_dagster", "--select", selection,
+                              "--partition", "arith|tiny-b"],
+                             env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr[-3000:]
+
+    materialize("*verified_set")  # the data and CRV stages, from nothing
+    # Then, from an empty DAGSTER_HOME (the tables live under the artifacts root), the models and
+    # their direct parents, as `+cogpo_model` selects them.
+    shutil.rmtree(env["DAGSTER_HOME"])
+    Path(env["DAGSTER_HOME"]).mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", Path(env["DAGSTER_HOME"]) / "dagster.yaml")
+    materialize("+cogpo_model")
+    manifest = pd.read_parquet(table_path(tmp_path / "artifacts" / "tables", "cogpo_model", "arith|tiny-b"))
+    assert list(manifest["method"]) == ["cogpo", "dpo"]
 
     # The run lives in DAGSTER_HOME, so `dagster dev` on the same home shows it.
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as inst:
         [record] = inst.get_run_records()
         assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
-        assert record.dagster_run.tags["dagster/partition"] == "arith_gen|tiny-b"
+        assert record.dagster_run.tags["dagster/partition"] == "arith|tiny-b"

@@ -1,0 +1,250 @@
+"""SFT, preference pairs and CogPO on tiny local models: real TRL training steps."""
+
+import math
+import random
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import DPOConfig, DPOTrainer
+
+from crv_dagster.config import CONFIG_DIR, TinyModel, TrainingConfig, load_profile_file
+from crv_dagster.data.arith import generate_arith
+from crv_dagster.evaluation.answers import is_correct
+from crv_dagster.llm.models import resolve_model
+from crv_dagster.schemas import model_manifest_schema, preference_pairs_schema
+from crv_dagster.training.cogpo import BetaCollator, CogPOTrainer, _pair_dataset, cogpo_loss, train_preference
+from crv_dagster.training.common import CHECKPOINT_MARK
+from crv_dagster.training.pairs import (
+    IncorrectCot,
+    build_pairs,
+    chat_prompt_renderer,
+    incorrect_by_perturbation,
+    incorrect_by_student,
+    perturb_cot,
+)
+from crv_dagster.training.sft import train_sft
+from scripted import ScriptedBackend
+
+BETAS = {"small_gap": 1.0, "medium_gap": 0.75, "large_gap": 0.5}
+
+
+@pytest.fixture(scope="module")
+def student(session_models):
+    spec = TinyModel(source="tiny", architecture="qwen2", hidden_size=32, num_layers=2, num_heads=4, seed=3)
+    return resolve_model("student", spec, session_models)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(student):
+    return AutoTokenizer.from_pretrained(student)
+
+
+def _verified(n=8):
+    rows = []
+    for i, p in enumerate(generate_arith(n, seed=11)):
+        base = {"problem_id": f"p{i}", "dataset": "d", "question": p.question, "answer": p.answer}
+        rows.append({**base, "cot": p.cot, "role": "suited", "provenance": "rewritten" if i % 2 else "original",
+                     "label": "easy" if i % 2 else "medium", "action": "expand" if i % 2 else "keep"})
+        if i % 2:  # the original, correct but judged too terse
+            terse = p.cot.split("\n\n")[-1]
+            rows.append({**base, "cot": terse, "role": "unsuited_original", "provenance": "original",
+                         "label": "easy", "action": "expand"})
+    return pd.DataFrame(rows)
+
+
+def _training(**overrides) -> TrainingConfig:
+    base = load_profile_file(CONFIG_DIR / "test.yaml").training
+    return base.model_copy(update=overrides)
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+def test_perturbation_really_ends_in_a_wrong_answer():
+    for p in generate_arith(20, seed=2):
+        wrong = perturb_cot(p.cot, p.answer, random.Random(p.question))
+        assert wrong is not None and wrong != p.cot
+        assert not is_correct(wrong, p.answer)
+        assert wrong.split("\n\n")[0] == p.cot.split("\n\n")[0] or len(p.cot.split("\n\n")) <= 2
+
+
+def test_all_three_pair_kinds_with_their_betas(tokenizer):
+    verified = _verified()
+    material = verified[verified["role"] == "suited"]
+    incorrect = incorrect_by_perturbation(material, seed=0)
+    pairs, refused = build_pairs(verified, incorrect, BETAS, chat_prompt_renderer(tokenizer))
+    preference_pairs_schema.validate(pairs)
+    assert not refused
+    counts = pairs["pair_type"].value_counts().to_dict()
+    assert counts == {"large_gap": 8, "small_gap": 4, "medium_gap": 4}
+    assert set(zip(pairs["pair_type"], pairs["beta"])) == {(k, v) for k, v in BETAS.items()}
+    for pair in pairs.itertuples():
+        assert is_correct(pair.chosen, pair.answer)
+        assert is_correct(pair.rejected, pair.answer) == (pair.pair_type == "small_gap")
+        assert pair.prompt.startswith("<|im_start|>user\n") and pair.prompt.endswith("<|im_start|>assistant\n")
+        assert "\\boxed{}" in pair.prompt
+
+
+def test_pairs_that_fail_the_correctness_guards_are_refused_and_counted(tokenizer):
+    verified = _verified(2)  # p0: suited original; p1: suited rewritten + unsuited original
+    verified.loc[(verified["problem_id"] == "p1") & (verified["role"] == "unsuited_original"), "cot"] = "So \\boxed{-1}."
+    answer0 = verified.loc[verified["problem_id"] == "p0", "answer"].iloc[0]
+    incorrect = [IncorrectCot("p0", f"A slip, but still \\boxed{{{answer0}}}.", "inject"),
+                 IncorrectCot("p1", "No final answer here.", "student")]
+    pairs, refused = build_pairs(verified, incorrect, BETAS, chat_prompt_renderer(tokenizer))
+    assert pairs.empty
+    assert dict(refused) == {"large_gap:rejected_not_wrong": 2, "small_gap:rejected_not_correct": 1,
+                             "medium_gap:chosen_not_correct": 1}
+
+
+def test_student_samples_keep_only_complete_wrong_answers():
+    problems = pd.DataFrame({"problem_id": ["a", "b"], "question": ["1+1?", "2+2?"], "answer": ["2", "4"], "cot": ["", ""]})
+    replies = iter(["So \\boxed{2}.", "So \\boxed{3}.",      # a: right, then wrong -> kept
+                    "I do not know.", "So \\boxed{4}."])     # b: no answer, right -> none
+    backend = ScriptedBackend(lambda prompt, params: next(replies))
+    from crv_dagster.llm.base import SamplingParams
+    from crv_dagster.training.formatting import prompt_messages
+
+    found = incorrect_by_student(problems, backend, prompt_messages, 2, SamplingParams(temperature=1.0))
+    assert [(c.problem_id, c.cot, c.source) for c in found] == [("a", "So \\boxed{3}.", "student")]
+
+
+# --------------------------------------------------------------------------- the loss
+
+
+def test_cogpo_loss_by_hand():
+    losses, chosen, rejected = cogpo_loss(torch.tensor([-10.0, -5.0]), torch.tensor([-12.0, -4.0]),
+                                          torch.tensor([-11.0, -5.0]), torch.tensor([-11.0, -5.0]),
+                                          torch.tensor([0.5, 1.0]))
+    # pair 0: 0.5 * ((-10 + 11) - (-12 + 11)) = 1.0; pair 1: 1.0 * (0 - 1) = -1.0
+    expected = [math.log1p(math.exp(-1.0)), math.log1p(math.exp(1.0))]
+    assert losses.tolist() == pytest.approx(expected, rel=1e-6)
+    assert chosen.tolist() == pytest.approx([0.5, 0.0]) and rejected.tolist() == pytest.approx([-0.5, 1.0])
+    smoothed, _, _ = cogpo_loss(torch.tensor([-10.0]), torch.tensor([-12.0]), torch.tensor([-11.0]),
+                                torch.tensor([-11.0]), 0.5, label_smoothing=0.1)
+    assert smoothed.item() == pytest.approx(0.9 * math.log1p(math.exp(-1.0)) + 0.1 * math.log1p(math.exp(1.0)))
+
+
+def _trainer(student, tokenizer, pairs, betas, cls=CogPOTrainer, beta=0.1, tmp_path=None):
+    model = AutoModelForCausalLM.from_pretrained(student)
+    args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=512, beta=beta, bf16=False,
+                     gradient_checkpointing=False, use_cpu=True, report_to="none", precompute_ref_log_probs=True,
+                     disable_tqdm=True)
+    collator = BetaCollator(pad_token_id=tokenizer.pad_token_id, max_length=512)
+    dataset = _pair_dataset(pairs, betas)
+    if cls is DPOTrainer:
+        dataset = dataset.remove_columns("beta")
+    return cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, data_collator=collator)
+
+
+@pytest.fixture(scope="module")
+def pairs(tokenizer):
+    verified = _verified()
+    incorrect = incorrect_by_perturbation(verified[verified["role"] == "suited"], seed=0)
+    frame, _ = build_pairs(verified, incorrect, BETAS, chat_prompt_renderer(tokenizer))
+    return frame.head(4)
+
+
+def _batch(trainer):
+    rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    return trainer.data_collator(rows)
+
+
+def _loss(trainer, batch):
+    with torch.no_grad():
+        return trainer._compute_loss(trainer.model, dict(batch), return_outputs=False).item()
+
+
+def test_equal_betas_agree_with_trl_sigmoid_dpo(student, tokenizer, pairs, tmp_path):
+    ours = _trainer(student, tokenizer, pairs, [0.3] * len(pairs), tmp_path=tmp_path)
+    trl = _trainer(student, tokenizer, pairs, [0.3] * len(pairs), cls=DPOTrainer, beta=0.3, tmp_path=tmp_path)
+    # Move the policy away from the reference so the loss is not log(2) for both by construction.
+    with torch.no_grad():
+        for p in list(ours.model.parameters())[:3]:
+            p.add_(0.05 * torch.randn_like(p))
+    trl.model.load_state_dict(ours.model.state_dict())
+    ours_loss = _loss(ours, _batch(ours))
+    trl_loss = _loss(trl, _batch(trl))
+    assert ours_loss == pytest.approx(trl_loss, rel=1e-5)
+    assert ours_loss != pytest.approx(math.log(2), abs=1e-4)
+
+    # And the pure function gives the same number from the same log-probs.
+    batch = _batch(ours)
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+    with torch.no_grad():
+        out = ours.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                         fused_lm_head=True)
+    logps = out.log_probs[:, -(batch["completion_mask"].shape[1] - 1):].sum(dim=1)
+    chosen, rejected = logps.chunk(2)
+    pure, _, _ = cogpo_loss(chosen, rejected, batch["ref_chosen_logps"], batch["ref_rejected_logps"], batch["beta"])
+    assert pure.mean().item() == pytest.approx(trl_loss, rel=1e-5)
+
+
+def test_betas_reach_the_loss(student, tokenizer, pairs, tmp_path):
+    low = _trainer(student, tokenizer, pairs, [0.1] * len(pairs), tmp_path=tmp_path)
+    mixed = _trainer(student, tokenizer, pairs, [0.1, 2.0, 0.1, 2.0][: len(pairs)], tmp_path=tmp_path)
+    with torch.no_grad():
+        for p in list(low.model.parameters())[:3]:
+            p.add_(0.05 * torch.randn_like(p))
+    mixed.model.load_state_dict(low.model.state_dict())
+    batch_low, batch_mixed = _batch(low), _batch(mixed)
+    assert "beta" in batch_mixed and batch_mixed["beta"].tolist() == pytest.approx([0.1, 2.0, 0.1, 2.0][: len(pairs)])
+    assert _loss(low, batch_low) != pytest.approx(_loss(mixed, batch_mixed), rel=1e-4)
+    assert low.beta == 0.1  # the scalar is restored after each batch
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_sft_then_cogpo_lower_their_losses_and_save_loadable_checkpoints(student, pairs, tmp_path):
+    config = _training()
+    sft_dir = tmp_path / "sft"
+    sft = train_sft(student, _verified(), sft_dir, config)
+    assert sft["steps"] == config.sft.max_steps
+    assert sft["loss"]["last"] < sft["loss"]["first"]
+    assert (sft_dir / CHECKPOINT_MARK).exists() and (sft_dir / "model.safetensors").exists()
+
+    cogpo_dir = tmp_path / "cogpo"
+    gentle = config.model_copy(update={"cogpo": config.cogpo.model_copy(update={"learning_rate": 2e-4, "max_steps": 8})})
+    result = train_preference(str(sft_dir), pairs, cogpo_dir, gentle, method="cogpo")
+    before, after = result["loss_by_kind_before"], result["loss_by_kind_after"]
+    assert set(before) == set(pairs["pair_type"])
+    for kind in before:
+        assert before[kind] == pytest.approx(math.log(2), abs=1e-3)  # policy == reference at the start
+        assert after[kind] < before[kind]
+    model = AutoModelForCausalLM.from_pretrained(cogpo_dir)
+    reference = AutoModelForCausalLM.from_pretrained(sft_dir)
+    changed = any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+    assert changed
+    manifest = pd.DataFrame([{"method": "cogpo", "path": str(cogpo_dir), "parent": str(sft_dir), "finetuning": "full",
+                              "num_examples": len(pairs), "steps": result["steps"], "loss_first": result["loss"]["first"],
+                              "loss_last": result["loss"]["last"], "train_runtime_s": result["train_runtime_s"]}])
+    model_manifest_schema.validate(manifest)
+
+
+def test_lora_runs_save_a_merged_model_and_the_adapter(student, pairs, tmp_path):
+    config = _training(finetuning="lora", lora=_training().lora.model_copy(update={"r": 4, "alpha": 8}))
+    sft_dir = tmp_path / "sft"
+    train_sft(student, _verified(), sft_dir, config)
+    assert (sft_dir / "adapter" / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(sft_dir)
+    assert not any("lora" in name for name in merged.state_dict())
+    base = AutoModelForCausalLM.from_pretrained(student)
+    assert any(not torch.equal(a, b) for a, b in zip(merged.state_dict().values(), base.state_dict().values()))
+
+    result = train_preference(str(sft_dir), pairs, tmp_path / "cogpo", config, method="cogpo")
+    assert (tmp_path / "cogpo" / "adapter" / "adapter_config.json").exists()
+    for kind, loss in result["loss_by_kind_before"].items():
+        assert loss == pytest.approx(math.log(2), abs=1e-3)  # reference = adapter disabled = SFT model
+    ids = AutoTokenizer.from_pretrained(tmp_path / "cogpo")("2 + 2 =", return_tensors="pt").input_ids
+    assert torch.isfinite(AutoModelForCausalLM.from_pretrained(tmp_path / "cogpo")(ids).logits).all()
+
+
+def test_dpo_baseline_uses_one_beta_through_the_same_path(student, pairs, tmp_path):
+    config = _training()
+    result = train_preference(student, pairs, tmp_path / "dpo", config, method="dpo")
+    assert result["method"] == "dpo" and result["steps"] == config.cogpo.max_steps
+    assert all(h.get("dpo/loss") is None or h["dpo/loss"] > 0 for h in result["history"])
