@@ -16,8 +16,13 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: demo test test-fast dev mlflow-ui bench setup clean
 
+# INFO-level logs: one line per step and the pipeline's own progress messages, not Dagster's debug events.
+LOG_CONFIG := {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
 demo: setup
-	CRV_PROFILE=demo $(BIN)/dagster asset materialize -m crv_dagster --select '$(SELECT)' --partition '$(DEMO_PARTITION)'
+	CRV_PROFILE=demo $(BIN)/dagster asset materialize -m crv_dagster --select '$(SELECT)' \
+	    --partition '$(DEMO_PARTITION)' --config-json '$(LOG_CONFIG)'
+	CRV_PROFILE=demo $(BIN)/python -m crv_dagster.summary --partition '$(DEMO_PARTITION)'
 
 test: setup
 	$(BIN)/python -m pytest

@@ -288,6 +288,33 @@ class TrainingConfig(_Strict):
     torch_threads: int | None = Field(None, gt=0, description="CPU threads for training (None: torch's default)")
 
 
+class BenchmarkConfig(_Strict):
+    """A held-out benchmark, defined like a dataset (Hub name or local file, columns, answer format)."""
+
+    source: DataSource
+    columns: ColumnMapping = ColumnMapping()
+    answer_format: Literal["plain", "gsm8k", "boxed"] = "plain"
+    max_problems: int | None = Field(None, gt=0)
+
+
+class EvalProtocol(_Strict):
+    """How answers are sampled; recorded with every score."""
+
+    samples: int = Field(1, gt=0, description="pass@1 is the mean correctness over these samples")
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(512, gt=0)
+    seed: int = 0
+
+
+class EvaluationConfig(_Strict):
+    backend: str | None = Field(None, description="a key of `backends` whose model is `student`")
+    protocol: EvalProtocol = EvalProtocol()
+    heldout: bool = Field(True, description="also score the dataset's own eval split")
+    heldout_max_problems: int | None = Field(None, gt=0)
+    benchmarks: dict[str, BenchmarkConfig] = {}
+
+
 class TrackingConfig(_Strict):
     tracking_uri: str | None = Field(None, description="default: sqlite store under the artifacts root")
     experiment: str = "crv-dagster"
@@ -305,6 +332,7 @@ class Profile(_Strict):
     teacher: TeacherConfig = TeacherConfig()
     crv: CrvConfig = CrvConfig()
     training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("datasets", "model_sizes")
@@ -331,7 +359,8 @@ class Profile(_Strict):
         for where, key in (("crv.agent_backend", self.crv.agent_backend),
                            ("crv.verifier.judge_backend", self.crv.verifier.judge_backend),
                            ("training.pairs.student_backend", self.training.pairs.student_backend),
-                           ("training.pairs.inject_backend", self.training.pairs.inject_backend)):
+                           ("training.pairs.inject_backend", self.training.pairs.inject_backend),
+                           ("evaluation.backend", self.evaluation.backend)):
             if key is not None and self.backends and key not in self.backends:
                 raise ValueError(f"{where}: '{key}' is not a key of backends")
         needs_teacher = [n for n, d in self.datasets.items() if d.cot_source == "teacher"]

@@ -12,6 +12,7 @@ import dagster as dg
 
 from crv_dagster.assets.crv import build_crv_assets
 from crv_dagster.assets.data import build_data_assets
+from crv_dagster.assets.evaluation import build_evaluation_assets
 from crv_dagster.assets.training import build_training_assets
 from crv_dagster.config import active_profile_path, load_profile_file
 from crv_dagster.partitions import build_partitions
@@ -23,7 +24,9 @@ from crv_dagster.tracking import MlflowTracking
 def build_definitions(profile_file: str | Path) -> dg.Definitions:
     profile = load_profile_file(profile_file)
     partitions = build_partitions(profile)
-    assets = build_data_assets(partitions) + build_crv_assets(partitions) + build_training_assets(partitions)
+    tables_dir = str(profile.artifacts_dir / "tables")
+    assets = (build_data_assets(partitions) + build_crv_assets(partitions) + build_training_assets(partitions)
+              + build_evaluation_assets(partitions, tables_dir))
     pipeline = dg.define_asset_job(
         "crv_pipeline",
         selection=dg.AssetSelection.all(),
@@ -35,7 +38,7 @@ def build_definitions(profile_file: str | Path) -> dg.Definitions:
         jobs=[pipeline],
         resources={
             "profile": ProfileResource(path=str(Path(profile_file).resolve())),
-            "io_manager": ParquetIOManager(base_dir=str(profile.artifacts_dir / "tables")),
+            "io_manager": ParquetIOManager(base_dir=tables_dir),
             "mlflow": MlflowTracking(
                 tracking_uri=profile.tracking_uri,
                 experiment=profile.tracking.experiment,

@@ -160,6 +160,27 @@ model_manifest_schema = pa.DataFrameSchema(
     coerce=True,
 )
 
+eval_scores_schema = pa.DataFrameSchema(
+    name="eval_scores",
+    description="Accuracy of each model (base, SFT, CogPO, DPO) on each benchmark, with the protocol used.",
+    columns={
+        "dataset": _text,
+        "model_size": _text,
+        "method": pa.Column(str, pa.Check.isin(["base", "sft", "cogpo", "dpo"])),
+        "model_path": _text,
+        "benchmark": _text,
+        "accuracy": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
+        "num_problems": pa.Column(int, pa.Check.gt(0)),
+        "num_samples": pa.Column(int, pa.Check.gt(0)),
+        "mean_response_tokens": pa.Column(float, pa.Check.ge(0)),
+        "no_answer_share": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
+        "protocol": _text,
+    },
+    unique=["method", "benchmark"],
+    strict=True,
+    coerce=True,
+)
+
 ProblemsFrame = pandera_schema_to_dagster_type(problems_schema)
 RawCotsFrame = pandera_schema_to_dagster_type(raw_cots_schema)
 CritiquesFrame = pandera_schema_to_dagster_type(critiques_schema)
@@ -167,3 +188,4 @@ RewrittenCotsFrame = pandera_schema_to_dagster_type(rewritten_cots_schema)
 VerifiedSetFrame = pandera_schema_to_dagster_type(verified_set_schema)
 PreferencePairsFrame = pandera_schema_to_dagster_type(preference_pairs_schema)
 ModelManifest = pandera_schema_to_dagster_type(model_manifest_schema)
+EvalScoresFrame = pandera_schema_to_dagster_type(eval_scores_schema)

@@ -13,7 +13,7 @@ from crv_dagster.storage import table_path
 from conftest import TEST_PROFILE
 
 CRV_ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set"]
-TRAINING_ASSETS = ["preference_pairs", "sft_model", "cogpo_model"]
+TRAINING_ASSETS = ["preference_pairs", "sft_model", "cogpo_model", "eval_scores"]
 
 
 @pytest.fixture
@@ -71,17 +71,29 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     client = MlflowClient(f"sqlite:///{artifacts}/mlflow.db")
     experiment = client.get_experiment_by_name("crv-dagster-test").experiment_id
     runs = client.search_runs([experiment], f"tags.`dagster.run_id` = '{result.run_id}'")
-    assert sorted(r.data.tags["dagster.asset"] for r in runs) == sorted(CRV_ASSETS + TRAINING_ASSETS + ["cogpo_model"])
+    # cogpo_model has a run per method (cogpo, dpo), eval_scores one per evaluated model.
+    assert sorted(r.data.tags["dagster.asset"] for r in runs) == sorted(
+        CRV_ASSETS + TRAINING_ASSETS + ["cogpo_model"] + ["eval_scores"] * 3)
     assert all(r.info.status == "FINISHED" for r in runs)
     [rewrite_run] = [r for r in runs if r.data.tags["dagster.asset"] == "rewritten_cots"]
     assert "action_keep" in rewrite_run.data.metrics
     assert {a.path for a in client.list_artifacts(rewrite_run.info.run_id)} == {"cot_lengths.png", "crv_stats.json"}
-    [cogpo_run] = [r for r in runs if r.data.tags.get("crv.method") == "cogpo"]
+    models = [r for r in runs if r.data.tags["dagster.asset"] in ("sft_model", "cogpo_model")]
+    [cogpo_run] = [r for r in models if r.data.tags["crv.method"] == "cogpo"]
     assert cogpo_run.data.params["beta_large_gap"] == "0.5"
     assert len(client.get_metric_history(cogpo_run.info.run_id, "cogpo/loss")) == 6
     assert "cogpo/rewards/margins" in cogpo_run.data.metrics
-    [sft_run] = [r for r in runs if r.data.tags.get("crv.method") == "sft"]
+    [sft_run] = [r for r in models if r.data.tags["crv.method"] == "sft"]
     assert len(client.get_metric_history(sft_run.info.run_id, "sft/loss")) == 8
+
+    scores = _table(artifacts, "eval_scores", "arith|tiny-a")
+    assert set(scores["method"]) == {"base", "sft", "cogpo", "dpo"}
+    assert meta["eval_scores"]["results"].startswith("| model size | method | arith_heldout | arith_bench |")
+    assert Path(meta["eval_scores"]["per_problem_results"]).exists()
+    eval_runs = {r.data.tags["crv.method"]: r for r in runs if r.data.tags["dagster.asset"] == "eval_scores"}
+    for method, run in eval_runs.items():
+        expected = scores[(scores["method"] == method) & (scores["benchmark"] == "arith_bench")]["accuracy"].iloc[0]
+        assert run.data.metrics["eval/arith_bench/accuracy"] == pytest.approx(expected)
 
     # Nothing changed: re-running the agents makes no model calls at all.
     _, again, _ = _run(defs, "arith|tiny-a", instance)

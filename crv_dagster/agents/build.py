@@ -13,21 +13,21 @@ from crv_dagster.llm.cache import CachedBackend
 from crv_dagster.llm.factory import build_backend, default_sampling
 
 
-def _params(profile: Profile, backend_key: str, max_new_tokens: int | None) -> SamplingParams:
+def agent_sampling(profile: Profile, backend_key: str, max_new_tokens: int | None) -> SamplingParams:
     params = default_sampling(profile, backend_key)
     return replace(params, max_new_tokens=max_new_tokens) if max_new_tokens else params
 
 
 def build_critic(profile: Profile, backend: CachedBackend) -> Critic:
     cfg = profile.crv.critic
-    return Critic(backend, load_critic_prompt(cfg.prompt), _params(profile, profile.crv.agent_backend, cfg.max_new_tokens),
+    return Critic(backend, load_critic_prompt(cfg.prompt), agent_sampling(profile, profile.crv.agent_backend, cfg.max_new_tokens),
                   max_retries=cfg.max_retries, retry_temperature=cfg.retry_temperature)
 
 
 def build_rethinker(profile: Profile, backend: CachedBackend) -> Rethinker:
     cfg = profile.crv.rethinker
     return Rethinker(backend, load_rethinker_prompts(cfg.expand_prompt, cfg.simplify_prompt),
-                     _params(profile, profile.crv.agent_backend, cfg.max_new_tokens),
+                     agent_sampling(profile, profile.crv.agent_backend, cfg.max_new_tokens),
                      retry_temperature=cfg.retry_temperature, reject_truncated=cfg.reject_truncated)
 
 
@@ -39,4 +39,4 @@ def build_verifier(profile: Profile, agent_backend: CachedBackend) -> tuple[Veri
     key = cfg.judge_backend or profile.crv.agent_backend
     own = None if key == profile.crv.agent_backend else build_backend(profile, key)
     backend = own or agent_backend
-    return Verifier(backend, load_judge_prompt(cfg.judge_prompt), _params(profile, key, cfg.max_new_tokens)), own
+    return Verifier(backend, load_judge_prompt(cfg.judge_prompt), agent_sampling(profile, key, cfg.max_new_tokens)), own

@@ -50,13 +50,13 @@ def _incorrect_cots(cfg, key, material: pd.DataFrame, log) -> list:
             backend.close()
         log.info(f"student samples: {backend.stats.as_metadata('student')}")
         return found
-    from crv_dagster.agents.build import _params
+    from crv_dagster.agents.build import agent_sampling
 
     agent_key = pairs_cfg.inject_backend or cfg.crv.agent_backend
     backend = build_backend(cfg, agent_key)
     try:
         prompt = pairs_lib.load_inject_prompt(pairs_cfg.inject_prompt)
-        return pairs_lib.incorrect_by_injection(material, backend, prompt, _params(cfg, agent_key, None))
+        return pairs_lib.incorrect_by_injection(material, backend, prompt, agent_sampling(cfg, agent_key, None))
     finally:
         backend.close()
 

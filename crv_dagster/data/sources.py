@@ -16,7 +16,7 @@ import pandas as pd
 
 from crv_dagster.config import PROJECT_ROOT, BuiltinSource, DatasetConfig, FileSource, HubSource
 from crv_dagster.data.arith import generate_arith
-from crv_dagster.evaluation.answers import _clean, find_boxed
+from crv_dagster.evaluation.answers import find_boxed, normalize_answer
 
 
 class DataSourceError(ValueError):
@@ -114,14 +114,14 @@ def parse_reference_answer(raw: object, answer_format: str) -> str:
         marks = re.findall(r"####\s*(.+?)\s*$", text, flags=re.MULTILINE)
         if not marks:
             raise AnswerFormatError("no '#### <answer>' line in a gsm8k-style answer")
-        answer = _clean(marks[-1])
+        answer = normalize_answer(marks[-1])
     elif answer_format == "boxed":
         boxed = find_boxed(text)
         if boxed is None:
             raise AnswerFormatError("no complete \\boxed{...} in the solution")
-        answer = _clean(boxed)
+        answer = normalize_answer(boxed)
     else:
-        answer = _clean(text)
+        answer = normalize_answer(text)
     if not answer:
         raise AnswerFormatError("answer is empty after parsing")
     return answer

@@ -46,7 +46,8 @@ def find_boxed(text: str) -> str | None:
     return None
 
 
-def _clean(answer: str) -> str:
+def normalize_answer(answer: str) -> str:
+    """An answer without $...$, \\text{} wrappers, a trailing period or thousands separators."""
     answer = answer.strip().strip("$").strip()
     answer = re.sub(r"\\(?:text|mathrm)\{\s*([^{}]*)\}", r"\1", answer)
     answer = answer.rstrip(".").strip()
@@ -65,16 +66,16 @@ def extract_answer(text: str | None) -> str | None:
         return None
     boxed = find_boxed(text)
     if boxed:
-        return _clean(boxed)
+        return normalize_answer(boxed)
     marks = _GSM8K_MARK.findall(text)
     if marks:
-        return _clean(marks[-1])
+        return normalize_answer(marks[-1])
     phrases = _ANSWER_PHRASE.findall(text)
     if phrases:
-        return _clean(phrases[-1])
+        return normalize_answer(phrases[-1])
     numbers = _LAST_NUMBER.findall(text)
     if numbers:
-        return _clean(numbers[-1])
+        return normalize_answer(numbers[-1])
     return None
 
 
@@ -130,7 +131,7 @@ def _discard_pool() -> None:
 
 def answers_match(gold: str, prediction: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
     """Whether two extracted answers are mathematically equal, within a time limit."""
-    gold, prediction = _clean(gold), _clean(prediction)
+    gold, prediction = normalize_answer(gold), normalize_answer(prediction)
     if gold == prediction:
         return True
     g, p = _as_fraction(gold), _as_fraction(prediction)

@@ -1,0 +1,127 @@
+"""Evaluation: ``eval_scores`` for the base student, SFT, CogPO (and DPO) of one partition."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from crv_dagster.assets.metadata import image, markdown_table
+from crv_dagster.config import DatasetConfig
+from crv_dagster.data.sources import build_problems, read_source
+from crv_dagster.evaluation.report import accuracy_plot, results_markdown
+from crv_dagster.evaluation.scoring import generate_answers, summarize
+from crv_dagster.llm.factory import build_backend, student_base_model
+from crv_dagster.partitions import partition_of
+from crv_dagster.resources import ProfileResource
+from crv_dagster.schemas import EvalScoresFrame
+from crv_dagster.storage import table_path, write_table
+from crv_dagster.tracking import MlflowTracking
+
+GROUP = "evaluation"
+HELDOUT = "heldout"
+
+
+def _benchmark_problems(cfg, dataset: str, problems: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    sets = {}
+    if cfg.evaluation.heldout:
+        heldout = problems[problems["split"] == "eval"]
+        sets[f"{dataset}_{HELDOUT}"] = heldout.head(cfg.evaluation.heldout_max_problems or len(heldout))
+    for name, bench in cfg.evaluation.benchmarks.items():
+        # A benchmark is read like a dataset with no CoT column and no split of its own.
+        as_dataset = DatasetConfig(source=bench.source, columns=bench.columns, answer_format=bench.answer_format,
+                                   eval_fraction=0.0, max_problems=bench.max_problems, cot_source="teacher")
+        sets[name] = build_problems(name, as_dataset, read_source(as_dataset)).accepted
+    return {name: frame for name, frame in sets.items() if len(frame)}
+
+
+def _sibling_scores(base_dir: str, dataset: str, sizes) -> pd.DataFrame:
+    """eval_scores of the other model sizes of this dataset, where they exist: the paper-shaped
+    table compares sizes."""
+    frames = []
+    for size in sizes:
+        path = table_path(base_dir, "eval_scores", f"{dataset}|{size}")
+        if path.exists():
+            frames.append(pd.read_parquet(path))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _crv_params(rewritten: pd.DataFrame, pairs: pd.DataFrame) -> dict:
+    params = {f"crv.action_{k}": int(v) for k, v in rewritten["action"].value_counts().items()}
+    params["crv.num_passed"] = int(rewritten["passed"].sum())
+    params.update({f"pairs_{k}": int(v) for k, v in pairs["pair_type"].value_counts().items()})
+    return params
+
+
+def build_evaluation_assets(partitions: dg.PartitionsDefinition, tables_dir: str) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        name="eval_scores",
+        group_name=GROUP,
+        partitions_def=partitions,
+        dagster_type=EvalScoresFrame,
+        kinds={"pandas", "parquet"},
+        pool="gpu",
+        description="Accuracy (pass@1) of base, SFT, CogPO (and DPO) on the held-out split and each benchmark.",
+    )
+    def eval_scores(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
+                    problems: pd.DataFrame, sft_model: pd.DataFrame, cogpo_model: pd.DataFrame,
+                    rewritten_cots: pd.DataFrame, preference_pairs: pd.DataFrame) -> dg.Output:
+        cfg = profile.profile
+        key = partition_of(context)
+        evaluation = cfg.evaluation
+        if evaluation.backend is None:
+            raise ValueError(f"profile '{cfg.name}': evaluation.backend is not set (a backend whose model is 'student')")
+        models = [("base", student_base_model(cfg, key.model_size))]
+        models += [(r.method, r.path) for r in pd.concat([sft_model, cogpo_model]).itertuples()]
+        benchmarks = _benchmark_problems(cfg, key.dataset, problems)
+        protocol = evaluation.protocol.model_dump()
+        shared_params = {**{f"eval.{k}": v for k, v in protocol.items()},
+                         **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
+                         **_crv_params(rewritten_cots, preference_pairs), "finetuning": cfg.training.finetuning}
+        details, summaries = [], []
+        for method, path in models:
+            with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash(),
+                                  extra_tags={"crv.method": method}) as run:
+                backend = build_backend(cfg, evaluation.backend, model_path=path)
+                try:
+                    method_details = pd.concat(
+                        [generate_answers(backend, method, name, frame, evaluation.protocol)
+                         for name, frame in benchmarks.items()], ignore_index=True)
+                finally:
+                    backend.close()
+                summary = summarize(method_details)
+                run.log_params({**shared_params, "model_path": path})
+                run.log_metrics({f"eval/{r.benchmark}/{field}": getattr(r, field) for r in summary.itertuples()
+                                 for field in ("accuracy", "no_answer_share", "mean_response_tokens")})
+                run.log_metrics({"eval/mean/accuracy": float(summary["accuracy"].mean())})
+                context.log.info(f"{method}: " + ", ".join(f"{r.benchmark} {r.accuracy:.3f}" for r in summary.itertuples())
+                                 + f" ({backend.stats.as_metadata('eval')})")
+            details.append(method_details)
+            summaries.append(summary.assign(model_path=path))
+        scores = pd.concat(summaries, ignore_index=True)
+        scores.insert(0, "model_size", key.model_size)
+        scores.insert(0, "dataset", key.dataset)
+        scores["protocol"] = json.dumps(protocol, sort_keys=True)
+
+        detail_path = table_path(tables_dir, "eval_details", str(context.partition_key))
+        write_table(pd.concat(details, ignore_index=True), detail_path)
+        siblings = _sibling_scores(tables_dir, key.dataset, [s for s in cfg.model_sizes if s != key.model_size])
+        everything = pd.concat([siblings, scores], ignore_index=True)
+        sizes = {k: v.parameters for k, v in cfg.model_sizes.items()}
+        table = results_markdown(everything, sizes)
+        png = accuracy_plot(everything, sizes)
+        with mlflow.start_run(f"results [{key.dataset}]", {"crv.dataset": key.dataset, "crv.profile": cfg.name,
+                                                           "crv.report": "results_table"}) as report:
+            report.log_text(table, "results.md")
+            report.log_image_bytes(png, "accuracy_vs_size.png")
+        return dg.Output(scores, metadata={
+            "dagster/row_count": len(scores),
+            "results": dg.MetadataValue.md(table),
+            "accuracy_vs_size": image(png, "accuracy against model size"),
+            "protocol": dg.MetadataValue.json(protocol),
+            "per_problem_results": dg.MetadataValue.path(str(detail_path)),
+            "scores": markdown_table(scores, ["method", "benchmark", "accuracy", "num_problems", "no_answer_share",
+                                              "mean_response_tokens"], rows=40),
+            "mlflow_report_run": dg.MetadataValue.url(report.url),
+        })
+
+    return [eval_scores]

@@ -1,0 +1,56 @@
+"""Scoring students on benchmarks: generation through a backend, answers checked with is_correct.
+
+pass@1 with several samples is the mean correctness over the samples of a problem; accuracy
+is the mean of that over problems.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pandas as pd
+
+from crv_dagster.config import EvalProtocol
+from crv_dagster.evaluation.answers import answers_match, extract_answer
+from crv_dagster.llm.base import ChatRequest, SamplingParams
+from crv_dagster.training.formatting import prompt_messages
+
+DETAIL_COLUMNS = ["method", "benchmark", "problem_id", "sample", "question", "answer", "response", "extracted_answer",
+                  "correct", "response_tokens", "finish_reason"]
+
+
+def protocol_params(protocol: EvalProtocol) -> SamplingParams:
+    return SamplingParams(max_new_tokens=protocol.max_new_tokens, temperature=protocol.temperature,
+                          top_p=protocol.top_p, seed=protocol.seed)
+
+
+def generate_answers(backend, method: str, benchmark: str, problems: pd.DataFrame, protocol: EvalProtocol) -> pd.DataFrame:
+    """One row per (problem, sample): the response and whether its answer is right."""
+    base = protocol_params(protocol)
+    requests, keys = [], []
+    for row in problems.itertuples():
+        for k in range(protocol.samples):
+            requests.append(ChatRequest.of(prompt_messages(row.question), replace(base, seed=base.seed + k)))
+            keys.append((row, k))
+    completions = backend.generate(requests) if requests else []
+    rows = []
+    for (row, k), completion in zip(keys, completions):
+        extracted = extract_answer(completion.text)
+        rows.append({"method": method, "benchmark": benchmark, "problem_id": row.problem_id, "sample": k,
+                     "question": row.question, "answer": row.answer, "response": completion.text,
+                     "extracted_answer": extracted,
+                     "correct": extracted is not None and answers_match(row.answer, extracted),
+                     "response_tokens": completion.completion_tokens, "finish_reason": completion.finish_reason})
+    return pd.DataFrame(rows, columns=DETAIL_COLUMNS)
+
+
+def summarize(details: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, benchmark): pass@1 accuracy, counts, response length, no-answer share."""
+    rows = []
+    for (method, benchmark), group in details.groupby(["method", "benchmark"], sort=False):
+        per_problem = group.groupby("problem_id")["correct"].mean()
+        rows.append({"method": method, "benchmark": benchmark, "accuracy": float(per_problem.mean()),
+                     "num_problems": int(per_problem.size), "num_samples": int(group["sample"].nunique()),
+                     "mean_response_tokens": float(group["response_tokens"].mean()),
+                     "no_answer_share": float(group["extracted_answer"].isna().mean())})
+    return pd.DataFrame(rows)

@@ -1,0 +1,158 @@
+"""A backfill across model sizes, launched the way the UI launches it: through the GraphQL API
+of a running `dagster dev`, whose daemon then runs one run per partition."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from crv_dagster.config import PROJECT_ROOT
+from crv_dagster.storage import table_path
+
+ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs", "sft_model",
+          "cogpo_model", "eval_scores"]
+PARTITIONS = ["arith|tiny-a", "arith|tiny-b"]
+
+LAUNCH = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+  }
+}"""
+STATUS = """
+query Status($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status runs(limit: 10) { runId status } }
+    ... on PythonError { message }
+  }
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dagster_dev(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # so the test can read the same instance
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    port = _free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "CRV_PROFILE": "test",
+           "CRV_ARTIFACTS_ROOT": str(tmp_path / "artifacts")}
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    subprocess.run([dagster, "instance", "concurrency", "set", "gpu", "1"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    log = open(tmp_path / "dagster_dev.log", "w")
+    # Its own process group, so the webserver, daemon and code server all stop together.
+    proc = subprocess.Popen([dagster, "dev", "-m", "crv_dagster", "-h", "127.0.0.1", "-p", str(port)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, (tmp_path / "dagster_dev.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "dagster dev did not come up"
+            time.sleep(1)
+        yield url, home, tmp_path / "artifacts", tmp_path / "dagster_dev.log"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+
+def _graphql(url, query, variables):
+    response = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables}, timeout=60)
+    response.raise_for_status()
+    body = response.json()
+    assert "errors" not in body, body
+    return body["data"]
+
+
+@pytest.mark.slow
+def _launch(url, partitions, assets):
+    launched = _graphql(url, LAUNCH, {"params": {
+        "partitionNames": partitions, "assetSelection": [{"path": [a]} for a in assets], "fromFailure": False,
+    }})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    return launched["backfillId"]
+
+
+def _wait(url, backfill_id, log, runs):
+    deadline = time.monotonic() + 540
+    while True:
+        status = _graphql(url, STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+        if status["status"] not in ("REQUESTED",):
+            break
+        assert time.monotonic() < deadline, f"backfill still running: {status}\n{log.read_text()[-2000:]}"
+        time.sleep(5)
+    assert status["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), status
+    assert len(status["runs"]) == runs and all(r["status"] == "SUCCESS" for r in status["runs"]), status
+
+
+@pytest.mark.slow
+def test_backfill_over_model_sizes_through_the_ui_api(dagster_dev):
+    url, home, artifacts, log = dagster_dev
+    # The whole graph for two sizes of `arith` (CoTs from the dataset) and, alongside, the data
+    # stage for two sizes of `arith_gen`, whose CoTs the (tiny) teacher generates.
+    full = _launch(url, PARTITIONS, ASSETS)
+    teacher = _launch(url, ["arith_gen|tiny-a", "arith_gen|tiny-b"], ["problems", "raw_cots"])
+    _wait(url, teacher, log, runs=2)
+    _wait(url, full, log, runs=2)
+
+    # The teacher's work is done once: whichever size ran second got every CoT from the cache.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        records = instance.fetch_materializations(dg.AssetKey("raw_cots"), limit=10).records
+    teacher_meta = {r.asset_materialization.partition: r.asset_materialization.metadata for r in records
+                    if r.asset_materialization.partition.startswith("arith_gen")}
+    assert len(teacher_meta) == 2
+    new_calls = sorted(m["teacher_new_calls"].value for m in teacher_meta.values())
+    hits = sorted(m["teacher_cache_hits"].value for m in teacher_meta.values())
+    n_train = next(iter(teacher_meta.values()))["num_cots"].value
+    assert new_calls == [0, n_train] and hits == [0, n_train]
+
+    tables = artifacts / "tables"
+    for partition in PARTITIONS:
+        scores = pd.read_parquet(table_path(tables, "eval_scores", partition))
+        assert set(scores["method"]) == {"base", "sft", "cogpo", "dpo"}
+        assert set(scores["benchmark"]) == {"arith_heldout", "arith_bench"}
+
+    # The raw CoTs are the student-independent material: the same for both sizes.
+    a, b = (pd.read_parquet(table_path(tables, "raw_cots", p)) for p in PARTITIONS)
+    pd.testing.assert_frame_equal(a, b)
+
+    # MLflow: per size, one run per method with eval metrics, ready for the compare view.
+    client = MlflowClient(f"sqlite:///{artifacts}/mlflow.db")
+    experiment = client.get_experiment_by_name("crv-dagster-test").experiment_id
+    runs = client.search_runs([experiment], "tags.`dagster.asset` = 'eval_scores'")
+    by_key = {(r.data.tags["crv.model_size"], r.data.tags["crv.method"]): r for r in runs}
+    assert set(by_key) == {(s, m) for s in ("tiny-a", "tiny-b") for m in ("base", "sft", "cogpo", "dpo")}
+    for run in by_key.values():
+        assert {"eval/arith_heldout/accuracy", "eval/arith_bench/accuracy", "eval/mean/accuracy"} <= set(run.data.metrics)
+        assert run.data.params["beta_large_gap"] == "0.5" and "pairs_large_gap" in run.data.params
+        assert run.data.tags["crv.dataset"] == "arith"

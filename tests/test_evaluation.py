@@ -1,0 +1,80 @@
+import pandas as pd
+import pytest
+
+from crv_dagster.config import EvalProtocol
+from crv_dagster.evaluation.report import accuracy_plot, parameter_count, results_markdown
+from crv_dagster.evaluation.scoring import generate_answers, summarize
+from crv_dagster.schemas import eval_scores_schema
+from scripted import ScriptedBackend
+
+PROBLEMS = pd.DataFrame({
+    "problem_id": ["a", "b", "c", "d"],
+    "question": ["1/2 + 1/4?", "nested?", "none?", "7 x 6?"],
+    "answer": ["\\frac{3}{4}", "\\frac{\\sqrt{2}}{2}", "5", "42"],
+})
+
+
+def test_scoring_on_known_answers():
+    replies = {"1/2 + 1/4?": "Add them: 2/4 + 1/4 = 3/4, so \\boxed{0.75}.",
+               "nested?": "It is \\boxed{\\frac{\\sqrt{2}}{2}}.",
+               "none?": "I am not sure how to do this.",
+               "7 x 6?": "7 x 6 = 48, so \\boxed{48}."}
+    backend = ScriptedBackend(lambda prompt, params: next(v for k, v in replies.items() if prompt.startswith(k)))
+    details = generate_answers(backend, "sft", "toy", PROBLEMS, EvalProtocol(samples=1))
+    assert list(details["correct"]) == [True, True, False, False]
+    assert list(details["extracted_answer"].fillna("-")) == ["0.75", "\\frac{\\sqrt{2}}{2}", "-", "48"]
+    # The student sees the shared prompt: the question and the \\boxed{} instruction.
+    assert all("\\boxed{}" in p for p in backend.prompts)
+    [summary] = summarize(details).to_dict("records")
+    assert summary["accuracy"] == 0.5 and summary["num_problems"] == 4
+    assert summary["no_answer_share"] == 0.25
+
+
+def test_pass_at_1_is_the_mean_over_samples():
+    # Problem a right in 3 of 4 samples, problem d right in 1 of 4: pass@1 = (0.75 + 0.25) / 2.
+    outcomes = {"1/2": iter(["\\boxed{3/4}", "\\boxed{3/4}", "\\boxed{1}", "\\boxed{0.75}"]),
+                "7 x": iter(["\\boxed{42}", "\\boxed{41}", "\\boxed{40}", "no idea"])}
+    seeds = []
+
+    def reply(prompt, params):
+        seeds.append(params.seed)
+        return next(outcomes[prompt[:3]])
+
+    details = generate_answers(ScriptedBackend(reply), "base", "toy", PROBLEMS.iloc[[0, 3]],
+                               EvalProtocol(samples=4, temperature=0.8, seed=10))
+    [summary] = summarize(details).to_dict("records")
+    assert summary["accuracy"] == pytest.approx(0.5)
+    assert summary["num_samples"] == 4 and summary["no_answer_share"] == pytest.approx(1 / 8)
+    assert sorted(set(seeds)) == [10, 11, 12, 13]
+
+
+def _scores():
+    rows = []
+    for size, base in (("small", 0.1), ("big", 0.3)):
+        for method, bump in (("base", 0.0), ("sft", 0.1), ("cogpo", 0.2)):
+            for bench in ("heldout", "bench"):
+                rows.append({"dataset": "d", "model_size": size, "method": method, "model_path": "/m",
+                             "benchmark": bench, "accuracy": base + bump, "num_problems": 4, "num_samples": 1,
+                             "mean_response_tokens": 10.0, "no_answer_share": 0.0, "protocol": "{}"})
+    return pd.DataFrame(rows)
+
+
+def test_results_table_has_the_paper_shape():
+    scores = _scores()
+    eval_scores_schema.validate(scores[scores["model_size"] == "small"])
+    table = results_markdown(scores, {"small": "135M", "big": "1.5B"})
+    lines = table.splitlines()
+    assert lines[0] == "| model size | method | heldout | bench | average |"
+    assert lines[2].startswith("| small (135M) | Base | 10.0 | 10.0 |")
+    assert lines[4] == "|  | SFT + CogPO | 30.0 | 30.0 | 30.0 |"
+    assert lines[5].startswith("| big (1.5B) | Base | 30.0")  # blocks ordered by size
+
+
+def test_accuracy_plot_is_a_png():
+    png = accuracy_plot(_scores(), {"small": "135M", "big": "1.5B"})
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+@pytest.mark.parametrize("text, value", [("135M", 1.35e8), ("1.5B", 1.5e9), ("7b", 7e9), ("big", float("inf"))])
+def test_parameter_count(text, value):
+    assert parameter_count(text) == value
