@@ -15,6 +15,16 @@ def _figure():
     return plt
 
 
+def figure_png(fig) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
+    plt = _figure()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def length_histogram(before: Sequence[int], after: Sequence[int], title: str) -> bytes:
     """Overlaid histograms of CoT lengths (tokens) before and after rewriting."""
     plt = _figure()
@@ -30,8 +40,4 @@ def length_histogram(before: Sequence[int], after: Sequence[int], title: str) ->
     ax.set_title(title, fontsize=10)
     if before or after:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)

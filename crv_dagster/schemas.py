@@ -6,6 +6,9 @@ fails the step and the failing rows are shown in the run's log.
 
 from __future__ import annotations
 
+import warnings
+
+import dagster as dg
 import pandera.pandas as pa
 from dagster_pandera import pandera_schema_to_dagster_type
 
@@ -14,15 +17,14 @@ COT_SOURCES = ["dataset", "teacher"]
 
 _id = pa.Column(str, pa.Check.str_length(min_value=1), unique=True)
 _text = pa.Column(str, pa.Check.str_length(min_value=1))
+# The columns that identify a problem in every per-problem table.
+_PROBLEM = {"problem_id": _id, "dataset": _text, "question": _text, "answer": _text}
 
 problems_schema = pa.DataFrameSchema(
     name="problems",
     description="One dataset's problems with normalised reference answers, split into train and eval.",
     columns={
-        "problem_id": _id,
-        "dataset": _text,
-        "question": _text,
-        "answer": _text,
+        **_PROBLEM,
         "reference_cot": pa.Column(str, nullable=True),
         "split": pa.Column(str, pa.Check.isin(SPLITS)),
         "source_row": pa.Column(int, pa.Check.ge(1)),
@@ -35,10 +37,7 @@ raw_cots_schema = pa.DataFrameSchema(
     name="raw_cots",
     description="The teacher's chain of thought for each training problem, checked against the reference.",
     columns={
-        "problem_id": _id,
-        "dataset": _text,
-        "question": _text,
-        "answer": _text,
+        **_PROBLEM,
         "cot": pa.Column(str),
         "cot_source": pa.Column(str, pa.Check.isin(COT_SOURCES)),
         "teacher_model": _text,
@@ -57,10 +56,7 @@ critiques_schema = pa.DataFrameSchema(
     name="critiques",
     description="The Critic's judgement of each raw CoT from the student's perspective.",
     columns={
-        "problem_id": _id,
-        "dataset": _text,
-        "question": _text,
-        "answer": _text,
+        **_PROBLEM,
         "cot": pa.Column(str),
         "cot_correct": pa.Column(bool),
         "student_size": _text,
@@ -77,10 +73,7 @@ rewritten_cots_schema = pa.DataFrameSchema(
     name="rewritten_cots",
     description="One row per problem: the action taken, the resulting CoT, and every verifier verdict.",
     columns={
-        "problem_id": _id,
-        "dataset": _text,
-        "question": _text,
-        "answer": _text,
+        **_PROBLEM,
         "label": pa.Column(str, pa.Check.isin(LABELS)),
         "original_cot": pa.Column(str),
         "original_correct": pa.Column(bool),
@@ -181,11 +174,17 @@ eval_scores_schema = pa.DataFrameSchema(
     coerce=True,
 )
 
-ProblemsFrame = pandera_schema_to_dagster_type(problems_schema)
-RawCotsFrame = pandera_schema_to_dagster_type(raw_cots_schema)
-CritiquesFrame = pandera_schema_to_dagster_type(critiques_schema)
-RewrittenCotsFrame = pandera_schema_to_dagster_type(rewritten_cots_schema)
-VerifiedSetFrame = pandera_schema_to_dagster_type(verified_set_schema)
-PreferencePairsFrame = pandera_schema_to_dagster_type(preference_pairs_schema)
-ModelManifest = pandera_schema_to_dagster_type(model_manifest_schema)
-EvalScoresFrame = pandera_schema_to_dagster_type(eval_scores_schema)
+def _dagster_type(schema: pa.DataFrameSchema):
+    with warnings.catch_warnings():  # dagster-pandera is marked beta; the warning says nothing new
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return pandera_schema_to_dagster_type(schema)
+
+
+ProblemsFrame = _dagster_type(problems_schema)
+RawCotsFrame = _dagster_type(raw_cots_schema)
+CritiquesFrame = _dagster_type(critiques_schema)
+RewrittenCotsFrame = _dagster_type(rewritten_cots_schema)
+VerifiedSetFrame = _dagster_type(verified_set_schema)
+PreferencePairsFrame = _dagster_type(preference_pairs_schema)
+ModelManifest = _dagster_type(model_manifest_schema)
+EvalScoresFrame = _dagster_type(eval_scores_schema)

@@ -41,10 +41,6 @@ class TrackedRun:
         for start in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[start : start + 500])
 
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, str(key), str(value))
-
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
@@ -55,9 +51,6 @@ class TrackedRun:
             path = Path(tmp) / Path(artifact_file).name
             path.write_bytes(png)
             self.client.log_artifact(self.run_id, str(path), str(Path(artifact_file).parent) if "/" in artifact_file else None)
-
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
 
 
 class MlflowTracking(dg.ConfigurableResource):

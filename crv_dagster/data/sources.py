@@ -26,9 +26,7 @@ class DataSourceError(ValueError):
 @dataclass
 class RawTable:
     frame: pd.DataFrame
-    origin: str
-    # How a row index maps to what a person sees in the file (1-based line or data row).
-    row_label: str = "row"
+    origin: str  # what error messages name: a file path or a Hub dataset
 
 
 def _read_file(source: FileSource) -> RawTable:
@@ -41,23 +39,19 @@ def _read_file(source: FileSource) -> RawTable:
     try:
         if suffix in {".jsonl", ".ndjson"}:
             frame = pd.read_json(path, lines=True, dtype=False)
-            label = "line"
         elif suffix == ".json":
             frame = pd.read_json(path, dtype=False)
-            label = "record"
         elif suffix == ".parquet":
             frame = pd.read_parquet(path)
-            label = "row"
         elif suffix == ".csv":
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-            label = "data row"
         else:
             raise DataSourceError(f"{path}: unsupported file type '{suffix}' (use .jsonl, .json, .parquet or .csv)")
     except DataSourceError:
         raise
     except Exception as err:  # pandas raises many types; the file name is what matters
         raise DataSourceError(f"{path}: cannot read {suffix} file: {err}") from err
-    return RawTable(frame, str(path), label)
+    return RawTable(frame, str(path))
 
 
 def _read_hub(source: HubSource) -> RawTable:
@@ -75,7 +69,7 @@ def _read_hub(source: HubSource) -> RawTable:
         ds = datasets.load_dataset(source.name, source.config, **kwargs)
     except Exception as err:  # network, missing split, bad name: all end up here
         raise DataSourceError(f"dataset {origin}: cannot load with datasets.load_dataset: {err}") from err
-    return RawTable(ds.to_pandas(), f"dataset {origin}", "row")
+    return RawTable(ds.to_pandas(), f"dataset {origin}")
 
 
 def _read_builtin(source: BuiltinSource) -> RawTable:
@@ -84,7 +78,7 @@ def _read_builtin(source: BuiltinSource) -> RawTable:
         {"question": [p.question for p in problems], "answer": [p.answer for p in problems],
          "cot": [p.cot for p in problems]}
     )
-    return RawTable(frame, f"builtin:{source.name}(seed={source.seed})", "row")
+    return RawTable(frame, f"builtin:{source.name}(seed={source.seed})")
 
 
 def read_source(config: DatasetConfig) -> RawTable:

@@ -123,6 +123,8 @@ def _discard_pool() -> None:
     global _pool
     with _pool_lock:
         if _pool is not None:
+            # shutdown() waits for a busy worker; killing it is the only way to stop a stuck
+            # sympy call, and the executor exposes its processes only as a private attribute.
             for proc in list(getattr(_pool, "_processes", {}).values()):
                 proc.kill()
             _pool.shutdown(wait=False, cancel_futures=True)

@@ -6,7 +6,6 @@ method across sizes.
 
 from __future__ import annotations
 
-import io
 import re
 
 import pandas as pd
@@ -52,7 +51,7 @@ def results_markdown(scores: pd.DataFrame, sizes: dict[str, str]) -> str:
 
 def accuracy_plot(scores: pd.DataFrame, sizes: dict[str, str]) -> bytes:
     """Mean accuracy over benchmarks against model size, one line per method (PNG bytes)."""
-    from crv_dagster.plots import _figure
+    from crv_dagster.plots import _figure, figure_png
 
     plt = _figure()
     fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=110)
@@ -68,8 +67,4 @@ def accuracy_plot(scores: pd.DataFrame, sizes: dict[str, str]) -> bytes:
     ax.set_ylabel("accuracy (%), mean over benchmarks")
     ax.set_title("Accuracy against model size", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)
