@@ -37,7 +37,7 @@ mlflow-ui: setup
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/artifacts/$${CRV_PROFILE:-demo}/mlflow.db" -h 127.0.0.1 -p 5000
 
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/cogpo_training.py
 
 setup: $(STAMP) $(DAGSTER_HOME)/.ready
 

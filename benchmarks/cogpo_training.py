@@ -73,7 +73,7 @@ def _child(mode: str, model_path: str, steps: int, n_pairs: int, threads: int) -
         trainer = CogPOTrainer(
             model=model, ref_model=None if precompute else copy.deepcopy(model), args=args,
             train_dataset=_pair_dataset(pairs, list(pairs["beta"])), processing_class=tokenizer,
-            data_collator=BetaCollator(pad_token_id=tokenizer.pad_token_id, max_length=512),
+            data_collator=BetaCollator(pad_token_id=tokenizer.pad_token_id, max_length=512), callbacks=[Timer()],
         )
         setup_s = time.perf_counter() - start  # includes the one reference pass when precomputing
         trainer.train()
@@ -86,7 +86,9 @@ def _run_child(mode: str, args) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--model", args.model, "--steps", str(args.steps),
            "--pairs", str(args.pairs), "--threads", str(args.threads)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{mode} run failed:\n{out.stderr[-3000:]}")
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     result = json.loads(out.stdout.strip().splitlines()[-1])
     # RUSAGE_CHILDREN keeps the largest child so far: run the smaller one first (see main).

@@ -58,6 +58,7 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             unparsed_share = labels["unparsed"] / len(frame) if len(frame) else 0.0
             stats = {"num_critiques": len(frame), "unparsed_share": round(unparsed_share, 4),
                      **{f"label_{k}": v for k, v in labels.items()}, **backend.stats.as_metadata("agent")}
+            context.log.info(f"labels: {labels}")
             run.log_params({"student_size": student_size, "critic_prompt": cfg.crv.critic.prompt,
                             "critic_max_retries": cfg.crv.critic.max_retries, "agent_model": backend.model_id})
             run.log_metrics(stats)
@@ -95,12 +96,17 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             try:
                 rethinker = build_rethinker(cfg, backend)
                 verifier, judge_backend = build_verifier(cfg, backend)
+                n_rewrite = int(critiques["label"].isin(["easy", "hard"]).sum())
+                context.log.info(f"rethinker {backend.model_id}: {n_rewrite} CoTs to rewrite, "
+                                 f"up to {cfg.crv.max_attempts} attempts each")
                 frame = crv.refine(critiques, rethinker, verifier, student_size, cfg.crv.max_attempts)
             finally:
                 backend.close()
                 if judge_backend is not None:
                     judge_backend.close()
             stats = crv.refine_stats(frame, cfg.crv.max_attempts)
+            context.log.info(f"actions {stats['actions']}; pass rate by attempt {stats['pass_rate_by_attempt']}; "
+                             f"dropped {stats['drop_reasons']}")
             tokenizer = _student_tokenizer(cfg, key.model_size)
             rewritten = frame[frame["passed"] & frame["action"].isin(["expand", "simplify"])]
             before = _token_lengths(tokenizer, rewritten["original_cot"])
@@ -162,6 +168,8 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
                 "yield": round(len(suited) / len(rewritten_cots), 4) if len(rewritten_cots) else 0.0,
             }
             run.log_metrics(stats)
+            context.log.info(f"{len(suited)} student-suited CoTs for SFT, "
+                             f"{stats['num_unsuited_originals']} unsuited originals for CogPO")
         yield dg.Output(frame, metadata={
             **stats,
             "dagster/row_count": len(frame),

@@ -43,6 +43,7 @@ def build_data_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
             run.log_params({"source": rows.origin, "answer_format": dataset_cfg.answer_format,
                             "eval_fraction": dataset_cfg.eval_fraction, "split_seed": dataset_cfg.split_seed})
             run.log_metrics(stats)
+            context.log.info(f"{rows.origin}: {stats['num_train']} train and {stats['num_eval']} eval problems")
             if len(rejected):
                 run.log_text(rejected.to_csv(index=False), "rejected_rows.csv")
                 context.log.warning(f"{rows.origin}: {len(rejected)} row(s) rejected: "
@@ -96,6 +97,8 @@ def build_data_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
                 "mean_cot_chars": float(frame["cot"].str.len().mean()) if len(frame) else 0.0,
                 **cache_meta,
             }
+            context.log.info(f"{len(frame)} raw CoTs ({dataset_cfg.cot_source}), "
+                             f"{stats['teacher_accuracy']:.0%} reach the reference answer")
             run.log_params({"cot_source": dataset_cfg.cot_source,
                             "teacher_model": frame["teacher_model"].iloc[0] if len(frame) else ""})
             run.log_metrics(stats)

@@ -93,6 +93,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
             run.log_params({"incorrect_source": pairs_cfg.incorrect_source,
                             **{f"beta_{t}": v for t, v in pairs_cfg.betas.model_dump().items()}})
             run.log_metrics(stats)
+            context.log.info(f"{len(frame)} pairs {by_type}; refused {dict(refused)}")
             if refused:
                 run.log_text(json.dumps(dict(refused), indent=2), "refused_pairs.json")
         return dg.Output(frame, metadata={
@@ -130,6 +131,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
                                if cfg.training.finetuning == "lora" else {})})
             context.log.info(f"SFT of {base} on {int((verified_set['role'] == 'suited').sum())} CoTs")
             result = train_sft(base, verified_set, out_dir, cfg.training, run=run)
+            context.log.info(f"SFT: {result['steps']} steps, loss {result['loss']}")
         row = _manifest_row("sft", out_dir, base, cfg.training.finetuning, result)
         return dg.Output(pd.DataFrame([row]), metadata={
             "checkpoint": dg.MetadataValue.path(str(out_dir)),
@@ -166,6 +168,8 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
                                 **{f"pairs_{t}": n for t, n in by_type.items()}})
                 context.log.info(f"{method} from {sft_path} on {len(preference_pairs)} pairs")
                 result = train_preference(sft_path, preference_pairs, out_dir, cfg.training, method=method, run=run)
+                context.log.info(f"{method}: {result['steps']} steps, loss per pair kind "
+                                 f"{result['loss_by_kind_before']} -> {result['loss_by_kind_after']}")
                 run.log_metrics({**{f"loss_by_kind/{k}/before": v for k, v in result["loss_by_kind_before"].items()},
                                  **{f"loss_by_kind/{k}/after": v for k, v in result["loss_by_kind_after"].items()}})
             rows.append(_manifest_row(method, out_dir, sft_path, cfg.training.finetuning, result))
