@@ -248,3 +248,51 @@ def test_dpo_baseline_uses_one_beta_through_the_same_path(student, pairs, tmp_pa
     result = train_preference(student, pairs, tmp_path / "dpo", config, method="dpo")
     assert result["method"] == "dpo" and result["steps"] == config.cogpo.max_steps
     assert all(h.get("dpo/loss") is None or h["dpo/loss"] > 0 for h in result["history"])
+
+
+def test_student_samples_come_from_the_partitions_own_student(artifacts, tmp_path):
+    import logging
+
+    from crv_dagster.assets.training import _incorrect_cots
+    from crv_dagster.llm.cache import ResponseCache
+    from crv_dagster.llm.factory import cache_path
+    from crv_dagster.partitions import PartitionKey
+
+    text = (CONFIG_DIR / "test.yaml").read_text().replace(
+        "incorrect_source: perturb      # the tiny models cannot produce readable wrong answers",
+        "incorrect_source: student\n    student_backend: student_eval\n    student_samples: 3\n"
+        "    student_max_new_tokens: 8")
+    path = tmp_path / "profile.yaml"
+    path.write_text(text)
+    profile = load_profile_file(path)
+    material = _verified(4)[lambda f: f["role"] == "suited"][["problem_id", "question", "answer", "cot"]]
+    found = _incorrect_cots(profile, PartitionKey("arith", "tiny-a"), material, logging.getLogger("test"))
+    # 4 problems x 3 samples went to the student (and into the cache); any kept CoT ends wrong.
+    assert len(ResponseCache(cache_path(profile))) == 12
+    assert all(not is_correct(c.cot, material.set_index("problem_id").loc[c.problem_id, "answer"]) for c in found)
+
+    missing = load_profile_file(path).model_copy(deep=True)
+    object.__setattr__(missing.training.pairs, "student_backend", None)
+    with pytest.raises(ValueError, match="student_backend must name a backend"):
+        _incorrect_cots(missing, PartitionKey("arith", "tiny-a"), material, logging.getLogger("test"))
+
+
+def test_injected_errors_come_from_the_agent(artifacts, tmp_path):
+    import logging
+
+    from crv_dagster.assets.training import _incorrect_cots
+    from crv_dagster.llm.cache import ResponseCache
+    from crv_dagster.llm.factory import cache_path
+    from crv_dagster.partitions import PartitionKey
+
+    text = (CONFIG_DIR / "test.yaml").read_text().replace(
+        "incorrect_source: perturb      # the tiny models cannot produce readable wrong answers",
+        "incorrect_source: inject")
+    path = tmp_path / "profile.yaml"
+    path.write_text(text)
+    profile = load_profile_file(path)
+    material = _verified(4)[lambda f: f["role"] == "suited"][["problem_id", "question", "answer", "cot"]]
+    found = _incorrect_cots(profile, PartitionKey("arith", "tiny-a"), material, logging.getLogger("test"))
+    cache = ResponseCache(cache_path(profile))
+    assert len(cache) == 4  # one request per problem, to the agent backend
+    assert all(c.source == "inject" for c in found)

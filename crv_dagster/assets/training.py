@@ -41,6 +41,10 @@ def _incorrect_cots(cfg, key, material: pd.DataFrame, log) -> list:
         from crv_dagster.llm.base import SamplingParams
         from crv_dagster.training.formatting import prompt_messages
 
+        if pairs_cfg.student_backend is None:
+            raise ValueError(f"profile '{cfg.name}': training.pairs.incorrect_source is 'student', so "
+                             "training.pairs.student_backend must name a backend whose model is 'student'")
+
         backend = build_backend(cfg, pairs_cfg.student_backend, model_path=student_base_model(cfg, key.model_size))
         try:
             params = SamplingParams(max_new_tokens=pairs_cfg.student_max_new_tokens,
