@@ -83,8 +83,10 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
         key = partition_of(context)
         pairs_cfg = cfg.training.pairs
         with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash()) as run:
-            # One correct CoT per problem to corrupt or to sample against: the suited one if any.
-            material = (verified_set.sort_values("role").drop_duplicates("problem_id")
+            # One correct CoT per problem to corrupt or to sample against: the original where the
+            # problem has one (its layout is the dataset's, so a perturbation finds the result),
+            # else the suited CoT.
+            material = (verified_set.sort_values("role", ascending=False).drop_duplicates("problem_id")
                         [["problem_id", "question", "answer", "cot"]].reset_index(drop=True))
             incorrect = _incorrect_cots(cfg, key, material, context.log)
             tokenizer = AutoTokenizer.from_pretrained(student_base_model(cfg, key.model_size))
