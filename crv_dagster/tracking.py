@@ -99,15 +99,16 @@ class MlflowTracking(dg.ConfigurableResource):
         client.set_terminated(run_id, "FINISHED")
 
     @contextmanager
-    def asset_run(self, context: dg.AssetExecutionContext, *, profile: str, config_hash: str,
+    def asset_run(self, context: dg.AssetExecutionContext, profile,
                   extra_tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
-        """A run for this asset materialisation, tagged with what identifies it."""
+        """A run for this asset materialisation, tagged with what identifies it (``profile``:
+        the experiment's ``Profile``)."""
         asset = context.asset_key.to_user_string()
         tags: dict[str, Any] = {
             "dagster.run_id": context.run.run_id,
             "dagster.asset": asset,
-            "crv.profile": profile,
-            "crv.config_hash": config_hash,
+            "crv.profile": profile.name,
+            "crv.config_hash": profile.config_hash(),
         }
         name = asset
         if context.has_partition_key:

@@ -250,6 +250,15 @@ def test_dpo_baseline_uses_one_beta_through_the_same_path(student, pairs, tmp_pa
     assert all(h.get("dpo/loss") is None or h["dpo/loss"] > 0 for h in result["history"])
 
 
+def _profile_with_source(tmp_path, source_lines: str):
+    """The test profile with another source of incorrect CoTs."""
+    text = (CONFIG_DIR / "test.yaml").read_text().replace(
+        "incorrect_source: perturb      # the tiny models cannot produce readable wrong answers", source_lines)
+    path = tmp_path / "profile.yaml"
+    path.write_text(text)
+    return path
+
+
 def test_student_samples_come_from_the_partitions_own_student(artifacts, tmp_path):
     import logging
 
@@ -258,12 +267,8 @@ def test_student_samples_come_from_the_partitions_own_student(artifacts, tmp_pat
     from crv_dagster.llm.factory import cache_path
     from crv_dagster.partitions import PartitionKey
 
-    text = (CONFIG_DIR / "test.yaml").read_text().replace(
-        "incorrect_source: perturb      # the tiny models cannot produce readable wrong answers",
-        "incorrect_source: student\n    student_backend: student_eval\n    student_samples: 3\n"
-        "    student_max_new_tokens: 8")
-    path = tmp_path / "profile.yaml"
-    path.write_text(text)
+    path = _profile_with_source(tmp_path, "incorrect_source: student\n    student_backend: student_eval\n"
+                                          "    student_samples: 3\n    student_max_new_tokens: 8")
     profile = load_profile_file(path)
     material = _verified(4)[lambda f: f["role"] == "suited"][["problem_id", "question", "answer", "cot"]]
     found = _incorrect_cots(profile, PartitionKey("arith", "tiny-a"), material, logging.getLogger("test"))
@@ -285,11 +290,7 @@ def test_injected_errors_come_from_the_agent(artifacts, tmp_path):
     from crv_dagster.llm.factory import cache_path
     from crv_dagster.partitions import PartitionKey
 
-    text = (CONFIG_DIR / "test.yaml").read_text().replace(
-        "incorrect_source: perturb      # the tiny models cannot produce readable wrong answers",
-        "incorrect_source: inject")
-    path = tmp_path / "profile.yaml"
-    path.write_text(text)
+    path = _profile_with_source(tmp_path, "incorrect_source: inject")
     profile = load_profile_file(path)
     material = _verified(4)[lambda f: f["role"] == "suited"][["problem_id", "question", "answer", "cot"]]
     found = _incorrect_cots(profile, PartitionKey("arith", "tiny-a"), material, logging.getLogger("test"))

@@ -46,7 +46,7 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         cfg = profile.profile
         key = partition_of(context)
         student_size = cfg.model_sizes[key.model_size].parameters
-        with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash()) as run:
+        with mlflow.asset_run(context, cfg) as run:
             backend = build_backend(cfg, cfg.crv.agent_backend)
             try:
                 critic = build_critic(cfg, backend)
@@ -90,7 +90,7 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         cfg = profile.profile
         key = partition_of(context)
         student_size = cfg.model_sizes[key.model_size].parameters
-        with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash()) as run:
+        with mlflow.asset_run(context, cfg) as run:
             backend = build_backend(cfg, cfg.crv.agent_backend)
             judge_backend = None
             try:
@@ -156,7 +156,7 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
     def verified_set(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                      rewritten_cots: pd.DataFrame):
         cfg = profile.profile
-        with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash()) as run:
+        with mlflow.asset_run(context, cfg) as run:
             frame = crv.verified_set(rewritten_cots)
             suited = frame[frame["role"] == "suited"]
             stats = {

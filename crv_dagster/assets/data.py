@@ -30,7 +30,7 @@ def build_data_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
         cfg = profile.profile
         key = partition_of(context)
         dataset_cfg = cfg.datasets[key.dataset]
-        with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash()) as run:
+        with mlflow.asset_run(context, cfg) as run:
             rows = build_problems(key.dataset, dataset_cfg, read_source(dataset_cfg))
             frame, rejected = rows.accepted, rows.rejected
             split_counts = frame["split"].value_counts()
@@ -77,7 +77,7 @@ def build_data_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
         dataset_cfg = cfg.datasets[key.dataset]
         train = problems[problems["split"] == "train"].reset_index(drop=True)
         cache_meta: dict[str, int] = {}
-        with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash()) as run:
+        with mlflow.asset_run(context, cfg) as run:
             if dataset_cfg.cot_source == "dataset":
                 frame = cots_from_dataset(train, key.dataset)
             else:

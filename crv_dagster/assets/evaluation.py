@@ -79,7 +79,7 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, tables_dir: str
                          **_crv_params(rewritten_cots, preference_pairs), "finetuning": cfg.training.finetuning}
         details, summaries = [], []
         for method, path in models:
-            with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash(),
+            with mlflow.asset_run(context, cfg,
                                   extra_tags={"crv.method": method}) as run:
                 backend = build_backend(cfg, evaluation.backend, model_path=path)
                 try:

@@ -82,7 +82,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
         cfg = profile.profile
         key = partition_of(context)
         pairs_cfg = cfg.training.pairs
-        with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash()) as run:
+        with mlflow.asset_run(context, cfg) as run:
             # One correct CoT per problem to corrupt or to sample against: the original where the
             # problem has one (its layout is the dataset's, so a perturbation finds the result),
             # else the suited CoT.
@@ -129,7 +129,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
         key = partition_of(context)
         base = student_base_model(cfg, key.model_size)
         out_dir = _checkpoint_dir(cfg, "sft_model", key, "sft")
-        with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash(),
+        with mlflow.asset_run(context, cfg,
                               extra_tags={"crv.method": "sft"}) as run:
             run.log_params({"base_model": base, "finetuning": cfg.training.finetuning,
                             **{f"sft.{k}": v for k, v in cfg.training.sft.model_dump().items()},
@@ -165,7 +165,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
         rows, meta = [], {}
         for method in ["cogpo", *cfg.training.cogpo.baselines]:
             out_dir = _checkpoint_dir(cfg, "cogpo_model", key, method)
-            with mlflow.asset_run(context, profile=cfg.name, config_hash=cfg.config_hash(),
+            with mlflow.asset_run(context, cfg,
                                   extra_tags={"crv.method": method}) as run:
                 by_type = preference_pairs["pair_type"].value_counts().to_dict()
                 run.log_params({"sft_model": sft_path, "method": method, "finetuning": cfg.training.finetuning,
