@@ -153,15 +153,27 @@ DataSource = Annotated[Union[HubSource, FileSource, BuiltinSource], Field(discri
 
 class ColumnMapping(_Strict):
     question: str = "question"
-    answer: str = "answer"
+    answer: str = Field("answer", description="for multiple choice: the column with the correct option's text")
     cot: str | None = None
     id: str | None = None
+    choices: list[str] | None = Field(
+        None, description="multiple choice: the columns holding the incorrect options (GPQA: 'Incorrect Answer 1', ...)")
+
+
+AnswerFormat = Literal["plain", "gsm8k", "boxed", "multiple_choice"]
+
+
+def _check_choices(answer_format: str, columns: ColumnMapping) -> None:
+    if answer_format == "multiple_choice" and not columns.choices:
+        raise ValueError("answer_format 'multiple_choice' needs columns.choices (the incorrect options' columns)")
+    if columns.choices and answer_format != "multiple_choice":
+        raise ValueError("columns.choices is only read with answer_format 'multiple_choice'")
 
 
 class DatasetConfig(_Strict):
     source: DataSource
     columns: ColumnMapping = ColumnMapping()
-    answer_format: Literal["plain", "gsm8k", "boxed"] = "plain"
+    answer_format: AnswerFormat = "plain"
     eval_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     max_problems: int | None = Field(None, gt=0)
     split_seed: int = 0
@@ -173,6 +185,7 @@ class DatasetConfig(_Strict):
     def _cot_column_when_needed(self) -> "DatasetConfig":
         if self.cot_source == "dataset" and self.columns.cot is None and not isinstance(self.source, BuiltinSource):
             raise ValueError("cot_source 'dataset' needs columns.cot (the column holding the CoT)")
+        _check_choices(self.answer_format, self.columns)
         return self
 
 
@@ -186,31 +199,41 @@ class ModelSizeConfig(_Strict):
     parameters: str = Field(description="size as the agents are told, e.g. '1.5B'")
 
 
+# Token budgets per role. A reasoning agent (QwQ-32B, R1) spends hundreds to thousands of tokens
+# thinking before it writes its answer, so the defaults leave room for that; a reply that still
+# runs out is counted as truncated and never read. Chat models stop early and cost no more.
+CRITIC_TOKENS = 4096
+REWRITE_TOKENS = 8192
+JUDGE_TOKENS = 4096
+TEACHER_TOKENS = 16384
+
+
 class TeacherConfig(_Strict):
     backend: str | None = Field(None, description="a key of `backends`; needed when a dataset generates CoTs")
     prompt: str = "teacher.txt"
+    max_new_tokens: int = Field(TEACHER_TOKENS, gt=0, description="thinking and the written-out CoT together")
 
 
 class CriticConfig(_Strict):
     prompt: str = "critic.txt"
     max_retries: int = Field(2, ge=0, description="extra tries for replies that name no single label")
-    max_new_tokens: int | None = Field(None, gt=0, description="default: the backend's")
+    max_new_tokens: int = Field(CRITIC_TOKENS, gt=0, description="thinking and the label together")
     retry_temperature: float = Field(0.7, ge=0.0, description="retries sample, so they can differ")
 
 
 class RethinkerConfig(_Strict):
     expand_prompt: str = "rethink_expand.txt"
     simplify_prompt: str = "rethink_simplify.txt"
-    max_new_tokens: int | None = Field(None, gt=0, description="default: the backend's")
+    max_new_tokens: int = Field(REWRITE_TOKENS, gt=0, description="thinking and the rewrite together; "
+                                                                  "a cut rewrite always fails verification")
     retry_temperature: float = Field(0.7, ge=0.0)
-    reject_truncated: bool = Field(True, description="a rewrite that hit max_new_tokens fails verification")
 
 
 class VerifierConfig(_Strict):
     llm_judge: bool = Field(False, description="also ask an LLM judge after the rule-based check passes")
     judge_prompt: str = "verify_judge.txt"
     judge_backend: str | None = Field(None, description="default: the agent backend")
-    max_new_tokens: int = Field(16, gt=0)
+    max_new_tokens: int = Field(JUDGE_TOKENS, gt=0, description="thinking and the verdict together")
 
 
 class CrvConfig(_Strict):
@@ -239,11 +262,15 @@ class TrainerSettings(_Strict):
     max_steps: int = Field(-1, description="> 0 overrides num_train_epochs")
     per_device_train_batch_size: int = Field(4, gt=0)
     gradient_accumulation_steps: int = Field(1, gt=0)
-    max_length: int = Field(1024, gt=0)
+    max_length: int = Field(4096, gt=0, description="prompt + completion tokens")
+    overlength: Literal["drop", "truncate"] = Field(
+        "drop", description="rows longer than max_length: left out, or cut at max_length (a cut CoT loses its answer)")
+    torch_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights as loaded; auto: bfloat16 on a GPU that supports it, else float32")
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     lr_scheduler_type: str = "cosine"
     weight_decay: float = Field(0.0, ge=0.0)
-    bf16: bool = False
+    bf16: bool = Field(False, description="bf16 mixed precision; only where the device supports it")
     gradient_checkpointing: bool = False
     logging_steps: int = Field(1, gt=0)
     seed: int = 42
@@ -258,18 +285,28 @@ class PairBetas(_Strict):
     large_gap: float = Field(0.5, gt=0)
 
 
+IncorrectSource = Literal["student", "inject", "perturb"]
+
+
 class PairsConfig(_Strict):
-    incorrect_source: Literal["student", "inject", "perturb"] = Field(
+    incorrect_source: IncorrectSource | list[IncorrectSource] = Field(
         "student", description="student: wrong samples of the student; inject: an agent adds one error; "
-                               "perturb: a rule changes the last result (no model needed)")
+                               "perturb: a rule changes the last result (no model needed). A list is tried "
+                               "in order, each for the problems that still have no incorrect CoT")
     student_backend: str | None = Field(None, description="a key of `backends` used with the student's weights")
     student_samples: int = Field(4, gt=0)
     student_temperature: float = Field(1.0, gt=0)
     student_max_new_tokens: int = Field(512, gt=0)
     inject_backend: str | None = Field(None, description="default: the CRV agent backend")
     inject_prompt: str = "inject_error.txt"
+    inject_max_new_tokens: int = Field(REWRITE_TOKENS, gt=0, description="thinking and the rewrite together")
     betas: PairBetas = PairBetas()
     seed: int = 0
+
+    @property
+    def incorrect_sources(self) -> list[str]:
+        value = self.incorrect_source
+        return list(dict.fromkeys(value)) if isinstance(value, list) else [value]
 
 
 class CogpoSettings(TrainerSettings):
@@ -293,8 +330,14 @@ class BenchmarkConfig(_Strict):
 
     source: DataSource
     columns: ColumnMapping = ColumnMapping()
-    answer_format: Literal["plain", "gsm8k", "boxed"] = "plain"
+    answer_format: AnswerFormat = "plain"
     max_problems: int | None = Field(None, gt=0)
+    choice_seed: int = Field(0, description="multiple choice: the seed of each problem's option order")
+
+    @model_validator(mode="after")
+    def _choices(self) -> "BenchmarkConfig":
+        _check_choices(self.answer_format, self.columns)
+        return self
 
 
 class EvalProtocol(_Strict):
@@ -305,6 +348,9 @@ class EvalProtocol(_Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(512, gt=0)
     seed: int = 0
+    last_number_fallback: bool = Field(
+        True, description="with no \\boxed{}, '####' or 'the answer is', take the last number of the response "
+                          "(never for multiple choice; a response cut at max_new_tokens has no answer)")
 
 
 class EvaluationConfig(_Strict):

@@ -12,6 +12,8 @@ import dagster as dg
 import pandera.pandas as pa
 from dagster_pandera import pandera_schema_to_dagster_type
 
+from crv_dagster.data.teacher import COT_STATUSES
+
 SPLITS = ["train", "eval"]
 COT_SOURCES = ["dataset", "teacher"]
 
@@ -26,6 +28,7 @@ problems_schema = pa.DataFrameSchema(
     columns={
         **_PROBLEM,
         "reference_cot": pa.Column(str, nullable=True),
+        "choices": pa.Column(str, nullable=True, description="multiple choice: the options as JSON {letter: text}"),
         "split": pa.Column(str, pa.Check.isin(SPLITS)),
         "source_row": pa.Column(int, pa.Check.ge(1)),
     },
@@ -39,6 +42,8 @@ raw_cots_schema = pa.DataFrameSchema(
     columns={
         **_PROBLEM,
         "cot": pa.Column(str),
+        "reasoning": pa.Column(str, description="the teacher's thinking, for audit only"),
+        "cot_status": pa.Column(str, pa.Check.isin(COT_STATUSES)),
         "cot_source": pa.Column(str, pa.Check.isin(COT_SOURCES)),
         "teacher_model": _text,
         "extracted_answer": pa.Column(str, nullable=True),
@@ -61,7 +66,9 @@ critiques_schema = pa.DataFrameSchema(
         "cot_correct": pa.Column(bool),
         "student_size": _text,
         "label": pa.Column(str, pa.Check.isin(LABELS)),
-        "reply": pa.Column(str),
+        "reply": pa.Column(str, description="the content of the last reply, thinking removed"),
+        "reasoning": pa.Column(str, description="the thinking of the last reply, for audit only"),
+        "unreadable": pa.Column(str, description="JSON list: why each unread attempt gave no label"),
         "attempts": pa.Column(int, pa.Check.ge(1)),
         "agent_model": _text,
     },
@@ -79,6 +86,7 @@ rewritten_cots_schema = pa.DataFrameSchema(
         "original_correct": pa.Column(bool),
         "action": pa.Column(str, pa.Check.isin(ACTIONS)),
         "rewritten_cot": pa.Column(str, nullable=True),
+        "reasoning": pa.Column(str, description="the Rethinker's thinking on its last attempt, for audit only"),
         "final_attempt": pa.Column(int, pa.Check.ge(0)),
         "attempts": pa.Column(int, pa.Check.ge(0)),
         "verdicts": pa.Column(str),
@@ -167,6 +175,7 @@ eval_scores_schema = pa.DataFrameSchema(
         "num_samples": pa.Column(int, pa.Check.gt(0)),
         "mean_response_tokens": pa.Column(float, pa.Check.ge(0)),
         "no_answer_share": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
+        "truncated_share": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
         "protocol": _text,
     },
     unique=["method", "benchmark"],

@@ -5,13 +5,19 @@ import pytest
 
 from crv_dagster.agents import crv
 from crv_dagster.agents.critic import Critic, load_critic_prompt
-from crv_dagster.agents.replies import clean_reasoning, parse_label, parse_verdict, strip_thinking
+from crv_dagster.agents.replies import clean_reasoning, parse_label, parse_verdict
 from crv_dagster.agents.rethinker import Rethinker, load_rethinker_prompts
 from crv_dagster.agents.verifier import Verifier, load_judge_prompt
-from crv_dagster.llm.base import SamplingParams
+from crv_dagster.llm.base import Completion, SamplingParams
+from crv_dagster.llm.reply import read_reply
 from crv_dagster.prompts import PromptError, load_prompt
 from crv_dagster.schemas import critiques_schema, rewritten_cots_schema, verified_set_schema
 from scripted import ScriptedBackend
+
+
+def _label(text: str, finish_reason: str = "stop") -> str | None:
+    reply = read_reply(Completion(text, finish_reason))
+    return parse_label(reply.content) if reply.usable else None
 
 
 @pytest.mark.parametrize(
@@ -19,31 +25,41 @@ from scripted import ScriptedBackend
     [
         ("medium", "medium"), ("Hard.", "hard"), ("**Easy**", "easy"), ("  EASY\n", "easy"),
         ("<think>It could be easy or hard... the steps are fine.</think>\nmedium", "medium"),
+        # A reasoning model's template opens <think> in the prompt: the reply has only the closing tag.
+        ("It could be easy. Or hard? The steps are fine.\n</think>\n\n**medium**", "medium"),
         ("Label: hard", "hard"), ("My answer: medium. It is neither easy nor hard.", "medium"),
         ("The reasoning is too terse for this student.", "easy"),
         ("This solution is well balanced.", "medium"),
         ("It is far too convoluted.", "hard"),
-        ("easy or hard, I cannot decide", None), ("banana", None), ("", None), (None, None),
+        ("easy or hard, I cannot decide", None), ("banana", None), ("", None),
         ("<think>still thinking about whether it is easy", None),
     ],
 )
 def test_label_parser_on_messy_replies(reply, label):
-    assert parse_label(reply) == label
+    assert _label(reply) == label
+
+
+def test_a_reply_cut_mid_thought_is_never_a_label():
+    cut = "Okay, the steps seem a bit difficult to follow because"
+    assert parse_label(cut) == "hard"  # what reading the raw text would do
+    assert _label(cut, "length") is None
+    # Even text after </think> is an answer cut short when the budget ran out.
+    assert _label("hmm</think>\n\nhard, or", "length") is None
 
 
 @pytest.mark.parametrize(
     "reply, verdict",
     [("correct", True), ("Incorrect.", False), ("The solution is not correct.", False),
-     ("<think>hmm</think> Correct", True), ("maybe", None), ("correct? incorrect!", None)],
+     ("<think>hmm, incorrect?</think> Correct", True), ("maybe", None), ("correct? incorrect!", None)],
 )
 def test_verdict_parser(reply, verdict):
-    assert parse_verdict(reply) is verdict
+    assert parse_verdict(read_reply(Completion(reply)).content) is verdict
 
 
 def test_clean_reasoning_drops_preamble_thinking_and_fences():
-    assert clean_reasoning("<think>x</think>Here is the expanded reasoning:\n\nStep 1.\n\nStep 2.") == "Step 1.\n\nStep 2."
+    content = read_reply(Completion("<think>x</think>Here is the expanded reasoning:\n\nStep 1.\n\nStep 2.")).content
+    assert clean_reasoning(content) == "Step 1.\n\nStep 2."
     assert clean_reasoning("```\nA\n\nB\n```") == "A\n\nB"
-    assert strip_thinking("plan</think>answer") == "answer"
 
 
 def test_prompts_render_with_the_student_size():
@@ -73,7 +89,7 @@ def _raw(n=3, correct=True):
         "problem_id": [f"p{i}" for i in range(n)], "dataset": "d",
         "question": [f"What is {i} + {i}?" for i in range(n)], "answer": [str(2 * i) for i in range(n)],
         "cot": [f"{i} + {i} = {2 * i}.\n\nThe answer is \\boxed{{{2 * i}}}." for i in range(n)],
-        "is_correct": correct,
+        "is_correct": correct, "cot_status": "ok",
     })
 
 
@@ -108,8 +124,9 @@ def test_rethinker_retry_loop_passes_on_the_third_attempt():
     def reply(prompt, params):
         calls.append((prompt, params))
         attempt = len(calls)
-        return {1: "So the total is \\boxed{5}.", 2: "Adding the numbers step by step."}.get(
-            attempt, "2 + 2 = 4.\n\nThe answer is \\boxed{4}.")
+        return {1: "We add the two numbers together.\n\nSo the total is \\boxed{5}.",
+                2: "We add the two numbers.\n\nAdding the numbers step by step gives their sum."}.get(
+            attempt, "We add the two numbers together.\n\n2 + 2 = 4.\n\nThe answer is \\boxed{4}.")
 
     critiques = _critiques(["easy"]).iloc[[0]].copy()
     critiques["answer"], critiques["question"] = "4", "What is 2 + 2?"
@@ -134,10 +151,12 @@ def test_a_cot_that_never_verifies_is_dropped_and_counted():
     rewritten_cots_schema.validate(frame)
     assert list(frame["action"]) == ["simplify", "keep", "skip", "expand"]
     assert list(frame["passed"]) == [False, True, False, False]
+    # The one-line "expansion" is shorter than its original: it fails as such before any answer check.
     assert list(frame["drop_reason"].fillna("-")) == ["verify_failed:wrong_answer", "-", "unparsed_critique",
-                                                      "verify_failed:wrong_answer"]
+                                                      "verify_failed:not_expanded"]
     stats = crv.refine_stats(frame, 2)
-    assert stats["drop_reasons"] == {"unparsed_critique": 1, "verify_failed:wrong_answer": 2}
+    assert stats["drop_reasons"] == {"unparsed_critique": 1, "verify_failed:not_expanded": 1,
+                                     "verify_failed:wrong_answer": 1}
     assert stats["pass_rate_by_attempt"] == {"attempt_1": 0.0, "attempt_2": 0.0}
 
     verified = crv.verified_set(frame)
@@ -179,5 +198,4 @@ def test_a_truncated_rewrite_fails_even_with_the_right_answer():
     frame = crv.refine(_critiques(["easy"]), Rethinker(backend, prompts, SamplingParams()), Verifier(), "1B", 2)
     assert [v["reason"] for v in json.loads(frame.loc[0, "verdicts"])] == ["truncated", "truncated"]
     assert "cut off at the length limit" in backend.prompts[1]
-    lenient = Rethinker(ScriptedBackend(backend.reply, "length"), prompts, SamplingParams(), reject_truncated=False)
-    assert crv.refine(_critiques(["easy"]), lenient, Verifier(), "1B", 1).loc[0, "passed"]
+    assert frame.loc[0, "rewritten_cot"] is None

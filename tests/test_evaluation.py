@@ -55,7 +55,8 @@ def _scores():
             for bench in ("heldout", "bench"):
                 rows.append({"dataset": "d", "model_size": size, "method": method, "model_path": "/m",
                              "benchmark": bench, "accuracy": base + bump, "num_problems": 4, "num_samples": 1,
-                             "mean_response_tokens": 10.0, "no_answer_share": 0.0, "protocol": "{}"})
+                             "mean_response_tokens": 10.0, "no_answer_share": 0.0, "truncated_share": 0.0,
+                             "protocol": "{}"})
     return pd.DataFrame(rows)
 
 

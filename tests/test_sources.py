@@ -160,10 +160,35 @@ def test_source_with_no_usable_rows_fails_with_reasons(tmp_path):
 
 
 def test_unreadable_file_names_the_file(tmp_path):
-    path = tmp_path / "broken.jsonl"
-    path.write_text('{"q": "a", "a": 1}\n{not json\n')
-    with pytest.raises(DataSourceError, match="broken.jsonl"):
+    path = tmp_path / "broken.json"
+    path.write_text('[{"q": "a", "a": 1}, {not json')
+    with pytest.raises(DataSourceError, match="broken.json"):
         read_source(_config({"kind": "file", "path": str(path)}))
+
+
+def test_jsonl_bad_lines_are_rejected_by_file_line_and_every_good_row_kept(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b'{"question": "What is 1 + 1?", "answer": "2", "cot": "1 + 1 = 2. \\boxed{2}"}\n'
+                     b'\n'                                                    # blank: skipped, still counted
+                     b'{"question": "broken", "answer": \n'                   # line 3: cut JSON
+                     b'{"question": "caf\xe9?", "answer": "3", "cot": "x"}\n'  # line 4: Latin-1 byte
+                     b'["a", "list"]\n'                                        # line 5: not an object
+                     b'{"question": "What is 2 + 2?", "answer": "", "cot": "c"}\n'   # line 6: empty answer
+                     b'{"question": "What is 3 + 3?", "answer": "6", "cot": "3 + 3 = 6. \\boxed{6}"}\n')
+    config = _config({"kind": "file", "path": str(path)}, columns={"cot": "cot"})
+    rows = build_problems("toy", config, read_source(config))
+    assert list(rows.accepted["source_row"]) == [1, 7]
+    assert list(rows.rejected["source_row"]) == [3, 4, 5, 6]
+    reasons = dict(zip(rows.rejected["source_row"], rows.rejected["reason"]))
+    assert reasons[3].startswith("invalid JSON") and "UTF-8" in reasons[4] and "not an object" in reasons[5]
+    assert reasons[6] == "answer is empty"
+
+
+def test_an_empty_file_says_it_has_no_rows(tmp_path):
+    for name in ("empty.jsonl", "empty.csv"):
+        (tmp_path / name).write_text("")
+        with pytest.raises(DataSourceError, match=rf"{name}.*no rows"):
+            read_source(_config({"kind": "file", "path": str(tmp_path / name)}))
 
 
 def test_splits_are_seeded_and_independent_of_row_order():

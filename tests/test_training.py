@@ -74,7 +74,7 @@ def test_perturbation_really_ends_in_a_wrong_answer():
 def test_all_three_pair_kinds_with_their_betas(tokenizer):
     verified = _verified()
     material = verified[verified["role"] == "suited"]
-    incorrect = incorrect_by_perturbation(material, seed=0)
+    incorrect, _ = incorrect_by_perturbation(material, seed=0)
     pairs, refused = build_pairs(verified, incorrect, BETAS, chat_prompt_renderer(tokenizer))
     preference_pairs_schema.validate(pairs)
     assert not refused
@@ -108,8 +108,9 @@ def test_student_samples_keep_only_complete_wrong_answers():
     from crv_dagster.llm.base import SamplingParams
     from crv_dagster.training.formatting import prompt_messages
 
-    found = incorrect_by_student(problems, backend, prompt_messages, 2, SamplingParams(temperature=1.0))
+    found, passed_over = incorrect_by_student(problems, backend, prompt_messages, 2, SamplingParams(temperature=1.0))
     assert [(c.problem_id, c.cot, c.source) for c in found] == [("a", "So \\boxed{3}.", "student")]
+    assert dict(passed_over) == {"correct": 2, "no_answer": 1}
 
 
 # --------------------------------------------------------------------------- the loss
@@ -143,7 +144,7 @@ def _trainer(student, tokenizer, pairs, betas, cls=CogPOTrainer, beta=0.1, tmp_p
 @pytest.fixture(scope="module")
 def pairs(tokenizer):
     verified = _verified()
-    incorrect = incorrect_by_perturbation(verified[verified["role"] == "suited"], seed=0)
+    incorrect, _ = incorrect_by_perturbation(verified[verified["role"] == "suited"], seed=0)
     frame, _ = build_pairs(verified, incorrect, BETAS, chat_prompt_renderer(tokenizer))
     return frame.head(4)
 
@@ -271,7 +272,7 @@ def test_student_samples_come_from_the_partitions_own_student(artifacts, tmp_pat
                                           "    student_samples: 3\n    student_max_new_tokens: 8")
     profile = load_profile_file(path)
     material = _verified(4)[lambda f: f["role"] == "suited"][["problem_id", "question", "answer", "cot"]]
-    found = _incorrect_cots(profile, PartitionKey("arith", "tiny-a"), material, logging.getLogger("test"))
+    found, _ = _incorrect_cots(profile, PartitionKey("arith", "tiny-a"), material, logging.getLogger("test"))
     # 4 problems x 3 samples went to the student (and into the cache); any kept CoT ends wrong.
     assert len(ResponseCache(cache_path(profile))) == 12
     assert all(not is_correct(c.cot, material.set_index("problem_id").loc[c.problem_id, "answer"]) for c in found)
@@ -293,7 +294,7 @@ def test_injected_errors_come_from_the_agent(artifacts, tmp_path):
     path = _profile_with_source(tmp_path, "incorrect_source: inject")
     profile = load_profile_file(path)
     material = _verified(4)[lambda f: f["role"] == "suited"][["problem_id", "question", "answer", "cot"]]
-    found = _incorrect_cots(profile, PartitionKey("arith", "tiny-a"), material, logging.getLogger("test"))
+    found, _ = _incorrect_cots(profile, PartitionKey("arith", "tiny-a"), material, logging.getLogger("test"))
     cache = ResponseCache(cache_path(profile))
     assert len(cache) == 4  # one request per problem, to the agent backend
     assert all(c.source == "inject" for c in found)

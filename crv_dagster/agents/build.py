@@ -28,7 +28,7 @@ def build_rethinker(profile: Profile, backend: CachedBackend) -> Rethinker:
     cfg = profile.crv.rethinker
     return Rethinker(backend, load_rethinker_prompts(cfg.expand_prompt, cfg.simplify_prompt),
                      agent_sampling(profile, profile.crv.agent_backend, cfg.max_new_tokens),
-                     retry_temperature=cfg.retry_temperature, reject_truncated=cfg.reject_truncated)
+                     retry_temperature=cfg.retry_temperature)
 
 
 def build_verifier(profile: Profile, agent_backend: CachedBackend) -> tuple[Verifier, CachedBackend | None]:

@@ -7,17 +7,21 @@ from typing import Sequence
 
 from crv_dagster.agents.replies import parse_label
 from crv_dagster.llm.base import ChatBackend, ChatRequest, SamplingParams
+from crv_dagster.llm.reply import read_reply
 from crv_dagster.prompts import PromptTemplate, load_prompt
 
 UNPARSED = "unparsed"
+NO_LABEL = "no_label"  # a complete reply that names no single label
 CRITIC_FIELDS = {"question", "answer", "cot", "student_size"}
 
 
 @dataclass(frozen=True)
 class Judgement:
     label: str  # easy | medium | hard | unparsed
-    reply: str  # the last raw reply
+    reply: str  # the content of the last reply (no thinking)
+    reasoning: str  # the thinking of the last reply, for audit
     attempts: int
+    unreadable: tuple[str, ...] = ()  # why each unread attempt was unread: a reply problem or no_label
 
 
 def load_critic_prompt(name: str) -> PromptTemplate:
@@ -44,16 +48,22 @@ class Critic:
 
     def judge(self, items: Sequence[tuple[str, str, str]], student_size: str) -> list[Judgement]:
         """Labels for (question, answer, cot) items; all items of a round go out as one batch."""
-        replies = [""] * len(items)
+        replies: list = [None] * len(items)
         labels: list[str | None] = [None] * len(items)
         attempts = [0] * len(items)
+        unreadable: list[list[str]] = [[] for _ in items]
         pending = list(range(len(items)))
         for attempt in range(1, self.max_retries + 2):
             if not pending:
                 break
             requests = [self.request(*items[i], student_size=student_size, attempt=attempt) for i in pending]
             for i, completion in zip(pending, self.backend.generate(requests)):
-                replies[i], attempts[i] = completion.text, attempt
-                labels[i] = parse_label(completion.text)
+                reply = read_reply(completion)
+                replies[i], attempts[i] = reply, attempt
+                # A cut or unfinished reply is never parsed: its text is a musing over every label.
+                labels[i] = parse_label(reply.content) if reply.usable else None
+                if labels[i] is None:
+                    unreadable[i].append(reply.problem or NO_LABEL)
             pending = [i for i in pending if labels[i] is None]
-        return [Judgement(label or UNPARSED, reply, n) for label, reply, n in zip(labels, replies, attempts)]
+        return [Judgement(label or UNPARSED, reply.content, reply.reasoning, n, tuple(why))
+                for label, reply, n, why in zip(labels, replies, attempts, unreadable)]

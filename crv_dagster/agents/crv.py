@@ -12,18 +12,27 @@ from collections import Counter
 import pandas as pd
 
 from crv_dagster.agents.critic import UNPARSED, Critic
-from crv_dagster.agents.rethinker import ACTION_FOR_LABEL, Rethinker, RewriteTask, failure_feedback
+from crv_dagster.agents.rethinker import (ACTION_FOR_LABEL, Rethinker, RewriteTask, count_words, failure_feedback,
+                                          rewrite_problem)
 from crv_dagster.agents.verifier import Verdict, Verifier
+from crv_dagster.llm.reply import UNREADABLE_REASONS
 
 CRITIQUE_COLUMNS = ["problem_id", "dataset", "question", "answer", "cot", "cot_correct", "student_size",
-                    "label", "reply", "attempts", "agent_model"]
+                    "label", "reply", "reasoning", "unreadable", "attempts", "agent_model"]
 REWRITE_COLUMNS = ["problem_id", "dataset", "question", "answer", "label", "original_cot", "original_correct",
-                   "action", "rewritten_cot", "final_attempt", "attempts", "verdicts", "passed", "drop_reason",
-                   "agent_model"]
+                   "action", "rewritten_cot", "reasoning", "final_attempt", "attempts", "verdicts", "passed",
+                   "drop_reason", "agent_model"]
 VERIFIED_COLUMNS = ["problem_id", "dataset", "question", "answer", "cot", "role", "provenance", "label", "action"]
 
 
+def judgeable(raw_cots: pd.DataFrame) -> pd.DataFrame:
+    """The raw CoTs worth an agent call: a teacher reply that was cut off or never finished thinking
+    has no CoT to judge."""
+    return raw_cots[~raw_cots["cot_status"].isin(UNREADABLE_REASONS)].reset_index(drop=True)
+
+
 def critique(raw_cots: pd.DataFrame, critic: Critic, student_size: str) -> pd.DataFrame:
+    raw_cots = judgeable(raw_cots)
     items = list(zip(raw_cots["question"], raw_cots["answer"], raw_cots["cot"]))
     judgements = critic.judge(items, student_size)
     frame = raw_cots[["problem_id", "dataset", "question", "answer", "cot"]].copy()
@@ -31,14 +40,20 @@ def critique(raw_cots: pd.DataFrame, critic: Critic, student_size: str) -> pd.Da
     frame["student_size"] = student_size
     frame["label"] = [j.label for j in judgements]
     frame["reply"] = [j.reply for j in judgements]
+    frame["reasoning"] = [j.reasoning for j in judgements]
+    frame["unreadable"] = [json.dumps(list(j.unreadable)) for j in judgements]
     frame["attempts"] = [j.attempts for j in judgements]
     frame["agent_model"] = critic.backend.model_id
     return frame[CRITIQUE_COLUMNS].reset_index(drop=True)
 
 
 def refine(critiques: pd.DataFrame, rethinker: Rethinker, verifier: Verifier, student_size: str,
-           max_attempts: int) -> pd.DataFrame:
-    """One row per problem: the kept or rewritten CoT, every attempt's verdict, and the outcome."""
+           max_attempts: int, count_tokens=count_words) -> pd.DataFrame:
+    """One row per problem: the kept or rewritten CoT, every attempt's verdict, and the outcome.
+
+    ``count_tokens`` measures whether an expansion grew and a simplification shrank (the student's
+    tokenizer in the pipeline; words by default).
+    """
     rows = []
     for rec in critiques.to_dict("records"):
         action = ACTION_FOR_LABEL.get(rec["label"], "skip")
@@ -46,7 +61,7 @@ def refine(critiques: pd.DataFrame, rethinker: Rethinker, verifier: Verifier, st
             "problem_id": rec["problem_id"], "dataset": rec["dataset"], "question": rec["question"],
             "answer": rec["answer"], "label": rec["label"], "original_cot": rec["cot"],
             "original_correct": bool(rec["cot_correct"]), "action": action, "rewritten_cot": None,
-            "final_attempt": 0, "attempts": 0, "verdicts": [], "passed": False, "drop_reason": None,
+            "reasoning": "", "final_attempt": 0, "attempts": 0, "verdicts": [], "passed": False, "drop_reason": None,
             "agent_model": rethinker.backend.model_id,
         }
         if action == "skip":
@@ -64,15 +79,21 @@ def refine(critiques: pd.DataFrame, rethinker: Rethinker, verifier: Verifier, st
             break
         tasks = [RewriteTask(r["question"], r["answer"], r["original_cot"], r["action"], feedback.get(r["problem_id"], ""))
                  for r in pending]
-        rewrites = rethinker.rewrite(tasks, student_size, attempt)
-        texts = [text for text, _ in rewrites]
-        verdicts = verifier.verify([(r["question"], r["answer"], text) for r, text in zip(pending, texts)])
-        if rethinker.reject_truncated:
-            verdicts = [Verdict(False, "truncated", v.extracted) if cut else v
-                        for v, (_, cut) in zip(verdicts, rewrites)]
+        replies = rethinker.rewrite(tasks, student_size, attempt)
+        # A reply that is unusable, or a rewrite that does not do what it was asked, fails before the
+        # Verifier (and its judge) spends anything on it.
+        shape = [reply.problem or rewrite_problem(r["original_cot"], reply.content, r["action"], count_tokens)
+                 for r, reply in zip(pending, replies)]
+        to_verify = [i for i, problem in enumerate(shape) if problem is None]
+        checked = verifier.verify([(pending[i]["question"], pending[i]["answer"], replies[i].content) for i in to_verify])
+        verdicts = [Verdict(False, problem, None) for problem in shape]
+        for i, verdict in zip(to_verify, checked):
+            verdicts[i] = verdict
         still = []
-        for r, text, verdict in zip(pending, texts, verdicts):
+        for r, reply, verdict in zip(pending, replies, verdicts):
+            text = reply.content
             r["attempts"] = attempt
+            r["reasoning"] = reply.reasoning
             r["verdicts"].append({"attempt": attempt, "passed": verdict.passed, "reason": verdict.reason,
                                   "extracted": verdict.extracted})
             if verdict.passed:
@@ -108,6 +129,12 @@ def verified_set(rewritten: pd.DataFrame) -> pd.DataFrame:
 def label_counts(critiques: pd.DataFrame) -> dict[str, int]:
     counts = Counter(critiques["label"])
     return {label: int(counts.get(label, 0)) for label in ("easy", "medium", "hard", UNPARSED)}
+
+
+def unreadable_counts(critiques: pd.DataFrame) -> dict[str, int]:
+    """Critic attempts that gave no label, by reason (truncated, unfinished_thinking, no_label, ...)."""
+    counts = Counter(reason for cell in critiques["unreadable"] for reason in json.loads(cell))
+    return dict(sorted(counts.items()))
 
 
 def refine_stats(rewritten: pd.DataFrame, max_attempts: int) -> dict:

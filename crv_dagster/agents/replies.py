@@ -1,8 +1,9 @@
-"""Reading what an agent model replied: labels, verdicts and reasoning text.
+"""Reading the content of an agent's reply: labels, verdicts and rewritten reasoning.
 
-Agent models do not always answer in the requested form: reasoning models think aloud first,
-chat models add pleasantries or markdown. These parsers are lenient about form and strict about
-meaning: a reply that names two different labels is unreadable, not guessed at.
+These parsers take the *content* of a reply, after ``llm.reply.read_reply`` has removed the
+thinking and refused truncated replies. Models still do not always answer in the requested form
+(pleasantries, markdown), so the parsers are lenient about form and strict about meaning: a reply
+that names two different labels is unreadable, not guessed at.
 """
 
 from __future__ import annotations
@@ -17,22 +18,14 @@ _LABEL_WORDS = {
     "medium": ("medium", "moderate", "appropriate", "suitable", "just right", "well balanced", "well-balanced"),
     "hard": ("hard", "too complex", "too complicated", "overly complex", "convoluted", "too difficult", "difficult"),
 }
-_THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL | re.IGNORECASE)
 _DECORATION = re.compile(r"[*_`\"'.!:\[\]()]")
-
-
-def strip_thinking(text: str) -> str:
-    """Drop ``<think>...</think>`` blocks (an unterminated one runs to the end)."""
-    if "</think>" in text and "<think>" not in text:  # some servers strip the opening tag
-        text = text.split("</think>", 1)[1]
-    return _THINK.sub("", text).strip()
 
 
 def parse_label(reply: str | None) -> str | None:
     """``easy``, ``medium`` or ``hard`` when the reply commits to exactly one, else None."""
     if not reply:
         return None
-    text = strip_thinking(reply).lower()
+    text = reply.strip().lower()
     if not text:
         return None
     bare = _DECORATION.sub("", text).strip()
@@ -51,7 +44,7 @@ def parse_verdict(reply: str | None) -> bool | None:
     """A judge's verdict: True for correct, False for incorrect, None when unreadable."""
     if not reply:
         return None
-    text = strip_thinking(reply).lower()
+    text = reply.strip().lower()
     bare = _DECORATION.sub("", text).strip()
     if bare in ("yes", "no"):
         return bare == "yes"
@@ -72,8 +65,7 @@ _PREAMBLE = re.compile(r"^(here is|here's|sure|certainly|below is|okay|ok)\b[^\n
 
 
 def clean_reasoning(reply: str) -> str:
-    """The reasoning in a Rethinker reply: no thinking block, code fence or leading preamble."""
-    text = strip_thinking(reply)
-    text = re.sub(r"^```[a-z]*\n|\n```$", "", text.strip())
+    """The reasoning in a Rethinker reply's content: no code fence or leading preamble."""
+    text = re.sub(r"^```[a-z]*\n|\n```$", "", reply.strip())
     text = _PREAMBLE.sub("", text, count=1)
     return text.strip()

@@ -1,15 +1,21 @@
 """The Rethinker: rewrites a chain of thought to suit the student.
 
 ``easy`` (too terse) CoTs are expanded with the missing steps, ``hard`` (too convoluted) ones
-simplified; ``medium`` ones are kept. A retry is told why the previous rewrite failed.
+simplified; ``medium`` ones are kept. A rewrite must do what it was asked: an expansion has more
+tokens and no fewer steps (paragraphs) than its original, a simplification fewer tokens and no
+more steps, and neither may be a comment on the original instead of a solution. A retry is told
+why the previous rewrite failed.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from crv_dagster.agents.replies import clean_reasoning
 from crv_dagster.llm.base import ChatRequest, SamplingParams
+from crv_dagster.llm.reply import Reply, read_reply
 from crv_dagster.prompts import PromptTemplate, load_prompt
 
 ACTION_FOR_LABEL = {"easy": "expand", "hard": "simplify", "medium": "keep"}
@@ -42,17 +48,60 @@ def failure_feedback(reason: str, predicted: str | None, answer: str) -> str:
                 "Keep every step consistent with the original reasoning.")
     if reason == "truncated":
         return "A previous rewrite was cut off at the length limit. Be concise and do not repeat yourself."
+    if reason == "unfinished_thinking":
+        return "A previous attempt never finished thinking. Think briefly, then write the solution."
+    if reason == NOT_EXPANDED:
+        return ("A previous rewrite was not longer than the original. Add the missing intermediate steps, "
+                "each in its own paragraph.")
+    if reason == NOT_SIMPLIFIED:
+        return "A previous rewrite was not shorter than the original. Remove detours and redundant checks."
+    if reason == NOT_A_SOLUTION:
+        return ("A previous reply commented on the original solution instead of solving the problem. "
+                "Write only the solution itself, step by step.")
     if reason == "judge_rejected":
         return "A previous rewrite was rejected by a reviewer as incorrect. Check every step."
     return "A previous rewrite was rejected. Check every step."
 
 
+NOT_EXPANDED = "not_expanded"
+NOT_SIMPLIFIED = "not_simplified"
+NOT_A_SOLUTION = "not_a_solution"
+
+# A rewrite that talks about the solution it was given is a review, not a solution.
+_COMMENTARY = re.compile(
+    r"\b(?:the|this|that)\s+(?:original|given|provided|previous|initial|above)\s+"
+    r"(?:solution|reasoning|answer|attempt|response|chain of thought|cot)\b"
+    r"|\b(?:solution|reasoning)\s+(?:is|was)\s+(?:not\s+)?(?:in)?correct\b",
+    re.IGNORECASE,
+)
+
+
+def count_steps(text: str) -> int:
+    return sum(1 for part in text.split("\n\n") if part.strip())
+
+
+def count_words(text: str) -> int:
+    return len(text.split())
+
+
+def rewrite_problem(original: str, rewrite: str, action: str,
+                    count_tokens: Callable[[str], int] = count_words) -> str | None:
+    """Why a rewrite does not do what ``action`` asked, or None when it does."""
+    if _COMMENTARY.search(rewrite):
+        return NOT_A_SOLUTION
+    longer = count_tokens(rewrite) > count_tokens(original)
+    if action == "expand" and not (longer and count_steps(rewrite) >= count_steps(original)):
+        return NOT_EXPANDED
+    shorter = count_tokens(rewrite) < count_tokens(original)
+    if action == "simplify" and not (shorter and count_steps(rewrite) <= count_steps(original)):
+        return NOT_SIMPLIFIED
+    return None
+
+
 class Rethinker:
     def __init__(self, backend, prompts: dict[str, PromptTemplate], params: SamplingParams,
-                 retry_temperature: float = 0.7, reject_truncated: bool = True):
+                 retry_temperature: float = 0.7):
         self.backend = backend
-        # A rewrite cut off by the token limit is usually a loop; it is not a complete CoT.
-        self.reject_truncated = reject_truncated
         self.prompts = prompts
         self.params = params
         self.retry_temperature = retry_temperature
@@ -68,9 +117,10 @@ class Rethinker:
                              seed=params.seed + attempt - 1)
         return ChatRequest.of([{"role": "user", "content": template.render(**values)}], params)
 
-    def rewrite(self, tasks: list[RewriteTask], student_size: str, attempt: int) -> list[tuple[str, bool]]:
-        """(rewrite, whether it hit the length limit) per task, generated as one batch."""
+    def rewrite(self, tasks: list[RewriteTask], student_size: str, attempt: int) -> list[Reply]:
+        """The reply to each task, generated as one batch; usable replies hold the cleaned rewrite."""
         if not tasks:
             return []
         completions = self.backend.generate([self.request(t, student_size, attempt) for t in tasks])
-        return [(clean_reasoning(c.text), c.finish_reason == "length") for c in completions]
+        replies = [read_reply(c) for c in completions]
+        return [replace(r, content=clean_reasoning(r.content)) if r.usable else r for r in replies]

@@ -1,7 +1,9 @@
 """The Verifier: does a refined chain of thought still reach the reference answer?
 
-The rule-based check (``is_correct``, on math-verify) always runs; an LLM judge can be added
-in the profile and is asked only about CoTs that passed it.
+The rule-based check always runs: the CoT must commit to an answer (``\\boxed{}`` or the
+dataset's ``####`` marker; no last-number guess) equal to the reference. An LLM judge can be added
+in the profile and is asked only about CoTs that passed it; a judge reply that was cut off or never
+finished thinking is no verdict.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from crv_dagster.agents.replies import parse_verdict
-from crv_dagster.evaluation.answers import answers_match, extract_answer
+from crv_dagster.evaluation.answers import answers_match, committed_answer
 from crv_dagster.llm.base import ChatRequest, SamplingParams
+from crv_dagster.llm.reply import read_reply
 from crv_dagster.prompts import PromptTemplate, load_prompt
 
 JUDGE_FIELDS = {"question", "answer", "cot"}
@@ -20,7 +23,9 @@ JUDGE_FIELDS = {"question", "answer", "cot"}
 @dataclass(frozen=True)
 class Verdict:
     passed: bool
-    reason: str  # passed | no_answer | wrong_answer | judge_rejected | judge_unreadable
+    # passed | no_answer | wrong_answer | judge_rejected | judge_unreadable | judge_<reply problem>;
+    # the Rethinker's own checks add truncated, not_expanded, ... (see crv.refine)
+    reason: str
     extracted: str | None
 
 
@@ -35,13 +40,13 @@ class Verifier:
             raise ValueError("an LLM judge needs both a backend and a prompt")
         self.judge_backend = judge_backend
         self.judge_prompt = judge_prompt
-        self.judge_params = judge_params or SamplingParams(max_new_tokens=16)
+        self.judge_params = judge_params or SamplingParams(max_new_tokens=4096)
 
     def verify(self, items: Sequence[tuple[str, str, str]]) -> list[Verdict]:
         """Verdicts for (question, answer, cot) items."""
         verdicts = []
         for _, answer, cot in items:
-            extracted = extract_answer(cot)
+            extracted = committed_answer(cot)
             if extracted is None:
                 verdicts.append(Verdict(False, "no_answer", None))
             elif not answers_match(answer, extracted):
@@ -61,8 +66,11 @@ class Verifier:
         ]
         out = list(verdicts)
         for i, completion in zip(ask, self.judge_backend.generate(requests)):
-            decision = parse_verdict(completion.text)
-            if decision is None:
+            reply = read_reply(completion)
+            decision = parse_verdict(reply.content) if reply.usable else None
+            if not reply.usable:
+                out[i] = Verdict(False, f"judge_{reply.problem}", verdicts[i].extracted)
+            elif decision is None:
                 out[i] = Verdict(False, "judge_unreadable", verdicts[i].extracted)
             elif not decision:
                 out[i] = Verdict(False, "judge_rejected", verdicts[i].extracted)

@@ -55,10 +55,18 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             finally:
                 backend.close()
             labels = crv.label_counts(frame)
+            unreadable = crv.unreadable_counts(frame)
             unparsed_share = labels["unparsed"] / len(frame) if len(frame) else 0.0
             stats = {"num_critiques": len(frame), "unparsed_share": round(unparsed_share, 4),
-                     **{f"label_{k}": v for k, v in labels.items()}, **backend.stats.as_metadata("agent")}
-            context.log.info(f"labels: {labels}")
+                     "num_cots_not_judged": len(raw_cots) - len(frame),
+                     **{f"label_{k}": v for k, v in labels.items()},
+                     **{f"unreadable_{k}": v for k, v in unreadable.items()}, **backend.stats.as_metadata("agent")}
+            context.log.info(f"labels: {labels}; unread Critic replies by reason: {unreadable}")
+            if unparsed_share > cfg.crv.max_unparsed_share:
+                context.log.warning(
+                    f"{unparsed_share:.0%} of CoTs got no label (limit {cfg.crv.max_unparsed_share:.0%}); unread replies "
+                    f"{unreadable}. Truncated or unfinished thinking means crv.critic.max_new_tokens "
+                    f"({cfg.crv.critic.max_new_tokens}) is too small for this agent.")
             run.log_params({"student_size": student_size, "critic_prompt": cfg.crv.critic.prompt,
                             "critic_max_retries": cfg.crv.critic.max_retries, "agent_model": backend.model_id})
             run.log_metrics(stats)
@@ -66,6 +74,7 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             **stats,
             "dagster/row_count": len(frame),
             "label_distribution": dg.MetadataValue.json(labels),
+            "unreadable_replies": dg.MetadataValue.json(unreadable),
             "sample": markdown_table(frame, ["problem_id", "label", "attempts", "reply", "cot"]),
             "mlflow_run": dg.MetadataValue.url(run.url),
         })
@@ -73,7 +82,11 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         yield dg.AssetCheckResult(
             check_name="unparsed_share_ok", passed=bool(unparsed_share <= limit),
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"unparsed_share": unparsed_share, "limit": limit},
+            description=None if unparsed_share <= limit else (
+                f"{unparsed_share:.0%} of the Critic's replies gave no label ({unreadable}); with truncated or "
+                f"unfinished thinking, raise crv.critic.max_new_tokens ({cfg.crv.critic.max_new_tokens})"),
+            metadata={"unparsed_share": unparsed_share, "limit": limit,
+                      "unreadable_replies": dg.MetadataValue.json(unreadable)},
         )
 
     @dg.asset(
@@ -99,7 +112,9 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
                 n_rewrite = int(critiques["label"].isin(["easy", "hard"]).sum())
                 context.log.info(f"rethinker {backend.model_id}: {n_rewrite} CoTs to rewrite, "
                                  f"up to {cfg.crv.max_attempts} attempts each")
-                frame = crv.refine(critiques, rethinker, verifier, student_size, cfg.crv.max_attempts)
+                tokenizer = _student_tokenizer(cfg, key.model_size)
+                frame = crv.refine(critiques, rethinker, verifier, student_size, cfg.crv.max_attempts,
+                                   count_tokens=lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
             finally:
                 backend.close()
                 if judge_backend is not None:
@@ -107,7 +122,6 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             stats = crv.refine_stats(frame, cfg.crv.max_attempts)
             context.log.info(f"actions {stats['actions']}; pass rate by attempt {stats['pass_rate_by_attempt']}; "
                              f"dropped {stats['drop_reasons']}")
-            tokenizer = _student_tokenizer(cfg, key.model_size)
             rewritten = frame[frame["passed"] & frame["action"].isin(["expand", "simplify"])]
             before = _token_lengths(tokenizer, rewritten["original_cot"])
             after = _token_lengths(tokenizer, rewritten["rewritten_cot"])

@@ -1,5 +1,6 @@
 """The data stage: ``problems`` and ``raw_cots``."""
 
+from dataclasses import replace
 
 import dagster as dg
 import pandas as pd
@@ -85,7 +86,8 @@ def build_data_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
                 backend = build_backend(cfg, cfg.teacher.backend)
                 try:
                     context.log.info(f"teacher {backend.model_id}: {len(train)} problems")
-                    frame = cots_from_teacher(train, backend, prompt, default_sampling(cfg, cfg.teacher.backend))
+                    params = replace(default_sampling(cfg, cfg.teacher.backend), max_new_tokens=cfg.teacher.max_new_tokens)
+                    frame = cots_from_teacher(train, backend, prompt, params)
                 finally:
                     backend.close()
                 cache_meta = backend.stats.as_metadata("teacher")
@@ -95,6 +97,7 @@ def build_data_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
                 "teacher_accuracy": float(frame["is_correct"].mean()) if len(frame) else 0.0,
                 "no_answer_share": float(frame["extracted_answer"].isna().mean()) if len(frame) else 0.0,
                 "mean_cot_chars": float(frame["cot"].str.len().mean()) if len(frame) else 0.0,
+                **{f"cot_status_{k}": int(v) for k, v in frame["cot_status"].value_counts().items()},
                 **cache_meta,
             }
             context.log.info(f"{len(frame)} raw CoTs ({dataset_cfg.cot_source}), "
@@ -108,6 +111,7 @@ def build_data_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
                 **stats,
                 "dagster/row_count": len(frame),
                 "cot_source": dataset_cfg.cot_source,
+                "cot_status": dg.MetadataValue.json(frame["cot_status"].value_counts().to_dict()),
                 "sample": markdown_table(frame, ["problem_id", "answer", "extracted_answer", "is_correct", "cot"]),
                 "mlflow_run": dg.MetadataValue.url(run.url),
             },

@@ -29,7 +29,8 @@ def _benchmark_problems(cfg, dataset: str, problems: pd.DataFrame) -> dict[str, 
     for name, bench in cfg.evaluation.benchmarks.items():
         # A benchmark is read like a dataset with no CoT column and no split of its own.
         as_dataset = DatasetConfig(source=bench.source, columns=bench.columns, answer_format=bench.answer_format,
-                                   eval_fraction=0.0, max_problems=bench.max_problems, cot_source="teacher")
+                                   eval_fraction=0.0, max_problems=bench.max_problems, cot_source="teacher",
+                                   split_seed=bench.choice_seed)
         sets[name] = build_problems(name, as_dataset, read_source(as_dataset)).accepted
     return {name: frame for name, frame in sets.items() if len(frame)}
 
@@ -91,7 +92,7 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, tables_dir: str
                 summary = summarize(method_details)
                 run.log_params({**shared_params, "model_path": path})
                 run.log_metrics({f"eval/{r.benchmark}/{field}": getattr(r, field) for r in summary.itertuples()
-                                 for field in ("accuracy", "no_answer_share", "mean_response_tokens")})
+                                 for field in ("accuracy", "no_answer_share", "truncated_share", "mean_response_tokens")})
                 run.log_metrics({"eval/mean/accuracy": float(summary["accuracy"].mean())})
                 context.log.info(f"{method}: " + ", ".join(f"{r.benchmark} {r.accuracy:.3f}" for r in summary.itertuples())
                                  + f" ({backend.stats.as_metadata('eval')})")
@@ -119,7 +120,7 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, tables_dir: str
             "accuracy_vs_size": image(png, "accuracy against model size"),
             "protocol": dg.MetadataValue.json(protocol),
             "per_problem_results": dg.MetadataValue.path(str(detail_path)),
-            "scores": markdown_table(scores, ["method", "benchmark", "accuracy", "num_problems", "no_answer_share",
+            "scores": markdown_table(scores, ["method", "benchmark", "accuracy", "num_problems", "no_answer_share", "truncated_share",
                                               "mean_response_tokens"], rows=40),
             "mlflow_report_run": dg.MetadataValue.url(report.url),
         })

@@ -5,6 +5,7 @@ Hugging Face folders under ``<artifacts>/checkpoints/<asset>/<dataset>/<size>/<m
 """
 
 import json
+from collections import Counter
 
 import dagster as dg
 import pandas as pd
@@ -18,6 +19,7 @@ from crv_dagster.tracking import MlflowTracking
 from crv_dagster.training import pairs as pairs_lib
 
 GROUP = "training"
+LENGTH_KEYS = ("overlength_dropped", "overlength_truncated", "max_tokens_seen")
 
 
 def _checkpoint_dir(cfg, asset: str, key, method: str):
@@ -32,19 +34,19 @@ def _manifest_row(method: str, path, parent: str, finetuning: str, result: dict)
             "train_runtime_s": result.get("train_runtime_s")}
 
 
-def _incorrect_cots(cfg, key, material: pd.DataFrame, log) -> list:
-    """Incorrect CoTs for the problems in ``material`` (one correct CoT per problem)."""
+def _incorrect_from(source: str, cfg, key, material: pd.DataFrame, log):
+    """Incorrect CoTs of one source for the problems in ``material``, and the replies passed over."""
+    from crv_dagster.agents.build import agent_sampling
+    from crv_dagster.llm.base import SamplingParams
+    from crv_dagster.training.formatting import prompt_messages
+
     pairs_cfg = cfg.training.pairs
-    if pairs_cfg.incorrect_source == "perturb":
+    if source == "perturb":
         return pairs_lib.incorrect_by_perturbation(material, pairs_cfg.seed)
-    if pairs_cfg.incorrect_source == "student":
-        from crv_dagster.llm.base import SamplingParams
-        from crv_dagster.training.formatting import prompt_messages
-
+    if source == "student":
         if pairs_cfg.student_backend is None:
-            raise ValueError(f"profile '{cfg.name}': training.pairs.incorrect_source is 'student', so "
+            raise ValueError(f"profile '{cfg.name}': training.pairs.incorrect_source includes 'student', so "
                              "training.pairs.student_backend must name a backend whose model is 'student'")
-
         backend = build_backend(cfg, pairs_cfg.student_backend, model_path=student_base_model(cfg, key.model_size))
         try:
             params = SamplingParams(max_new_tokens=pairs_cfg.student_max_new_tokens,
@@ -54,15 +56,31 @@ def _incorrect_cots(cfg, key, material: pd.DataFrame, log) -> list:
             backend.close()
         log.info(f"student samples: {backend.stats.as_metadata('student')}")
         return found
-    from crv_dagster.agents.build import agent_sampling
-
     agent_key = pairs_cfg.inject_backend or cfg.crv.agent_backend
     backend = build_backend(cfg, agent_key)
     try:
         prompt = pairs_lib.load_inject_prompt(pairs_cfg.inject_prompt)
-        return pairs_lib.incorrect_by_injection(material, backend, prompt, agent_sampling(cfg, agent_key, None))
+        return pairs_lib.incorrect_by_injection(material, backend, prompt,
+                                                agent_sampling(cfg, agent_key, pairs_cfg.inject_max_new_tokens))
     finally:
         backend.close()
+
+
+def _incorrect_cots(cfg, key, material: pd.DataFrame, log) -> tuple[list, dict[str, dict[str, int]]]:
+    """Incorrect CoTs for the problems in ``material`` (one correct CoT per problem), from each
+    configured source in turn for the problems still without one; per source, the replies passed
+    over by reason."""
+    found, skipped = [], {}
+    for source in cfg.training.pairs.incorrect_sources:
+        have = {c.problem_id for c in found}
+        todo = material[~material["problem_id"].isin(have)].reset_index(drop=True)
+        if todo.empty:
+            break
+        cots, passed_over = _incorrect_from(source, cfg, key, todo, log)
+        found += cots
+        skipped[source] = dict(sorted(passed_over.items()))
+        log.info(f"incorrect CoTs from {source}: {len(cots)} of {len(todo)} problems; passed over {skipped[source]}")
+    return found, skipped
 
 
 def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -88,15 +106,18 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
             # else the suited CoT.
             material = (verified_set.sort_values("role", ascending=False).drop_duplicates("problem_id")
                         [["problem_id", "question", "answer", "cot"]].reset_index(drop=True))
-            incorrect = _incorrect_cots(cfg, key, material, context.log)
+            incorrect, passed_over = _incorrect_cots(cfg, key, material, context.log)
             tokenizer = AutoTokenizer.from_pretrained(student_base_model(cfg, key.model_size))
             frame, refused = pairs_lib.build_pairs(verified_set, incorrect, pairs_cfg.betas.model_dump(),
                                                    pairs_lib.chat_prompt_renderer(tokenizer))
             by_type = {t: int((frame["pair_type"] == t).sum()) for t in pairs_lib.PAIR_TYPES}
+            by_source = Counter(c.source for c in incorrect)
             stats = {"num_pairs": len(frame), **{f"pairs_{t}": n for t, n in by_type.items()},
                      "num_refused": sum(refused.values()), "num_incorrect_cots": len(incorrect),
+                     **{f"incorrect_from_{s}": n for s, n in by_source.items()},
+                     **{f"passed_over_{s}_{r}": n for s, reasons in passed_over.items() for r, n in reasons.items()},
                      "problems_with_incorrect_cot": round(len(incorrect) / len(material), 4) if len(material) else 0.0}
-            run.log_params({"incorrect_source": pairs_cfg.incorrect_source,
+            run.log_params({"incorrect_source": ",".join(pairs_cfg.incorrect_sources),
                             **{f"beta_{t}": v for t, v in pairs_cfg.betas.model_dump().items()}})
             run.log_metrics(stats)
             context.log.info(f"{len(frame)} pairs {by_type}; refused {dict(refused)}")
@@ -107,6 +128,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
             "dagster/row_count": len(frame),
             "pairs_by_type": dg.MetadataValue.json(by_type),
             "refused_by_reason": dg.MetadataValue.json(dict(refused)),
+            "incorrect_replies_passed_over": dg.MetadataValue.json(passed_over),
             "betas": dg.MetadataValue.json(pairs_cfg.betas.model_dump()),
             "sample": markdown_table(frame, ["pair_type", "beta", "chosen", "rejected"], rows=3, max_chars=300),
             "mlflow_run": dg.MetadataValue.url(run.url),
@@ -137,11 +159,13 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
                                if cfg.training.finetuning == "lora" else {})})
             context.log.info(f"SFT of {base} on {int((verified_set['role'] == 'suited').sum())} CoTs")
             result = train_sft(base, verified_set, out_dir, cfg.training, run=run)
-            context.log.info(f"SFT: {result['steps']} steps, loss {result['loss']}")
+            lengths = {k: result[k] for k in LENGTH_KEYS}
+            run.log_metrics(lengths)
+            context.log.info(f"SFT: {result['steps']} steps, loss {result['loss']}; over max_length: {lengths}")
         row = _manifest_row("sft", out_dir, base, cfg.training.finetuning, result)
         return dg.Output(pd.DataFrame([row]), metadata={
             "checkpoint": dg.MetadataValue.path(str(out_dir)),
-            "num_examples": result["num_examples"], "steps": result["steps"],
+            "num_examples": result["num_examples"], "steps": result["steps"], **lengths,
             "loss_first": row["loss_first"], "loss_last": row["loss_last"],
             "mlflow_run": dg.MetadataValue.url(run.url),
         })
@@ -176,12 +200,14 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
                 result = train_preference(sft_path, preference_pairs, out_dir, cfg.training, method=method, run=run)
                 context.log.info(f"{method}: {result['steps']} steps, loss per pair kind "
                                  f"{result['loss_by_kind_before']} -> {result['loss_by_kind_after']}")
-                run.log_metrics({**{f"loss_by_kind/{k}/before": v for k, v in result["loss_by_kind_before"].items()},
+                run.log_metrics({**{k: result[k] for k in LENGTH_KEYS},
+                                 **{f"loss_by_kind/{k}/before": v for k, v in result["loss_by_kind_before"].items()},
                                  **{f"loss_by_kind/{k}/after": v for k, v in result["loss_by_kind_after"].items()}})
             rows.append(_manifest_row(method, out_dir, sft_path, cfg.training.finetuning, result))
             last = next((h for h in reversed(result["history"]) if f"{method}/rewards/margins" in h), {})
             meta.update({
                 f"{method}_loss_first": rows[-1]["loss_first"], f"{method}_loss_last": rows[-1]["loss_last"],
+                **{f"{method}_{k}": result[k] for k in LENGTH_KEYS},
                 f"{method}_reward_margin": last.get(f"{method}/rewards/margins"),
                 f"{method}_reward_accuracy": last.get(f"{method}/rewards/accuracies"),
                 f"{method}_loss_by_kind": dg.MetadataValue.json({"before": result["loss_by_kind_before"],

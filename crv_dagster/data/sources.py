@@ -8,6 +8,8 @@ reason, never dropped silently.
 from __future__ import annotations
 
 import hashlib
+import json
+import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,41 @@ class DataSourceError(ValueError):
 class RawTable:
     frame: pd.DataFrame
     origin: str  # what error messages name: a file path or a Hub dataset
+    # The file line (JSONL) or record number of each frame row; None: 1, 2, 3, ...
+    source_rows: list[int] | None = None
+    # Lines that could not be read at all (bad bytes, broken JSON), as rejected rows.
+    unreadable: list[dict] = field(default_factory=list)
+
+
+def _read_jsonl(path: Path) -> RawTable:
+    """One record per line; a line that cannot be decoded or parsed is rejected with its line
+    number, and every good line is kept."""
+    records, rows, unreadable = [], [], []
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                unreadable.append({"source_row": number, "field": "(line)",
+                                   "reason": f"not valid UTF-8 (byte {err.start}: {raw[err.start:err.start + 1]!r})"})
+                continue
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                unreadable.append({"source_row": number, "field": "(line)",
+                                   "reason": f"invalid JSON at column {err.colno}: {err.msg}"})
+                continue
+            if not isinstance(record, dict):
+                unreadable.append({"source_row": number, "field": "(line)",
+                                   "reason": f"a JSON {type(record).__name__}, not an object"})
+                continue
+            records.append(record)
+            rows.append(number)
+    if not records and not unreadable:
+        raise DataSourceError(f"{path}: the file has no rows")
+    return RawTable(pd.DataFrame.from_records(records), str(path), rows, unreadable)
 
 
 def _read_file(source: FileSource) -> RawTable:
@@ -36,10 +73,12 @@ def _read_file(source: FileSource) -> RawTable:
     if not path.is_file():
         raise DataSourceError(f"{path}: dataset file not found")
     suffix = "".join(path.suffixes[-1:]).lower()
+    if suffix in {".jsonl", ".ndjson"}:
+        return _read_jsonl(path)
+    if path.stat().st_size == 0:
+        raise DataSourceError(f"{path}: the file is empty (no rows)")
     try:
-        if suffix in {".jsonl", ".ndjson"}:
-            frame = pd.read_json(path, lines=True, dtype=False)
-        elif suffix == ".json":
+        if suffix == ".json":
             frame = pd.read_json(path, dtype=False)
         elif suffix == ".parquet":
             frame = pd.read_parquet(path)
@@ -114,6 +153,8 @@ def parse_reference_answer(raw: object, answer_format: str) -> str:
         if boxed is None:
             raise AnswerFormatError("no complete \\boxed{...} in the solution")
         answer = normalize_answer(boxed)
+    elif answer_format == "multiple_choice":
+        answer = text  # the correct option's text; build_problems turns it into a letter
     else:
         answer = normalize_answer(text)
     if not answer:
@@ -146,20 +187,21 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable) -> Prob
     frame, cols = table.frame, config.columns
     if isinstance(config.source, BuiltinSource):
         cols = cols.model_copy(update={"question": "question", "answer": "answer", "cot": "cot"})
-    required = [c for c in (cols.question, cols.answer, cols.cot, cols.id) if c is not None]
+    if len(frame) == 0:
+        detail = f"; every line was rejected: {table.unreadable[:3]}" if table.unreadable else ""
+        raise DataSourceError(f"{table.origin}: the source has no rows{detail}")
+    required = [c for c in (cols.question, cols.answer, cols.cot, cols.id, *(cols.choices or [])) if c is not None]
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DataSourceError(
             f"{table.origin}: column(s) {missing} not found; available columns: {list(frame.columns)} "
             f"(set the dataset's `columns` mapping in the profile)"
         )
-    if len(frame) == 0:
-        raise DataSourceError(f"{table.origin}: the source has no rows")
 
-    accepted, rejected, seen = [], [], set()
+    accepted, rejected, seen = [], list(table.unreadable), set()
     for position, row in enumerate(frame.itertuples(index=False)):
         values = dict(zip(frame.columns, row))
-        source_row = position + 1
+        source_row = table.source_rows[position] if table.source_rows else position + 1
         question = values[cols.question]
         question = "" if question is None or (isinstance(question, float) and pd.isna(question)) else str(question).strip()
         if not question:
@@ -185,12 +227,22 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable) -> Prob
             rejected.append({"source_row": source_row, "field": cols.cot, "reason": "chain of thought is empty"})
             continue
         pid = str(values[cols.id]) if cols.id is not None else _problem_id(dataset, question)
+        choices = None
+        if config.answer_format == "multiple_choice":
+            options = [_text(values[c]) for c in cols.choices]
+            if len([o for o in options if o]) + 1 < 2:
+                rejected.append({"source_row": source_row, "field": ",".join(cols.choices),
+                                 "reason": "multiple choice needs at least one incorrect option"})
+                continue
+            question, answer, choices = shuffle_choices(question, answer, [o for o in options if o],
+                                                        random.Random(f"{config.split_seed}:{pid}"))
         accepted.append({"problem_id": pid, "dataset": dataset, "question": question, "answer": answer,
-                         "reference_cot": cot, "source_row": source_row})
+                         "reference_cot": cot, "choices": choices, "source_row": source_row})
         if config.max_problems is not None and len(accepted) >= config.max_problems:
             break
 
-    rejected_frame = pd.DataFrame(rejected, columns=["source_row", "field", "reason"])
+    rejected_frame = pd.DataFrame(rejected, columns=["source_row", "field", "reason"]).sort_values(
+        "source_row", kind="stable").reset_index(drop=True)
     if not accepted:
         reasons = rejected_frame["reason"].value_counts().to_dict()
         raise DataSourceError(
@@ -200,6 +252,29 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable) -> Prob
     problems = pd.DataFrame(accepted)
     problems["split"] = assign_splits(problems["problem_id"], config.eval_fraction, config.split_seed)
     return ProblemRows(problems, rejected_frame, table.origin)
+
+
+LETTERS = "ABCDEFGHIJ"
+CHOICE_INSTRUCTION = "Answer with the letter of the correct option."
+
+
+def _text(value: object) -> str:
+    return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value).strip()
+
+
+def shuffle_choices(question: str, correct: str, incorrect: list[str], rng: random.Random) -> tuple[str, str, str]:
+    """(question with lettered options, the correct letter, the options as JSON) in a seeded order.
+
+    The order depends on the problem, so the correct option is not always first (GPQA's files list
+    it first), and is recorded with the problem so every stage and every run sees the same order.
+    """
+    options = [correct, *incorrect][: len(LETTERS)]
+    rng.shuffle(options)
+    letters = LETTERS[: len(options)]
+    lines = "\n".join(f"{letter}) {text}" for letter, text in zip(letters, options))
+    rendered = f"{question}\n\n{lines}\n\n{CHOICE_INSTRUCTION}"
+    answer = letters[options.index(correct)]
+    return rendered, answer, json.dumps(dict(zip(letters, options)))
 
 
 def assign_splits(problem_ids: pd.Series, eval_fraction: float, seed: int) -> list[str]:

@@ -1,7 +1,11 @@
 """The one place where final answers are found in text and checked against a reference.
 
-``extract_answer`` decides *which* part of a response is the answer; ``is_correct`` decides
-whether it equals the reference. Plain numbers are compared exactly with ``Fraction``;
+``committed_answer`` finds the answer a chain of thought explicitly commits to (its last
+``\\boxed{}`` or a GSM8K ``#### x`` line): the only reading allowed for a CoT that becomes
+training data. ``extract_answer`` adds the lenient fallbacks used to score a student's free
+answer ("the answer is x", then the last number), as part of a recorded evaluation protocol.
+``extract_choice`` reads the letter of a multiple-choice answer. ``is_correct`` decides whether
+an answer equals the reference. Plain numbers are compared exactly with ``Fraction``;
 anything else goes to math-verify.
 
 math-verify enforces its time limit with ``signal.alarm``, which only works in a process's
@@ -31,19 +35,25 @@ _PLAIN_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)(/\d+)?$")
 
 
 def find_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), nested braces included."""
-    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
-    for start in reversed(starts):
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), nested braces included; MATH's
+    brace-less ``\\boxed 5`` counts too."""
+    found: list[tuple[int, str]] = []
+    for match in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
         depth = 1
-        for i in range(start, len(text)):
-            ch = text[i]
-            if ch == "{":
+        for i in range(match.end(), len(text)):
+            if text[i] == "{":
                 depth += 1
-            elif ch == "}":
+            elif text[i] == "}":
                 depth -= 1
                 if depth == 0:
-                    return text[start:i].strip()
-    return None
+                    found.append((match.start(), text[match.end():i].strip()))
+                    break
+    for match in _BARE_BOXED.finditer(text):
+        found.append((match.start(), match.group(1)))
+    return max(found)[1] if found else None
+
+
+_BARE_BOXED = re.compile(r"\\boxed[ \t]+([^\s${}]+)")
 
 
 def normalize_answer(answer: str) -> str:
@@ -56,12 +66,9 @@ def normalize_answer(answer: str) -> str:
     return answer
 
 
-def extract_answer(text: str | None) -> str | None:
-    """The final answer a response commits to, or None when it commits to none.
-
-    Priority: the last ``\\boxed{}``, a GSM8K ``#### x`` line, an explicit "the answer is x",
-    then the last number in the text.
-    """
+def committed_answer(text: str | None) -> str | None:
+    """The answer a CoT explicitly commits to: its last ``\\boxed{}``, else a GSM8K ``#### x``
+    line; None when it commits to none (no number in passing counts)."""
     if not text:
         return None
     boxed = find_boxed(text)
@@ -70,13 +77,48 @@ def extract_answer(text: str | None) -> str | None:
     marks = _GSM8K_MARK.findall(text)
     if marks:
         return normalize_answer(marks[-1])
+    return None
+
+
+def extract_answer(text: str | None, last_number_fallback: bool = True) -> str | None:
+    """The final answer of a free response, or None when none can be found.
+
+    Priority: the committed answer (``\\boxed{}``, ``#### x``), an explicit "the answer is x",
+    then, with ``last_number_fallback``, the last number in the text.
+    """
+    committed = committed_answer(text)
+    if committed is not None or not text:
+        return committed
     phrases = _ANSWER_PHRASE.findall(text)
     if phrases:
         return normalize_answer(phrases[-1])
-    numbers = _LAST_NUMBER.findall(text)
+    numbers = _LAST_NUMBER.findall(text) if last_number_fallback else []
     if numbers:
         return normalize_answer(numbers[-1])
     return None
+
+
+_LETTER = re.compile(r"^\(?\s*([A-Za-z])\s*\)?(?:[\s.:)]|$)")
+_ANSWER_LINE = re.compile(r"(?i)answer\s*(?:is)?\s*[:=]?\s*\$?\(?\s*\b([A-Z])\b\)?\$?")
+
+
+def extract_choice(text: str | None, choices: dict[str, str]) -> str | None:
+    """The option letter a multiple-choice response picks: the letter (or the option's text) in its
+    last ``\\boxed{}``, else an "Answer: X" line; None otherwise (a number in passing is no choice)."""
+    if not text:
+        return None
+    boxed = find_boxed(text)
+    if boxed:
+        content = normalize_answer(boxed)
+        match = _LETTER.match(content)
+        if match and match.group(1).upper() in choices:
+            return match.group(1).upper()
+        by_text = [k for k, v in choices.items() if normalize_answer(v).lower() == content.lower()]
+        if len(by_text) == 1:
+            return by_text[0]
+        return None
+    letters = [m for m in _ANSWER_LINE.findall(text) if m in choices]
+    return letters[-1] if letters else None
 
 
 def _as_fraction(answer: str) -> Fraction | None:

@@ -1,22 +1,26 @@
 """Scoring students on benchmarks: generation through a backend, answers checked with is_correct.
 
 pass@1 with several samples is the mean correctness over the samples of a problem; accuracy
-is the mean of that over problems.
+is the mean of that over problems. A response cut at the protocol's ``max_new_tokens`` (or one
+that never finished thinking) has no answer; the protocol records whether the last number of a
+response counts as its answer. Multiple-choice problems are graded by the option letter.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pandas as pd
 
 from crv_dagster.config import EvalProtocol
-from crv_dagster.evaluation.answers import answers_match, extract_answer
+from crv_dagster.evaluation.answers import answers_match, extract_answer, extract_choice
 from crv_dagster.llm.base import ChatRequest, SamplingParams
+from crv_dagster.llm.reply import TRUNCATED, read_reply
 from crv_dagster.training.formatting import prompt_messages
 
-DETAIL_COLUMNS = ["method", "benchmark", "problem_id", "sample", "question", "answer", "response", "extracted_answer",
-                  "correct", "response_tokens", "finish_reason"]
+DETAIL_COLUMNS = ["method", "benchmark", "problem_id", "sample", "question", "answer", "response", "reasoning",
+                  "extracted_answer", "correct", "response_tokens", "finish_reason", "unreadable"]
 
 
 def protocol_params(protocol: EvalProtocol) -> SamplingParams:
@@ -35,13 +39,23 @@ def generate_answers(backend, method: str, benchmark: str, problems: pd.DataFram
     completions = backend.generate(requests) if requests else []
     rows = []
     for (row, k), completion in zip(keys, completions):
-        extracted = extract_answer(completion.text)
+        reply = read_reply(completion)
+        extracted = grade_answer(reply.content, getattr(row, "choices", None), protocol) if reply.usable else None
         rows.append({"method": method, "benchmark": benchmark, "problem_id": row.problem_id, "sample": k,
-                     "question": row.question, "answer": row.answer, "response": completion.text,
-                     "extracted_answer": extracted,
+                     "question": row.question, "answer": row.answer, "response": reply.content,
+                     "reasoning": reply.reasoning, "extracted_answer": extracted,
                      "correct": extracted is not None and answers_match(row.answer, extracted),
-                     "response_tokens": completion.completion_tokens, "finish_reason": completion.finish_reason})
+                     "response_tokens": completion.completion_tokens, "finish_reason": completion.finish_reason,
+                     "unreadable": reply.problem})
     return pd.DataFrame(rows, columns=DETAIL_COLUMNS)
+
+
+def grade_answer(content: str, choices: str | None, protocol: EvalProtocol) -> str | None:
+    """The answer a usable response gives: an option letter for multiple choice (``choices`` is
+    the problem's JSON of options), else the free answer under the protocol's extraction rule."""
+    if isinstance(choices, str) and choices:
+        return extract_choice(content, json.loads(choices))
+    return extract_answer(content, last_number_fallback=protocol.last_number_fallback)
 
 
 def summarize(details: pd.DataFrame) -> pd.DataFrame:
@@ -52,5 +66,6 @@ def summarize(details: pd.DataFrame) -> pd.DataFrame:
         rows.append({"method": method, "benchmark": benchmark, "accuracy": float(per_problem.mean()),
                      "num_problems": int(per_problem.size), "num_samples": int(group["sample"].nunique()),
                      "mean_response_tokens": float(group["response_tokens"].mean()),
-                     "no_answer_share": float(group["extracted_answer"].isna().mean())})
+                     "no_answer_share": float(group["extracted_answer"].isna().mean()),
+                     "truncated_share": float((group["unreadable"] == TRUNCATED).mean())})
     return pd.DataFrame(rows)

@@ -45,10 +45,17 @@ class ChatRequest:
 
 @dataclass(frozen=True)
 class Completion:
+    """What a backend returned, untouched: read it through ``llm.reply.read_reply``.
+
+    ``reasoning`` is filled only by servers that split a reasoning model's thinking into its own
+    response field (``vllm serve --reasoning-parser``); otherwise the thinking is inside ``text``.
+    """
+
     text: str
     finish_reason: str = "stop"  # "stop" or "length"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -1,8 +1,10 @@
 """Any OpenAI-compatible chat endpoint: ``vllm serve``, SGLang, llama.cpp server, hosted APIs.
 
 Requests run concurrently on a thread pool. Rate limits (429), server errors (5xx), timeouts
-and dropped connections are retried with exponential backoff and jitter, honouring
-``Retry-After``; other 4xx errors are the caller's fault and fail at once. The API key is read
+dropped connections and malformed 200 responses (invalid JSON, no choices: a proxy or an
+overloaded server) are retried with exponential backoff and jitter, honouring ``Retry-After``;
+other 4xx errors are the caller's fault and fail at once. Every error names the backend's model
+and URL. The API key is read
 from an environment variable, sent only in the Authorization header, and never logged.
 """
 
@@ -90,15 +92,20 @@ class OpenAIBackend:
                 last_error = f"{type(err).__name__}: {err}"
             else:
                 if response.status_code == 200:
-                    return _parse_completion(response.json())
-                last_error = f"HTTP {response.status_code}: {response.text[:300]}"
-                if response.status_code not in RETRYABLE_STATUS:
-                    raise BackendError(f"{url} refused the request ({last_error})")
+                    try:
+                        return _parse_completion(response)
+                    except MalformedResponse as err:
+                        last_error = str(err)
+                else:
+                    last_error = f"HTTP {response.status_code}: {response.text[:300]}"
+                    if response.status_code not in RETRYABLE_STATUS:
+                        raise BackendError(f"{self!r} at {url} refused the request ({last_error})")
             if attempt < self.max_retries:
                 with self._lock:
                     self.retries += 1
                 time.sleep(self._delay(attempt, response))
-        raise BackendError(f"{url}: no answer after {self.max_retries + 1} attempts (last: {last_error})")
+        raise BackendError(f"{self!r} at {url}: no answer after {self.max_retries + 1} attempts "
+                           f"(last: {last_error})")
 
     def generate(self, requests: Sequence[ChatRequest], on_result: ResultCallback | None = None) -> list[Completion]:
         results: list[Completion | None] = [None] * len(requests)
@@ -120,16 +127,29 @@ class OpenAIBackend:
         self._client.close()
 
 
-def _parse_completion(body: dict) -> Completion:
+class MalformedResponse(ValueError):
+    """A 200 response that is not a chat completion."""
+
+
+def _parse_completion(response: httpx.Response) -> Completion:
+    try:
+        body = response.json()
+    except ValueError:
+        raise MalformedResponse(f"HTTP 200 with invalid JSON: {response.text[:200]!r}") from None
     try:
         choice = body["choices"][0]
-        text = choice["message"]["content"] or ""
-    except (KeyError, IndexError, TypeError) as err:
-        raise BackendError(f"malformed chat completion response: {str(body)[:300]}") from err
-    usage = body.get("usage") or {}
-    return Completion(
-        text=text.strip(),
-        finish_reason=choice.get("finish_reason") or "stop",
-        prompt_tokens=int(usage.get("prompt_tokens", 0)),
-        completion_tokens=int(usage.get("completion_tokens", 0)),
-    )
+        message = choice["message"]
+        text = message.get("content") or ""
+        # vLLM's reasoning parsers: `reasoning` now, `reasoning_content` before January 2026.
+        reasoning = message.get("reasoning") or message.get("reasoning_content") or ""
+        usage = body.get("usage") or {}
+        return Completion(
+            text=text.strip(),
+            finish_reason=choice.get("finish_reason") or "stop",
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            reasoning=reasoning.strip(),
+        )
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as err:
+        raise MalformedResponse(f"HTTP 200 that is not a chat completion ({type(err).__name__}): "
+                                f"{str(body)[:200]}") from None

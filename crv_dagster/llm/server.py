@@ -25,12 +25,17 @@ class FaultPlan:
 
     status_by_request: dict[int, int] = field(default_factory=dict)
     delay_by_request: dict[int, float] = field(default_factory=dict)
+    malformed_requests: set[int] = field(default_factory=set)  # answered 200 with a body that is not JSON
 
 
 class ChatServer:
-    def __init__(self, backend, served_name: str, host: str = "127.0.0.1", port: int = 0, faults: FaultPlan | None = None):
+    def __init__(self, backend, served_name: str, host: str = "127.0.0.1", port: int = 0, faults: FaultPlan | None = None,
+                 reasoning_parser: bool = False):
         self.backend = backend
         self.served_name = served_name
+        # As `vllm serve --reasoning-parser`: thinking goes to `message.reasoning`, and the content
+        # is null when the thinking never ended.
+        self.reasoning_parser = reasoning_parser
         self.faults = faults or FaultPlan()
         self.requests_seen = 0
         self.completions_served = 0
@@ -81,6 +86,14 @@ class ChatServer:
                     headers = {"Retry-After": "0"} if status == 429 else None
                     self._send(status, {"error": {"message": f"injected failure {status}"}}, headers)
                     return
+                if number in server.faults.malformed_requests:
+                    data = b'{"choices": [{"message": '  # cut off, as a broken proxy would
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
@@ -107,13 +120,22 @@ class ChatServer:
                     "object": "chat.completion",
                     "model": server.served_name,
                     "choices": [{"index": 0, "finish_reason": completion.finish_reason,
-                                 "message": {"role": "assistant", "content": completion.text}}],
+                                 "message": server.message(completion.text)}],
                     "usage": {"prompt_tokens": completion.prompt_tokens,
                               "completion_tokens": completion.completion_tokens,
                               "total_tokens": completion.prompt_tokens + completion.completion_tokens},
                 })
 
         return Handler
+
+    def message(self, text: str) -> dict:
+        if not self.reasoning_parser:
+            return {"role": "assistant", "content": text}
+        thinking, sep, answer = text.rpartition("</think>")
+        if not sep:  # no end of thinking: all of it is reasoning
+            return {"role": "assistant", "content": None, "reasoning": text.replace("<think>", "").strip()}
+        return {"role": "assistant", "content": answer.strip() or None,
+                "reasoning": thinking.replace("<think>", "").strip()}
 
     def start(self) -> "ChatServer":
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -27,7 +27,9 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from crv_dagster.config import TrainingConfig
 from crv_dagster.training.callbacks import MlflowCurves
-from crv_dagster.training.common import load_student, lora_config, loss_summary, save_checkpoint, trainer_kwargs
+from crv_dagster.training.common import (apply_length_policy, load_student, lora_config, loss_summary,
+                                         save_checkpoint, trainer_kwargs)
+from crv_dagster.training.sft import token_count
 
 
 def cogpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
@@ -114,6 +116,13 @@ def per_kind_losses(trainer: CogPOTrainer, pairs: pd.DataFrame, betas: list[floa
     return {k: float(v) for k, v in frame.groupby("pair_type")["loss"].mean().items()}
 
 
+def pair_lengths(pairs: pd.DataFrame, tokenizer) -> list[int]:
+    """Tokens per pair as the trainer sees them: the prompt and the longer of the two completions."""
+    prompts = token_count(tokenizer, pairs["prompt"])
+    chosen, rejected = token_count(tokenizer, pairs["chosen"]), token_count(tokenizer, pairs["rejected"])
+    return [p + max(c, r) + 1 for p, c, r in zip(prompts, chosen, rejected)]
+
+
 def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config: TrainingConfig,
                      method: str = "cogpo", run=None) -> dict:
     """CogPO (per-kind betas from the pairs) or plain DPO (one beta), from the SFT checkpoint."""
@@ -124,8 +133,9 @@ def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config:
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     settings = config.cogpo
+    model, tokenizer = load_student(sft_model, settings.torch_dtype)
+    pairs, length_counts = apply_length_policy(pairs, pair_lengths(pairs, tokenizer), settings, "preference pair")
     betas = list(pairs["beta"].astype(float)) if method == "cogpo" else [settings.dpo_beta] * len(pairs)
-    model, tokenizer = load_student(sft_model)
     lora = config.finetuning == "lora"
     curves = MlflowCurves(run, method)
     with tempfile.TemporaryDirectory() as scratch:
@@ -140,7 +150,7 @@ def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config:
         result = trainer.train()
         after = per_kind_losses(trainer, pairs, betas)
     save_checkpoint(trainer.model, tokenizer, out_dir, lora)
-    return {"method": method, "num_pairs": len(pairs), "steps": result.global_step,
+    return {"method": method, "num_pairs": len(pairs), "steps": result.global_step, **length_counts,
             "train_runtime_s": result.metrics.get("train_runtime"),
             "loss": loss_summary(curves.history, f"{method}/loss"),
             "loss_by_kind_before": before, "loss_by_kind_after": after, "history": curves.history}

@@ -10,15 +10,48 @@ from crv_dagster.config import LoraSettings, TrainerSettings
 CHECKPOINT_MARK = ".crv-complete"
 
 
-def load_student(path: str):
+def _bf16_device() -> bool:
     import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def resolve_dtype(name: str):
+    """The torch dtype for ``torch_dtype``: ``auto`` is bfloat16 on a GPU that supports it, else float32
+    (a CPU trains bf16 weights slowly and with visible rounding in the loss)."""
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if _bf16_device() else torch.float32
+    return getattr(torch, name)
+
+
+def load_student(path: str, torch_dtype: str = "auto"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(torch_dtype))
     return model, tokenizer
+
+
+def apply_length_policy(frame, lengths: list[int], settings: TrainerSettings, what: str):
+    """Rows of ``frame`` whose ``lengths`` (prompt + completion tokens) exceed ``max_length``:
+    dropped, or kept for the trainer to cut at ``max_length``, as the profile says. Returns the
+    rows to train on and the counts, which the assets report."""
+    over = [n > settings.max_length for n in lengths]
+    n_over = sum(over)
+    counts = {"overlength_dropped": 0, "overlength_truncated": 0, "max_tokens_seen": max(lengths, default=0)}
+    if settings.overlength == "drop":
+        counts["overlength_dropped"] = n_over
+        frame = frame[[not o for o in over]].reset_index(drop=True)
+        if frame.empty and n_over:
+            raise ValueError(f"every {what} is longer than max_length={settings.max_length} tokens "
+                             f"(longest {counts['max_tokens_seen']}): raise max_length or use overlength: truncate")
+    else:
+        counts["overlength_truncated"] = n_over
+    return frame, counts
 
 
 def trainer_kwargs(settings: TrainerSettings, output_dir: Path) -> dict:
@@ -36,8 +69,11 @@ def trainer_kwargs(settings: TrainerSettings, output_dir: Path) -> dict:
         warmup_steps=float(settings.warmup_ratio),  # transformers 5: a float in [0, 1) is a ratio
         lr_scheduler_type=settings.lr_scheduler_type,
         weight_decay=settings.weight_decay,
-        bf16=settings.bf16,
+        # bf16 mixed precision needs a device that has it; on a CPU the setting is recorded but off.
+        bf16=settings.bf16 and _bf16_device(),
         gradient_checkpointing=settings.gradient_checkpointing,
+        # Non-reentrant checkpointing also works with LoRA (frozen inputs) and is the current default.
+        gradient_checkpointing_kwargs={"use_reentrant": False} if settings.gradient_checkpointing else None,
         logging_steps=settings.logging_steps,
         seed=settings.seed,
         save_strategy="no",

@@ -4,9 +4,12 @@
 - medium_gap: original unsuited but correct CoT           over an incorrect CoT
 - large_gap:  suited CoT (rewritten, or a 'medium' original) over an incorrect CoT
 
-Every pair is checked before it is emitted: the chosen CoT must reach the reference answer; the
-rejected one must too for a small gap (it is correct, only unsuited) and must end in a different,
-readable answer otherwise. Pairs that fail are counted, never silently dropped.
+Every pair is checked before it is emitted: both CoTs must commit to an answer (``\\boxed{}`` or
+``####``; a number in passing does not count), the chosen one to the reference answer; the
+rejected one must reach it too for a small gap (it is correct, only unsuited) and must commit to a
+different answer otherwise. Pairs that fail are counted, never silently dropped. Incorrect CoTs
+are the *content* of a model's reply: thinking (where the right answer usually appears) and
+replies cut at the token budget never become a rejected CoT.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from typing import Callable
 
 import pandas as pd
 
-from crv_dagster.evaluation.answers import answers_match, extract_answer
+from crv_dagster.agents.replies import clean_reasoning
+from crv_dagster.evaluation.answers import answers_match, committed_answer
 from crv_dagster.llm.base import ChatRequest, SamplingParams
+from crv_dagster.llm.reply import read_reply
 from crv_dagster.prompts import PromptTemplate, load_prompt
 from crv_dagster.training.formatting import prompt_messages
 
@@ -40,49 +45,97 @@ class IncorrectCot:
 # --------------------------------------------------------------------------- incorrect CoTs
 
 
+# Why a reply did not yield an incorrect CoT (besides the reply problems of llm.reply).
+NO_ANSWER = "no_answer"
+CORRECT = "correct"
+
+
+def _verdict_on_wrongness(cot: str, answer: str) -> str | None:
+    """None when ``cot`` commits to an answer other than the reference, else why not."""
+    predicted = committed_answer(cot)
+    if predicted is None:
+        return NO_ANSWER
+    return CORRECT if answers_match(answer, predicted) else None
+
+
 def _ends_wrong(cot: str, answer: str) -> bool:
-    predicted = extract_answer(cot)
-    return predicted is not None and not answers_match(answer, predicted)
+    return _verdict_on_wrongness(cot, answer) is None
+
+
+_SLIPS = (-3, -2, -1, 1, 2, 3, 10)
+
+
+def _wrong_value(answer: str, rng: random.Random) -> str | None:
+    """A nearby wrong value written like ``answer`` (integer, decimal, a/b or \\frac{a}{b})."""
+    frac = re.fullmatch(r"(\\d?frac\{)(-?\d+)(\}\{\d+\})", answer) or re.fullmatch(r"()(-?\d+)(/\d+)", answer)
+    if frac:  # change the numerator
+        numerator = int(frac.group(2))
+        slip = rng.choice([d for d in _SLIPS if numerator + d != 0])
+        return f"{frac.group(1)}{numerator + slip}{frac.group(3)}"
+    number = re.fullmatch(r"-?\d+(\.\d+)?", answer)
+    if not number:
+        return None
+    decimals = len(number.group(1) or "") - 1 if number.group(1) else 0
+    unit = 10 ** -decimals if decimals > 0 else 1
+    value = float(answer)
+    # Counts stay non-negative when the answer is; a negative answer may move either way.
+    slips = [d for d in _SLIPS if value >= 0 and value + d * unit >= 0 or value < 0]
+    wrong = value + rng.choice(slips) * unit
+    return f"{wrong:.{decimals}f}" if decimals > 0 else str(int(round(wrong)))
 
 
 def perturb_cot(cot: str, answer: str, rng: random.Random) -> str | None:
     """The CoT with a slip in its last computation: the result is replaced by a nearby wrong
-    value, consistently through to the final answer. None when no number can be changed."""
+    value, consistently through to the final answer. None when the answer is not a number the
+    rule can change, or does not appear in the last two steps."""
     paragraphs = cot.split("\n\n")
     tail_start = max(0, len(paragraphs) - 2)
     tail = "\n\n".join(paragraphs[tail_start:])
-    target = re.escape(answer)
-    if not re.fullmatch(r"-?\d+", answer) or not re.search(rf"(?<![\d.]){target}(?![\d.])", tail):
+    occurrence = re.compile(rf"(?<![\d.]){re.escape(answer)}(?!\d|\.\d)")
+    if not occurrence.search(tail):
         return None
-    value = int(answer)
-    wrong = value + rng.choice([d for d in (-3, -2, -1, 1, 2, 3, 10) if value + d >= 0 and d != 0])
-    tail = re.sub(rf"(?<![\d.]){target}(?![\d.])", str(wrong), tail)
+    wrong = _wrong_value(answer, rng)
+    if wrong is None or wrong == answer:
+        return None
+    tail = occurrence.sub(lambda _: wrong, tail)
     return "\n\n".join(paragraphs[:tail_start] + [tail])
 
 
-def incorrect_by_perturbation(problems: pd.DataFrame, seed: int) -> list[IncorrectCot]:
-    out = []
+def incorrect_by_perturbation(problems: pd.DataFrame, seed: int) -> tuple[list[IncorrectCot], Counter]:
+    out, skipped = [], Counter()
     for row in problems.itertuples():
         rng = random.Random(f"{seed}:{row.problem_id}")
         wrong = perturb_cot(row.cot, row.answer, rng)
         if wrong is not None and _ends_wrong(wrong, row.answer):
             out.append(IncorrectCot(row.problem_id, wrong, "perturb"))
-    return out
+        else:
+            skipped["not_perturbable"] += 1
+    return out, skipped
+
+
+def _first_wrong(replies, answer: str, skipped: Counter) -> str | None:
+    """The content of the first usable reply that commits to a wrong answer; the others counted."""
+    for reply in replies:
+        reason = reply.problem or _verdict_on_wrongness(reply.content, answer)
+        if reason is None:
+            return clean_reasoning(reply.content)
+        skipped[reason] += 1
+    return None
 
 
 def incorrect_by_student(problems: pd.DataFrame, backend, render_prompt: Callable[[str], list[dict]],
-                         samples: int, params: SamplingParams) -> list[IncorrectCot]:
-    """The student's own wrong answers: ``samples`` sampled replies per problem, first wrong one kept."""
+                         samples: int, params: SamplingParams) -> tuple[list[IncorrectCot], Counter]:
+    """The student's own wrong answers: ``samples`` sampled replies per problem, first wrong one
+    kept; the replies passed over, counted by reason."""
     requests = [ChatRequest.of(render_prompt(q), replace(params, seed=params.seed + k))
                 for q in problems["question"] for k in range(samples)]
-    completions = backend.generate(requests)
-    out = []
+    replies = [read_reply(c) for c in backend.generate(requests)]
+    out, skipped = [], Counter()
     for i, row in enumerate(problems.itertuples()):
-        for completion in completions[i * samples : (i + 1) * samples]:
-            if completion.finish_reason == "stop" and _ends_wrong(completion.text, row.answer):
-                out.append(IncorrectCot(row.problem_id, completion.text.strip(), "student"))
-                break
-    return out
+        wrong = _first_wrong(replies[i * samples : (i + 1) * samples], row.answer, skipped)
+        if wrong is not None:
+            out.append(IncorrectCot(row.problem_id, wrong, "student"))
+    return out, skipped
 
 
 INJECT_FIELDS = {"question", "answer", "cot"}
@@ -93,15 +146,17 @@ def load_inject_prompt(name: str) -> PromptTemplate:
 
 
 def incorrect_by_injection(problems: pd.DataFrame, backend, prompt: PromptTemplate,
-                           params: SamplingParams) -> list[IncorrectCot]:
-    """An agent rewrites a correct CoT with one plausible mistake that changes the answer."""
+                           params: SamplingParams) -> tuple[list[IncorrectCot], Counter]:
+    """An agent rewrites a correct CoT with one plausible mistake that changes the answer; the
+    replies not used, counted by reason."""
     requests = [ChatRequest.of([{"role": "user", "content": prompt.render(question=r.question, answer=r.answer, cot=r.cot)}],
                                params) for r in problems.itertuples()]
-    out = []
+    out, skipped = [], Counter()
     for row, completion in zip(problems.itertuples(), backend.generate(requests)):
-        if _ends_wrong(completion.text, row.answer):
-            out.append(IncorrectCot(row.problem_id, completion.text.strip(), "inject"))
-    return out
+        wrong = _first_wrong([read_reply(completion)], row.answer, skipped)
+        if wrong is not None:
+            out.append(IncorrectCot(row.problem_id, wrong, "inject"))
+    return out, skipped
 
 
 # --------------------------------------------------------------------------- pairs
@@ -144,12 +199,12 @@ def build_pairs(verified: pd.DataFrame, incorrect: list[IncorrectCot], betas: di
 
 
 def _refusal(pair_type: str, chosen: str, rejected: str, answer: str) -> str | None:
-    chosen_answer = extract_answer(chosen)
+    chosen_answer = committed_answer(chosen)
     if chosen_answer is None or not answers_match(answer, chosen_answer):
         return "chosen_not_correct"
     if chosen.strip() == rejected.strip():
         return "identical"
-    rejected_answer = extract_answer(rejected)
+    rejected_answer = committed_answer(rejected)
     if pair_type == "small_gap":
         if rejected_answer is None or not answers_match(answer, rejected_answer):
             return "rejected_not_correct"

@@ -9,7 +9,8 @@ import pandas as pd
 
 from crv_dagster.config import TrainingConfig
 from crv_dagster.training.callbacks import MlflowCurves
-from crv_dagster.training.common import load_student, lora_config, loss_summary, save_checkpoint, trainer_kwargs
+from crv_dagster.training.common import (apply_length_policy, load_student, lora_config, loss_summary,
+                                         save_checkpoint, trainer_kwargs)
 from crv_dagster.training.pairs import chat_prompt_renderer
 
 
@@ -20,6 +21,16 @@ def sft_records(verified: pd.DataFrame, render_prompt) -> pd.DataFrame:
                          "completion": [c.strip() for c in suited["cot"]]})
 
 
+def token_count(tokenizer, texts: list[str]) -> list[int]:
+    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]] if len(texts) else []
+
+
+def sft_lengths(records: pd.DataFrame, tokenizer) -> list[int]:
+    """Tokens per row as the trainer sees them: prompt, completion and the closing EOS."""
+    prompts, completions = token_count(tokenizer, records["prompt"]), token_count(tokenizer, records["completion"])
+    return [p + c + 1 for p, c in zip(prompts, completions)]
+
+
 def train_sft(base_model: str, verified: pd.DataFrame, out_dir: Path, config: TrainingConfig, run=None) -> dict:
     import torch
     from datasets import Dataset
@@ -27,10 +38,11 @@ def train_sft(base_model: str, verified: pd.DataFrame, out_dir: Path, config: Tr
 
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
-    model, tokenizer = load_student(base_model)
+    model, tokenizer = load_student(base_model, config.sft.torch_dtype)
     records = sft_records(verified, chat_prompt_renderer(tokenizer))
     if records.empty:
         raise ValueError("the verified set has no student-suited CoTs: nothing to fine-tune on")
+    records, length_counts = apply_length_policy(records, sft_lengths(records, tokenizer), config.sft, "SFT row")
     lora = config.finetuning == "lora"
     curves = MlflowCurves(run, "sft")
     with tempfile.TemporaryDirectory() as scratch:
@@ -40,6 +52,6 @@ def train_sft(base_model: str, verified: pd.DataFrame, out_dir: Path, config: Tr
                              callbacks=[curves])
         result = trainer.train()
     save_checkpoint(trainer.model, tokenizer, out_dir, lora)
-    return {"num_examples": len(records), "steps": result.global_step,
+    return {"num_examples": len(records), "steps": result.global_step, **length_counts,
             "train_runtime_s": result.metrics.get("train_runtime"), "loss": loss_summary(curves.history, "sft/loss"),
             "history": curves.history}

@@ -1,0 +1,165 @@
+"""The `paper` profile's own settings against a reasoning-model double, end to end through Dagster.
+
+Only model identities, dataset sources and sizes are replaced: tiny students, local files in the
+GSM8K and MATH formats, and `reasoning_double.ReasoningDouble` behind a real OpenAI-compatible
+HTTP server as agent, teacher and student sampler. Budgets, the LLM judge, the incorrect-CoT
+sources and the training settings are the paper profile's.
+"""
+
+import json
+
+import dagster as dg
+import pandas as pd
+import pytest
+import yaml
+
+from crv_dagster.config import CONFIG_DIR, load_profile_file
+from crv_dagster.data.arith import generate_arith
+from crv_dagster.definitions import build_definitions
+from crv_dagster.llm.server import ChatServer
+from crv_dagster.storage import table_path
+from reasoning_double import THINK_MARKER, ReasoningDouble
+
+pytestmark = pytest.mark.slow
+
+PROBLEMS = generate_arith(24, seed=11)
+THROUGH_TRAINING = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs",
+                    "sft_model", "cogpo_model"]
+# Columns where an agent's thinking may be kept, for audit.
+AUDIT_COLUMNS = {"reasoning"}
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def double_server():
+    double = ReasoningDouble({p.question: p.answer for p in PROBLEMS})
+    with ChatServer(double, "qwq-double", reasoning_parser=False) as server:
+        yield server, double
+
+
+def paper_profile(tmp_path, base_url: str, **overrides) -> str:
+    """paper.yaml with models, data sources and sizes replaced, and nothing else."""
+    profile = yaml.safe_load((CONFIG_DIR / "paper.yaml").read_text())
+    gsm8k = _write_jsonl(tmp_path / "gsm8k.jsonl", [
+        {"question": p.question, "answer": p.cot.rsplit("\n\n", 1)[0] + f"\n#### {p.answer}"} for p in PROBLEMS[:16]])
+    math = _write_jsonl(tmp_path / "math.jsonl", [
+        {"problem": p.question, "solution": p.cot} for p in PROBLEMS[16:]])
+    profile["datasets"]["gsm8k"]["source"] = {"kind": "file", "path": gsm8k}
+    profile["datasets"]["math"]["source"] = {"kind": "file", "path": math}
+    profile["model_sizes"] = {"tiny": {"model": "tiny", "parameters": "0.5B"}}
+    profile["models"] = {"tiny": {"source": "tiny", "hidden_size": 32, "num_layers": 1, "num_heads": 4}}
+    agent = {"kind": "openai", "model": "qwq-double", "base_url": base_url, "api_key_env": None,
+             "max_retries": 1, "backoff_s": 0.0}
+    for name in ("agent", "agent_http"):
+        profile["backends"][name] = {**agent, "generation": profile["backends"][name]["generation"]}
+    profile["backends"]["student"] = {**agent, "model": "student-double"}
+    profile["backends"]["student_eval"] = {"kind": "transformers", "model": "student"}
+    for name, bench in profile["evaluation"]["benchmarks"].items():
+        bench["source"] = {"kind": "file", "path": math}
+        bench["columns"] = {"question": "problem", "answer": "solution"}
+        bench["answer_format"] = "boxed"
+    profile["artifacts_root"] = str(tmp_path / "artifacts")
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = profile
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    path = tmp_path / "paper_on_a_cpu.yaml"
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    return str(path)
+
+
+def _materialize(profile_path, partition, assets):
+    defs = build_definitions(profile_path)
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("crv_pipeline").execute_in_process(
+            partition_key=partition, instance=instance, asset_selection=[dg.AssetKey(a) for a in assets])
+    assert result.success
+    meta = {a: {k: v.value for k, v in result.asset_materializations_for_node(a)[0].metadata.items()} for a in assets}
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    return meta, checks
+
+
+def _table(root, asset, partition):
+    return pd.read_parquet(table_path(root / "artifacts" / "tables", asset, partition))
+
+
+def test_the_paper_profile_on_a_reasoning_double(tmp_path, double_server, monkeypatch):
+    server, double = double_server
+    path = paper_profile(tmp_path, server.base_url)
+    monkeypatch.delenv("CRV_ARTIFACTS_ROOT", raising=False)
+    paper = load_profile_file(CONFIG_DIR / "paper.yaml")
+    ours = load_profile_file(path)
+    # The settings under test are the paper's own.
+    assert ours.crv == paper.crv and ours.crv.verifier.llm_judge
+    assert ours.training == paper.training and ours.teacher == paper.teacher
+    assert set(ours.training.pairs.incorrect_sources) == {"student", "inject"}
+
+    meta, checks = _materialize(path, "gsm8k|tiny", THROUGH_TRAINING)
+    tables = {a: _table(tmp_path, a, "gsm8k|tiny") for a in THROUGH_TRAINING[:6]}
+
+    # No thinking text anywhere but in the audit columns.
+    for asset, frame in tables.items():
+        for column in frame.columns:
+            if column in AUDIT_COLUMNS or frame[column].dtype != object:
+                continue
+            text = " ".join(str(v) for v in frame[column].dropna())
+            assert THINK_MARKER not in text and "</think>" not in text, f"thinking in {asset}.{column}"
+    assert tables["critiques"]["reasoning"].str.contains(THINK_MARKER).all()
+
+    # The teacher's truncated replies are counted and never become CoTs.
+    raw = tables["raw_cots"]
+    cut = raw[raw["finish_reason"] == "length"]
+    assert len(cut) > 0 and (cut["cot_status"] == "truncated").all() and (cut["cot"] == "").all()
+    assert not cut["is_correct"].any()
+    assert meta["raw_cots"]["cot_status_truncated"] == len(cut)
+    assert not set(cut["problem_id"]) & set(tables["critiques"]["problem_id"])
+    assert meta["critiques"]["num_cots_not_judged"] == len(cut)
+    assert (raw.loc[raw["cot_status"] == "ok", "reasoning"].str.contains(THINK_MARKER)).all()
+
+    # Labels were read from the answer, not from a musing that names all three.
+    critiques = tables["critiques"]
+    assert set(critiques["label"]) == {"easy", "medium", "hard"}
+    assert checks["unparsed_share_ok"].passed
+    # A first reply that thought past the budget was counted, never parsed, and retried.
+    retried = critiques[critiques["unreadable"] != "[]"]
+    assert len(retried) > 0 and (retried["attempts"] > 1).all() and (retried["label"] != "unparsed").all()
+    assert meta["critiques"]["unreadable_replies"] == {"truncated": len(retried)}
+
+    # Every rewrite that passed verifies, commits to the answer, and did what it was asked.
+    rewritten = tables["rewritten_cots"]
+    passed = rewritten[rewritten["passed"] & rewritten["action"].isin(["expand", "simplify"])]
+    assert len(passed) > 0
+    for row in passed.itertuples():
+        assert f"\\boxed{{{row.answer}}}" in row.rewritten_cot
+        grew = len(row.rewritten_cot.split()) > len(row.original_cot.split())
+        assert grew if row.action == "expand" else not grew
+    first_reasons = {json.loads(v)[0]["reason"] for v in rewritten["verdicts"] if json.loads(v)}
+    assert {"not_a_solution", "not_expanded"} & first_reasons or "not_simplified" in first_reasons
+    assert double.calls.get("judge", 0) > 0  # the judge was asked, with the paper's budget, and read
+
+    # Pairs of all three kinds; rejected CoTs are answers, never thinking, and commit to a wrong answer.
+    pairs = tables["preference_pairs"]
+    assert set(pairs["pair_type"]) == {"small_gap", "medium_gap", "large_gap"}
+    assert set(pairs["rejected_source"]) >= {"student", "inject"} - {None}
+    passed_over = meta["preference_pairs"]["incorrect_replies_passed_over"]
+    assert passed_over["student"].get("truncated", 0) > 0  # the student that never stops
+    assert meta["sft_model"]["steps"] > 0 and meta["cogpo_model"]["cogpo_loss_first"] is not None
+
+
+def test_a_critic_budget_too_small_to_finish_thinking_gives_only_unparsed(tmp_path, double_server, monkeypatch):
+    server, _ = double_server
+    monkeypatch.delenv("CRV_ARTIFACTS_ROOT", raising=False)
+    path = paper_profile(tmp_path, server.base_url, **{"crv.critic": {"max_new_tokens": 40, "max_retries": 1}})
+    meta, checks = _materialize(path, "math|tiny", ["problems", "raw_cots", "critiques"])
+    critiques = _table(tmp_path, "critiques", "math|tiny")
+    assert len(critiques) > 0 and (critiques["label"] == "unparsed").all()
+    assert (critiques["reply"] == "").all()
+    assert meta["critiques"]["unreadable_replies"] == {"truncated": 2 * len(critiques)}
+    check = checks["unparsed_share_ok"]
+    assert not check.passed and "max_new_tokens" in check.description
