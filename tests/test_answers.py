@@ -2,7 +2,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from crv_dagster.evaluation.answers import answers_match, extract_answer, find_boxed, is_correct
+from crv_dagster.evaluation.answers import answers_match, committed_answer, extract_answer, find_boxed, is_correct
 
 
 @pytest.mark.parametrize(
@@ -29,6 +29,27 @@ def test_extract_answer(text, expected):
 def test_find_boxed_keeps_nested_braces():
     assert find_boxed("x \\boxed{a_{1} + b^{2}} y") == "a_{1} + b^{2}"
     assert find_boxed("no box here") is None
+
+
+def test_find_boxed_reads_maths_braceless_form():
+    assert find_boxed("so the answer is $\\boxed 5$.") == "5"
+    assert find_boxed("\\boxed 5 at first, then \\boxed{6}") == "6"
+    assert find_boxed("\\boxed{6} at first, then \\boxed 7") == "7"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("3 + 4 = 7.\n\nThe answer is \\boxed{7}.", "7"),
+        ("Natalia sold 24 clips.\n#### 72", "72"),
+        # Commitment only: a truncated monologue that mentions numbers, or a bare phrase, is no answer.
+        ("so maybe 7, or 8, let me check the", None),
+        ("The answer is 59. The original solution was wrong.", None),
+        (None, None),
+    ],
+)
+def test_committed_answer_takes_no_guesses(text, expected):
+    assert committed_answer(text) == expected
 
 
 @pytest.mark.parametrize(

@@ -79,3 +79,81 @@ def test_accuracy_plot_is_a_png():
 @pytest.mark.parametrize("text, value", [("135M", 1.35e8), ("1.5B", 1.5e9), ("7b", 7e9), ("big", float("inf"))])
 def test_parameter_count(text, value):
     assert parameter_count(text) == value
+
+
+# --------------------------------------------------------------------------- multiple choice
+
+GPQA_ROWS = [
+    {"Question": f"Which particle is number {i}?", "Correct Answer": f"the right one {i}",
+     "Incorrect Answer 1": f"wrong a{i}", "Incorrect Answer 2": f"wrong b{i}", "Incorrect Answer 3": f"wrong c{i}",
+     "Explanation": "..."}
+    for i in range(12)
+]
+
+
+def _gpqa_problems(tmp_path, seed=0):
+    from crv_dagster.config import BenchmarkConfig, DatasetConfig
+    from crv_dagster.data.sources import build_problems, read_source
+
+    path = tmp_path / "gpqa.csv"
+    pd.DataFrame(GPQA_ROWS).to_csv(path, index=False)
+    bench = BenchmarkConfig.model_validate({
+        "source": {"kind": "file", "path": str(path)}, "answer_format": "multiple_choice",
+        "columns": {"question": "Question", "answer": "Correct Answer",
+                    "choices": ["Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"]}})
+    config = DatasetConfig(source=bench.source, columns=bench.columns, answer_format=bench.answer_format,
+                           eval_fraction=0.0, cot_source="teacher", split_seed=seed)
+    return build_problems("gpqa", config, read_source(config)).accepted
+
+
+def test_a_gpqa_style_file_loads_as_multiple_choice_in_a_seeded_order(tmp_path):
+    import json
+
+    problems = _gpqa_problems(tmp_path)
+    for row in problems.itertuples():
+        options = json.loads(row.choices)
+        assert sorted(options) == ["A", "B", "C", "D"] and options[row.answer].startswith("the right one")
+        for letter, text in options.items():
+            assert f"{letter}) {text}" in row.question
+    # The right option is not always first (the file lists it first), and the order is reproducible.
+    assert len(set(problems["answer"])) > 1
+    assert list(_gpqa_problems(tmp_path)["answer"]) == list(problems["answer"])
+    assert list(_gpqa_problems(tmp_path, seed=1)["answer"]) != list(problems["answer"])
+
+
+def test_multiple_choice_grades_the_letter(tmp_path):
+    import json
+    import re
+
+    problems = _gpqa_problems(tmp_path)
+    by_question = dict(zip(problems["question"], problems["choices"]))
+
+    def letter_of(prompt, wanted):
+        options = json.loads(next(c for q, c in by_question.items() if prompt.startswith(q)))
+        return next(k for k, v in options.items() if v.startswith(wanted))
+
+    right = ScriptedBackend(lambda p, s: f"The option that fits is \\boxed{{{letter_of(p, 'the right one')}}}.")
+    details = generate_answers(right, "sft", "gpqa", problems, EvalProtocol())
+    assert summarize(details)["accuracy"].item() == 1.0
+
+    # The option's text in the box counts; a wrong letter, and a number in passing, do not.
+    replies = iter(["\\boxed{the right one 0}", "Answer: " + letter_of(problems["question"][1], "wrong a"),
+                    "There are 4 options and option 2 looks right."] + ["no"] * 9)
+    details = generate_answers(ScriptedBackend(lambda p, s: next(replies)), "base", "gpqa", problems, EvalProtocol())
+    assert list(details["correct"][:3]) == [True, False, False]
+    assert details["extracted_answer"][2] is None
+    assert re.fullmatch(r"[A-D]", details["extracted_answer"][1])
+
+
+def test_a_response_cut_at_the_budget_has_no_answer():
+    backend = ScriptedBackend(lambda p, s: "7 x 6 = 42, so \\boxed{42}", finish_reason="length")
+    details = generate_answers(backend, "base", "toy", PROBLEMS.iloc[[3]], EvalProtocol())
+    assert not details["correct"].any() and details["extracted_answer"].isna().all()
+    assert summarize(details)["truncated_share"].item() == 1.0
+
+
+def test_the_last_number_fallback_is_part_of_the_protocol():
+    backend = ScriptedBackend(lambda p, s: "7 x 6 makes 42")
+    lenient = generate_answers(backend, "base", "toy", PROBLEMS.iloc[[3]], EvalProtocol())
+    strict = generate_answers(backend, "base", "toy", PROBLEMS.iloc[[3]], EvalProtocol(last_number_fallback=False))
+    assert lenient["correct"].all() and not strict["correct"].any()

@@ -2,6 +2,7 @@
 
 import math
 import random
+import re
 
 import pandas as pd
 import pytest
@@ -12,7 +13,7 @@ from trl import DPOConfig, DPOTrainer
 
 from crv_dagster.config import CONFIG_DIR, TinyModel, TrainingConfig, load_profile_file
 from crv_dagster.data.arith import generate_arith
-from crv_dagster.evaluation.answers import is_correct
+from crv_dagster.evaluation.answers import committed_answer, is_correct
 from crv_dagster.llm.models import resolve_model
 from crv_dagster.schemas import model_manifest_schema, preference_pairs_schema
 from crv_dagster.training.cogpo import BetaCollator, CogPOTrainer, _pair_dataset, cogpo_loss, train_preference
@@ -25,7 +26,7 @@ from crv_dagster.training.pairs import (
     incorrect_by_student,
     perturb_cot,
 )
-from crv_dagster.training.sft import train_sft
+from crv_dagster.training.sft import sft_lengths, sft_records, train_sft
 from scripted import ScriptedBackend
 
 BETAS = {"small_gap": 1.0, "medium_gap": 0.75, "large_gap": 0.5}
@@ -69,6 +70,25 @@ def test_perturbation_really_ends_in_a_wrong_answer():
         assert wrong is not None and wrong != p.cot
         assert not is_correct(wrong, p.answer)
         assert wrong.split("\n\n")[0] == p.cot.split("\n\n")[0] or len(p.cot.split("\n\n")) <= 2
+
+
+@pytest.mark.parametrize(
+    "answer, allowed",
+    [("-15", None), ("-3", None), ("0", None), ("2.5", r"\d+\.\d"), ("0.25", r"\d+\.\d\d"),
+     ("3/4", r"-?\d+/4"), ("\\frac{3}{4}", r"\\frac\{-?\d+\}\{4\}")],
+)
+def test_perturbation_handles_negative_and_non_integer_answers(answer, allowed):
+    cot = f"We work it out.\n\nSo the value is {answer}.\n\nThe answer is \\boxed{{{answer}}}."
+    for seed in range(12):
+        wrong = perturb_cot(cot, answer, random.Random(seed))
+        assert wrong is not None and not is_correct(wrong, answer), (answer, wrong)
+        new = committed_answer(wrong)
+        assert f"So the value is {new}." in wrong  # the slip is carried through to the final answer
+        if allowed:
+            assert re.fullmatch(allowed, new)
+        elif int(answer) >= 0:
+            assert int(new) >= 0  # a count stays a count
+    assert perturb_cot("So it is x + 1.\n\n\\boxed{x+1}", "x+1", random.Random(0)) is None
 
 
 def test_all_three_pair_kinds_with_their_betas(tokenizer):
@@ -242,6 +262,40 @@ def test_lora_runs_save_a_merged_model_and_the_adapter(student, pairs, tmp_path)
         assert loss == pytest.approx(math.log(2), abs=1e-3)  # reference = adapter disabled = SFT model
     ids = AutoTokenizer.from_pretrained(tmp_path / "cogpo")("2 + 2 =", return_tensors="pt").input_ids
     assert torch.isfinite(AutoModelForCausalLM.from_pretrained(tmp_path / "cogpo")(ids).logits).all()
+
+
+def test_rows_over_max_length_are_dropped_or_truncated_and_counted(student, tmp_path):
+    verified = _verified()
+    n_suited = int((verified["role"] == "suited").sum())
+    long_cot = " ".join(["and then we add the next number"] * 40) + "\n\nThe answer is \\boxed{1}."
+    tokenizer = AutoTokenizer.from_pretrained(student)
+    limit = max(sft_lengths(sft_records(verified, chat_prompt_renderer(tokenizer)), tokenizer))
+    verified.loc[verified.index[0], "cot"] = long_cot  # a suited row (see _verified), now over the limit
+    assert verified.loc[verified.index[0], "role"] == "suited"
+    for policy in ("drop", "truncate"):
+        sft = _training().sft.model_copy(update={"max_length": limit, "overlength": policy, "max_steps": 2,
+                                                  "gradient_checkpointing": True})
+        result = train_sft(student, verified, tmp_path / policy, _training(sft=sft))
+        assert result["max_tokens_seen"] > limit
+        if policy == "drop":
+            assert (result["overlength_dropped"], result["overlength_truncated"]) == (1, 0)
+            assert result["num_examples"] == n_suited - 1
+        else:
+            assert (result["overlength_dropped"], result["overlength_truncated"]) == (0, 1)
+            assert result["num_examples"] == n_suited
+    everything_long = verified.assign(cot=long_cot)
+    sft = _training().sft.model_copy(update={"max_length": 8})
+    with pytest.raises(ValueError, match="every SFT row is longer than max_length=8"):
+        train_sft(student, everything_long, tmp_path / "none", _training(sft=sft))
+
+
+def test_students_load_in_the_configured_precision(student):
+    from crv_dagster.training.common import load_student, resolve_dtype
+
+    assert resolve_dtype("auto") == (torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+                                     else torch.float32)
+    model, _ = load_student(student, "bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
 
 
 def test_dpo_baseline_uses_one_beta_through_the_same_path(student, pairs, tmp_path):
