@@ -14,12 +14,15 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast dev mlflow-ui bench setup clean
+.PHONY: demo test test-fast dev mlflow-ui bench setup clean recover
 
 # INFO-level logs: one line per step and the pipeline's own progress messages, not Dagster's debug events.
 LOG_CONFIG := {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 demo: setup
+	CRV_PROFILE=demo $(BIN)/python -m crv_dagster.partitions '$(DEMO_PARTITION)'
+	# Runs of this DAGSTER_HOME whose process was killed: mark them failed and free their pool slots.
+	CRV_PROFILE=demo $(BIN)/python -m crv_dagster.recovery
 	CRV_PROFILE=demo $(BIN)/dagster asset materialize -m crv_dagster --select '$(SELECT)' \
 	    --partition '$(DEMO_PARTITION)' --config-json '$(LOG_CONFIG)'
 	CRV_PROFILE=demo $(BIN)/python -m crv_dagster.summary --partition '$(DEMO_PARTITION)'
@@ -35,6 +38,10 @@ dev: setup
 
 mlflow-ui: setup
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/artifacts/$${CRV_PROFILE:-demo}/mlflow.db" -h 127.0.0.1 -p 5000
+
+# After a killed run (see README, "When a run dies"); `make demo` does this first by itself.
+recover: setup
+	$(BIN)/python -m crv_dagster.recovery
 
 bench: setup
 	$(BIN)/python benchmarks/cogpo_training.py

@@ -458,9 +458,15 @@ def load_profile_file(path: str | os.PathLike) -> Profile:
     if not isinstance(raw, dict):
         raise ProfileError(f"{path}: a profile is a mapping of keys, got {type(raw).__name__}")
     try:
-        return Profile.model_validate(raw)
+        profile = Profile.model_validate(raw)
     except ValidationError as err:
         raise ProfileError(_format_validation_error(path, err)) from None
+    from crv_dagster.profile_checks import problems_of  # it reads prompts and agents, which read this module
+
+    problems = problems_of(profile)
+    if problems:
+        raise ProfileError("\n".join([f"{path}: invalid profile"] + [f"  {p}" for p in problems]))
+    return profile
 
 
 def active_profile_path() -> Path:

@@ -16,6 +16,7 @@ from crv_dagster.assets.evaluation import build_evaluation_assets
 from crv_dagster.assets.training import build_training_assets
 from crv_dagster.config import active_profile_path, load_profile_file
 from crv_dagster.partitions import build_partitions
+from crv_dagster.recovery import exit_with_parent
 from crv_dagster.resources import ProfileResource
 from crv_dagster.storage import ParquetIOManager
 from crv_dagster.tracking import MlflowTracking
@@ -49,3 +50,4 @@ def build_definitions(profile_file: str | Path) -> dg.Definitions:
 
 
 defs = build_definitions(active_profile_path())
+exit_with_parent()  # a step worker stops when its run's process is killed (see recovery.py)

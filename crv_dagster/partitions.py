@@ -29,6 +29,41 @@ def build_partitions(profile: Profile) -> dg.MultiPartitionsDefinition:
     )
 
 
+def partition_keys(profile: Profile) -> list[str]:
+    return [str(PartitionKey(d, s)) for d in profile.datasets for s in profile.model_sizes]
+
+
+def check_partition_key(profile: Profile, key: str) -> PartitionKey:
+    """The key as a PartitionKey, or a ValueError that lists the valid keys (Dagster's CLI only
+    says that the key is not in the partitions definition)."""
+    if key not in partition_keys(profile):
+        raise ValueError(f"'{key}' is not a partition of profile '{profile.name}'; valid keys: "
+                         f"{', '.join(partition_keys(profile))} (form: '<dataset>|<model_size>')")
+    dataset, size = key.split("|")
+    return PartitionKey(dataset, size)
+
+
+def main() -> None:
+    """``python -m crv_dagster.partitions [KEY]``: list the active profile's partition keys, or
+    check one (exit status 2 with the valid keys when it is not one of them)."""
+    import sys
+
+    from crv_dagster.config import load_active_profile
+
+    profile = load_active_profile()
+    if len(sys.argv) > 1:
+        try:
+            check_partition_key(profile, sys.argv[1])
+        except ValueError as err:
+            sys.exit(f"crv-dagster: {err}")
+    else:
+        print("\n".join(partition_keys(profile)))
+
+
 def partition_of(context: dg.AssetExecutionContext) -> PartitionKey:
     keys = context.partition_key.keys_by_dimension
     return PartitionKey(keys[DATASET], keys[MODEL_SIZE])
+
+
+if __name__ == "__main__":
+    main()

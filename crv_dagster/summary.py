@@ -11,6 +11,7 @@ import pandas as pd
 
 from crv_dagster.config import load_active_profile
 from crv_dagster.evaluation.report import results_markdown
+from crv_dagster.partitions import check_partition_key
 from crv_dagster.storage import table_path
 
 
@@ -20,6 +21,8 @@ def main() -> None:
     parser.add_argument("--partition", help="'<dataset>|<model_size>' (default: every partition with scores)")
     args = parser.parse_args()
     tables = profile.artifacts_dir / "tables"
+    if args.partition:
+        check_partition_key(profile, args.partition)
     keys = [args.partition] if args.partition else [f"{d}|{s}" for d in profile.datasets for s in profile.model_sizes]
     frames = [pd.read_parquet(p) for p in (table_path(tables, "eval_scores", k) for k in keys) if p.exists()]
     print()

@@ -133,6 +133,9 @@ class MlflowTracking(dg.ConfigurableResource):
                   extra_tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
         """A run for this asset materialisation, tagged with what identifies it (``profile``:
         the experiment's ``Profile``)."""
+        from crv_dagster.recovery import tag_run_process
+
+        tag_run_process(context)
         asset = context.asset_key.to_user_string()
         tags: dict[str, Any] = {
             "dagster.run_id": context.run.run_id,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from crv_dagster.config import PROJECT_ROOT
+from crv_dagster.config import PROJECT_ROOT, ProfileError
 from crv_dagster.definitions import build_definitions
 from crv_dagster.schemas import ProblemsFrame
 from crv_dagster.storage import table_path
@@ -117,10 +117,23 @@ def test_missing_source_fails_with_the_file_named(artifacts, instance, tmp_path)
     )
     profile = tmp_path / "profile.yaml"
     profile.write_text(text)
-    result = _materialize(build_definitions(profile), "arith|tiny-a", instance, ("problems",), raise_on_error=False)
-    assert not result.success
-    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert f"{tmp_path}/missing.jsonl: dataset file not found" in str(failure.event_specific_data.error)
+    # Found when the definitions load, before any step runs.
+    with pytest.raises(ProfileError, match=f"datasets.arith.source.path: dataset file {tmp_path}/missing.jsonl"):
+        build_definitions(profile)
+
+
+def test_a_late_error_now_fails_the_cli_at_once_with_file_and_key(tmp_path):
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(TEST_PROFILE.read_text().replace("critic: {max_new_tokens: 6}",
+                                                        "critic: {max_new_tokens: 6, prompt: critc.txt}"))
+    env = {**_cli_env(tmp_path), "CRV_PROFILE": str(profile)}
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    run = subprocess.run([dagster, "asset", "materialize", "-m", "crv_dagster", "--select", "*critiques",
+                          "--partition", "arith|tiny-a"], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert f"{profile}: invalid profile" in run.stderr and "crv.critic.prompt:" in run.stderr
+    assert "critc.txt: prompt template not found" in run.stderr
+    assert not (tmp_path / "artifacts" / "tables").exists()  # nothing ran
 
 
 def _cli_env(tmp_path):

@@ -59,6 +59,17 @@ def test_gives_up_after_max_retries(local_model):
         assert server.requests_seen == 3
 
 
+def test_a_200_with_invalid_json_is_retried_and_named(local_model):
+    with ChatServer(local_model, "tiny", faults=FaultPlan(malformed_requests={1, 3, 4})) as server:
+        client = _client(server, max_retries=1)
+        assert client.complete(_requests(1)[0]).completion_tokens > 0  # request 1 broken, 2 fine
+        assert client.retries == 1
+        with pytest.raises(BackendError) as info:  # requests 3 and 4 broken: out of retries
+            client.complete(_requests(1)[0])
+    message = str(info.value)
+    assert "HTTP 200 with invalid JSON" in message and server.base_url in message and "'tiny'" in message
+
+
 def test_client_errors_are_not_retried(local_model):
     with ChatServer(local_model, "tiny", faults=FaultPlan(status_by_request={1: 400})) as server:
         client = _client(server, max_retries=5)

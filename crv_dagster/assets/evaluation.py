@@ -74,6 +74,10 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, tables_dir: str
         models = [("base", student_base_model(cfg, key.model_size))]
         models += [(r.method, r.path) for r in pd.concat([sft_model, cogpo_model]).itertuples()]
         benchmarks = _benchmark_problems(cfg, key.dataset, problems)
+        if not benchmarks:
+            raise ValueError(f"profile '{cfg.name}': nothing to evaluate for {key.dataset}: its held-out split is "
+                             "empty (datasets.<name>.eval_fraction, evaluation.heldout) and evaluation.benchmarks "
+                             "gives no problems")
         protocol = evaluation.protocol.model_dump()
         shared_params = {**{f"eval.{k}": v for k, v in protocol.items()},
                          **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},

@@ -109,18 +109,20 @@ class OpenAIBackend:
 
     def generate(self, requests: Sequence[ChatRequest], on_result: ResultCallback | None = None) -> list[Completion]:
         results: list[Completion | None] = [None] * len(requests)
-        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
-            futures = {pool.submit(self.complete, r): i for i, r in enumerate(requests)}
-            try:
-                for future in as_completed(futures):
-                    i = futures[future]
-                    results[i] = future.result()
-                    if on_result is not None:
-                        on_result(i, results[i])
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+        pool = ThreadPoolExecutor(max_workers=self.max_concurrency)
+        futures = {pool.submit(self.complete, r): i for i, r in enumerate(requests)}
+        try:
+            for future in as_completed(futures):
+                i = futures[future]
+                results[i] = future.result()
+                if on_result is not None:
+                    on_result(i, results[i])
+        except BaseException:
+            # Interrupted or failed: do not wait for requests in flight (a stuck server would hold
+            # the step for its whole timeout); what finished is already in the cache.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         return results  # type: ignore[return-value]
 
     def close(self) -> None:

@@ -1,0 +1,84 @@
+"""Checks of a profile against the files and names it refers to, run when the profile loads.
+
+Pydantic checks a profile's shape; these check what it points at: prompt files and their
+placeholders, local model folders and Hub ids, dataset files, and that every dataset has something
+to be evaluated on. Without them such errors surface only when their step runs, after the
+upstream work and model loads. Every problem is reported with the profile's dotted key.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from crv_dagster.config import PROJECT_ROOT, FileSource, HubModel, Profile
+
+TEACHER_FIELDS = {"question"}
+# owner/name, as the Hub spells repo ids (a bare name is an old-style id).
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[\w.-]+$")
+
+
+def _prompt_specs(profile: Profile) -> list[tuple[str, str, set[str], set[str]]]:
+    from crv_dagster.agents.critic import CRITIC_FIELDS
+    from crv_dagster.agents.rethinker import RETHINK_FIELDS
+    from crv_dagster.agents.verifier import JUDGE_FIELDS
+    from crv_dagster.training.pairs import INJECT_FIELDS
+
+    crv = profile.crv
+    specs = [("crv.critic.prompt", crv.critic.prompt, CRITIC_FIELDS, set()),
+             ("crv.rethinker.expand_prompt", crv.rethinker.expand_prompt, RETHINK_FIELDS, {"feedback"}),
+             ("crv.rethinker.simplify_prompt", crv.rethinker.simplify_prompt, RETHINK_FIELDS, {"feedback"})]
+    if any(d.cot_source == "teacher" for d in profile.datasets.values()):
+        specs.append(("teacher.prompt", profile.teacher.prompt, TEACHER_FIELDS, set()))
+    if crv.verifier.llm_judge:
+        specs.append(("crv.verifier.judge_prompt", crv.verifier.judge_prompt, JUDGE_FIELDS, set()))
+    if "inject" in profile.training.pairs.incorrect_sources:
+        specs.append(("training.pairs.inject_prompt", profile.training.pairs.inject_prompt, INJECT_FIELDS, set()))
+    return specs
+
+
+def _local_path(value: str) -> Path | None:
+    """The path a model or data reference means when it is a local one, else None."""
+    if value.startswith(("/", "./", "../", "~")):
+        return Path(value).expanduser()
+    return None
+
+
+def problems_of(profile: Profile) -> list[str]:
+    """Every problem found, as '<dotted key>: <what is wrong>'."""
+    from crv_dagster.prompts import PromptError, load_prompt
+
+    problems = []
+    for key, name, required, optional in _prompt_specs(profile):
+        try:
+            load_prompt(name, required=required, optional=optional)
+        except PromptError as err:
+            problems.append(f"{key}: {err}")
+
+    for name, spec in profile.models.items():
+        if not isinstance(spec, HubModel):
+            continue
+        local = _local_path(spec.name_or_path)
+        if local is not None:
+            if not local.is_dir():
+                problems.append(f"models.{name}.name_or_path: local model folder {local} does not exist")
+        elif not _HUB_ID.match(spec.name_or_path) and not (PROJECT_ROOT / spec.name_or_path).is_dir():
+            problems.append(f"models.{name}.name_or_path: '{spec.name_or_path}' is neither a local folder nor a "
+                            "Hub repo id (owner/name)")
+
+    sources = [(f"datasets.{n}.source.path", d.source) for n, d in profile.datasets.items()]
+    sources += [(f"evaluation.benchmarks.{n}.source.path", b.source) for n, b in profile.evaluation.benchmarks.items()]
+    for key, source in sources:
+        if isinstance(source, FileSource):
+            path = Path(source.path) if Path(source.path).is_absolute() else PROJECT_ROOT / source.path
+            if not path.is_file():
+                problems.append(f"{key}: dataset file {path} not found")
+
+    evaluation = profile.evaluation
+    for name, dataset in profile.datasets.items():
+        heldout = evaluation.heldout and dataset.eval_fraction > 0
+        if not heldout and not evaluation.benchmarks:
+            problems.append(
+                f"datasets.{name}: nothing to evaluate on (set datasets.{name}.eval_fraction > 0 with "
+                "evaluation.heldout: true, or add evaluation.benchmarks); eval_scores would fail after training")
+    return problems

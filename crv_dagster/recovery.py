@@ -1,0 +1,189 @@
+"""Runs that die: step workers that stop with their run, and runs left behind marked failed.
+
+A `dagster asset materialize` killed with SIGKILL (a closed terminal, a preempted job) cannot
+clean up after itself: its step worker (a child process of the multiprocess executor) would run
+on, the run would stay STARTED, its `gpu` pool slot would stay taken, and every later run in that
+DAGSTER_HOME would wait for the slot. Two things prevent that:
+
+- ``exit_with_parent`` runs in every step worker: when the process that launched it is gone, the
+  step is interrupted (so its MLflow run ends FAILED) and the worker exits.
+- ``recover`` finds runs still marked in progress whose process on this machine is gone, marks
+  them failed, frees their pool slots and ends their MLflow runs as FAILED. `make demo` runs it
+  first; `python -m crv_dagster.recovery` runs it by hand (also for `dagster dev`'s instance).
+
+Each asset tags its run with the host and the pid of the run's process (``tag_run_process``),
+which is what ``recover`` checks; on SQLite storage (one machine by construction) the pid of the
+RUN_START event is used for runs that died before any asset started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import dagster as dg
+
+HOST_TAG = "crv/host"
+RUN_PID_TAG = "crv/run_pid"
+STEP_PID_TAG = "crv/step_pid"
+IN_PROGRESS = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
+
+_watchdog: threading.Thread | None = None
+
+
+def _launcher_pid() -> int:
+    """The pid of the process executing the run: a step worker's parent, else this process."""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    return parent.pid if parent is not None else os.getpid()
+
+
+def exit_with_parent(poll_s: float = 1.0, grace_s: float = 15.0) -> None:
+    """In a multiprocess step worker: stop when the run's process dies.
+
+    The worker interrupts itself (SIGINT: the step fails and context managers such as the MLflow
+    run end), and exits for good after ``grace_s`` in case the step does not return.
+    """
+    import multiprocessing
+
+    global _watchdog
+    if multiprocessing.parent_process() is None or _watchdog is not None:
+        return
+    parent_pid = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        print(f"crv-dagster: the run's process (pid {parent_pid}) is gone; stopping step worker {os.getpid()}",
+              file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(grace_s)
+        os._exit(1)
+
+    _watchdog = threading.Thread(target=watch, name="crv-exit-with-parent", daemon=True)
+    _watchdog.start()
+
+
+def tag_run_process(context: dg.AssetExecutionContext) -> None:
+    """Record where the run executes, once per run, so that ``recover`` can tell if it died."""
+    tags = context.run.tags
+    if tags.get(HOST_TAG) == socket.gethostname() and RUN_PID_TAG in tags:
+        return
+    context.instance.add_run_tags(context.run.run_id, {
+        HOST_TAG: socket.gethostname(), RUN_PID_TAG: str(_launcher_pid()), STEP_PID_TAG: str(os.getpid())})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes (its parent has not reaped it yet).
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _run_start_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event is not None and event.pid:
+            return int(event.pid)
+    return None
+
+
+@dataclass(frozen=True)
+class DeadRun:
+    run_id: str
+    pid: int
+    step_pid: int | None
+
+
+def find_dead_runs(instance: dg.DagsterInstance) -> list[DeadRun]:
+    """Runs marked in progress whose process on this machine no longer exists."""
+    host = socket.gethostname()
+    local_storage = "sqlite" in type(instance.run_storage).__name__.lower()
+    dead = []
+    for record in instance.get_run_records(dg.RunsFilter(statuses=list(IN_PROGRESS))):
+        run = record.dagster_run
+        tags = run.tags
+        if RUN_PID_TAG in tags:
+            if tags.get(HOST_TAG) != host:
+                continue  # another machine's run: not ours to judge
+            pid = int(tags[RUN_PID_TAG])
+        elif local_storage:
+            pid = _run_start_pid(instance, run.run_id)
+            if pid is None:
+                continue
+        else:
+            continue
+        if not _alive(pid):
+            step = tags.get(STEP_PID_TAG)
+            dead.append(DeadRun(run.run_id, pid, int(step) if step else None))
+    return dead
+
+
+def _end_mlflow_runs(tracking_uri: str, run_id: str) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from crv_dagster.tracking import ensure_sqlite_store
+
+    if tracking_uri.startswith("sqlite:///"):
+        from pathlib import Path
+
+        db = Path(tracking_uri[len("sqlite:///"):])
+        if not db.exists():
+            return 0
+        ensure_sqlite_store(db)
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return 0
+    runs = client.search_runs(experiments, f"tags.`dagster.run_id` = '{run_id}' and attributes.status = 'RUNNING'")
+    for run in runs:
+        client.set_terminated(run.info.run_id, "FAILED")
+    return len(runs)
+
+
+def recover(instance: dg.DagsterInstance, tracking_uri: str | None = None, log=print) -> list[str]:
+    """Mark dead runs failed, free their pool slots, stop their leftover step workers and end their
+    MLflow runs as FAILED. Returns the run ids recovered."""
+    recovered = []
+    for dead in find_dead_runs(instance):
+        if dead.step_pid and dead.step_pid != dead.pid and _alive(dead.step_pid):
+            os.kill(dead.step_pid, signal.SIGTERM)  # a worker older than the exit-with-parent watch
+        run = instance.get_run_by_id(dead.run_id)
+        instance.report_run_failed(run, f"The run's process (pid {dead.pid}) is gone: it was killed or crashed. "
+                                        "Marked failed by crv_dagster.recovery; re-materialize to resume "
+                                        "(finished assets and every model reply already made are kept).")
+        instance.event_log_storage.free_concurrency_slots_for_run(dead.run_id)
+        ended = _end_mlflow_runs(tracking_uri, dead.run_id) if tracking_uri else 0
+        log(f"run {dead.run_id}: process {dead.pid} is gone; marked failed, pool slots freed, "
+            f"{ended} MLflow run(s) ended as FAILED")
+        recovered.append(dead.run_id)
+    return recovered
+
+
+def main() -> None:
+    from crv_dagster.config import load_active_profile
+
+    profile = load_active_profile()
+    with dg.DagsterInstance.get() as instance:
+        recovered = recover(instance, profile.tracking_uri)
+    if not recovered:
+        print("crv-dagster: no dead runs in this DAGSTER_HOME")
+
+
+if __name__ == "__main__":
+    main()

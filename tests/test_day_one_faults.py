@@ -1,0 +1,139 @@
+"""Faults a new user meets on the first day, met the way the user meets them: through the CLI."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from crv_dagster.config import PROJECT_ROOT
+from crv_dagster.llm.base import Completion
+from crv_dagster.llm.server import ChatServer
+from conftest import TEST_PROFILE
+
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+
+
+class GatedTeacher:
+    """Holds every request until the gate opens, then answers with a correct-looking CoT."""
+
+    model_id = "gated"
+
+    def __init__(self):
+        self.gate = threading.Event()
+
+    def generate(self, requests, on_result=None):
+        self.gate.wait(timeout=600)
+        return [Completion("One step.\n\nThe answer is \\boxed{1}.", completion_tokens=7) for _ in requests]
+
+    def close(self):
+        pass
+
+
+def _home(tmp_path, name="dagster_home") -> Path:
+    home = tmp_path / name
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def _env(tmp_path, home, profile=TEST_PROFILE):
+    env = {**os.environ, "DAGSTER_HOME": str(home), "CRV_PROFILE": str(profile),
+           "CRV_ARTIFACTS_ROOT": str(tmp_path / "artifacts")}
+    subprocess.run([DAGSTER, "instance", "concurrency", "set", "gpu", "1"], env=env, check=True, capture_output=True)
+    return env
+
+
+def _materialize(env, selection, partition, **kwargs):
+    return subprocess.Popen([DAGSTER, "asset", "materialize", "-m", "crv_dagster", "--select", selection,
+                             "--partition", partition], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **kwargs)
+
+
+def _wait(condition, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.slow
+def test_a_sigkilled_run_is_cleaned_up_and_the_next_run_completes(tmp_path, monkeypatch):
+    teacher = GatedTeacher()
+    with ChatServer(teacher, "gated") as server:
+        profile = yaml.safe_load(TEST_PROFILE.read_text())
+        profile["backends"]["gated"] = {"kind": "openai", "model": "gated", "base_url": server.base_url,
+                                        "api_key_env": None, "timeout_s": 600}
+        profile["teacher"]["backend"] = "gated"
+        path = tmp_path / "profile.yaml"
+        path.write_text(yaml.safe_dump(profile))
+        home = _home(tmp_path)
+        env = _env(tmp_path, home, path)
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+
+        first = _materialize(env, "problems,raw_cots", "arith_gen|tiny-a")
+        _wait(lambda: server.requests_seen > 0, 180, "the teacher step to call the server")
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            [record] = instance.get_run_records()
+            run_id, tags = record.dagster_run.run_id, record.dagster_run.tags
+            assert record.dagster_run.status == dg.DagsterRunStatus.STARTED
+        step_pid = int(tags["crv/step_pid"])
+        assert step_pid != first.pid and _alive(step_pid)
+
+        first.send_signal(signal.SIGKILL)  # a closed terminal, a preempted job
+        first.wait()
+        # The step worker notices its run's process is gone and stops by itself.
+        _wait(lambda: not _alive(step_pid), 60, "the orphaned step worker to exit")
+
+        recovery = subprocess.run([sys.executable, "-m", "crv_dagster.recovery"], env=env, capture_output=True,
+                                  text=True, timeout=120)
+        assert recovery.returncode == 0, recovery.stderr[-2000:]
+        assert f"run {run_id}: process {first.pid} is gone" in recovery.stdout
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+            assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
+        client = MlflowClient(f"sqlite:///{tmp_path}/artifacts/mlflow.db")
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                  f"tags.`dagster.run_id` = '{run_id}'")
+        assert {r.data.tags["dagster.asset"]: r.info.status for r in runs} == {"problems": "FINISHED",
+                                                                                "raw_cots": "FAILED"}
+
+        teacher.gate.set()
+        second = _materialize(env, "problems,raw_cots", "arith_gen|tiny-a")
+        out, _ = second.communicate(timeout=300)
+        assert second.returncode == 0, out[-3000:]
+        # Running recovery again finds nothing to do.
+        again = subprocess.run([sys.executable, "-m", "crv_dagster.recovery"], env=env, capture_output=True,
+                               text=True, timeout=120)
+        assert "no dead runs" in again.stdout
+
+
+@pytest.mark.slow
+def test_two_partitions_start_at_once_on_an_empty_artifacts_root(tmp_path):
+    # Each with its own instance, so no pool makes one wait for the other; launched together.
+    envs = {size: _env(tmp_path, _home(tmp_path, f"home-{size}")) for size in ("tiny-a", "tiny-b")}
+    runs = [_materialize(env, "problems", f"arith|{size}") for size, env in envs.items()]
+    for run in runs:
+        out, _ = run.communicate(timeout=300)
+        assert run.returncode == 0, out[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/artifacts/mlflow.db")
+    found = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert sorted(r.data.tags["dagster.partition"] for r in found) == ["arith|tiny-a", "arith|tiny-b"]
