@@ -33,7 +33,7 @@ def _pairs(tokenizer, n: int):
                              "question": [p.question for p in problems], "answer": [p.answer for p in problems],
                              "cot": [p.cot for p in problems], "role": "suited", "provenance": "original",
                              "label": "medium", "action": "keep"})
-    wrong = incorrect_by_perturbation(verified, seed=0)
+    wrong, _ = incorrect_by_perturbation(verified, seed=0)
     pairs, _ = build_pairs(verified, wrong, {"small_gap": 1.0, "medium_gap": 0.75, "large_gap": 0.5},
                            chat_prompt_renderer(tokenizer))
     return pairs

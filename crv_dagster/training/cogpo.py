@@ -124,7 +124,7 @@ def pair_lengths(pairs: pd.DataFrame, tokenizer) -> list[int]:
 
 
 def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config: TrainingConfig,
-                     method: str = "cogpo", run=None) -> dict:
+                     method: str = "cogpo", run=None, callbacks: list | None = None) -> dict:
     """CogPO (per-kind betas from the pairs) or plain DPO (one beta), from the SFT checkpoint."""
     from trl import DPOConfig
 
@@ -144,7 +144,7 @@ def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config:
         trainer = CogPOTrainer(
             model=model, args=args, train_dataset=_pair_dataset(pairs, betas), processing_class=tokenizer,
             data_collator=BetaCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length),
-            peft_config=lora_config(config.lora) if lora else None, callbacks=[curves],
+            peft_config=lora_config(config.lora) if lora else None, callbacks=[curves, *(callbacks or [])],
         )
         before = per_kind_losses(trainer, pairs, betas)
         result = trainer.train()

@@ -31,7 +31,8 @@ def sft_lengths(records: pd.DataFrame, tokenizer) -> list[int]:
     return [p + c + 1 for p, c in zip(prompts, completions)]
 
 
-def train_sft(base_model: str, verified: pd.DataFrame, out_dir: Path, config: TrainingConfig, run=None) -> dict:
+def train_sft(base_model: str, verified: pd.DataFrame, out_dir: Path, config: TrainingConfig, run=None,
+              callbacks: list | None = None) -> dict:
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -49,7 +50,7 @@ def train_sft(base_model: str, verified: pd.DataFrame, out_dir: Path, config: Tr
         args = SFTConfig(**trainer_kwargs(config.sft, Path(scratch)), completion_only_loss=True)
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_pandas(records, preserve_index=False),
                              processing_class=tokenizer, peft_config=lora_config(config.lora) if lora else None,
-                             callbacks=[curves])
+                             callbacks=[curves, *(callbacks or [])])
         result = trainer.train()
     save_checkpoint(trainer.model, tokenizer, out_dir, lora)
     return {"num_examples": len(records), "steps": result.global_step, **length_counts,

@@ -1,0 +1,139 @@
+"""Training precision: float32 weights against the profile default (``torch_dtype: auto``, bf16
+mixed precision, gradient checkpointing), through the project's own SFT and CogPO code.
+
+On a GPU with bf16, ``auto`` loads bfloat16 weights; on a CPU it stays float32 and only gradient
+checkpointing differs. Each arm is a fresh child process (run one after the other in this
+invocation) on the same random-weight Qwen2 model and the same data; the script prints the device,
+the dtype the weights were loaded in, seconds per step, peak memory (GPU: max allocated; CPU: max
+RSS) and the ratios.
+
+    .venv/bin/python benchmarks/precision.py [--hidden 256 --layers 4] [--steps 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+ARMS = {
+    "float32": {"torch_dtype": "float32", "bf16": False, "gradient_checkpointing": False},
+    "auto_bf16_gc": {"torch_dtype": "auto", "bf16": True, "gradient_checkpointing": True},
+}
+
+
+def _verified(n: int):
+    import pandas as pd
+
+    from crv_dagster.data.arith import generate_arith
+
+    problems = generate_arith(n, seed=3)
+    return pd.DataFrame({"problem_id": [f"p{i}" for i in range(n)], "dataset": "bench",
+                         "question": [p.question for p in problems], "answer": [p.answer for p in problems],
+                         "cot": [p.cot for p in problems], "role": "suited", "provenance": "original",
+                         "label": "medium", "action": "keep"})
+
+
+def _child(arm: str, model: str, steps: int, out_dir: str) -> dict:
+    import torch
+    from transformers import AutoTokenizer, TrainerCallback
+
+    from crv_dagster.config import TrainingConfig
+    from crv_dagster.training.cogpo import train_preference
+    from crv_dagster.training.common import load_student
+    from crv_dagster.training.pairs import build_pairs, chat_prompt_renderer, incorrect_by_perturbation
+    from crv_dagster.training.sft import train_sft
+
+    step_times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            step_times.append(time.perf_counter() - self.start)
+
+    timer = Timer()
+
+    settings = {**ARMS[arm], "max_steps": steps, "per_device_train_batch_size": 4, "max_length": 512,
+                "learning_rate": 1e-4, "warmup_ratio": 0.0}
+    config = TrainingConfig.model_validate({"sft": settings, "cogpo": {**settings, "learning_rate": 1e-5},
+                                            "pairs": {"incorrect_source": "perturb"}})
+    loaded, _ = load_student(model, config.sft.torch_dtype)
+    dtype = str(next(loaded.parameters()).dtype)
+    del loaded
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    verified = _verified(32)
+    sft = train_sft(model, verified, Path(out_dir) / "sft", config, callbacks=[timer])
+    sft_times, step_times[:] = list(step_times), []
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    wrong, _ = incorrect_by_perturbation(verified, seed=0)
+    pairs, _ = build_pairs(verified, wrong, config.pairs.betas.model_dump(), chat_prompt_renderer(tokenizer))
+    cogpo = train_preference(str(Path(out_dir) / "sft"), pairs, Path(out_dir) / "cogpo", config, callbacks=[timer])
+    steady = lambda times: sum(times[1:]) / max(1, len(times) - 1)  # noqa: E731 - the first step warms up
+    return {
+        "arm": arm, "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "dtype": dtype, "sft_s_per_step": steady(sft_times), "cogpo_s_per_step": steady(step_times),
+        "sft_loss": [sft["loss"].get("first"), sft["loss"].get("last")],
+        "cogpo_loss_by_kind": [cogpo["loss_by_kind_before"], cogpo["loss_by_kind_after"]],
+        "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+    }
+
+
+def _model(hidden: int, layers: int) -> str:
+    from crv_dagster.config import TinyModel
+    from crv_dagster.llm.models import resolve_model
+
+    root = Path(os.environ.get("CRV_MODELS_DIR", Path(__file__).resolve().parent.parent / "artifacts" / "bench"))
+    spec = TinyModel(source="tiny", hidden_size=hidden, num_layers=layers, num_heads=max(4, hidden // 64))
+    return resolve_model(f"bench-{hidden}x{layers}", spec, root)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--child", choices=list(ARMS))
+    parser.add_argument("--model")
+    args = parser.parse_args()
+    if args.child:
+        with tempfile.TemporaryDirectory() as out:
+            print(json.dumps(_child(args.child, args.model, args.steps, out)))
+        return
+    model = _model(args.hidden, args.layers)
+    results = {}
+    for arm in ARMS:  # float32 first: RUSAGE_CHILDREN's max RSS is a running maximum
+        out = subprocess.run([sys.executable, __file__, "--child", arm, "--model", model, "--steps", str(args.steps)],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"{arm} failed:\n{out.stderr[-4000:]}")
+        results[arm] = json.loads(out.stdout.strip().splitlines()[-1])
+        results[arm]["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    base, ours = results["float32"], results["auto_bf16_gc"]
+    print(f"model: random Qwen2 hidden {args.hidden} x {args.layers} layers   device: {base['device']}")
+    print(f"{'arm':<16}{'weights':>16}{'SFT s/step':>12}{'CogPO s/step':>14}{'GPU peak MiB':>14}{'RSS MiB':>10}")
+    for name, r in results.items():
+        gpu = f"{r['gpu_peak_mib']:.0f}" if r["gpu_peak_mib"] is not None else "-"
+        print(f"{name:<16}{r['dtype']:>16}{r['sft_s_per_step']:>12.3f}{r['cogpo_s_per_step']:>14.3f}{gpu:>14}"
+              f"{r['peak_rss_mib']:>10.0f}")
+    print(f"ratio float32 / auto_bf16_gc: SFT time {base['sft_s_per_step'] / ours['sft_s_per_step']:.2f}x, "
+          f"CogPO time {base['cogpo_s_per_step'] / ours['cogpo_s_per_step']:.2f}x"
+          + (f", GPU peak memory {base['gpu_peak_mib'] / ours['gpu_peak_mib']:.2f}x" if ours["gpu_peak_mib"] else ""))
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
