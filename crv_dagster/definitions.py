@@ -15,6 +15,7 @@ from crv_dagster.assets.data import build_data_assets
 from crv_dagster.assets.evaluation import build_evaluation_assets
 from crv_dagster.assets.training import build_training_assets
 from crv_dagster.config import active_profile_path, load_profile_file
+from crv_dagster.console import quiet_libraries
 from crv_dagster.partitions import build_partitions
 from crv_dagster.recovery import exit_with_parent
 from crv_dagster.resources import ProfileResource
@@ -26,8 +27,8 @@ def build_definitions(profile_file: str | Path) -> dg.Definitions:
     profile = load_profile_file(profile_file)
     partitions = build_partitions(profile)
     tables_dir = str(profile.artifacts_dir / "tables")
-    assets = (build_data_assets(partitions) + build_crv_assets(partitions) + build_training_assets(partitions)
-              + build_evaluation_assets(partitions, tables_dir))
+    assets = (build_data_assets(partitions, profile) + build_crv_assets(partitions, profile)
+              + build_training_assets(partitions, profile) + build_evaluation_assets(partitions, profile))
     pipeline = dg.define_asset_job(
         "crv_pipeline",
         selection=dg.AssetSelection.all(),
@@ -51,3 +52,4 @@ def build_definitions(profile_file: str | Path) -> dg.Definitions:
 
 defs = build_definitions(active_profile_path())
 exit_with_parent()  # a step worker stops when its run's process is killed (see recovery.py)
+quiet_libraries()

@@ -183,6 +183,14 @@ eval_scores_schema = pa.DataFrameSchema(
     coerce=True,
 )
 
+def column_schema(schema: pa.DataFrameSchema) -> dg.TableSchema:
+    """The table's columns as Dagster's column schema (the UI's Columns view), from the Pandera schema."""
+    return dg.TableSchema(columns=[
+        dg.TableColumn(name, str(column.dtype), description=column.description,
+                       constraints=dg.TableColumnConstraints(nullable=bool(column.nullable), unique=bool(column.unique)))
+        for name, column in schema.columns.items()])
+
+
 def _dagster_type(schema: pa.DataFrameSchema):
     with warnings.catch_warnings():  # dagster-pandera is marked beta; the warning says nothing new
         warnings.simplefilter("ignore", dg.BetaWarning)

@@ -1,5 +1,6 @@
 """CRV and training through Dagster on tiny models: a real instance, models, cache and MLflow store."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from crv_dagster.definitions import build_definitions
+from crv_dagster.llm.cache import ResponseCache
 from crv_dagster.storage import table_path
 from conftest import TEST_PROFILE
 
@@ -95,8 +97,24 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
         expected = scores[(scores["method"] == method) & (scores["benchmark"] == "arith_bench")]["accuracy"].iloc[0]
         assert run.data.metrics["eval/arith_bench/accuracy"] == pytest.approx(expected)
 
-    # Nothing changed: re-running the agents makes no model calls at all.
-    _, again, _ = _run(defs, "arith|tiny-a", instance)
-    assert again["critiques"]["agent_new_calls"] == 0
-    assert again["rewritten_cots"]["agent_new_calls"] == 0
+    # Nothing changed: the second run reuses every result. No model call (the response cache did
+    # not grow), no training step, and tables and checkpoints are left byte for byte as they were.
+    cache_rows = len(ResponseCache(artifacts / "llm_cache.sqlite"))
+    before = _file_digests(artifacts / "tables") | _file_digests(artifacts / "checkpoints")
+    _, again, checks_again = _run(defs, "arith|tiny-a", instance, CRV_ASSETS + TRAINING_ASSETS)
+    assert checks_again == checks
+    for asset in CRV_ASSETS[1:] + TRAINING_ASSETS:
+        assert again[asset]["memoized"] is True and again[asset]["memoized_from_run"] == result.run_id, asset
+        assert again[asset]["model_calls_this_run"] == 0 and again[asset]["training_steps_this_run"] == 0
+        assert not any(k.endswith("_new_calls") for k in again[asset])  # the first run's costs are not repeated
+    assert again["critiques"]["label_distribution"] == labels
+    assert "memoized" not in again["problems"]  # always read again; same content, same data version
+    assert len(ResponseCache(artifacts / "llm_cache.sqlite")) == cache_rows
+    assert _file_digests(artifacts / "tables") | _file_digests(artifacts / "checkpoints") == before
     pd.testing.assert_frame_equal(_table(artifacts, "rewritten_cots", "arith|tiny-a"), rewritten)
+
+
+def _file_digests(root: Path) -> dict[str, tuple[str, int]]:
+    """Content hash and modification time of every file under ``root``."""
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}

@@ -12,7 +12,11 @@ from crv_dagster.llm.factory import build_backend, resolve_profile_model
 from crv_dagster.partitions import partition_of
 from crv_dagster.plots import length_histogram
 from crv_dagster.resources import ProfileResource
-from crv_dagster.schemas import CritiquesFrame, RewrittenCotsFrame, VerifiedSetFrame
+from crv_dagster.assets.memo import reused_table, table_output
+from crv_dagster.config import Profile
+from crv_dagster.schemas import (CritiquesFrame, RewrittenCotsFrame, VerifiedSetFrame, column_schema, critiques_schema,
+                                 rewritten_cots_schema, verified_set_schema)
+from crv_dagster.versions import code_version
 from crv_dagster.tracking import MlflowTracking
 
 GROUP = "crv"
@@ -29,9 +33,33 @@ def _token_lengths(tokenizer, texts) -> list[int]:
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
 
-def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def _unparsed_check(frame: pd.DataFrame, cfg) -> dg.AssetCheckResult:
+    labels, unreadable = crv.label_counts(frame), crv.unreadable_counts(frame)
+    share = labels["unparsed"] / len(frame) if len(frame) else 0.0
+    limit = cfg.crv.max_unparsed_share
+    return dg.AssetCheckResult(
+        check_name="unparsed_share_ok", passed=bool(share <= limit),
+        severity=dg.AssetCheckSeverity.WARN,
+        description=None if share <= limit else (
+            f"{share:.0%} of the Critic's replies gave no label ({unreadable}); with truncated or "
+            f"unfinished thinking, raise crv.critic.max_new_tokens ({cfg.crv.critic.max_new_tokens})"),
+        metadata={"unparsed_share": share, "limit": limit, "unreadable_replies": dg.MetadataValue.json(unreadable)},
+    )
+
+
+def _sft_rows_check(frame: pd.DataFrame) -> dg.AssetCheckResult:
+    suited = int((frame["role"] == "suited").sum())
+    return dg.AssetCheckResult(check_name="has_sft_rows", passed=suited > 0, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"num_suited": suited})
+
+
+def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> list[dg.AssetsDefinition]:
+    tables_dir = profile_.artifacts_dir / "tables"
+
     @dg.asset(
         name="critiques",
+        code_version=code_version(profile_, "critiques"),
+        metadata={"dagster/column_schema": column_schema(critiques_schema)},
         group_name=GROUP,
         partitions_def=partitions,
         dagster_type=CritiquesFrame,
@@ -44,6 +72,10 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
     def critiques(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                   raw_cots: pd.DataFrame):
         cfg = profile.profile
+        if (reused := reused_table(context, tables_dir)) is not None:
+            yield reused
+            yield _unparsed_check(reused.value, cfg)
+            return
         key = partition_of(context)
         student_size = cfg.model_sizes[key.model_size].parameters
         with mlflow.asset_run(context, cfg) as run:
@@ -70,7 +102,7 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             run.log_params({"student_size": student_size, "critic_prompt": cfg.crv.critic.prompt,
                             "critic_max_retries": cfg.crv.critic.max_retries, "agent_model": backend.model_id})
             run.log_metrics(stats)
-        yield dg.Output(frame, metadata={
+        yield table_output(frame, {
             **stats,
             "dagster/row_count": len(frame),
             "label_distribution": dg.MetadataValue.json(labels),
@@ -78,19 +110,12 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             "sample": markdown_table(frame, ["problem_id", "label", "attempts", "reply", "cot"]),
             "mlflow_run": dg.MetadataValue.url(run.url),
         })
-        limit = cfg.crv.max_unparsed_share
-        yield dg.AssetCheckResult(
-            check_name="unparsed_share_ok", passed=bool(unparsed_share <= limit),
-            severity=dg.AssetCheckSeverity.WARN,
-            description=None if unparsed_share <= limit else (
-                f"{unparsed_share:.0%} of the Critic's replies gave no label ({unreadable}); with truncated or "
-                f"unfinished thinking, raise crv.critic.max_new_tokens ({cfg.crv.critic.max_new_tokens})"),
-            metadata={"unparsed_share": unparsed_share, "limit": limit,
-                      "unreadable_replies": dg.MetadataValue.json(unreadable)},
-        )
+        yield _unparsed_check(frame, cfg)
 
     @dg.asset(
         name="rewritten_cots",
+        code_version=code_version(profile_, "rewritten_cots"),
+        metadata={"dagster/column_schema": column_schema(rewritten_cots_schema)},
         group_name=GROUP,
         partitions_def=partitions,
         dagster_type=RewrittenCotsFrame,
@@ -100,6 +125,8 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
     )
     def rewritten_cots(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                        critiques: pd.DataFrame) -> dg.Output:
+        if (reused := reused_table(context, tables_dir)) is not None:
+            return reused
         cfg = profile.profile
         key = partition_of(context)
         student_size = cfg.model_sizes[key.model_size].parameters
@@ -145,7 +172,7 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             run.log_image_bytes(png, "cot_lengths.png")
             run.log_text(json.dumps(stats, indent=2), "crv_stats.json")
         side_by_side = frame[frame["action"].isin(["expand", "simplify"])]
-        return dg.Output(frame, metadata={
+        return table_output(frame, {
             **{k: v for k, v in flat.items() if v is not None},
             "dagster/row_count": len(frame),
             "actions": dg.MetadataValue.json(stats["actions"]),
@@ -159,6 +186,8 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
 
     @dg.asset(
         name="verified_set",
+        code_version=code_version(profile_, "verified_set"),
+        metadata={"dagster/column_schema": column_schema(verified_set_schema)},
         group_name=GROUP,
         partitions_def=partitions,
         dagster_type=VerifiedSetFrame,
@@ -169,6 +198,10 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
     )
     def verified_set(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                      rewritten_cots: pd.DataFrame):
+        if (reused := reused_table(context, tables_dir)) is not None:
+            yield reused
+            yield _sft_rows_check(reused.value)
+            return
         cfg = profile.profile
         with mlflow.asset_run(context, cfg) as run:
             frame = crv.verified_set(rewritten_cots)
@@ -184,13 +217,12 @@ def build_crv_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             run.log_metrics(stats)
             context.log.info(f"{len(suited)} student-suited CoTs for SFT, "
                              f"{stats['num_unsuited_originals']} unsuited originals for CogPO")
-        yield dg.Output(frame, metadata={
+        yield table_output(frame, {
             **stats,
             "dagster/row_count": len(frame),
             "sample": markdown_table(suited, ["problem_id", "provenance", "label", "cot"], max_chars=300),
             "mlflow_run": dg.MetadataValue.url(run.url),
         })
-        yield dg.AssetCheckResult(check_name="has_sft_rows", passed=bool(len(suited) > 0),
-                                  severity=dg.AssetCheckSeverity.WARN, metadata={"num_suited": len(suited)})
+        yield _sft_rows_check(frame)
 
     return [critiques, rewritten_cots, verified_set]

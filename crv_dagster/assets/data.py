@@ -12,15 +12,22 @@ from crv_dagster.llm.factory import build_backend, default_sampling
 from crv_dagster.partitions import partition_of
 from crv_dagster.prompts import load_prompt
 from crv_dagster.resources import ProfileResource
-from crv_dagster.schemas import ProblemsFrame, RawCotsFrame
+from crv_dagster.assets.memo import reused_table, table_output
+from crv_dagster.config import Profile
+from crv_dagster.schemas import ProblemsFrame, RawCotsFrame, column_schema, problems_schema, raw_cots_schema
+from crv_dagster.versions import code_version
 from crv_dagster.tracking import MlflowTracking
 
 GROUP = "data"
 
 
-def build_data_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def build_data_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> list[dg.AssetsDefinition]:
+    tables_dir = profile_.artifacts_dir / "tables"
+
     @dg.asset(
         name="problems",
+        code_version=code_version(profile_, "problems"),
+        metadata={"dagster/column_schema": column_schema(problems_schema)},
         group_name=GROUP,
         partitions_def=partitions,
         dagster_type=ProblemsFrame,
@@ -49,21 +56,22 @@ def build_data_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
                 run.log_text(rejected.to_csv(index=False), "rejected_rows.csv")
                 context.log.warning(f"{rows.origin}: {len(rejected)} row(s) rejected: "
                                     f"{rejected['reason'].value_counts().to_dict()}")
-        return dg.Output(
-            frame,
-            metadata={
-                **stats,
-                "dagster/row_count": len(frame),
-                "source": rows.origin,
-                "rejected_by_reason": counts(rejected["reason"]) if len(rejected) else dg.MetadataValue.json({}),
-                "rejected_rows": markdown_table(rejected, rows=20),
-                "sample": markdown_table(frame, ["problem_id", "split", "question", "answer"]),
-                "mlflow_run": dg.MetadataValue.url(run.url),
-            },
-        )
+        # Always read again (cheap, and a changed file must be seen); unchanged content keeps its
+        # data version, so nothing downstream goes stale.
+        return table_output(frame, {
+            **stats,
+            "dagster/row_count": len(frame),
+            "source": rows.origin,
+            "rejected_by_reason": counts(rejected["reason"]) if len(rejected) else dg.MetadataValue.json({}),
+            "rejected_rows": markdown_table(rejected, rows=20),
+            "sample": markdown_table(frame, ["problem_id", "split", "question", "answer"]),
+            "mlflow_run": dg.MetadataValue.url(run.url),
+        })
 
     @dg.asset(
         name="raw_cots",
+        code_version=code_version(profile_, "raw_cots"),
+        metadata={"dagster/column_schema": column_schema(raw_cots_schema)},
         group_name=GROUP,
         partitions_def=partitions,
         dagster_type=RawCotsFrame,
@@ -73,6 +81,8 @@ def build_data_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
     )
     def raw_cots(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                  problems: pd.DataFrame) -> dg.Output:
+        if (reused := reused_table(context, tables_dir)) is not None:
+            return reused
         cfg = profile.profile
         key = partition_of(context)
         dataset_cfg = cfg.datasets[key.dataset]
@@ -105,16 +115,13 @@ def build_data_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
             run.log_params({"cot_source": dataset_cfg.cot_source,
                             "teacher_model": frame["teacher_model"].iloc[0] if len(frame) else ""})
             run.log_metrics(stats)
-        return dg.Output(
-            frame,
-            metadata={
-                **stats,
-                "dagster/row_count": len(frame),
-                "cot_source": dataset_cfg.cot_source,
-                "cot_status": dg.MetadataValue.json(frame["cot_status"].value_counts().to_dict()),
-                "sample": markdown_table(frame, ["problem_id", "answer", "extracted_answer", "is_correct", "cot"]),
-                "mlflow_run": dg.MetadataValue.url(run.url),
-            },
-        )
+        return table_output(frame, {
+            **stats,
+            "dagster/row_count": len(frame),
+            "cot_source": dataset_cfg.cot_source,
+            "cot_status": dg.MetadataValue.json(frame["cot_status"].value_counts().to_dict()),
+            "sample": markdown_table(frame, ["problem_id", "answer", "extracted_answer", "is_correct", "cot"]),
+            "mlflow_run": dg.MetadataValue.url(run.url),
+        })
 
     return [problems, raw_cots]

@@ -13,7 +13,10 @@ from crv_dagster.evaluation.scoring import generate_answers, summarize
 from crv_dagster.llm.factory import build_backend, student_base_model
 from crv_dagster.partitions import partition_of
 from crv_dagster.resources import ProfileResource
-from crv_dagster.schemas import EvalScoresFrame
+from crv_dagster.assets.memo import reused_table, table_output
+from crv_dagster.config import Profile
+from crv_dagster.schemas import EvalScoresFrame, column_schema, eval_scores_schema
+from crv_dagster.versions import code_version
 from crv_dagster.storage import table_path, write_table
 from crv_dagster.tracking import MlflowTracking
 
@@ -53,9 +56,13 @@ def _crv_params(rewritten: pd.DataFrame, pairs: pd.DataFrame) -> dict:
     return params
 
 
-def build_evaluation_assets(partitions: dg.PartitionsDefinition, tables_dir: str) -> list[dg.AssetsDefinition]:
+def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> list[dg.AssetsDefinition]:
+    tables_dir = profile_.artifacts_dir / "tables"
+
     @dg.asset(
         name="eval_scores",
+        code_version=code_version(profile_, "eval_scores"),
+        metadata={"dagster/column_schema": column_schema(eval_scores_schema)},
         group_name=GROUP,
         partitions_def=partitions,
         dagster_type=EvalScoresFrame,
@@ -66,6 +73,8 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, tables_dir: str
     def eval_scores(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                     problems: pd.DataFrame, sft_model: pd.DataFrame, cogpo_model: pd.DataFrame,
                     rewritten_cots: pd.DataFrame, preference_pairs: pd.DataFrame) -> dg.Output:
+        if (reused := reused_table(context, tables_dir)) is not None:
+            return reused
         cfg = profile.profile
         key = partition_of(context)
         evaluation = cfg.evaluation
@@ -118,7 +127,7 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, tables_dir: str
                                                            "crv.report": "results_table"}) as report:
             report.log_text(table, "results.md")
             report.log_image_bytes(png, "accuracy_vs_size.png")
-        return dg.Output(scores, metadata={
+        return table_output(scores, {
             "dagster/row_count": len(scores),
             "results": dg.MetadataValue.md(table),
             "accuracy_vs_size": image(png, "accuracy against model size"),

@@ -14,7 +14,11 @@ from crv_dagster.assets.metadata import counts, markdown_table
 from crv_dagster.llm.factory import build_backend, student_base_model
 from crv_dagster.partitions import partition_of
 from crv_dagster.resources import ProfileResource
-from crv_dagster.schemas import ModelManifest, PreferencePairsFrame
+from crv_dagster.assets.memo import models_output, reused_models, reused_table, table_output
+from crv_dagster.config import Profile
+from crv_dagster.schemas import (ModelManifest, PreferencePairsFrame, column_schema, model_manifest_schema,
+                                 preference_pairs_schema)
+from crv_dagster.versions import code_version
 from crv_dagster.tracking import MlflowTracking
 from crv_dagster.training import pairs as pairs_lib
 
@@ -83,9 +87,13 @@ def _incorrect_cots(cfg, key, material: pd.DataFrame, log) -> tuple[list, dict[s
     return found, skipped
 
 
-def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> list[dg.AssetsDefinition]:
+    tables_dir = profile_.artifacts_dir / "tables"
+
     @dg.asset(
         name="preference_pairs",
+        code_version=code_version(profile_, "preference_pairs"),
+        metadata={"dagster/column_schema": column_schema(preference_pairs_schema)},
         group_name=GROUP,
         partitions_def=partitions,
         dagster_type=PreferencePairsFrame,
@@ -97,6 +105,8 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
                          verified_set: pd.DataFrame) -> dg.Output:
         from transformers import AutoTokenizer
 
+        if (reused := reused_table(context, tables_dir)) is not None:
+            return reused
         cfg = profile.profile
         key = partition_of(context)
         pairs_cfg = cfg.training.pairs
@@ -123,7 +133,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
             context.log.info(f"{len(frame)} pairs {by_type}; refused {dict(refused)}")
             if refused:
                 run.log_text(json.dumps(dict(refused), indent=2), "refused_pairs.json")
-        return dg.Output(frame, metadata={
+        return table_output(frame, {
             **stats,
             "dagster/row_count": len(frame),
             "pairs_by_type": dg.MetadataValue.json(by_type),
@@ -136,6 +146,8 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
 
     @dg.asset(
         name="sft_model",
+        code_version=code_version(profile_, "sft_model"),
+        metadata={"dagster/column_schema": column_schema(model_manifest_schema)},
         group_name=GROUP,
         partitions_def=partitions,
         dagster_type=ModelManifest,
@@ -147,6 +159,8 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
                   verified_set: pd.DataFrame) -> dg.Output:
         from crv_dagster.training.sft import train_sft
 
+        if (reused := reused_models(context, tables_dir)) is not None:
+            return reused
         cfg = profile.profile
         key = partition_of(context)
         base = student_base_model(cfg, key.model_size)
@@ -163,7 +177,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
             run.log_metrics(lengths)
             context.log.info(f"SFT: {result['steps']} steps, loss {result['loss']}; over max_length: {lengths}")
         row = _manifest_row("sft", out_dir, base, cfg.training.finetuning, result)
-        return dg.Output(pd.DataFrame([row]), metadata={
+        return models_output(pd.DataFrame([row]), {
             "checkpoint": dg.MetadataValue.path(str(out_dir)),
             "num_examples": result["num_examples"], "steps": result["steps"], **lengths,
             "loss_first": row["loss_first"], "loss_last": row["loss_last"],
@@ -172,6 +186,8 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
 
     @dg.asset(
         name="cogpo_model",
+        code_version=code_version(profile_, "cogpo_model"),
+        metadata={"dagster/column_schema": column_schema(model_manifest_schema)},
         group_name=GROUP,
         partitions_def=partitions,
         dagster_type=ModelManifest,
@@ -183,6 +199,8 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
                     sft_model: pd.DataFrame, preference_pairs: pd.DataFrame) -> dg.Output:
         from crv_dagster.training.cogpo import train_preference
 
+        if (reused := reused_models(context, tables_dir)) is not None:
+            return reused
         cfg = profile.profile
         key = partition_of(context)
         sft_path = sft_model.loc[sft_model["method"] == "sft", "path"].iloc[0]
@@ -214,7 +232,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition) -> list[dg.Assets
                                                                  "after": result["loss_by_kind_after"]}),
                 f"{method}_mlflow_run": dg.MetadataValue.url(run.url),
             })
-        return dg.Output(pd.DataFrame(rows), metadata={
+        return models_output(pd.DataFrame(rows), {
             **{k: v for k, v in meta.items() if v is not None},
             "pairs_by_type": counts(preference_pairs["pair_type"]),
             "checkpoints": markdown_table(pd.DataFrame(rows), ["method", "path", "steps", "loss_first", "loss_last"]),

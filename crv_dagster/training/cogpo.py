@@ -27,7 +27,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from crv_dagster.config import TrainingConfig
 from crv_dagster.training.callbacks import MlflowCurves
-from crv_dagster.training.common import (apply_length_policy, load_student, lora_config, loss_summary,
+from crv_dagster.training.common import (apply_length_policy, load_student, lora_config, loss_summary, quiet,
                                          save_checkpoint, trainer_kwargs)
 from crv_dagster.training.sft import token_count
 
@@ -146,6 +146,7 @@ def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config:
             data_collator=BetaCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length),
             peft_config=lora_config(config.lora) if lora else None, callbacks=[curves, *(callbacks or [])],
         )
+        quiet(trainer)
         before = per_kind_losses(trainer, pairs, betas)
         result = trainer.train()
         after = per_kind_losses(trainer, pairs, betas)

@@ -85,6 +85,14 @@ def trainer_kwargs(settings: TrainerSettings, output_dir: Path) -> dict:
     return kwargs
 
 
+def quiet(trainer) -> None:
+    """No per-step log dicts printed to the console: the curves go to MLflow, and the asset logs
+    one summary line."""
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+
+
 def lora_config(settings: LoraSettings):
     from peft import LoraConfig
 

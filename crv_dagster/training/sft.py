@@ -9,7 +9,7 @@ import pandas as pd
 
 from crv_dagster.config import TrainingConfig
 from crv_dagster.training.callbacks import MlflowCurves
-from crv_dagster.training.common import (apply_length_policy, load_student, lora_config, loss_summary,
+from crv_dagster.training.common import (apply_length_policy, load_student, lora_config, loss_summary, quiet,
                                          save_checkpoint, trainer_kwargs)
 from crv_dagster.training.pairs import chat_prompt_renderer
 
@@ -51,6 +51,7 @@ def train_sft(base_model: str, verified: pd.DataFrame, out_dir: Path, config: Tr
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_pandas(records, preserve_index=False),
                              processing_class=tokenizer, peft_config=lora_config(config.lora) if lora else None,
                              callbacks=[curves, *(callbacks or [])])
+        quiet(trainer)
         result = trainer.train()
     save_checkpoint(trainer.model, tokenizer, out_dir, lora)
     return {"num_examples": len(records), "steps": result.global_step, **length_counts,

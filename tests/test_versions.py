@@ -1,0 +1,105 @@
+"""Code and data versions: what Dagster shows as stale, and why."""
+
+import shutil
+
+import dagster as dg
+import pandas as pd
+import pytest
+import yaml
+from dagster._core.definitions.data_version import StaleCauseCategory, StaleStatus
+from dagster._utils.test.data_versions import get_stale_status_resolver
+
+from crv_dagster.config import CONFIG_DIR, load_profile_file
+from crv_dagster.definitions import build_definitions
+from crv_dagster.prompts import PROMPTS_DIR
+from crv_dagster.versions import code_version, table_version
+from conftest import TEST_PROFILE
+
+CRV_ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set"]
+PARTITION = "arith|tiny-a"
+
+
+def _statuses(profile_path, instance):
+    defs = build_definitions(profile_path)
+    assets = list(defs.resolve_asset_graph().assets_defs)
+    resolver = get_stale_status_resolver(instance, assets)
+    out = {}
+    for name in CRV_ASSETS:
+        key = dg.AssetKey(name)
+        out[name] = (resolver.get_status(key, PARTITION), resolver.get_stale_causes(key, PARTITION))
+    return out
+
+
+def test_one_changed_prompt_makes_exactly_its_downstream_stale(tmp_path, artifacts):
+    prompt = tmp_path / "critic.txt"
+    shutil.copy(PROMPTS_DIR / "critic.txt", prompt)
+    profile = yaml.safe_load(TEST_PROFILE.read_text())
+    profile["crv"]["critic"]["prompt"] = str(prompt)
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump(profile))
+
+    with dg.instance_for_test() as instance:
+        result = build_definitions(path).resolve_job_def("crv_pipeline").execute_in_process(
+            partition_key=PARTITION, instance=instance, asset_selection=[dg.AssetKey(a) for a in CRV_ASSETS])
+        assert result.success
+        unchanged = _statuses(path, instance)
+        assert {name: status for name, (status, _) in unchanged.items()} == dict.fromkeys(CRV_ASSETS, StaleStatus.FRESH)
+
+        prompt.write_text(prompt.read_text().replace("Decide whether", "Judge carefully whether"))
+        changed = _statuses(path, instance)
+        status = {name: s for name, (s, _) in changed.items()}
+        # Only the asset that renders the prompt is out of date; what is downstream of it goes stale
+        # when its content actually changes (the data versions are content hashes).
+        assert status == {**dict.fromkeys(CRV_ASSETS, StaleStatus.FRESH), "critiques": StaleStatus.STALE}
+        [cause] = changed["critiques"][1]
+        assert cause.category == StaleCauseCategory.CODE and "code version" in cause.reason
+
+        old = instance.get_latest_data_version_record(dg.AssetKey("critiques"), partition_key=PARTITION)
+        assert build_definitions(path).resolve_job_def("crv_pipeline").execute_in_process(
+            partition_key=PARTITION, instance=instance, asset_selection=[dg.AssetKey("critiques")]).success
+        new = instance.get_latest_data_version_record(dg.AssetKey("critiques"), partition_key=PARTITION)
+        after = _statuses(path, instance)
+    content_changed = (old.event_log_entry.asset_materialization.tags["dagster/data_version"]
+                       != new.event_log_entry.asset_materialization.tags["dagster/data_version"])
+    assert after["critiques"][0] == StaleStatus.FRESH
+    assert after["rewritten_cots"][0] == (StaleStatus.STALE if content_changed else StaleStatus.FRESH)
+    if content_changed:
+        assert any(c.category == StaleCauseCategory.DATA and c.dependency == dg.AssetKey("critiques")
+                   for c in after["rewritten_cots"][1])
+
+
+def test_code_versions_follow_only_what_each_asset_reads():
+    base = load_profile_file(CONFIG_DIR / "test.yaml")
+    names = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs", "sft_model",
+             "cogpo_model", "eval_scores"]
+    before = {n: code_version(base, n) for n in names}
+    assert before == {n: code_version(load_profile_file(CONFIG_DIR / "test.yaml"), n) for n in names}  # stable
+
+    def changed(**update):
+        edited = base.model_copy(update=update)
+        return {n for n in names if code_version(edited, n) != before[n]}
+
+    training = base.training
+    assert changed(training=training.model_copy(update={"cogpo": training.cogpo.model_copy(update={"dpo_beta": 0.2})})) \
+        == {"cogpo_model"}
+    assert changed(training=training.model_copy(update={"sft": training.sft.model_copy(update={"learning_rate": 1e-4})})) \
+        == {"sft_model"}
+    assert changed(crv=base.crv.model_copy(update={"max_attempts": 3})) == {"rewritten_cots"}
+    assert changed(evaluation=base.evaluation.model_copy(update={"heldout_max_problems": 2})) == {"eval_scores"}
+
+
+def test_table_versions_are_content_hashes():
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", None]})
+    assert table_version(frame) == table_version(frame.copy()) == table_version(frame.set_index(pd.Index([5, 6])))
+    assert table_version(frame) != table_version(frame.assign(a=[1, 3]))
+    assert table_version(frame) != table_version(frame.rename(columns={"b": "c"}))
+
+
+@pytest.mark.parametrize("asset", ["critiques", "sft_model", "eval_scores"])
+def test_every_table_shows_its_columns_in_the_ui(asset):
+    defs = build_definitions(TEST_PROFILE)
+    spec = defs.resolve_assets_def(dg.AssetKey(asset)).specs_by_key[dg.AssetKey(asset)]
+    columns = spec.metadata["dagster/column_schema"].columns
+    assert len(columns) > 3 and all(c.type for c in columns)
+    if asset == "critiques":
+        assert {c.name: c.description for c in columns}["reasoning"].startswith("the thinking")
