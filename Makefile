@@ -20,12 +20,12 @@ export PYTHONUNBUFFERED := 1
 LOG_CONFIG := {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 demo: setup
-	CRV_PROFILE=demo $(BIN)/python -m crv_dagster.partitions '$(DEMO_PARTITION)'
+	CRV_PROFILE=demo $(BIN)/python -m crv_dagster.orchestration.partitions '$(DEMO_PARTITION)'
 	# Runs of this DAGSTER_HOME whose process was killed: mark them failed and free their pool slots.
-	CRV_PROFILE=demo $(BIN)/python -m crv_dagster.recovery
+	CRV_PROFILE=demo $(BIN)/python -m crv_dagster.orchestration.recovery
 	CRV_PROFILE=demo $(BIN)/dagster asset materialize -m crv_dagster --select '$(SELECT)' \
 	    --partition '$(DEMO_PARTITION)' --config-json '$(LOG_CONFIG)'
-	CRV_PROFILE=demo $(BIN)/python -m crv_dagster.summary --partition '$(DEMO_PARTITION)'
+	CRV_PROFILE=demo $(BIN)/python -m crv_dagster.orchestration.summary --partition '$(DEMO_PARTITION)'
 
 test: setup
 	$(BIN)/python -m pytest
@@ -41,7 +41,7 @@ mlflow-ui: setup
 
 # After a killed run (see README, "When a run dies"); `make demo` does this first by itself.
 recover: setup
-	$(BIN)/python -m crv_dagster.recovery
+	$(BIN)/python -m crv_dagster.orchestration.recovery
 
 bench: setup
 	$(BIN)/python benchmarks/cogpo_training.py

@@ -94,7 +94,7 @@ def _child(arm: str, model: str, steps: int, out_dir: str) -> dict:
 
 def _model(hidden: int, layers: int) -> str:
     from crv_dagster.config import TinyModel
-    from crv_dagster.llm.models import resolve_model
+    from crv_dagster.models.store import resolve_model
 
     root = Path(os.environ.get("CRV_MODELS_DIR", Path(__file__).resolve().parent.parent / "artifacts" / "bench"))
     spec = TinyModel(source="tiny", hidden_size=hidden, num_layers=layers, num_heads=max(4, hidden // 64))

@@ -9,7 +9,7 @@ __all__ = ["defs"]
 
 def __getattr__(name: str):
     if name == "defs":
-        from crv_dagster.definitions import defs
+        from crv_dagster.orchestration.definitions import defs
 
         return defs
     raise AttributeError(f"module 'crv_dagster' has no attribute {name!r}")

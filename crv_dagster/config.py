@@ -16,6 +16,8 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from crv_dagster.profile_checks import problems_of
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "assets_config"
 PROFILE_ENV = "CRV_PROFILE"
@@ -65,7 +67,7 @@ class TinyModel(_Strict):
     vocab_size: int = Field(512, ge=300)
     seed: int = 0
     agent_warmup_steps: int = Field(
-        0, ge=0, description="teach the model the agents' reply formats first (see llm/tiny.py)"
+        0, ge=0, description="teach the model the agents' reply formats first (see models/tiny.py)"
     )
 
 
@@ -461,9 +463,7 @@ def load_profile_file(path: str | os.PathLike) -> Profile:
         profile = Profile.model_validate(raw)
     except ValidationError as err:
         raise ProfileError(_format_validation_error(path, err)) from None
-    from crv_dagster.profile_checks import problems_of  # it reads prompts and agents, which read this module
-
-    problems = problems_of(profile)
+    problems = problems_of(profile, PROJECT_ROOT)
     if problems:
         raise ProfileError("\n".join([f"{path}: invalid profile"] + [f"  {p}" for p in problems]))
     return profile

@@ -11,23 +11,28 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from crv_dagster.config import PROJECT_ROOT, FileSource, HubModel, Profile
+from crv_dagster.prompts import (
+    CRITIC_FIELDS,
+    INJECT_FIELDS,
+    JUDGE_FIELDS,
+    RETHINK_FIELDS,
+    RETHINK_OPTIONAL,
+    TEACHER_FIELDS,
+    PromptError,
+    load_prompt,
+)
 
-TEACHER_FIELDS = {"question"}
+# The profile is read by attribute (it is config.Profile): config calls these checks when it loads
+# a profile, so this module does not import config.
 # owner/name, as the Hub spells repo ids (a bare name is an old-style id).
 _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[\w.-]+$")
 
 
-def _prompt_specs(profile: Profile) -> list[tuple[str, str, set[str], set[str]]]:
-    from crv_dagster.agents.critic import CRITIC_FIELDS
-    from crv_dagster.agents.rethinker import RETHINK_FIELDS
-    from crv_dagster.agents.verifier import JUDGE_FIELDS
-    from crv_dagster.training.pairs import INJECT_FIELDS
-
+def _prompt_specs(profile) -> list[tuple[str, str, set[str], set[str]]]:
     crv = profile.crv
     specs = [("crv.critic.prompt", crv.critic.prompt, CRITIC_FIELDS, set()),
-             ("crv.rethinker.expand_prompt", crv.rethinker.expand_prompt, RETHINK_FIELDS, {"feedback"}),
-             ("crv.rethinker.simplify_prompt", crv.rethinker.simplify_prompt, RETHINK_FIELDS, {"feedback"})]
+             ("crv.rethinker.expand_prompt", crv.rethinker.expand_prompt, RETHINK_FIELDS, RETHINK_OPTIONAL),
+             ("crv.rethinker.simplify_prompt", crv.rethinker.simplify_prompt, RETHINK_FIELDS, RETHINK_OPTIONAL)]
     if any(d.cot_source == "teacher" for d in profile.datasets.values()):
         specs.append(("teacher.prompt", profile.teacher.prompt, TEACHER_FIELDS, set()))
     if crv.verifier.llm_judge:
@@ -44,10 +49,8 @@ def _local_path(value: str) -> Path | None:
     return None
 
 
-def problems_of(profile: Profile) -> list[str]:
-    """Every problem found, as '<dotted key>: <what is wrong>'."""
-    from crv_dagster.prompts import PromptError, load_prompt
-
+def problems_of(profile, project_root: Path) -> list[str]:
+    """Every problem found, as '<dotted key>: <what is wrong>' (relative paths: from ``project_root``)."""
     problems = []
     for key, name, required, optional in _prompt_specs(profile):
         try:
@@ -56,21 +59,21 @@ def problems_of(profile: Profile) -> list[str]:
             problems.append(f"{key}: {err}")
 
     for name, spec in profile.models.items():
-        if not isinstance(spec, HubModel):
+        if spec.source != "hub":
             continue
         local = _local_path(spec.name_or_path)
         if local is not None:
             if not local.is_dir():
                 problems.append(f"models.{name}.name_or_path: local model folder {local} does not exist")
-        elif not _HUB_ID.match(spec.name_or_path) and not (PROJECT_ROOT / spec.name_or_path).is_dir():
+        elif not _HUB_ID.match(spec.name_or_path) and not (project_root / spec.name_or_path).is_dir():
             problems.append(f"models.{name}.name_or_path: '{spec.name_or_path}' is neither a local folder nor a "
                             "Hub repo id (owner/name)")
 
     sources = [(f"datasets.{n}.source.path", d.source) for n, d in profile.datasets.items()]
     sources += [(f"evaluation.benchmarks.{n}.source.path", b.source) for n, b in profile.evaluation.benchmarks.items()]
     for key, source in sources:
-        if isinstance(source, FileSource):
-            path = Path(source.path) if Path(source.path).is_absolute() else PROJECT_ROOT / source.path
+        if source.kind == "file":
+            path = Path(source.path) if Path(source.path).is_absolute() else project_root / source.path
             if not path.is_file():
                 problems.append(f"{key}: dataset file {path} not found")
 

@@ -11,9 +11,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from crv_dagster.config import CONFIG_DIR
+# assets_config/prompts/ beside the package (config.CONFIG_DIR; not imported, so that the profile
+# loader can check prompts without a cycle).
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "assets_config" / "prompts"
 
-PROMPTS_DIR = CONFIG_DIR / "prompts"
+# The placeholders each kind of template must have, and those it may have.
+TEACHER_FIELDS = {"question"}
+CRITIC_FIELDS = {"question", "answer", "cot", "student_size"}
+RETHINK_FIELDS = {"question", "answer", "cot", "student_size"}
+RETHINK_OPTIONAL = {"feedback"}
+JUDGE_FIELDS = {"question", "answer", "cot"}
+INJECT_FIELDS = {"question", "answer", "cot"}
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 

@@ -1,21 +1,27 @@
 """Pandera schemas of every table the pipeline writes, in one place.
 
-Assets declare these as their Dagster type (dagster-pandera), so a frame that breaks a schema
-fails the step and the failing rows are shown in the run's log.
+The Dagster layer turns them into the assets' Dagster types (``orchestration/types.py``), so a frame
+that breaks a schema fails the step and the failing rows are shown in the run's log; the code that
+builds each table takes its column order from here.
 """
 
 from __future__ import annotations
 
-import warnings
-
-import dagster as dg
 import pandera.pandas as pa
-from dagster_pandera import pandera_schema_to_dagster_type
 
-from crv_dagster.data.teacher import COT_STATUSES
-
-SPLITS = ["train", "eval"]
-COT_SOURCES = ["dataset", "teacher"]
+from crv_dagster.vocabulary import (
+                                    ACTIONS,
+                                    COT_SOURCES,
+                                    COT_STATUSES,
+                                    CRITIQUE_LABELS,
+                                    EVALUATED_METHODS,
+                                    PAIR_TYPES,
+                                    PROVENANCES,
+                                    REJECTED_SOURCES,
+                                    ROLES,
+                                    SPLITS,
+                                    TRAINED_METHODS,
+)
 
 _id = pa.Column(str, pa.Check.str_length(min_value=1), unique=True)
 _text = pa.Column(str, pa.Check.str_length(min_value=1))
@@ -54,8 +60,6 @@ raw_cots_schema = pa.DataFrameSchema(
     coerce=True,
 )
 
-LABELS = ["easy", "medium", "hard", "unparsed"]
-ACTIONS = ["expand", "simplify", "keep", "skip"]
 
 critiques_schema = pa.DataFrameSchema(
     name="critiques",
@@ -65,7 +69,7 @@ critiques_schema = pa.DataFrameSchema(
         "cot": pa.Column(str),
         "cot_correct": pa.Column(bool),
         "student_size": _text,
-        "label": pa.Column(str, pa.Check.isin(LABELS)),
+        "label": pa.Column(str, pa.Check.isin(CRITIQUE_LABELS)),
         "reply": pa.Column(str, description="the content of the last reply, thinking removed"),
         "reasoning": pa.Column(str, description="the thinking of the last reply, for audit only"),
         "unreadable": pa.Column(str, description="JSON list: why each unread attempt gave no label"),
@@ -81,7 +85,7 @@ rewritten_cots_schema = pa.DataFrameSchema(
     description="One row per problem: the action taken, the resulting CoT, and every verifier verdict.",
     columns={
         **_PROBLEM,
-        "label": pa.Column(str, pa.Check.isin(LABELS)),
+        "label": pa.Column(str, pa.Check.isin(CRITIQUE_LABELS)),
         "original_cot": pa.Column(str),
         "original_correct": pa.Column(bool),
         "action": pa.Column(str, pa.Check.isin(ACTIONS)),
@@ -112,9 +116,9 @@ verified_set_schema = pa.DataFrameSchema(
         "question": _text,
         "answer": _text,
         "cot": _text,
-        "role": pa.Column(str, pa.Check.isin(["suited", "unsuited_original"])),
-        "provenance": pa.Column(str, pa.Check.isin(["original", "rewritten"])),
-        "label": pa.Column(str, pa.Check.isin(LABELS)),
+        "role": pa.Column(str, pa.Check.isin(ROLES)),
+        "provenance": pa.Column(str, pa.Check.isin(PROVENANCES)),
+        "label": pa.Column(str, pa.Check.isin(CRITIQUE_LABELS)),
         "action": pa.Column(str, pa.Check.isin(ACTIONS)),
     },
     unique=["problem_id", "role"],
@@ -131,12 +135,12 @@ preference_pairs_schema = pa.DataFrameSchema(
         "dataset": _text,
         "question": _text,
         "answer": _text,
-        "pair_type": pa.Column(str, pa.Check.isin(["small_gap", "medium_gap", "large_gap"])),
+        "pair_type": pa.Column(str, pa.Check.isin(PAIR_TYPES)),
         "beta": pa.Column(float, pa.Check.gt(0)),
         "prompt": _text,
         "chosen": _text,
         "rejected": _text,
-        "rejected_source": pa.Column(str, pa.Check.isin(["original", "student", "inject", "perturb"])),
+        "rejected_source": pa.Column(str, pa.Check.isin(REJECTED_SOURCES)),
     },
     checks=[pa.Check(lambda df: df["chosen"] != df["rejected"], name="chosen_differs_from_rejected")],
     strict=True,
@@ -147,7 +151,7 @@ model_manifest_schema = pa.DataFrameSchema(
     name="model_manifest",
     description="Trained checkpoints (HF folders) of one partition, one row per method.",
     columns={
-        "method": pa.Column(str, pa.Check.isin(["sft", "cogpo", "dpo"]), unique=True),
+        "method": pa.Column(str, pa.Check.isin(TRAINED_METHODS), unique=True),
         "path": _text,
         "parent": _text,
         "finetuning": pa.Column(str, pa.Check.isin(["full", "lora"])),
@@ -167,7 +171,7 @@ eval_scores_schema = pa.DataFrameSchema(
     columns={
         "dataset": _text,
         "model_size": _text,
-        "method": pa.Column(str, pa.Check.isin(["base", "sft", "cogpo", "dpo"])),
+        "method": pa.Column(str, pa.Check.isin(EVALUATED_METHODS)),
         "model_path": _text,
         "benchmark": _text,
         "accuracy": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
@@ -182,26 +186,3 @@ eval_scores_schema = pa.DataFrameSchema(
     strict=True,
     coerce=True,
 )
-
-def column_schema(schema: pa.DataFrameSchema) -> dg.TableSchema:
-    """The table's columns as Dagster's column schema (the UI's Columns view), from the Pandera schema."""
-    return dg.TableSchema(columns=[
-        dg.TableColumn(name, str(column.dtype), description=column.description,
-                       constraints=dg.TableColumnConstraints(nullable=bool(column.nullable), unique=bool(column.unique)))
-        for name, column in schema.columns.items()])
-
-
-def _dagster_type(schema: pa.DataFrameSchema):
-    with warnings.catch_warnings():  # dagster-pandera is marked beta; the warning says nothing new
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        return pandera_schema_to_dagster_type(schema)
-
-
-ProblemsFrame = _dagster_type(problems_schema)
-RawCotsFrame = _dagster_type(raw_cots_schema)
-CritiquesFrame = _dagster_type(critiques_schema)
-RewrittenCotsFrame = _dagster_type(rewritten_cots_schema)
-VerifiedSetFrame = _dagster_type(verified_set_schema)
-PreferencePairsFrame = _dagster_type(preference_pairs_schema)
-ModelManifest = _dagster_type(model_manifest_schema)
-EvalScoresFrame = _dagster_type(eval_scores_schema)

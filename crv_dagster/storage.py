@@ -1,5 +1,7 @@
 """Tables as Parquet files, one per asset and partition: ``<base>/<asset>/<dataset>/<size>.parquet``.
 
+(Dagster's IO manager over these files is ``orchestration/io_manager.py``.)
+
 Plain files a researcher can open with pandas, DuckDB or a notebook, written atomically so a
 crash never leaves half a file behind.
 """
@@ -9,11 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import dagster as dg
 import pandas as pd
 
 
-def table_path(base_dir: str | Path, asset: str, partition_key: dg.MultiPartitionKey | str | None) -> Path:
+def table_path(base_dir: str | Path, asset: str, partition_key: str | None) -> Path:
     base = Path(base_dir) / asset
     if partition_key is None:
         return base.with_suffix(".parquet")
@@ -27,43 +28,3 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     frame.to_parquet(tmp, index=False)
     tmp.replace(path)
-
-
-def _holds(path: Path, frame: pd.DataFrame) -> bool:
-    from crv_dagster.versions import table_version
-
-    if not path.exists():
-        return False
-    try:
-        return table_version(pd.read_parquet(path)) == table_version(frame)
-    except (OSError, ValueError):
-        return False
-
-
-class ParquetIOManager(dg.ConfigurableIOManager):
-    """Stores DataFrame outputs as Parquet under ``base_dir``."""
-
-    base_dir: str
-
-    def _path(self, context) -> Path:
-        key = context.partition_key if context.has_partition_key else None
-        return table_path(self.base_dir, context.asset_key.path[-1], key)
-
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
-        if not isinstance(obj, pd.DataFrame):
-            raise TypeError(f"{context.asset_key.to_user_string()}: ParquetIOManager stores DataFrames, got {type(obj).__name__}")
-        path = self._path(context)
-        if not _holds(path, obj):  # a reused result is left as it is, byte for byte
-            write_table(obj, path)
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
-
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        path = self._path(context)
-        if not path.exists():
-            asset = context.asset_key.to_user_string()
-            where = context.partition_key if context.has_partition_key else "(unpartitioned)"
-            raise FileNotFoundError(
-                f"{path}: no stored table for asset '{asset}', partition '{where}'; materialize it first "
-                f"(e.g. --select '{asset},...')"
-            )
-        return pd.read_parquet(path)

@@ -7,9 +7,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from crv_dagster.config import CONFIG_DIR, TinyModel, load_profile_file  # noqa: E402
+from profiles import TEST_PROFILE  # noqa: E402
 
-TEST_PROFILE = CONFIG_DIR / "test.yaml"
+from crv_dagster.config import TinyModel, load_profile_file  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,7 +23,7 @@ def session_models(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(session_models) -> str:
     """A tiny random-weight Qwen2 chat model, built once per test session."""
-    from crv_dagster.llm.models import resolve_model
+    from crv_dagster.models.store import resolve_model
 
     return resolve_model("tiny", TinyModel(source="tiny", hidden_size=32, num_layers=1, num_heads=4), session_models)
 

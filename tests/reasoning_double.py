@@ -19,8 +19,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from crv_dagster.formatting import INSTRUCTION
 from crv_dagster.llm.base import Completion
-from crv_dagster.training.formatting import INSTRUCTION
 
 THINK_MARKER = "Hmm, let me think"  # opens every thought: a table holding it holds thinking text
 

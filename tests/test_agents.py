@@ -2,6 +2,7 @@ import json
 
 import pandas as pd
 import pytest
+from scripted import ScriptedBackend
 
 from crv_dagster.agents import crv
 from crv_dagster.agents.critic import Critic, load_critic_prompt
@@ -12,7 +13,6 @@ from crv_dagster.llm.base import Completion, SamplingParams
 from crv_dagster.llm.reply import read_reply
 from crv_dagster.prompts import PromptError, load_prompt
 from crv_dagster.schemas import critiques_schema, rewritten_cots_schema, verified_set_schema
-from scripted import ScriptedBackend
 
 
 def _label(text: str, finish_reason: str = "stop") -> str | None:

@@ -2,7 +2,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from crv_dagster.evaluation.answers import answers_match, committed_answer, extract_answer, find_boxed, is_correct
+from crv_dagster.answers import answers_match, committed_answer, extract_answer, find_boxed, is_correct
 
 
 @pytest.mark.parametrize(

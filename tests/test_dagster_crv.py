@@ -8,11 +8,11 @@ import dagster as dg
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from profiles import TEST_PROFILE
 
-from crv_dagster.definitions import build_definitions
 from crv_dagster.llm.cache import ResponseCache
+from crv_dagster.orchestration.definitions import build_definitions
 from crv_dagster.storage import table_path
-from conftest import TEST_PROFILE
 
 CRV_ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set"]
 TRAINING_ASSETS = ["preference_pairs", "sft_model", "cogpo_model", "eval_scores"]
@@ -57,7 +57,7 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     assert len(verified[verified["role"] == "suited"]) == int(rewritten["passed"].sum())
     for verdicts, attempts in zip(rewritten["verdicts"], rewritten["attempts"]):
         assert len(json.loads(verdicts)) == attempts
-    assert meta["rewritten_cots"]["cot_lengths"].startswith("![CoT lengths")
+    assert meta["rewritten_cots"]["cot_lengths_tokens"].startswith("![CoT lengths")
     assert "| problem_id | action |" in meta["rewritten_cots"]["side_by_side"]
 
     pairs = _table(artifacts, "preference_pairs", "arith|tiny-a")

@@ -10,12 +10,12 @@ import dagster as dg
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from profiles import TEST_PROFILE
 
 from crv_dagster.config import PROJECT_ROOT, ProfileError
-from crv_dagster.definitions import build_definitions
-from crv_dagster.schemas import ProblemsFrame
+from crv_dagster.orchestration.definitions import build_definitions
+from crv_dagster.orchestration.types import ProblemsFrame
 from crv_dagster.storage import table_path
-from conftest import TEST_PROFILE
 
 
 def _materialize(defs, partition, instance, selection=("problems", "raw_cots"), raise_on_error=True):

@@ -13,11 +13,11 @@ import dagster as dg
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from profiles import TEST_PROFILE
 
 from crv_dagster.config import PROJECT_ROOT
 from crv_dagster.llm.base import Completion
 from crv_dagster.llm.server import ChatServer
-from conftest import TEST_PROFILE
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
@@ -103,7 +103,7 @@ def test_a_sigkilled_run_is_cleaned_up_and_the_next_run_completes(tmp_path, monk
         # The step worker notices its run's process is gone and stops by itself.
         _wait(lambda: not _alive(step_pid), 60, "the orphaned step worker to exit")
 
-        recovery = subprocess.run([sys.executable, "-m", "crv_dagster.recovery"], env=env, capture_output=True,
+        recovery = subprocess.run([sys.executable, "-m", "crv_dagster.orchestration.recovery"], env=env, capture_output=True,
                                   text=True, timeout=120)
         assert recovery.returncode == 0, recovery.stderr[-2000:]
         assert f"run {run_id}: process {first.pid} is gone" in recovery.stdout
@@ -121,7 +121,7 @@ def test_a_sigkilled_run_is_cleaned_up_and_the_next_run_completes(tmp_path, monk
         out, _ = second.communicate(timeout=300)
         assert second.returncode == 0, out[-3000:]
         # Running recovery again finds nothing to do.
-        again = subprocess.run([sys.executable, "-m", "crv_dagster.recovery"], env=env, capture_output=True,
+        again = subprocess.run([sys.executable, "-m", "crv_dagster.orchestration.recovery"], env=env, capture_output=True,
                                text=True, timeout=120)
         assert "no dead runs" in again.stdout
 

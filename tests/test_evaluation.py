@@ -1,11 +1,11 @@
 import pandas as pd
 import pytest
+from scripted import ScriptedBackend
 
 from crv_dagster.config import EvalProtocol
 from crv_dagster.evaluation.report import accuracy_plot, parameter_count, results_markdown
 from crv_dagster.evaluation.scoring import generate_answers, summarize
 from crv_dagster.schemas import eval_scores_schema
-from scripted import ScriptedBackend
 
 PROBLEMS = pd.DataFrame({
     "problem_id": ["a", "b", "c", "d"],

@@ -5,7 +5,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from crv_dagster.config import GgufPackageModel, TinyModel
-from crv_dagster.llm.models import READY_MARK, locate_package_file, model_fingerprint, resolve_model
+from crv_dagster.llm.identity import model_fingerprint
+from crv_dagster.models.store import READY_MARK, locate_package_file, resolve_model
 
 
 def test_tiny_model_is_built_once_and_loads(tmp_path):

@@ -12,13 +12,13 @@ import dagster as dg
 import pandas as pd
 import pytest
 import yaml
+from reasoning_double import THINK_MARKER, ReasoningDouble
 
 from crv_dagster.config import CONFIG_DIR, load_profile_file
 from crv_dagster.data.arith import generate_arith
-from crv_dagster.definitions import build_definitions
 from crv_dagster.llm.server import ChatServer
+from crv_dagster.orchestration.definitions import build_definitions
 from crv_dagster.storage import table_path
-from reasoning_double import THINK_MARKER, ReasoningDouble
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from crv_dagster.config import CONFIG_DIR, ProfileError, load_profile_file
-from crv_dagster.partitions import check_partition_key
+from crv_dagster.orchestration.partitions import check_partition_key
 
 
 def _profile(tmp_path, edit, name="test") -> str:
@@ -83,7 +83,7 @@ def test_unknown_partition_keys_list_the_valid_ones(tmp_path):
     assert check_partition_key(profile, "arith|tiny-b").model_size == "tiny-b"
     with pytest.raises(ValueError, match=r"'arith\|tiny-z' is not a partition.*arith\|tiny-a, arith\|tiny-b, "):
         check_partition_key(profile, "arith|tiny-z")
-    run = subprocess.run([sys.executable, "-m", "crv_dagster.partitions", "arith|tiny-z"], capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "crv_dagster.orchestration.partitions", "arith|tiny-z"], capture_output=True,
                          text=True, env={"CRV_PROFILE": "test", "PATH": "/usr/bin:/bin"})
     assert run.returncode == 1 and "valid keys: arith|tiny-a" in run.stderr
 

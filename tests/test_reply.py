@@ -1,12 +1,12 @@
 """Reading reasoning-model replies: thinking split off, cut and unfinished replies refused."""
 
 import pytest
+from reasoning_double import THINK_MARKER, ReasoningDouble
 
 from crv_dagster.llm.base import ChatRequest, Completion, SamplingParams
 from crv_dagster.llm.openai_backend import OpenAIBackend
 from crv_dagster.llm.reply import count_problems, read_reply
 from crv_dagster.llm.server import ChatServer
-from reasoning_double import THINK_MARKER, ReasoningDouble
 
 
 @pytest.mark.parametrize(

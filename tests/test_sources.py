@@ -3,6 +3,7 @@ import json
 import pandas as pd
 import pytest
 
+from crv_dagster.answers import is_correct
 from crv_dagster.config import DatasetConfig
 from crv_dagster.data.arith import generate_arith
 from crv_dagster.data.sources import (
@@ -13,7 +14,6 @@ from crv_dagster.data.sources import (
     parse_reference_answer,
     read_source,
 )
-from crv_dagster.evaluation.answers import is_correct
 
 ROWS = [
     {"q": "What is 2 + 3?", "a": "5", "sol": "2 + 3 = 5.\n\nThe answer is \\boxed{5}."},

@@ -1,7 +1,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from crv_dagster.tracking import MlflowTracking
+from crv_dagster.orchestration.tracking import MlflowTracking
 
 
 @pytest.fixture

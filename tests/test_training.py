@@ -7,14 +7,14 @@ import re
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
+from scripted import ScriptedBackend
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
+from crv_dagster.answers import committed_answer, is_correct
 from crv_dagster.config import CONFIG_DIR, TinyModel, TrainingConfig, load_profile_file
 from crv_dagster.data.arith import generate_arith
-from crv_dagster.evaluation.answers import committed_answer, is_correct
-from crv_dagster.llm.models import resolve_model
+from crv_dagster.models.store import resolve_model
 from crv_dagster.schemas import model_manifest_schema, preference_pairs_schema
 from crv_dagster.training.cogpo import BetaCollator, CogPOTrainer, _pair_dataset, cogpo_loss, train_preference
 from crv_dagster.training.common import CHECKPOINT_MARK
@@ -27,7 +27,6 @@ from crv_dagster.training.pairs import (
     perturb_cot,
 )
 from crv_dagster.training.sft import sft_lengths, sft_records, train_sft
-from scripted import ScriptedBackend
 
 BETAS = {"small_gap": 1.0, "medium_gap": 0.75, "large_gap": 0.5}
 
@@ -125,8 +124,8 @@ def test_student_samples_keep_only_complete_wrong_answers():
     replies = iter(["So \\boxed{2}.", "So \\boxed{3}.",      # a: right, then wrong -> kept
                     "I do not know.", "So \\boxed{4}."])     # b: no answer, right -> none
     backend = ScriptedBackend(lambda prompt, params: next(replies))
+    from crv_dagster.formatting import prompt_messages
     from crv_dagster.llm.base import SamplingParams
-    from crv_dagster.training.formatting import prompt_messages
 
     found, passed_over = incorrect_by_student(problems, backend, prompt_messages, 2, SamplingParams(temperature=1.0))
     assert [(c.problem_id, c.cot, c.source) for c in found] == [("a", "So \\boxed{3}.", "student")]
@@ -317,16 +316,15 @@ def _profile_with_source(tmp_path, source_lines: str):
 def test_student_samples_come_from_the_partitions_own_student(artifacts, tmp_path):
     import logging
 
-    from crv_dagster.assets.training import _incorrect_cots
+    from crv_dagster.factory import cache_path
     from crv_dagster.llm.cache import ResponseCache
-    from crv_dagster.llm.factory import cache_path
-    from crv_dagster.partitions import PartitionKey
+    from crv_dagster.training.incorrect import find_incorrect_cots
 
     path = _profile_with_source(tmp_path, "incorrect_source: student\n    student_backend: student_eval\n"
                                           "    student_samples: 3\n    student_max_new_tokens: 8")
     profile = load_profile_file(path)
     material = _verified(4)[lambda f: f["role"] == "suited"][["problem_id", "question", "answer", "cot"]]
-    found, _ = _incorrect_cots(profile, PartitionKey("arith", "tiny-a"), material, logging.getLogger("test"))
+    found, _ = find_incorrect_cots(profile, "tiny-a", material, logging.getLogger("test"))
     # 4 problems x 3 samples went to the student (and into the cache); any kept CoT ends wrong.
     assert len(ResponseCache(cache_path(profile))) == 12
     assert all(not is_correct(c.cot, material.set_index("problem_id").loc[c.problem_id, "answer"]) for c in found)
@@ -334,21 +332,20 @@ def test_student_samples_come_from_the_partitions_own_student(artifacts, tmp_pat
     missing = load_profile_file(path).model_copy(deep=True)
     object.__setattr__(missing.training.pairs, "student_backend", None)
     with pytest.raises(ValueError, match="student_backend must name a backend"):
-        _incorrect_cots(missing, PartitionKey("arith", "tiny-a"), material, logging.getLogger("test"))
+        find_incorrect_cots(missing, "tiny-a", material, logging.getLogger("test"))
 
 
 def test_injected_errors_come_from_the_agent(artifacts, tmp_path):
     import logging
 
-    from crv_dagster.assets.training import _incorrect_cots
+    from crv_dagster.factory import cache_path
     from crv_dagster.llm.cache import ResponseCache
-    from crv_dagster.llm.factory import cache_path
-    from crv_dagster.partitions import PartitionKey
+    from crv_dagster.training.incorrect import find_incorrect_cots
 
     path = _profile_with_source(tmp_path, "incorrect_source: inject")
     profile = load_profile_file(path)
     material = _verified(4)[lambda f: f["role"] == "suited"][["problem_id", "question", "answer", "cot"]]
-    found, _ = _incorrect_cots(profile, PartitionKey("arith", "tiny-a"), material, logging.getLogger("test"))
+    found, _ = find_incorrect_cots(profile, "tiny-a", material, logging.getLogger("test"))
     cache = ResponseCache(cache_path(profile))
     assert len(cache) == 4  # one request per problem, to the agent backend
     assert all(c.source == "inject" for c in found)

@@ -8,12 +8,12 @@ import pytest
 import yaml
 from dagster._core.definitions.data_version import StaleCauseCategory, StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
+from profiles import TEST_PROFILE
 
 from crv_dagster.config import CONFIG_DIR, load_profile_file
-from crv_dagster.definitions import build_definitions
+from crv_dagster.orchestration.definitions import build_definitions
 from crv_dagster.prompts import PROMPTS_DIR
 from crv_dagster.versions import code_version, table_version
-from conftest import TEST_PROFILE
 
 CRV_ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set"]
 PARTITION = "arith|tiny-a"

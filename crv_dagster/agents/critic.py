@@ -8,11 +8,10 @@ from typing import Sequence
 from crv_dagster.agents.replies import parse_label
 from crv_dagster.llm.base import ChatBackend, ChatRequest, SamplingParams
 from crv_dagster.llm.reply import read_reply
-from crv_dagster.prompts import PromptTemplate, load_prompt
+from crv_dagster.prompts import CRITIC_FIELDS, PromptTemplate, load_prompt
+from crv_dagster.vocabulary import UNPARSED
 
-UNPARSED = "unparsed"
 NO_LABEL = "no_label"  # a complete reply that names no single label
-CRITIC_FIELDS = {"question", "answer", "cot", "student_size"}
 
 
 @dataclass(frozen=True)

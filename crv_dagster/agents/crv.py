@@ -11,18 +11,31 @@ from collections import Counter
 
 import pandas as pd
 
-from crv_dagster.agents.critic import UNPARSED, Critic
-from crv_dagster.agents.rethinker import (ACTION_FOR_LABEL, Rethinker, RewriteTask, count_words, failure_feedback,
-                                          rewrite_problem)
+from crv_dagster.agents.critic import Critic
+from crv_dagster.agents.rethinker import (
+    Rethinker,
+    RewriteTask,
+    count_words,
+    failure_feedback,
+    rewrite_problem,
+)
 from crv_dagster.agents.verifier import Verdict, Verifier
 from crv_dagster.llm.reply import UNREADABLE_REASONS
+from crv_dagster.schemas import critiques_schema, rewritten_cots_schema, verified_set_schema
+from crv_dagster.vocabulary import (
+    ACTION_FOR_LABEL,
+    ACTIONS,
+    CRITIQUE_LABELS,
+    REWRITE_ACTIONS,
+    SKIP,
+    SUITED,
+    UNSUITED_ORIGINAL,
+)
 
-CRITIQUE_COLUMNS = ["problem_id", "dataset", "question", "answer", "cot", "cot_correct", "student_size",
-                    "label", "reply", "reasoning", "unreadable", "attempts", "agent_model"]
-REWRITE_COLUMNS = ["problem_id", "dataset", "question", "answer", "label", "original_cot", "original_correct",
-                   "action", "rewritten_cot", "reasoning", "final_attempt", "attempts", "verdicts", "passed",
-                   "drop_reason", "agent_model"]
-VERIFIED_COLUMNS = ["problem_id", "dataset", "question", "answer", "cot", "role", "provenance", "label", "action"]
+# Column order as the schemas declare it (``schemas.py`` is the one place that lists columns).
+CRITIQUE_COLUMNS = list(critiques_schema.columns)
+REWRITE_COLUMNS = list(rewritten_cots_schema.columns)
+VERIFIED_COLUMNS = list(verified_set_schema.columns)
 
 
 def judgeable(raw_cots: pd.DataFrame) -> pd.DataFrame:
@@ -56,7 +69,7 @@ def refine(critiques: pd.DataFrame, rethinker: Rethinker, verifier: Verifier, st
     """
     rows = []
     for rec in critiques.to_dict("records"):
-        action = ACTION_FOR_LABEL.get(rec["label"], "skip")
+        action = ACTION_FOR_LABEL.get(rec["label"], SKIP)
         row = {
             "problem_id": rec["problem_id"], "dataset": rec["dataset"], "question": rec["question"],
             "answer": rec["answer"], "label": rec["label"], "original_cot": rec["cot"],
@@ -64,7 +77,7 @@ def refine(critiques: pd.DataFrame, rethinker: Rethinker, verifier: Verifier, st
             "reasoning": "", "final_attempt": 0, "attempts": 0, "verdicts": [], "passed": False, "drop_reason": None,
             "agent_model": rethinker.backend.model_id,
         }
-        if action == "skip":
+        if action == SKIP:
             row["drop_reason"] = "unparsed_critique"
         elif action == "keep":
             row["rewritten_cot"] = rec["cot"]
@@ -72,7 +85,7 @@ def refine(critiques: pd.DataFrame, rethinker: Rethinker, verifier: Verifier, st
             row["drop_reason"] = None if row["passed"] else "original_incorrect"
         rows.append(row)
 
-    pending = [r for r in rows if r["action"] in ("expand", "simplify")]
+    pending = [r for r in rows if r["action"] in REWRITE_ACTIONS]
     feedback: dict[str, str] = {}
     for attempt in range(1, max_attempts + 1):
         if not pending:
@@ -116,10 +129,10 @@ def verified_set(rewritten: pd.DataFrame) -> pd.DataFrame:
     for r in rewritten.to_dict("records"):
         base = {k: r[k] for k in ("problem_id", "dataset", "question", "answer", "label", "action")}
         if r["passed"]:
-            out.append({**base, "cot": r["rewritten_cot"], "role": "suited",
+            out.append({**base, "cot": r["rewritten_cot"], "role": SUITED,
                         "provenance": "original" if r["action"] == "keep" else "rewritten"})
-        if r["action"] in ("expand", "simplify") and r["original_correct"]:
-            out.append({**base, "cot": r["original_cot"], "role": "unsuited_original", "provenance": "original"})
+        if r["action"] in REWRITE_ACTIONS and r["original_correct"]:
+            out.append({**base, "cot": r["original_cot"], "role": UNSUITED_ORIGINAL, "provenance": "original"})
     return pd.DataFrame(out, columns=VERIFIED_COLUMNS)
 
 
@@ -128,7 +141,7 @@ def verified_set(rewritten: pd.DataFrame) -> pd.DataFrame:
 
 def label_counts(critiques: pd.DataFrame) -> dict[str, int]:
     counts = Counter(critiques["label"])
-    return {label: int(counts.get(label, 0)) for label in ("easy", "medium", "hard", UNPARSED)}
+    return {label: int(counts.get(label, 0)) for label in CRITIQUE_LABELS}
 
 
 def unreadable_counts(critiques: pd.DataFrame) -> dict[str, int]:
@@ -139,7 +152,7 @@ def unreadable_counts(critiques: pd.DataFrame) -> dict[str, int]:
 
 def refine_stats(rewritten: pd.DataFrame, max_attempts: int) -> dict:
     actions = Counter(rewritten["action"])
-    tried = rewritten[rewritten["action"].isin(["expand", "simplify"])]
+    tried = rewritten[rewritten["action"].isin(REWRITE_ACTIONS)]
     per_attempt = {}
     for k in range(1, max_attempts + 1):
         at_k = tried[tried["attempts"] >= k]
@@ -148,7 +161,7 @@ def refine_stats(rewritten: pd.DataFrame, max_attempts: int) -> dict:
             per_attempt[f"attempt_{k}"] = round(passed_at_k / len(at_k), 4)
     drops = Counter(r for r in rewritten["drop_reason"] if isinstance(r, str))
     return {
-        "actions": {a: int(actions.get(a, 0)) for a in ("expand", "simplify", "keep", "skip")},
+        "actions": {a: int(actions.get(a, 0)) for a in ACTIONS},
         "pass_rate_by_attempt": per_attempt,
         "rewrite_pass_rate": round(float(tried["passed"].mean()), 4) if len(tried) else None,
         "drop_reasons": dict(sorted(drops.items())),

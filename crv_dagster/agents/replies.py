@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-LABELS = ("easy", "medium", "hard")
+from crv_dagster.vocabulary import LABELS
 
 # Words a judge uses for each label when it does not use the label itself.
 _LABEL_WORDS = {

@@ -16,10 +16,7 @@ from typing import Callable
 from crv_dagster.agents.replies import clean_reasoning
 from crv_dagster.llm.base import ChatRequest, SamplingParams
 from crv_dagster.llm.reply import Reply, read_reply
-from crv_dagster.prompts import PromptTemplate, load_prompt
-
-ACTION_FOR_LABEL = {"easy": "expand", "hard": "simplify", "medium": "keep"}
-RETHINK_FIELDS = {"question", "answer", "cot", "student_size"}
+from crv_dagster.prompts import RETHINK_FIELDS, RETHINK_OPTIONAL, PromptTemplate, load_prompt
 
 
 @dataclass(frozen=True)
@@ -33,8 +30,8 @@ class RewriteTask:
 
 def load_rethinker_prompts(expand: str, simplify: str) -> dict[str, PromptTemplate]:
     return {
-        "expand": load_prompt(expand, required=RETHINK_FIELDS, optional={"feedback"}),
-        "simplify": load_prompt(simplify, required=RETHINK_FIELDS, optional={"feedback"}),
+        "expand": load_prompt(expand, required=RETHINK_FIELDS, optional=RETHINK_OPTIONAL),
+        "simplify": load_prompt(simplify, required=RETHINK_FIELDS, optional=RETHINK_OPTIONAL),
     }
 
 

@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from crv_dagster.agents.replies import parse_verdict
-from crv_dagster.evaluation.answers import answers_match, committed_answer
+from crv_dagster.answers import answers_match, committed_answer
 from crv_dagster.llm.base import ChatRequest, SamplingParams
 from crv_dagster.llm.reply import read_reply
-from crv_dagster.prompts import PromptTemplate, load_prompt
-
-JUDGE_FIELDS = {"question", "answer", "cot"}
+from crv_dagster.prompts import JUDGE_FIELDS, PromptTemplate, load_prompt
 
 
 @dataclass(frozen=True)
@@ -35,12 +33,24 @@ def load_judge_prompt(name: str) -> PromptTemplate:
 
 class Verifier:
     def __init__(self, judge_backend=None, judge_prompt: PromptTemplate | None = None,
-                 judge_params: SamplingParams | None = None):
+                 judge_params: SamplingParams | None = None, owns_judge_backend: bool = False):
         if (judge_backend is None) != (judge_prompt is None):
             raise ValueError("an LLM judge needs both a backend and a prompt")
         self.judge_backend = judge_backend
+        # A judge on a backend of its own (not the agents') is closed with the Verifier.
+        self.owns_judge_backend = owns_judge_backend
         self.judge_prompt = judge_prompt
         self.judge_params = judge_params or SamplingParams(max_new_tokens=4096)
+
+    def close(self) -> None:
+        if self.owns_judge_backend and self.judge_backend is not None:
+            self.judge_backend.close()
+
+    def __enter__(self) -> "Verifier":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def verify(self, items: Sequence[tuple[str, str, str]]) -> list[Verdict]:
         """Verdicts for (question, answer, cot) items."""

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from crv_dagster.answers import find_boxed, normalize_answer
 from crv_dagster.config import PROJECT_ROOT, BuiltinSource, DatasetConfig, FileSource, HubSource
 from crv_dagster.data.arith import generate_arith
-from crv_dagster.evaluation.answers import find_boxed, normalize_answer
 
 
 class DataSourceError(ValueError):

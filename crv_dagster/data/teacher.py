@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from crv_dagster.evaluation.answers import answers_match, committed_answer
+from crv_dagster.answers import answers_match, committed_answer
 from crv_dagster.llm.base import ChatRequest, SamplingParams
 from crv_dagster.llm.cache import CachedBackend
 from crv_dagster.llm.reply import read_reply
 from crv_dagster.prompts import PromptTemplate
+from crv_dagster.schemas import raw_cots_schema
 
-RAW_COT_COLUMNS = ["problem_id", "dataset", "question", "answer", "cot", "reasoning", "cot_status", "cot_source",
-                   "teacher_model", "extracted_answer", "is_correct", "finish_reason"]
-COT_STATUSES = ["ok", "no_answer", "truncated", "unfinished_thinking", "empty"]
+RAW_COT_COLUMNS = list(raw_cots_schema.columns)
 
 
 def _grade(frame: pd.DataFrame) -> pd.DataFrame:

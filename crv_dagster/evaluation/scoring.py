@@ -13,11 +13,11 @@ from dataclasses import replace
 
 import pandas as pd
 
+from crv_dagster.answers import answers_match, extract_answer, extract_choice
 from crv_dagster.config import EvalProtocol
-from crv_dagster.evaluation.answers import answers_match, extract_answer, extract_choice
+from crv_dagster.formatting import prompt_messages
 from crv_dagster.llm.base import ChatRequest, SamplingParams
 from crv_dagster.llm.reply import TRUNCATED, read_reply
-from crv_dagster.training.formatting import prompt_messages
 
 DETAIL_COLUMNS = ["method", "benchmark", "problem_id", "sample", "question", "answer", "response", "reasoning",
                   "extracted_answer", "correct", "response_tokens", "finish_reason", "unreadable"]

@@ -127,3 +127,10 @@ class CachedBackend:
     def close(self) -> None:
         self.backend.close()
 
+    # A backend holds a model, a process or connections: `with build_backend(...) as backend:`.
+    def __enter__(self) -> "CachedBackend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from crv_dagster.llm.base import ChatRequest, Completion, ResultCallback, SamplingParams
-from crv_dagster.llm.models import model_fingerprint
+from crv_dagster.llm.identity import model_fingerprint
 
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 

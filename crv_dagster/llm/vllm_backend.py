@@ -12,7 +12,7 @@ import multiprocessing as mp
 from typing import Sequence
 
 from crv_dagster.llm.base import BackendError, ChatRequest, Completion, ResultCallback
-from crv_dagster.llm.models import model_fingerprint
+from crv_dagster.llm.identity import model_fingerprint
 
 
 def _engine_loop(engine_kwargs: dict, inbox, outbox) -> None:

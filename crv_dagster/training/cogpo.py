@@ -27,8 +27,15 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from crv_dagster.config import TrainingConfig
 from crv_dagster.training.callbacks import MlflowCurves
-from crv_dagster.training.common import (apply_length_policy, load_student, lora_config, loss_summary, quiet,
-                                         save_checkpoint, trainer_kwargs)
+from crv_dagster.training.common import (
+    apply_length_policy,
+    load_student,
+    lora_config,
+    loss_summary,
+    quiet,
+    save_checkpoint,
+    trainer_kwargs,
+)
 from crv_dagster.training.sft import token_count
 
 

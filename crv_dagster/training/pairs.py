@@ -24,15 +24,15 @@ from typing import Callable
 import pandas as pd
 
 from crv_dagster.agents.replies import clean_reasoning
-from crv_dagster.evaluation.answers import answers_match, committed_answer
+from crv_dagster.answers import answers_match, committed_answer
+from crv_dagster.formatting import prompt_messages
 from crv_dagster.llm.base import ChatRequest, SamplingParams
 from crv_dagster.llm.reply import read_reply
-from crv_dagster.prompts import PromptTemplate, load_prompt
-from crv_dagster.training.formatting import prompt_messages
+from crv_dagster.prompts import INJECT_FIELDS, PromptTemplate, load_prompt
+from crv_dagster.schemas import preference_pairs_schema
+from crv_dagster.vocabulary import SUITED, UNSUITED_ORIGINAL
 
-PAIR_TYPES = ("small_gap", "medium_gap", "large_gap")
-PAIR_COLUMNS = ["pair_id", "problem_id", "dataset", "question", "answer", "pair_type", "beta", "prompt",
-                "chosen", "rejected", "rejected_source"]
+PAIR_COLUMNS = list(preference_pairs_schema.columns)
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,6 @@ def incorrect_by_student(problems: pd.DataFrame, backend, render_prompt: Callabl
     return out, skipped
 
 
-INJECT_FIELDS = {"question", "answer", "cot"}
 
 
 def load_inject_prompt(name: str) -> PromptTemplate:
@@ -174,8 +173,8 @@ def build_pairs(verified: pd.DataFrame, incorrect: list[IncorrectCot], betas: di
     rows = []
     for problem_id, group in verified.groupby("problem_id", sort=False):
         first = group.iloc[0]
-        suited = group[group["role"] == "suited"]
-        unsuited = group[group["role"] == "unsuited_original"]
+        suited = group[group["role"] == SUITED]
+        unsuited = group[group["role"] == UNSUITED_ORIGINAL]
         candidates = []
         if len(suited) and len(unsuited) and suited.iloc[0]["provenance"] == "rewritten":
             candidates.append(("small_gap", suited.iloc[0]["cot"], unsuited.iloc[0]["cot"], "original"))

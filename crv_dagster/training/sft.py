@@ -9,14 +9,22 @@ import pandas as pd
 
 from crv_dagster.config import TrainingConfig
 from crv_dagster.training.callbacks import MlflowCurves
-from crv_dagster.training.common import (apply_length_policy, load_student, lora_config, loss_summary, quiet,
-                                         save_checkpoint, trainer_kwargs)
+from crv_dagster.training.common import (
+    apply_length_policy,
+    load_student,
+    lora_config,
+    loss_summary,
+    quiet,
+    save_checkpoint,
+    trainer_kwargs,
+)
 from crv_dagster.training.pairs import chat_prompt_renderer
+from crv_dagster.vocabulary import SUITED
 
 
 def sft_records(verified: pd.DataFrame, render_prompt) -> pd.DataFrame:
     """Prompt-completion rows: the student's chat prompt and the suited CoT (loss on the CoT only)."""
-    suited = verified[verified["role"] == "suited"]
+    suited = verified[verified["role"] == SUITED]
     return pd.DataFrame({"prompt": [render_prompt(q) for q in suited["question"]],
                          "completion": [c.strip() for c in suited["cot"]]})
 

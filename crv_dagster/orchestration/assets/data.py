@@ -5,18 +5,18 @@ from dataclasses import replace
 import dagster as dg
 import pandas as pd
 
-from crv_dagster.assets.metadata import counts, markdown_table
+from crv_dagster.config import Profile
 from crv_dagster.data.sources import build_problems, read_source
 from crv_dagster.data.teacher import cots_from_dataset, cots_from_teacher
-from crv_dagster.llm.factory import build_backend, default_sampling
-from crv_dagster.partitions import partition_of
+from crv_dagster.factory import build_backend, default_sampling
+from crv_dagster.orchestration.memo import reused_table, table_output
+from crv_dagster.orchestration.metadata import counts, markdown_table
+from crv_dagster.orchestration.partitions import partition_of
+from crv_dagster.orchestration.resources import ProfileResource
+from crv_dagster.orchestration.tracking import MlflowTracking
+from crv_dagster.orchestration.types import ProblemsFrame, RawCotsFrame, column_schema, problems_schema, raw_cots_schema
 from crv_dagster.prompts import load_prompt
-from crv_dagster.resources import ProfileResource
-from crv_dagster.assets.memo import reused_table, table_output
-from crv_dagster.config import Profile
-from crv_dagster.schemas import ProblemsFrame, RawCotsFrame, column_schema, problems_schema, raw_cots_schema
 from crv_dagster.versions import code_version
-from crv_dagster.tracking import MlflowTracking
 
 GROUP = "data"
 
@@ -93,13 +93,10 @@ def build_data_assets(partitions: dg.PartitionsDefinition, profile_: Profile) ->
                 frame = cots_from_dataset(train, key.dataset)
             else:
                 prompt = load_prompt(cfg.teacher.prompt, required={"question"})
-                backend = build_backend(cfg, cfg.teacher.backend)
-                try:
+                with build_backend(cfg, cfg.teacher.backend) as backend:
                     context.log.info(f"teacher {backend.model_id}: {len(train)} problems")
                     params = replace(default_sampling(cfg, cfg.teacher.backend), max_new_tokens=cfg.teacher.max_new_tokens)
                     frame = cots_from_teacher(train, backend, prompt, params)
-                finally:
-                    backend.close()
                 cache_meta = backend.stats.as_metadata("teacher")
                 context.log.info(f"teacher cache: {cache_meta}")
             stats = {

@@ -6,18 +6,25 @@ import dagster as dg
 import pandas as pd
 
 from crv_dagster.agents import crv
-from crv_dagster.agents.build import build_critic, build_rethinker, build_verifier
-from crv_dagster.assets.metadata import image, markdown_table
-from crv_dagster.llm.factory import build_backend, resolve_profile_model
-from crv_dagster.partitions import partition_of
-from crv_dagster.plots import length_histogram
-from crv_dagster.resources import ProfileResource
-from crv_dagster.assets.memo import reused_table, table_output
 from crv_dagster.config import Profile
-from crv_dagster.schemas import (CritiquesFrame, RewrittenCotsFrame, VerifiedSetFrame, column_schema, critiques_schema,
-                                 rewritten_cots_schema, verified_set_schema)
+from crv_dagster.factory import build_backend, build_critic, build_rethinker, build_verifier, resolve_profile_model
+from crv_dagster.orchestration.memo import reused_table, table_output
+from crv_dagster.orchestration.metadata import image, markdown_table
+from crv_dagster.orchestration.partitions import partition_of
+from crv_dagster.orchestration.resources import ProfileResource
+from crv_dagster.orchestration.tracking import MlflowTracking
+from crv_dagster.orchestration.types import (
+    CritiquesFrame,
+    RewrittenCotsFrame,
+    VerifiedSetFrame,
+    column_schema,
+    critiques_schema,
+    rewritten_cots_schema,
+    verified_set_schema,
+)
+from crv_dagster.plots import length_histogram
 from crv_dagster.versions import code_version
-from crv_dagster.tracking import MlflowTracking
+from crv_dagster.vocabulary import SUITED, UNSUITED_ORIGINAL
 
 GROUP = "crv"
 
@@ -48,7 +55,7 @@ def _unparsed_check(frame: pd.DataFrame, cfg) -> dg.AssetCheckResult:
 
 
 def _sft_rows_check(frame: pd.DataFrame) -> dg.AssetCheckResult:
-    suited = int((frame["role"] == "suited").sum())
+    suited = int((frame["role"] == SUITED).sum())
     return dg.AssetCheckResult(check_name="has_sft_rows", passed=suited > 0, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"num_suited": suited})
 
@@ -79,13 +86,10 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
         key = partition_of(context)
         student_size = cfg.model_sizes[key.model_size].parameters
         with mlflow.asset_run(context, cfg) as run:
-            backend = build_backend(cfg, cfg.crv.agent_backend)
-            try:
+            with build_backend(cfg, cfg.crv.agent_backend) as backend:
                 critic = build_critic(cfg, backend)
                 context.log.info(f"critic {backend.model_id}: {len(raw_cots)} CoTs, student {student_size}")
                 frame = crv.critique(raw_cots, critic, student_size)
-            finally:
-                backend.close()
             labels = crv.label_counts(frame)
             unreadable = crv.unreadable_counts(frame)
             unparsed_share = labels["unparsed"] / len(frame) if len(frame) else 0.0
@@ -131,21 +135,14 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
         key = partition_of(context)
         student_size = cfg.model_sizes[key.model_size].parameters
         with mlflow.asset_run(context, cfg) as run:
-            backend = build_backend(cfg, cfg.crv.agent_backend)
-            judge_backend = None
-            try:
+            with build_backend(cfg, cfg.crv.agent_backend) as backend, build_verifier(cfg, backend) as verifier:
                 rethinker = build_rethinker(cfg, backend)
-                verifier, judge_backend = build_verifier(cfg, backend)
                 n_rewrite = int(critiques["label"].isin(["easy", "hard"]).sum())
                 context.log.info(f"rethinker {backend.model_id}: {n_rewrite} CoTs to rewrite, "
                                  f"up to {cfg.crv.max_attempts} attempts each")
                 tokenizer = _student_tokenizer(cfg, key.model_size)
                 frame = crv.refine(critiques, rethinker, verifier, student_size, cfg.crv.max_attempts,
                                    count_tokens=lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
-            finally:
-                backend.close()
-                if judge_backend is not None:
-                    judge_backend.close()
             stats = crv.refine_stats(frame, cfg.crv.max_attempts)
             context.log.info(f"actions {stats['actions']}; pass rate by attempt {stats['pass_rate_by_attempt']}; "
                              f"dropped {stats['drop_reasons']}")
@@ -178,7 +175,7 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
             "actions": dg.MetadataValue.json(stats["actions"]),
             "pass_rate_by_attempt": dg.MetadataValue.json(stats["pass_rate_by_attempt"]),
             "drop_reasons": dg.MetadataValue.json(stats["drop_reasons"]),
-            "cot_lengths": image(png, "CoT lengths before and after"),
+            "cot_lengths_tokens": image(png, "CoT lengths in student tokens, before and after"),
             "side_by_side": markdown_table(side_by_side, ["problem_id", "action", "passed", "original_cot", "rewritten_cot"],
                                            rows=4, max_chars=400),
             "mlflow_run": dg.MetadataValue.url(run.url),
@@ -205,11 +202,11 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
         cfg = profile.profile
         with mlflow.asset_run(context, cfg) as run:
             frame = crv.verified_set(rewritten_cots)
-            suited = frame[frame["role"] == "suited"]
+            suited = frame[frame["role"] == SUITED]
             stats = {
                 "num_rows": len(frame),
                 "num_suited": len(suited),
-                "num_unsuited_originals": int((frame["role"] == "unsuited_original").sum()),
+                "num_unsuited_originals": int((frame["role"] == UNSUITED_ORIGINAL).sum()),
                 "num_suited_rewritten": int((suited["provenance"] == "rewritten").sum()),
                 "num_suited_original": int((suited["provenance"] == "original").sum()),
                 "yield": round(len(suited) / len(rewritten_cots), 4) if len(rewritten_cots) else 0.0,

@@ -44,7 +44,7 @@ def check_partition_key(profile: Profile, key: str) -> PartitionKey:
 
 
 def main() -> None:
-    """``python -m crv_dagster.partitions [KEY]``: list the active profile's partition keys, or
+    """``python -m crv_dagster.orchestration.partitions [KEY]``: list the active profile's partition keys, or
     check one (exit status 2 with the valid keys when it is not one of them)."""
     import sys
 

@@ -9,7 +9,7 @@ DAGSTER_HOME would wait for the slot. Two things prevent that:
   step is interrupted (so its MLflow run ends FAILED) and the worker exits.
 - ``recover`` finds runs still marked in progress whose process on this machine is gone, marks
   them failed, frees their pool slots and ends their MLflow runs as FAILED. `make demo` runs it
-  first; `python -m crv_dagster.recovery` runs it by hand (also for `dagster dev`'s instance).
+  first; `python -m crv_dagster.orchestration.recovery` runs it by hand (also for `dagster dev`'s instance).
 
 Each asset tags its run with the host and the pid of the run's process (``tag_run_process``),
 which is what ``recover`` checks; on SQLite storage (one machine by construction) the pid of the
@@ -137,7 +137,7 @@ def find_dead_runs(instance: dg.DagsterInstance) -> list[DeadRun]:
 def _end_mlflow_runs(tracking_uri: str, run_id: str) -> int:
     from mlflow.tracking import MlflowClient
 
-    from crv_dagster.tracking import ensure_sqlite_store
+    from crv_dagster.orchestration.tracking import ensure_sqlite_store
 
     if tracking_uri.startswith("sqlite:///"):
         from pathlib import Path
@@ -165,7 +165,7 @@ def recover(instance: dg.DagsterInstance, tracking_uri: str | None = None, log=p
             os.kill(dead.step_pid, signal.SIGTERM)  # a worker older than the exit-with-parent watch
         run = instance.get_run_by_id(dead.run_id)
         instance.report_run_failed(run, f"The run's process (pid {dead.pid}) is gone: it was killed or crashed. "
-                                        "Marked failed by crv_dagster.recovery; re-materialize to resume "
+                                        "Marked failed by crv_dagster.orchestration.recovery; re-materialize to resume "
                                         "(finished assets and every model reply already made are kept).")
         instance.event_log_storage.free_concurrency_slots_for_run(dead.run_id)
         ended = _end_mlflow_runs(tracking_uri, dead.run_id) if tracking_uri else 0

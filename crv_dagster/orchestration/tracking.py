@@ -16,7 +16,6 @@ from typing import Any, Iterator, Mapping
 
 import dagster as dg
 
-
 _ready_stores: set[Path] = set()
 _ready_lock = threading.Lock()
 
@@ -133,7 +132,7 @@ class MlflowTracking(dg.ConfigurableResource):
                   extra_tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
         """A run for this asset materialisation, tagged with what identifies it (``profile``:
         the experiment's ``Profile``)."""
-        from crv_dagster.recovery import tag_run_process
+        from crv_dagster.orchestration.recovery import tag_run_process
 
         tag_run_process(context)
         asset = context.asset_key.to_user_string()

@@ -94,7 +94,7 @@ def build_tiny_model(spec: TinyModel, out_dir: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    from crv_dagster.llm.models import READY_MARK
+    from crv_dagster.models.store import READY_MARK
 
     (tmp / READY_MARK).write_text("tiny")
     shutil.rmtree(out_dir, ignore_errors=True)

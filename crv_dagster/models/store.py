@@ -89,22 +89,9 @@ def resolve_model(name: str, spec: ModelSpec, models_dir: Path) -> str:
         if isinstance(spec, GgufPackageModel):
             convert_gguf(locate_package_file(spec.distribution, spec.file), target)
         elif isinstance(spec, TinyModel):
-            from crv_dagster.llm.tiny import build_tiny_model
+            from crv_dagster.models.tiny import build_tiny_model
 
             build_tiny_model(spec, target)
         else:  # pragma: no cover - the config union is closed
             raise TypeError(f"unknown model source {spec!r}")
     return str(target)
-
-
-def model_fingerprint(name_or_path: str) -> str:
-    """Identity of a model for the response cache: the weights' content for local folders."""
-    path = Path(name_or_path)
-    if not path.is_dir():
-        return name_or_path
-    digest = hashlib.sha256()
-    for weight in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-        with open(weight, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-    return f"{path.name}@{digest.hexdigest()[:16]}"

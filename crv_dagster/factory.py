@@ -1,14 +1,23 @@
-"""Building a cached backend from a profile's backend entry."""
+"""What a profile describes, built: cached backends (from its `backends` entries) and the agents.
+
+The one place where profile entries become objects; prompts are loaded and checked here, up front.
+Backends are context managers: `with build_backend(profile, key) as backend:` closes the model,
+process or connections they hold.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
+from crv_dagster.agents.critic import Critic, load_critic_prompt
+from crv_dagster.agents.rethinker import Rethinker, load_rethinker_prompts
+from crv_dagster.agents.verifier import Verifier, load_judge_prompt
 from crv_dagster.config import STUDENT, OpenAIBackendConfig, Profile, TransformersBackendConfig, VllmBackendConfig
 from crv_dagster.llm.base import SamplingParams
 from crv_dagster.llm.cache import CachedBackend, ResponseCache
-from crv_dagster.llm.models import resolve_model
+from crv_dagster.models.store import resolve_model
 
 MODELS_ENV = "CRV_MODELS_DIR"
 
@@ -68,3 +77,33 @@ def build_backend(profile: Profile, backend_key: str, model_path: str | None = N
 def default_sampling(profile: Profile, backend_key: str) -> SamplingParams:
     gen = profile.backends[backend_key].generation
     return SamplingParams(max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p, seed=gen.seed)
+
+
+def agent_sampling(profile: Profile, backend_key: str, max_new_tokens: int | None) -> SamplingParams:
+    params = default_sampling(profile, backend_key)
+    return replace(params, max_new_tokens=max_new_tokens) if max_new_tokens else params
+
+
+def build_critic(profile: Profile, backend: CachedBackend) -> Critic:
+    cfg = profile.crv.critic
+    return Critic(backend, load_critic_prompt(cfg.prompt), agent_sampling(profile, profile.crv.agent_backend, cfg.max_new_tokens),
+                  max_retries=cfg.max_retries, retry_temperature=cfg.retry_temperature)
+
+
+def build_rethinker(profile: Profile, backend: CachedBackend) -> Rethinker:
+    cfg = profile.crv.rethinker
+    return Rethinker(backend, load_rethinker_prompts(cfg.expand_prompt, cfg.simplify_prompt),
+                     agent_sampling(profile, profile.crv.agent_backend, cfg.max_new_tokens),
+                     retry_temperature=cfg.retry_temperature)
+
+
+def build_verifier(profile: Profile, agent_backend: CachedBackend) -> Verifier:
+    """The verifier; a judge on a backend other than the agents' gets (and closes) its own."""
+    cfg = profile.crv.verifier
+    if not cfg.llm_judge:
+        return Verifier()
+    key = cfg.judge_backend or profile.crv.agent_backend
+    own = key != profile.crv.agent_backend
+    backend = build_backend(profile, key) if own else agent_backend
+    return Verifier(backend, load_judge_prompt(cfg.judge_prompt), agent_sampling(profile, key, cfg.max_new_tokens),
+                    owns_judge_backend=own)

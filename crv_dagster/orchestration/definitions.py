@@ -10,17 +10,17 @@ from pathlib import Path
 
 import dagster as dg
 
-from crv_dagster.assets.crv import build_crv_assets
-from crv_dagster.assets.data import build_data_assets
-from crv_dagster.assets.evaluation import build_evaluation_assets
-from crv_dagster.assets.training import build_training_assets
 from crv_dagster.config import active_profile_path, load_profile_file
-from crv_dagster.console import quiet_libraries
-from crv_dagster.partitions import build_partitions
-from crv_dagster.recovery import exit_with_parent
-from crv_dagster.resources import ProfileResource
-from crv_dagster.storage import ParquetIOManager
-from crv_dagster.tracking import MlflowTracking
+from crv_dagster.orchestration.assets.crv import build_crv_assets
+from crv_dagster.orchestration.assets.data import build_data_assets
+from crv_dagster.orchestration.assets.evaluation import build_evaluation_assets
+from crv_dagster.orchestration.assets.training import build_training_assets
+from crv_dagster.orchestration.console import quiet_libraries
+from crv_dagster.orchestration.io_manager import ParquetIOManager
+from crv_dagster.orchestration.partitions import build_partitions
+from crv_dagster.orchestration.recovery import exit_with_parent
+from crv_dagster.orchestration.resources import ProfileResource
+from crv_dagster.orchestration.tracking import MlflowTracking
 
 
 def build_definitions(profile_file: str | Path) -> dg.Definitions:

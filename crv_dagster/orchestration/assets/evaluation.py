@@ -5,37 +5,22 @@ import json
 import dagster as dg
 import pandas as pd
 
-from crv_dagster.assets.metadata import image, markdown_table
-from crv_dagster.config import DatasetConfig
-from crv_dagster.data.sources import build_problems, read_source
+from crv_dagster.config import Profile
+from crv_dagster.evaluation.benchmarks import evaluation_sets
 from crv_dagster.evaluation.report import accuracy_plot, results_markdown
 from crv_dagster.evaluation.scoring import generate_answers, summarize
-from crv_dagster.llm.factory import build_backend, student_base_model
-from crv_dagster.partitions import partition_of
-from crv_dagster.resources import ProfileResource
-from crv_dagster.assets.memo import reused_table, table_output
-from crv_dagster.config import Profile
-from crv_dagster.schemas import EvalScoresFrame, column_schema, eval_scores_schema
-from crv_dagster.versions import code_version
+from crv_dagster.factory import build_backend, student_base_model
+from crv_dagster.orchestration.memo import reused_table, table_output
+from crv_dagster.orchestration.metadata import image, markdown_table
+from crv_dagster.orchestration.partitions import partition_of
+from crv_dagster.orchestration.resources import ProfileResource
+from crv_dagster.orchestration.tracking import MlflowTracking
+from crv_dagster.orchestration.types import EvalScoresFrame, column_schema, eval_scores_schema
 from crv_dagster.storage import table_path, write_table
-from crv_dagster.tracking import MlflowTracking
+from crv_dagster.versions import code_version
 
 GROUP = "evaluation"
 HELDOUT = "heldout"
-
-
-def _benchmark_problems(cfg, dataset: str, problems: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    sets = {}
-    if cfg.evaluation.heldout:
-        heldout = problems[problems["split"] == "eval"]
-        sets[f"{dataset}_{HELDOUT}"] = heldout.head(cfg.evaluation.heldout_max_problems or len(heldout))
-    for name, bench in cfg.evaluation.benchmarks.items():
-        # A benchmark is read like a dataset with no CoT column and no split of its own.
-        as_dataset = DatasetConfig(source=bench.source, columns=bench.columns, answer_format=bench.answer_format,
-                                   eval_fraction=0.0, max_problems=bench.max_problems, cot_source="teacher",
-                                   split_seed=bench.choice_seed)
-        sets[name] = build_problems(name, as_dataset, read_source(as_dataset)).accepted
-    return {name: frame for name, frame in sets.items() if len(frame)}
 
 
 def _sibling_scores(base_dir: str, dataset: str, sizes) -> pd.DataFrame:
@@ -82,7 +67,7 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
             raise ValueError(f"profile '{cfg.name}': evaluation.backend is not set (a backend whose model is 'student')")
         models = [("base", student_base_model(cfg, key.model_size))]
         models += [(r.method, r.path) for r in pd.concat([sft_model, cogpo_model]).itertuples()]
-        benchmarks = _benchmark_problems(cfg, key.dataset, problems)
+        benchmarks = evaluation_sets(cfg, key.dataset, problems)
         if not benchmarks:
             raise ValueError(f"profile '{cfg.name}': nothing to evaluate for {key.dataset}: its held-out split is "
                              "empty (datasets.<name>.eval_fraction, evaluation.heldout) and evaluation.benchmarks "
@@ -95,13 +80,10 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
         for method, path in models:
             with mlflow.asset_run(context, cfg,
                                   extra_tags={"crv.method": method}) as run:
-                backend = build_backend(cfg, evaluation.backend, model_path=path)
-                try:
+                with build_backend(cfg, evaluation.backend, model_path=path) as backend:
                     method_details = pd.concat(
                         [generate_answers(backend, method, name, frame, evaluation.protocol)
                          for name, frame in benchmarks.items()], ignore_index=True)
-                finally:
-                    backend.close()
                 summary = summarize(method_details)
                 run.log_params({**shared_params, "model_path": path})
                 run.log_metrics({f"eval/{r.benchmark}/{field}": getattr(r, field) for r in summary.itertuples()
@@ -130,7 +112,7 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
         return table_output(scores, {
             "dagster/row_count": len(scores),
             "results": dg.MetadataValue.md(table),
-            "accuracy_vs_size": image(png, "accuracy against model size"),
+            "accuracy_pct_vs_size": image(png, "accuracy (%) against model size"),
             "protocol": dg.MetadataValue.json(protocol),
             "per_problem_results": dg.MetadataValue.path(str(detail_path)),
             "scores": markdown_table(scores, ["method", "benchmark", "accuracy", "num_problems", "no_answer_share", "truncated_share",

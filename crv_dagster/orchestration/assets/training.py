@@ -10,17 +10,24 @@ from collections import Counter
 import dagster as dg
 import pandas as pd
 
-from crv_dagster.assets.metadata import counts, markdown_table
-from crv_dagster.llm.factory import build_backend, student_base_model
-from crv_dagster.partitions import partition_of
-from crv_dagster.resources import ProfileResource
-from crv_dagster.assets.memo import models_output, reused_models, reused_table, table_output
 from crv_dagster.config import Profile
-from crv_dagster.schemas import (ModelManifest, PreferencePairsFrame, column_schema, model_manifest_schema,
-                                 preference_pairs_schema)
-from crv_dagster.versions import code_version
-from crv_dagster.tracking import MlflowTracking
+from crv_dagster.factory import student_base_model
+from crv_dagster.orchestration.memo import models_output, reused_models, reused_table, table_output
+from crv_dagster.orchestration.metadata import counts, markdown_table
+from crv_dagster.orchestration.partitions import partition_of
+from crv_dagster.orchestration.resources import ProfileResource
+from crv_dagster.orchestration.tracking import MlflowTracking
+from crv_dagster.orchestration.types import (
+    ModelManifest,
+    PreferencePairsFrame,
+    column_schema,
+    model_manifest_schema,
+    preference_pairs_schema,
+)
 from crv_dagster.training import pairs as pairs_lib
+from crv_dagster.training.incorrect import find_incorrect_cots
+from crv_dagster.versions import code_version
+from crv_dagster.vocabulary import PAIR_TYPES
 
 GROUP = "training"
 LENGTH_KEYS = ("overlength_dropped", "overlength_truncated", "max_tokens_seen")
@@ -36,55 +43,6 @@ def _manifest_row(method: str, path, parent: str, finetuning: str, result: dict)
             "num_examples": result.get("num_examples", result.get("num_pairs")), "steps": result["steps"],
             "loss_first": loss.get("first"), "loss_last": loss.get("last"),
             "train_runtime_s": result.get("train_runtime_s")}
-
-
-def _incorrect_from(source: str, cfg, key, material: pd.DataFrame, log):
-    """Incorrect CoTs of one source for the problems in ``material``, and the replies passed over."""
-    from crv_dagster.agents.build import agent_sampling
-    from crv_dagster.llm.base import SamplingParams
-    from crv_dagster.training.formatting import prompt_messages
-
-    pairs_cfg = cfg.training.pairs
-    if source == "perturb":
-        return pairs_lib.incorrect_by_perturbation(material, pairs_cfg.seed)
-    if source == "student":
-        if pairs_cfg.student_backend is None:
-            raise ValueError(f"profile '{cfg.name}': training.pairs.incorrect_source includes 'student', so "
-                             "training.pairs.student_backend must name a backend whose model is 'student'")
-        backend = build_backend(cfg, pairs_cfg.student_backend, model_path=student_base_model(cfg, key.model_size))
-        try:
-            params = SamplingParams(max_new_tokens=pairs_cfg.student_max_new_tokens,
-                                    temperature=pairs_cfg.student_temperature, seed=pairs_cfg.seed)
-            found = pairs_lib.incorrect_by_student(material, backend, prompt_messages, pairs_cfg.student_samples, params)
-        finally:
-            backend.close()
-        log.info(f"student samples: {backend.stats.as_metadata('student')}")
-        return found
-    agent_key = pairs_cfg.inject_backend or cfg.crv.agent_backend
-    backend = build_backend(cfg, agent_key)
-    try:
-        prompt = pairs_lib.load_inject_prompt(pairs_cfg.inject_prompt)
-        return pairs_lib.incorrect_by_injection(material, backend, prompt,
-                                                agent_sampling(cfg, agent_key, pairs_cfg.inject_max_new_tokens))
-    finally:
-        backend.close()
-
-
-def _incorrect_cots(cfg, key, material: pd.DataFrame, log) -> tuple[list, dict[str, dict[str, int]]]:
-    """Incorrect CoTs for the problems in ``material`` (one correct CoT per problem), from each
-    configured source in turn for the problems still without one; per source, the replies passed
-    over by reason."""
-    found, skipped = [], {}
-    for source in cfg.training.pairs.incorrect_sources:
-        have = {c.problem_id for c in found}
-        todo = material[~material["problem_id"].isin(have)].reset_index(drop=True)
-        if todo.empty:
-            break
-        cots, passed_over = _incorrect_from(source, cfg, key, todo, log)
-        found += cots
-        skipped[source] = dict(sorted(passed_over.items()))
-        log.info(f"incorrect CoTs from {source}: {len(cots)} of {len(todo)} problems; passed over {skipped[source]}")
-    return found, skipped
 
 
 def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> list[dg.AssetsDefinition]:
@@ -116,11 +74,11 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
             # else the suited CoT.
             material = (verified_set.sort_values("role", ascending=False).drop_duplicates("problem_id")
                         [["problem_id", "question", "answer", "cot"]].reset_index(drop=True))
-            incorrect, passed_over = _incorrect_cots(cfg, key, material, context.log)
+            incorrect, passed_over = find_incorrect_cots(cfg, key.model_size, material, context.log)
             tokenizer = AutoTokenizer.from_pretrained(student_base_model(cfg, key.model_size))
             frame, refused = pairs_lib.build_pairs(verified_set, incorrect, pairs_cfg.betas.model_dump(),
                                                    pairs_lib.chat_prompt_renderer(tokenizer))
-            by_type = {t: int((frame["pair_type"] == t).sum()) for t in pairs_lib.PAIR_TYPES}
+            by_type = {t: int((frame["pair_type"] == t).sum()) for t in PAIR_TYPES}
             by_source = Counter(c.source for c in incorrect)
             stats = {"num_pairs": len(frame), **{f"pairs_{t}": n for t, n in by_type.items()},
                      "num_refused": sum(refused.values()), "num_incorrect_cots": len(incorrect),

@@ -22,7 +22,6 @@ from dagster._core.definitions.data_version import (  # the provenance Dagster i
 from crv_dagster.storage import table_path
 from crv_dagster.versions import manifest_version, table_version
 
-
 _COST_SUFFIXES = ("_new_calls", "_cache_hits", "train_runtime_s")
 
 

@@ -1,6 +1,6 @@
 """What the main job prints at the end: the results table and where to look next.
 
-    python -m crv_dagster.summary [--partition 'arith|smollm2-135m']
+    python -m crv_dagster.orchestration.summary [--partition 'arith|smollm2-135m']
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pandas as pd
 
 from crv_dagster.config import load_active_profile
 from crv_dagster.evaluation.report import results_markdown
-from crv_dagster.partitions import check_partition_key
+from crv_dagster.orchestration.partitions import check_partition_key
 from crv_dagster.storage import table_path
 
 

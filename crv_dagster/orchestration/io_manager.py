@@ -1,0 +1,49 @@
+"""Dagster's IO manager for the pipeline's tables: DataFrames as Parquet files (see ``storage.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from crv_dagster.storage import table_path, write_table
+from crv_dagster.versions import table_version
+
+
+def _holds(path: Path, frame: pd.DataFrame) -> bool:
+    if not path.exists():
+        return False
+    try:
+        return table_version(pd.read_parquet(path)) == table_version(frame)
+    except (OSError, ValueError):
+        return False
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Stores DataFrame outputs as Parquet under ``base_dir``."""
+
+    base_dir: str
+
+    def _path(self, context) -> Path:
+        key = context.partition_key if context.has_partition_key else None
+        return table_path(self.base_dir, context.asset_key.path[-1], key)
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        if not isinstance(obj, pd.DataFrame):
+            raise TypeError(f"{context.asset_key.to_user_string()}: ParquetIOManager stores DataFrames, got {type(obj).__name__}")
+        path = self._path(context)
+        if not _holds(path, obj):  # a reused result is left as it is, byte for byte
+            write_table(obj, path)
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        path = self._path(context)
+        if not path.exists():
+            asset = context.asset_key.to_user_string()
+            where = context.partition_key if context.has_partition_key else "(unpartitioned)"
+            raise FileNotFoundError(
+                f"{path}: no stored table for asset '{asset}', partition '{where}'; materialize it first "
+                f"(e.g. --select '{asset},...')"
+            )
+        return pd.read_parquet(path)

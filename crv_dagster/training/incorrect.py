@@ -1,0 +1,59 @@
+"""Where CogPO's incorrect CoTs come from: the profile's sources, tried in order.
+
+Each source (``student``, ``inject``, ``perturb``; see ``pairs.py``) is asked only for the problems
+the sources before it left without an incorrect CoT; the backends it needs are built here and
+closed when it is done.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from crv_dagster.config import Profile
+from crv_dagster.factory import agent_sampling, build_backend, student_base_model
+from crv_dagster.formatting import prompt_messages
+from crv_dagster.llm.base import SamplingParams
+from crv_dagster.training.pairs import (
+    incorrect_by_injection,
+    incorrect_by_perturbation,
+    incorrect_by_student,
+    load_inject_prompt,
+)
+
+
+def _incorrect_from(source: str, cfg: Profile, model_size: str, material: pd.DataFrame, log):
+    """Incorrect CoTs of one source for the problems in ``material``, and the replies passed over."""
+    pairs_cfg = cfg.training.pairs
+    if source == "perturb":
+        return incorrect_by_perturbation(material, pairs_cfg.seed)
+    if source == "student":
+        if pairs_cfg.student_backend is None:
+            raise ValueError(f"profile '{cfg.name}': training.pairs.incorrect_source includes 'student', so "
+                             "training.pairs.student_backend must name a backend whose model is 'student'")
+        params = SamplingParams(max_new_tokens=pairs_cfg.student_max_new_tokens,
+                                temperature=pairs_cfg.student_temperature, seed=pairs_cfg.seed)
+        with build_backend(cfg, pairs_cfg.student_backend, model_path=student_base_model(cfg, model_size)) as backend:
+            found = incorrect_by_student(material, backend, prompt_messages, pairs_cfg.student_samples, params)
+        log.info(f"student samples: {backend.stats.as_metadata('student')}")
+        return found
+    agent_key = pairs_cfg.inject_backend or cfg.crv.agent_backend
+    with build_backend(cfg, agent_key) as backend:
+        return incorrect_by_injection(material, backend, load_inject_prompt(pairs_cfg.inject_prompt),
+                                      agent_sampling(cfg, agent_key, pairs_cfg.inject_max_new_tokens))
+
+
+def find_incorrect_cots(cfg: Profile, model_size: str, material: pd.DataFrame, log) -> tuple[list, dict[str, dict[str, int]]]:
+    """Incorrect CoTs for the problems in ``material`` (one correct CoT per problem), from each
+    configured source in turn for the problems still without one; per source, the replies passed
+    over by reason."""
+    found, skipped = [], {}
+    for source in cfg.training.pairs.incorrect_sources:
+        have = {c.problem_id for c in found}
+        todo = material[~material["problem_id"].isin(have)].reset_index(drop=True)
+        if todo.empty:
+            break
+        cots, passed_over = _incorrect_from(source, cfg, model_size, todo, log)
+        found += cots
+        skipped[source] = dict(sorted(passed_over.items()))
+        log.info(f"incorrect CoTs from {source}: {len(cots)} of {len(todo)} problems; passed over {skipped[source]}")
+    return found, skipped

@@ -1,0 +1,38 @@
+"""The words the pipeline's tables and logic share, declared once.
+
+The Pandera schemas (``schemas.py``) check columns against these, and the agents, pairs and
+evaluation code produce and compare them; a new label or method is added here and nowhere else.
+"""
+
+from __future__ import annotations
+
+# The Critic's judgement of a CoT, from the student's perspective; `unparsed` when no reply named one.
+LABELS = ("easy", "medium", "hard")
+UNPARSED = "unparsed"
+CRITIQUE_LABELS = (*LABELS, UNPARSED)
+
+# What the Rethinker does with each label; `skip` for CoTs the Critic could not label.
+ACTION_FOR_LABEL = {"easy": "expand", "hard": "simplify", "medium": "keep"}
+SKIP = "skip"
+ACTIONS = ("expand", "simplify", "keep", SKIP)
+REWRITE_ACTIONS = ("expand", "simplify")
+
+# Rows of the verified set: the SFT data, and the correct originals the Critic found unsuited.
+SUITED, UNSUITED_ORIGINAL = "suited", "unsuited_original"
+ROLES = (SUITED, UNSUITED_ORIGINAL)
+PROVENANCES = ("original", "rewritten")
+
+# CogPO's pair kinds, by how far apart chosen and rejected are; and where a rejected CoT came from.
+PAIR_TYPES = ("small_gap", "medium_gap", "large_gap")
+INCORRECT_SOURCES = ("student", "inject", "perturb")
+REJECTED_SOURCES = ("original", *INCORRECT_SOURCES)
+
+# Trained checkpoints, and everything that is scored (the untrained student as `base`).
+TRAINED_METHODS = ("sft", "cogpo", "dpo")
+EVALUATED_METHODS = ("base", *TRAINED_METHODS)
+
+# Problems and raw CoTs.
+SPLITS = ("train", "eval")
+COT_SOURCES = ("dataset", "teacher")
+# `ok`, `no_answer` (complete but commits to no answer), or why a reply had no content (llm.reply).
+COT_STATUSES = ("ok", "no_answer", "truncated", "unfinished_thinking", "empty")
