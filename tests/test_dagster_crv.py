@@ -93,6 +93,9 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     assert meta["eval_scores"]["results"].startswith("| model size | method | arith_heldout | arith_bench |")
     assert Path(meta["eval_scores"]["per_problem_results"]).exists()
     eval_runs = {r.data.tags["crv.method"]: r for r in runs if r.data.tags["dagster.asset"] == "eval_scores"}
+    assert {r.info.run_name for r in eval_runs.values()} == {f"{m} · eval_scores [arith|tiny-a]" for m in eval_runs}
+    assert set(scores.loc[scores["method"] == "cogpo", "p_vs_cogpo"].isna()) == {True}
+    assert (scores["ci_low"] <= scores["accuracy"]).all() and (scores["accuracy"] <= scores["ci_high"]).all()
     for method, run in eval_runs.items():
         expected = scores[(scores["method"] == method) & (scores["benchmark"] == "arith_bench")]["accuracy"].iloc[0]
         assert run.data.metrics["eval/arith_bench/accuracy"] == pytest.approx(expected)

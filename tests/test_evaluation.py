@@ -56,7 +56,8 @@ def _scores():
                 rows.append({"dataset": "d", "model_size": size, "method": method, "model_path": "/m",
                              "benchmark": bench, "accuracy": base + bump, "num_problems": 4, "num_samples": 1,
                              "mean_response_tokens": 10.0, "no_answer_share": 0.0, "truncated_share": 0.0,
-                             "protocol": "{}"})
+                             "ci_low": base + bump - 0.05, "ci_high": base + bump + 0.05,
+                             "p_vs_cogpo": None if method == "cogpo" else 0.2, "protocol": "{}"})
     return pd.DataFrame(rows)
 
 
@@ -66,8 +67,8 @@ def test_results_table_has_the_paper_shape():
     table = results_markdown(scores, {"small": "135M", "big": "1.5B"})
     lines = table.splitlines()
     assert lines[0] == "| model size | method | heldout | bench | average |"
-    assert lines[2].startswith("| small (135M) | Base | 10.0 | 10.0 |")
-    assert lines[4] == "|  | SFT + CogPO | 30.0 | 30.0 | 30.0 |"
+    assert lines[2].startswith("| small (135M) | Base | 10.0 (5.0–15.0) | 10.0 (5.0–15.0) |")
+    assert lines[4] == "|  | SFT + CogPO | 30.0 (25.0–35.0) | 30.0 (25.0–35.0) | 30.0 |"
     assert lines[5].startswith("| big (1.5B) | Base | 30.0")  # blocks ordered by size
 
 
@@ -157,3 +158,52 @@ def test_the_last_number_fallback_is_part_of_the_protocol():
     lenient = generate_answers(backend, "base", "toy", PROBLEMS.iloc[[3]], EvalProtocol())
     strict = generate_answers(backend, "base", "toy", PROBLEMS.iloc[[3]], EvalProtocol(last_number_fallback=False))
     assert lenient["correct"].all() and not strict["correct"].any()
+
+
+# --------------------------------------------------------------------------- uncertainty
+
+
+def test_bootstrap_interval_on_known_cases():
+    import numpy as np
+
+    from crv_dagster.evaluation.statistics import bootstrap_interval
+
+    assert bootstrap_interval([1.0] * 30) == (1.0, 1.0)
+    assert bootstrap_interval([0.0] * 30) == (0.0, 0.0)
+    n = 400
+    low, high = bootstrap_interval([1.0, 0.0] * (n // 2))
+    half_width = 1.96 * np.sqrt(0.25 / n)
+    assert low == pytest.approx(0.5 - half_width, abs=0.01) and high == pytest.approx(0.5 + half_width, abs=0.01)
+
+
+def test_paired_test_finds_a_planted_difference_and_not_an_absent_one():
+    import numpy as np
+
+    from crv_dagster.evaluation.statistics import paired_bootstrap_p
+
+    rng = np.random.default_rng(1)
+    base = (rng.random(200) < 0.4).astype(float)
+    better = base.copy()
+    better[np.flatnonzero(base == 0)[:30]] = 1.0  # 30 more problems right, nothing else changed
+    assert paired_bootstrap_p(better, base) < 0.01
+    noise = base.copy()
+    flip = rng.choice(200, size=20, replace=False)
+    noise[flip[:10]], noise[flip[10:]] = 1.0 - noise[flip[:10]], noise[flip[10:]]  # no systematic change
+    assert paired_bootstrap_p(noise, base) > 0.05
+    assert paired_bootstrap_p(base, base) == 1.0
+    with pytest.raises(ValueError, match="same problems"):
+        paired_bootstrap_p(base, base[:10])
+
+
+def test_scores_carry_their_interval_and_a_paired_p_value_against_cogpo():
+    from crv_dagster.evaluation.scoring import compare_with, summarize
+
+    rows = []
+    for method, right in (("cogpo", 60), ("sft", 20), ("dpo", 60)):
+        for i in range(80):
+            rows.append({"method": method, "benchmark": "b", "problem_id": f"p{i}", "sample": 0,
+                         "correct": i < right, "response_tokens": 5, "extracted_answer": "1", "unreadable": None})
+    scores = compare_with(pd.DataFrame(rows), summarize(pd.DataFrame(rows)), "cogpo").set_index("method")
+    assert scores.loc["cogpo", "ci_low"] < 0.75 < scores.loc["cogpo", "ci_high"]
+    assert pd.isna(scores.loc["cogpo", "p_vs_cogpo"])
+    assert scores.loc["sft", "p_vs_cogpo"] < 0.001 and scores.loc["dpo", "p_vs_cogpo"] == 1.0

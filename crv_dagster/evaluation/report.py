@@ -23,7 +23,8 @@ def parameter_count(size: str) -> float:
 
 
 def results_markdown(scores: pd.DataFrame, sizes: dict[str, str]) -> str:
-    """``scores`` has model_size, method, benchmark, accuracy; ``sizes`` maps size keys to '1.5B'."""
+    """``scores`` has model_size, method, benchmark, accuracy (and ci_low, ci_high); ``sizes`` maps
+    size keys to '1.5B'. Cells are accuracy in % with the 95% interval in brackets."""
     if scores.empty:
         return "_(no scores yet)_"
     benchmarks = list(dict.fromkeys(scores["benchmark"]))
@@ -40,7 +41,9 @@ def results_markdown(scores: pd.DataFrame, sizes: dict[str, str]) -> str:
                 hit = block[(block["method"] == method) & (block["benchmark"] == bench)]
                 if len(hit):
                     values.append(100 * hit["accuracy"].iloc[0])
-                    cells.append(f"{values[-1]:.1f}")
+                    interval = (f" ({100 * hit['ci_low'].iloc[0]:.1f}–{100 * hit['ci_high'].iloc[0]:.1f})"
+                                if "ci_low" in hit and pd.notna(hit["ci_low"].iloc[0]) else "")
+                    cells.append(f"{values[-1]:.1f}{interval}")
                 else:
                     cells.append("–")
             average = f"{sum(values) / len(values):.1f}" if values else "–"

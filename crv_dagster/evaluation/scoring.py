@@ -15,6 +15,7 @@ import pandas as pd
 
 from crv_dagster.answers import answers_match, extract_answer, extract_choice
 from crv_dagster.config import EvalProtocol
+from crv_dagster.evaluation.statistics import bootstrap_interval, paired_bootstrap_p
 from crv_dagster.formatting import prompt_messages
 from crv_dagster.llm.base import ChatRequest, SamplingParams
 from crv_dagster.llm.reply import TRUNCATED, read_reply
@@ -59,13 +60,33 @@ def grade_answer(content: str, choices: str | None, protocol: EvalProtocol) -> s
 
 
 def summarize(details: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, benchmark): pass@1 accuracy, counts, response length, no-answer share."""
+    """One row per (method, benchmark): pass@1 accuracy (a fraction) with its bootstrap 95% interval
+    over problems, counts, response length, no-answer and truncated shares."""
     rows = []
     for (method, benchmark), group in details.groupby(["method", "benchmark"], sort=False):
         per_problem = group.groupby("problem_id")["correct"].mean()
+        low, high = bootstrap_interval(per_problem.to_numpy())
         rows.append({"method": method, "benchmark": benchmark, "accuracy": float(per_problem.mean()),
+                     "ci_low": low, "ci_high": high,
                      "num_problems": int(per_problem.size), "num_samples": int(group["sample"].nunique()),
                      "mean_response_tokens": float(group["response_tokens"].mean()),
                      "no_answer_share": float(group["extracted_answer"].isna().mean()),
                      "truncated_share": float((group["unreadable"] == TRUNCATED).mean())})
     return pd.DataFrame(rows)
+
+
+def compare_with(details: pd.DataFrame, scores: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """``scores`` with ``p_vs_<reference>``: the paired bootstrap p-value of each method against the
+    reference method on the same benchmark's problems (empty for the reference itself, and where
+    it was not scored)."""
+    per_problem = details.groupby(["method", "benchmark", "problem_id"])["correct"].mean()
+    column = f"p_vs_{reference}"
+    values = []
+    for row in scores.itertuples():
+        if row.method == reference or (reference, row.benchmark) not in per_problem.index.droplevel(2):
+            values.append(float("nan"))
+            continue
+        ours, theirs = per_problem[row.method][row.benchmark], per_problem[reference][row.benchmark]
+        common = ours.index.intersection(theirs.index)
+        values.append(paired_bootstrap_p(ours[common].to_numpy(), theirs[common].to_numpy()))
+    return scores.assign(**{column: values})

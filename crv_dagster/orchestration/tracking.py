@@ -149,5 +149,7 @@ class MlflowTracking(dg.ConfigurableResource):
                 tags[f"crv.{dim}"] = value
             name = f"{asset} [{context.partition_key}]"
         tags.update(extra_tags or {})
+        if "crv.method" in tags:  # several runs per materialisation (one per method): tell them apart
+            name = f"{tags['crv.method']} · {name}"
         with self.start_run(name, tags) as run:
             yield run

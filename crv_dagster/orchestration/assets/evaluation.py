@@ -8,7 +8,7 @@ import pandas as pd
 from crv_dagster.config import Profile
 from crv_dagster.evaluation.benchmarks import evaluation_sets
 from crv_dagster.evaluation.report import accuracy_plot, results_markdown
-from crv_dagster.evaluation.scoring import generate_answers, summarize
+from crv_dagster.evaluation.scoring import compare_with, generate_answers, summarize
 from crv_dagster.factory import build_backend, student_base_model
 from crv_dagster.orchestration.memo import reused_table, table_output
 from crv_dagster.orchestration.metadata import image, markdown_table
@@ -87,13 +87,14 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
                 summary = summarize(method_details)
                 run.log_params({**shared_params, "model_path": path})
                 run.log_metrics({f"eval/{r.benchmark}/{field}": getattr(r, field) for r in summary.itertuples()
-                                 for field in ("accuracy", "no_answer_share", "truncated_share", "mean_response_tokens")})
+                                 for field in ("accuracy", "ci_low", "ci_high", "no_answer_share", "truncated_share",
+                                               "mean_response_tokens")})
                 run.log_metrics({"eval/mean/accuracy": float(summary["accuracy"].mean())})
                 context.log.info(f"{method}: " + ", ".join(f"{r.benchmark} {r.accuracy:.3f}" for r in summary.itertuples())
                                  + f" ({backend.stats.as_metadata('eval')})")
             details.append(method_details)
             summaries.append(summary.assign(model_path=path))
-        scores = pd.concat(summaries, ignore_index=True)
+        scores = compare_with(pd.concat(details, ignore_index=True), pd.concat(summaries, ignore_index=True), "cogpo")
         scores.insert(0, "model_size", key.model_size)
         scores.insert(0, "dataset", key.dataset)
         scores["protocol"] = json.dumps(protocol, sort_keys=True)
@@ -115,8 +116,8 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
             "accuracy_pct_vs_size": image(png, "accuracy (%) against model size"),
             "protocol": dg.MetadataValue.json(protocol),
             "per_problem_results": dg.MetadataValue.path(str(detail_path)),
-            "scores": markdown_table(scores, ["method", "benchmark", "accuracy", "num_problems", "no_answer_share", "truncated_share",
-                                              "mean_response_tokens"], rows=40),
+            "scores": markdown_table(scores, ["method", "benchmark", "accuracy", "ci_low", "ci_high", "p_vs_cogpo",
+                                              "num_problems", "no_answer_share", "truncated_share"], rows=40),
             "mlflow_report_run": dg.MetadataValue.url(report.url),
         })
 
