@@ -190,3 +190,12 @@ eval_scores_schema = pa.DataFrameSchema(
     strict=True,
     coerce=True,
 )
+
+results_schema = pa.DataFrameSchema(
+    name="results",
+    description="eval_scores of every model size of one dataset: the paper-shaped comparison.",
+    columns=dict(eval_scores_schema.columns),
+    unique=["model_size", "method", "benchmark"],
+    strict=True,
+    coerce=True,
+)

@@ -110,6 +110,8 @@ def asset_dependencies(profile: Profile, asset: str) -> dict[str, Any]:
         return {"evaluation": profile.evaluation.model_dump(mode="json"),
                 "backend": _backend(profile, profile.evaluation.backend), "students": _students(profile),
                 "eval_fraction": {n: d.eval_fraction for n, d in profile.datasets.items()}}
+    if asset == "results":
+        return {"students": {s: c.parameters for s, c in profile.model_sizes.items()}}
     raise KeyError(f"no version recipe for asset '{asset}'")
 
 

@@ -142,6 +142,19 @@ def test_backfill_over_model_sizes_through_the_ui_api(dagster_dev):
         assert set(scores["method"]) == {"base", "sft", "cogpo", "dpo"}
         assert set(scores["benchmark"]) == {"arith_heldout", "arith_bench"}
 
+    # `results` (partitioned by dataset) reads eval_scores of every size through its partition
+    # mapping, as a backfill of its own.
+    _wait(url, _launch(url, ["arith"], ["results"]), log, runs=1)
+    results = pd.read_parquet(table_path(tables, "results", "arith"))
+    assert set(results["model_size"]) == {"tiny-a", "tiny-b"}
+    assert len(results) == sum(len(pd.read_parquet(table_path(tables, "eval_scores", p))) for p in PARTITIONS)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [record] = instance.fetch_materializations(dg.AssetKey("results"), limit=1).records
+    table = record.asset_materialization.metadata["results"].value
+    assert "| tiny-a (1M) |" in table and "| tiny-b (2M) |" in table
+    provenance = record.asset_materialization.tags
+    assert "dagster/input_data_version/eval_scores" in provenance  # lineage, not a path read by hand
+
     # The raw CoTs are the student-independent material: the same for both sizes.
     a, b = (pd.read_parquet(table_path(tables, "raw_cots", p)) for p in PARTITIONS)
     pd.testing.assert_frame_equal(a, b)

@@ -121,3 +121,26 @@ def _file_digests(root: Path) -> dict[str, tuple[str, int]]:
     """Content hash and modification time of every file under ``root``."""
     return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_results_reads_every_size_of_its_dataset_through_the_partition_mapping(artifacts, instance):
+    defs = build_definitions(TEST_PROFILE)
+    graph = defs.resolve_asset_graph()
+    mapping = graph.get_partition_mapping(dg.AssetKey("results"), dg.AssetKey("eval_scores"))
+    assert isinstance(mapping, dg.MultiToSingleDimensionPartitionMapping)
+    # Two sizes' scores stand in for their evaluation runs (the scoring itself is tested above).
+    for size in ("tiny-a", "tiny-b"):
+        frame = pd.DataFrame([{"dataset": "arith", "model_size": size, "method": m, "model_path": "/m",
+                               "benchmark": "arith_bench", "accuracy": 0.5, "ci_low": 0.25, "ci_high": 0.75,
+                               "p_vs_cogpo": None if m == "cogpo" else 0.5, "num_problems": 4, "num_samples": 1,
+                               "mean_response_tokens": 3.0, "no_answer_share": 0.0, "truncated_share": 0.0,
+                               "protocol": "{}"} for m in ("base", "sft", "cogpo")])
+        from crv_dagster.storage import write_table
+
+        write_table(frame, table_path(artifacts / "tables", "eval_scores", f"arith|{size}"))
+    result = defs.resolve_job_def("results_job").execute_in_process(partition_key="arith", instance=instance)
+    assert result.success
+    results = _table(artifacts, "results", "arith")
+    assert list(results["model_size"].unique()) == ["tiny-a", "tiny-b"] and len(results) == 6
+    [event] = result.asset_materializations_for_node("results")
+    assert "| tiny-b (2M) | Base | 50.0 (25.0–75.0) |" in event.metadata["results"].value

@@ -17,7 +17,7 @@ from crv_dagster.orchestration.assets.evaluation import build_evaluation_assets
 from crv_dagster.orchestration.assets.training import build_training_assets
 from crv_dagster.orchestration.console import quiet_libraries
 from crv_dagster.orchestration.io_manager import ParquetIOManager
-from crv_dagster.orchestration.partitions import build_partitions
+from crv_dagster.orchestration.partitions import build_partitions, dataset_partitions
 from crv_dagster.orchestration.recovery import exit_with_parent
 from crv_dagster.orchestration.resources import ProfileResource
 from crv_dagster.orchestration.tracking import MlflowTracking
@@ -31,13 +31,19 @@ def build_definitions(profile_file: str | Path) -> dg.Definitions:
               + build_training_assets(partitions, profile) + build_evaluation_assets(partitions, profile))
     pipeline = dg.define_asset_job(
         "crv_pipeline",
-        selection=dg.AssetSelection.all(),
+        selection=dg.AssetSelection.all() - dg.AssetSelection.assets("results"),
         partitions_def=partitions,
         description="Every stage of CRV + CogPO for one dataset x model size partition.",
     )
+    comparison = dg.define_asset_job(
+        "results_job",
+        selection=dg.AssetSelection.assets("results"),
+        partitions_def=dataset_partitions(profile),
+        description="The comparison across model sizes of one dataset (after eval_scores of every size).",
+    )
     return dg.Definitions(
         assets=assets,
-        jobs=[pipeline],
+        jobs=[pipeline, comparison],
         resources={
             "profile": ProfileResource(path=str(Path(profile_file).resolve())),
             "io_manager": ParquetIOManager(base_dir=tables_dir),

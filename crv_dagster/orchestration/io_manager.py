@@ -38,10 +38,17 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        path = self._path(context)
+        if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
+            # A partition mapping (results <- eval_scores of every size): one table of them all.
+            asset = context.asset_key.path[-1]
+            return pd.concat([self._read(table_path(self.base_dir, asset, key), context, key)
+                              for key in sorted(context.asset_partition_keys)], ignore_index=True)
+        return self._read(self._path(context), context,
+                          context.partition_key if context.has_partition_key else "(unpartitioned)")
+
+    def _read(self, path: Path, context: dg.InputContext, where: str) -> pd.DataFrame:
         if not path.exists():
             asset = context.asset_key.to_user_string()
-            where = context.partition_key if context.has_partition_key else "(unpartitioned)"
             raise FileNotFoundError(
                 f"{path}: no stored table for asset '{asset}', partition '{where}'; materialize it first "
                 f"(e.g. --select '{asset},...')"

@@ -29,6 +29,20 @@ def build_partitions(profile: Profile) -> dg.MultiPartitionsDefinition:
     )
 
 
+def dataset_partitions(profile: Profile) -> dg.StaticPartitionsDefinition:
+    """Assets that compare model sizes (``results``) are partitioned by dataset alone."""
+    return dg.StaticPartitionsDefinition(list(profile.datasets))
+
+
+def by_dataset() -> dg.PartitionMapping:
+    """A dataset partition depends on every (dataset, model size) partition of that dataset."""
+    import warnings
+
+    with warnings.catch_warnings():  # marked beta; its behaviour is what we rely on and test
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=DATASET)
+
+
 def partition_keys(profile: Profile) -> list[str]:
     return [str(PartitionKey(d, s)) for d in profile.datasets for s in profile.model_sizes]
 

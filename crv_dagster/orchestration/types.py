@@ -15,6 +15,7 @@ from crv_dagster.schemas import (
     preference_pairs_schema,
     problems_schema,
     raw_cots_schema,
+    results_schema,
     rewritten_cots_schema,
     verified_set_schema,
 )
@@ -42,3 +43,4 @@ VerifiedSetFrame = _dagster_type(verified_set_schema)
 PreferencePairsFrame = _dagster_type(preference_pairs_schema)
 ModelManifest = _dagster_type(model_manifest_schema)
 EvalScoresFrame = _dagster_type(eval_scores_schema)
+ResultsFrame = _dagster_type(results_schema)

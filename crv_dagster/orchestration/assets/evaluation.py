@@ -12,26 +12,21 @@ from crv_dagster.evaluation.scoring import compare_with, generate_answers, summa
 from crv_dagster.factory import build_backend, student_base_model
 from crv_dagster.orchestration.memo import reused_table, table_output
 from crv_dagster.orchestration.metadata import image, markdown_table
-from crv_dagster.orchestration.partitions import partition_of
+from crv_dagster.orchestration.partitions import by_dataset, dataset_partitions, partition_of
 from crv_dagster.orchestration.resources import ProfileResource
 from crv_dagster.orchestration.tracking import MlflowTracking
-from crv_dagster.orchestration.types import EvalScoresFrame, column_schema, eval_scores_schema
+from crv_dagster.orchestration.types import (
+    EvalScoresFrame,
+    ResultsFrame,
+    column_schema,
+    eval_scores_schema,
+    results_schema,
+)
 from crv_dagster.storage import table_path, write_table
 from crv_dagster.versions import code_version
 
 GROUP = "evaluation"
 HELDOUT = "heldout"
-
-
-def _sibling_scores(base_dir: str, dataset: str, sizes) -> pd.DataFrame:
-    """eval_scores of the other model sizes of this dataset, where they exist: the paper-shaped
-    table compares sizes."""
-    frames = []
-    for size in sizes:
-        path = table_path(base_dir, "eval_scores", f"{dataset}|{size}")
-        if path.exists():
-            frames.append(pd.read_parquet(path))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _crv_params(rewritten: pd.DataFrame, pairs: pd.DataFrame) -> dict:
@@ -101,24 +96,52 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
 
         detail_path = table_path(tables_dir, "eval_details", str(context.partition_key))
         write_table(pd.concat(details, ignore_index=True), detail_path)
-        siblings = _sibling_scores(tables_dir, key.dataset, [s for s in cfg.model_sizes if s != key.model_size])
-        everything = pd.concat([siblings, scores], ignore_index=True)
-        sizes = {k: v.parameters for k, v in cfg.model_sizes.items()}
-        table = results_markdown(everything, sizes)
-        png = accuracy_plot(everything, sizes)
-        with mlflow.start_run(f"results [{key.dataset}]", {"crv.dataset": key.dataset, "crv.profile": cfg.name,
-                                                           "crv.report": "results_table"}) as report:
-            report.log_text(table, "results.md")
-            report.log_image_bytes(png, "accuracy_vs_size.png")
+        table = results_markdown(scores, {k: v.parameters for k, v in cfg.model_sizes.items()})
         return table_output(scores, {
             "dagster/row_count": len(scores),
             "results": dg.MetadataValue.md(table),
-            "accuracy_pct_vs_size": image(png, "accuracy (%) against model size"),
             "protocol": dg.MetadataValue.json(protocol),
             "per_problem_results": dg.MetadataValue.path(str(detail_path)),
             "scores": markdown_table(scores, ["method", "benchmark", "accuracy", "ci_low", "ci_high", "p_vs_cogpo",
                                               "num_problems", "no_answer_share", "truncated_share"], rows=40),
+        })
+
+    @dg.asset(
+        name="results",
+        code_version=code_version(profile_, "results"),
+        metadata={"dagster/column_schema": column_schema(results_schema)},
+        group_name=GROUP,
+        partitions_def=dataset_partitions(profile_),
+        dagster_type=ResultsFrame,
+        kinds={"pandas", "parquet"},
+        ins={"eval_scores": dg.AssetIn(partition_mapping=by_dataset())},
+        description="One dataset's comparison across model sizes: every method x benchmark with its interval, "
+                    "the paper-shaped table and the accuracy-vs-size plot.",
+    )
+    def results(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
+                eval_scores: pd.DataFrame) -> dg.Output:
+        if (reused := reused_table(context, tables_dir)) is not None:
+            return reused
+        cfg = profile.profile
+        dataset = str(context.partition_key)
+        sizes = {k: v.parameters for k, v in cfg.model_sizes.items()}
+        frame = eval_scores.sort_values(["model_size", "method", "benchmark"], kind="stable").reset_index(drop=True)
+        table, png = results_markdown(frame, sizes), accuracy_plot(frame, sizes)
+        context.log.info(f"results for {dataset}: {frame['model_size'].nunique()} model size(s), "
+                         f"{frame['method'].nunique()} methods, {frame['benchmark'].nunique()} benchmarks")
+        with mlflow.start_run(f"results [{dataset}]", {"crv.dataset": dataset, "crv.profile": cfg.name,
+                                                      "crv.report": "results_table",
+                                                      "dagster.run_id": context.run.run_id,
+                                                      "dagster.asset": "results"}) as report:
+            report.log_text(table, "results.md")
+            report.log_image_bytes(png, "accuracy_vs_size.png")
+            report.log_text(frame.to_csv(index=False), "results.csv")
+        return table_output(frame, {
+            "dagster/row_count": len(frame),
+            "results": dg.MetadataValue.md(table),
+            "accuracy_pct_vs_size": image(png, "accuracy (%) against model size, 95% intervals"),
+            "model_sizes": dg.MetadataValue.json(sorted(frame["model_size"].unique().tolist())),
             "mlflow_report_run": dg.MetadataValue.url(report.url),
         })
 
-    return [eval_scores]
+    return [eval_scores, results]
