@@ -123,21 +123,40 @@ def _file_digests(root: Path) -> dict[str, tuple[str, int]]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _scores_of(size: str) -> pd.DataFrame:
+    """eval_scores of one size, standing in for its evaluation run (the scoring is tested above)."""
+    return pd.DataFrame([{"dataset": "arith", "model_size": size, "method": m, "model_path": "/m",
+                          "benchmark": "arith_bench", "accuracy": 0.5, "ci_low": 0.25, "ci_high": 0.75,
+                          "p_vs_cogpo": None if m == "cogpo" else 0.5, "num_problems": 4, "num_samples": 1,
+                          "mean_response_tokens": 3.0, "no_answer_share": 0.0, "truncated_share": 0.0,
+                          "protocol": "{}"} for m in ("base", "sft", "cogpo")])
+
+
+def test_results_of_a_profile_with_one_size(artifacts, instance, tmp_path):
+    import yaml
+
+    from crv_dagster.storage import write_table
+
+    profile = yaml.safe_load(TEST_PROFILE.read_text())
+    del profile["model_sizes"]["tiny-b"]
+    path = tmp_path / "one_size.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    write_table(_scores_of("tiny-a"), table_path(artifacts / "tables", "eval_scores", "arith|tiny-a"))
+    result = build_definitions(path).resolve_job_def("results_job").execute_in_process(
+        partition_key="arith", instance=instance)
+    assert result.success and list(_table(artifacts, "results", "arith")["model_size"].unique()) == ["tiny-a"]
+
+
 def test_results_reads_every_size_of_its_dataset_through_the_partition_mapping(artifacts, instance):
     defs = build_definitions(TEST_PROFILE)
     graph = defs.resolve_asset_graph()
     mapping = graph.get_partition_mapping(dg.AssetKey("results"), dg.AssetKey("eval_scores"))
     assert isinstance(mapping, dg.MultiToSingleDimensionPartitionMapping)
     # Two sizes' scores stand in for their evaluation runs (the scoring itself is tested above).
-    for size in ("tiny-a", "tiny-b"):
-        frame = pd.DataFrame([{"dataset": "arith", "model_size": size, "method": m, "model_path": "/m",
-                               "benchmark": "arith_bench", "accuracy": 0.5, "ci_low": 0.25, "ci_high": 0.75,
-                               "p_vs_cogpo": None if m == "cogpo" else 0.5, "num_problems": 4, "num_samples": 1,
-                               "mean_response_tokens": 3.0, "no_answer_share": 0.0, "truncated_share": 0.0,
-                               "protocol": "{}"} for m in ("base", "sft", "cogpo")])
-        from crv_dagster.storage import write_table
+    from crv_dagster.storage import write_table
 
-        write_table(frame, table_path(artifacts / "tables", "eval_scores", f"arith|{size}"))
+    for size in ("tiny-a", "tiny-b"):
+        write_table(_scores_of(size), table_path(artifacts / "tables", "eval_scores", f"arith|{size}"))
     result = defs.resolve_job_def("results_job").execute_in_process(partition_key="arith", instance=instance)
     assert result.success
     results = _table(artifacts, "results", "arith")

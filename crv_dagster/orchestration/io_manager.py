@@ -38,13 +38,14 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
-            # A partition mapping (results <- eval_scores of every size): one table of them all.
-            asset = context.asset_key.path[-1]
-            return pd.concat([self._read(table_path(self.base_dir, asset, key), context, key)
-                              for key in sorted(context.asset_partition_keys)], ignore_index=True)
-        return self._read(self._path(context), context,
-                          context.partition_key if context.has_partition_key else "(unpartitioned)")
+        if not context.has_asset_partitions:
+            return self._read(self._path(context), context, "(unpartitioned)")
+        # The upstream partitions this input maps to: the same key, or, through a partition
+        # mapping (results <- eval_scores of every size), several; then one table of them all.
+        asset = context.asset_key.path[-1]
+        frames = [self._read(table_path(self.base_dir, asset, key), context, key)
+                  for key in sorted(context.asset_partition_keys)]
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
     def _read(self, path: Path, context: dg.InputContext, where: str) -> pd.DataFrame:
         if not path.exists():
