@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from crv_dagster.config import STUDENT, Profile
+from crv_dagster.llm.identity import weights_digest
 
 HASH_CHARS = 16
 
@@ -119,6 +120,10 @@ def code_version(profile: Profile, asset: str) -> str:
     return _digest({"asset": asset, "package": package_version(), "depends_on": asset_dependencies(profile, asset)})
 
 
+# Set on a frame by the asset that just hashed it, so the IO manager need not hash it again.
+TABLE_VERSION_ATTR = "crv.table_version"
+
+
 def table_version(frame: pd.DataFrame) -> str:
     """A hash of a table's content as stored: values, column names and types (not the row index).
 
@@ -133,20 +138,6 @@ def table_version(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:HASH_CHARS]
 
 
-def weights_version(checkpoint: str | Path) -> str:
-    """A hash of a checkpoint's weight files (``*.safetensors``, ``*.bin``), in name order."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in Path(checkpoint).rglob("*") if p.suffix in {".safetensors", ".bin"} and p.is_file())
-    if not files:
-        raise FileNotFoundError(f"{checkpoint}: no weight files")
-    for path in files:
-        digest.update(str(path.relative_to(checkpoint)).encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:HASH_CHARS]
-
-
 def manifest_version(manifest: pd.DataFrame) -> str:
     """A model asset's data version: each method's weights, not its timings."""
-    return _digest([[row.method, weights_version(row.path)] for row in manifest.itertuples()])
+    return _digest([[row.method, weights_digest(row.path)] for row in manifest.itertuples()])

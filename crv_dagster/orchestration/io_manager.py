@@ -8,14 +8,14 @@ import dagster as dg
 import pandas as pd
 
 from crv_dagster.storage import table_path, write_table
-from crv_dagster.versions import table_version
+from crv_dagster.versions import TABLE_VERSION_ATTR, table_version
 
 
-def _holds(path: Path, frame: pd.DataFrame) -> bool:
+def _holds(path: Path, version: str) -> bool:
     if not path.exists():
         return False
     try:
-        return table_version(pd.read_parquet(path)) == table_version(frame)
+        return table_version(pd.read_parquet(path)) == version
     except (OSError, ValueError):
         return False
 
@@ -33,7 +33,9 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if not isinstance(obj, pd.DataFrame):
             raise TypeError(f"{context.asset_key.to_user_string()}: ParquetIOManager stores DataFrames, got {type(obj).__name__}")
         path = self._path(context)
-        if not _holds(path, obj):  # a reused result is left as it is, byte for byte
+        # The version the asset computed travels on the frame; it is not stored with the table.
+        version = obj.attrs.pop(TABLE_VERSION_ATTR, None) or table_version(obj)
+        if not _holds(path, version):  # a reused result is left as it is, byte for byte
             write_table(obj, path)
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 

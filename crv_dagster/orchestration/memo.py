@@ -20,7 +20,7 @@ from dagster._core.definitions.data_version import (  # the provenance Dagster i
 )
 
 from crv_dagster.storage import table_path
-from crv_dagster.versions import manifest_version, table_version
+from crv_dagster.versions import TABLE_VERSION_ATTR, manifest_version, table_version
 
 _COST_SUFFIXES = ("_new_calls", "_cache_hits", "train_runtime_s")
 
@@ -70,6 +70,8 @@ def _reuse(context: dg.AssetExecutionContext, load: Callable[[], pd.DataFrame],
         intact = False
     if not intact:
         return None
+    if version_of is table_version:
+        stored.attrs[TABLE_VERSION_ATTR] = recorded.value
     context.log.info(f"{context.asset_key.to_user_string()}: code and inputs unchanged since run "
                      f"{record.run_id[:8]}; reusing its result (no model calls, no training)")
     # The earlier run's metadata describes the result; its costs (calls, cache hits, run time) were
@@ -97,7 +99,9 @@ def reused_models(context: dg.AssetExecutionContext, tables_dir) -> dg.Output | 
 
 
 def table_output(frame: pd.DataFrame, metadata: dict) -> dg.Output:
-    return dg.Output(frame, data_version=dg.DataVersion(table_version(frame)), metadata=metadata)
+    version = table_version(frame)
+    frame.attrs[TABLE_VERSION_ATTR] = version
+    return dg.Output(frame, data_version=dg.DataVersion(version), metadata=metadata)
 
 
 def models_output(manifest: pd.DataFrame, metadata: dict) -> dg.Output:

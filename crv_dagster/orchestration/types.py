@@ -8,6 +8,7 @@ import dagster as dg
 import pandera.pandas as pa
 from dagster_pandera import pandera_schema_to_dagster_type
 
+from crv_dagster.config import Profile
 from crv_dagster.schemas import (
     critiques_schema,
     eval_scores_schema,
@@ -19,6 +20,7 @@ from crv_dagster.schemas import (
     rewritten_cots_schema,
     verified_set_schema,
 )
+from crv_dagster.versions import code_version
 
 
 def column_schema(schema: pa.DataFrameSchema) -> dg.TableSchema:
@@ -44,3 +46,13 @@ PreferencePairsFrame = _dagster_type(preference_pairs_schema)
 ModelManifest = _dagster_type(model_manifest_schema)
 EvalScoresFrame = _dagster_type(eval_scores_schema)
 ResultsFrame = _dagster_type(results_schema)
+
+_TYPES = {t.key: t for t in (ProblemsFrame, RawCotsFrame, CritiquesFrame, RewrittenCotsFrame, VerifiedSetFrame,
+                             PreferencePairsFrame, ModelManifest, EvalScoresFrame, ResultsFrame)}
+
+
+def table_asset_args(profile: Profile, name: str, schema: pa.DataFrameSchema) -> dict:
+    """What every table asset's decorator says the same way: its name, code version (from what it
+    reads), Dagster type and column schema (both from its Pandera schema)."""
+    return {"name": name, "code_version": code_version(profile, name), "dagster_type": _TYPES[schema.name],
+            "metadata": {"dagster/column_schema": column_schema(schema)}}

@@ -14,16 +14,12 @@ from crv_dagster.orchestration.partitions import partition_of
 from crv_dagster.orchestration.resources import ProfileResource
 from crv_dagster.orchestration.tracking import MlflowTracking
 from crv_dagster.orchestration.types import (
-    CritiquesFrame,
-    RewrittenCotsFrame,
-    VerifiedSetFrame,
-    column_schema,
     critiques_schema,
     rewritten_cots_schema,
+    table_asset_args,
     verified_set_schema,
 )
 from crv_dagster.plots import length_histogram
-from crv_dagster.versions import code_version
 from crv_dagster.vocabulary import SUITED, UNSUITED_ORIGINAL
 
 GROUP = "crv"
@@ -64,12 +60,9 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
     tables_dir = profile_.artifacts_dir / "tables"
 
     @dg.asset(
-        name="critiques",
-        code_version=code_version(profile_, "critiques"),
-        metadata={"dagster/column_schema": column_schema(critiques_schema)},
+        **table_asset_args(profile_, "critiques", critiques_schema),
         group_name=GROUP,
         partitions_def=partitions,
-        dagster_type=CritiquesFrame,
         kinds={"pandas", "parquet"},
         pool="gpu",
         check_specs=[dg.AssetCheckSpec("unparsed_share_ok", asset="critiques",
@@ -117,12 +110,9 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
         yield _unparsed_check(frame, cfg)
 
     @dg.asset(
-        name="rewritten_cots",
-        code_version=code_version(profile_, "rewritten_cots"),
-        metadata={"dagster/column_schema": column_schema(rewritten_cots_schema)},
+        **table_asset_args(profile_, "rewritten_cots", rewritten_cots_schema),
         group_name=GROUP,
         partitions_def=partitions,
-        dagster_type=RewrittenCotsFrame,
         kinds={"pandas", "parquet"},
         pool="gpu",
         description="Easy CoTs expanded, hard ones simplified, medium kept; each rewrite verified, retried on failure.",
@@ -182,12 +172,9 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
         })
 
     @dg.asset(
-        name="verified_set",
-        code_version=code_version(profile_, "verified_set"),
-        metadata={"dagster/column_schema": column_schema(verified_set_schema)},
+        **table_asset_args(profile_, "verified_set", verified_set_schema),
         group_name=GROUP,
         partitions_def=partitions,
-        dagster_type=VerifiedSetFrame,
         kinds={"pandas", "parquet"},
         check_specs=[dg.AssetCheckSpec("has_sft_rows", asset="verified_set",
                                        description="At least one student-suited CoT passed verification.")],

@@ -14,9 +14,12 @@ from crv_dagster.orchestration.metadata import counts, markdown_table
 from crv_dagster.orchestration.partitions import partition_of
 from crv_dagster.orchestration.resources import ProfileResource
 from crv_dagster.orchestration.tracking import MlflowTracking
-from crv_dagster.orchestration.types import ProblemsFrame, RawCotsFrame, column_schema, problems_schema, raw_cots_schema
+from crv_dagster.orchestration.types import (
+    problems_schema,
+    raw_cots_schema,
+    table_asset_args,
+)
 from crv_dagster.prompts import load_prompt
-from crv_dagster.versions import code_version
 
 GROUP = "data"
 
@@ -25,12 +28,9 @@ def build_data_assets(partitions: dg.PartitionsDefinition, profile_: Profile) ->
     tables_dir = profile_.artifacts_dir / "tables"
 
     @dg.asset(
-        name="problems",
-        code_version=code_version(profile_, "problems"),
-        metadata={"dagster/column_schema": column_schema(problems_schema)},
+        **table_asset_args(profile_, "problems", problems_schema),
         group_name=GROUP,
         partitions_def=partitions,
-        dagster_type=ProblemsFrame,
         kinds={"pandas", "parquet"},
         description="Problems of one dataset with reference answers, split into train and eval (seeded).",
     )
@@ -69,12 +69,9 @@ def build_data_assets(partitions: dg.PartitionsDefinition, profile_: Profile) ->
         })
 
     @dg.asset(
-        name="raw_cots",
-        code_version=code_version(profile_, "raw_cots"),
-        metadata={"dagster/column_schema": column_schema(raw_cots_schema)},
+        **table_asset_args(profile_, "raw_cots", raw_cots_schema),
         group_name=GROUP,
         partitions_def=partitions,
-        dagster_type=RawCotsFrame,
         kinds={"pandas", "parquet"},
         pool="gpu",
         description="The teacher's chain of thought for each training problem, graded against the reference.",

@@ -16,17 +16,13 @@ from crv_dagster.orchestration.partitions import by_dataset, dataset_partitions,
 from crv_dagster.orchestration.resources import ProfileResource
 from crv_dagster.orchestration.tracking import MlflowTracking
 from crv_dagster.orchestration.types import (
-    EvalScoresFrame,
-    ResultsFrame,
-    column_schema,
     eval_scores_schema,
     results_schema,
+    table_asset_args,
 )
 from crv_dagster.storage import table_path, write_table
-from crv_dagster.versions import code_version
 
 GROUP = "evaluation"
-HELDOUT = "heldout"
 
 
 def _crv_params(rewritten: pd.DataFrame, pairs: pd.DataFrame) -> dict:
@@ -40,12 +36,9 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
     tables_dir = profile_.artifacts_dir / "tables"
 
     @dg.asset(
-        name="eval_scores",
-        code_version=code_version(profile_, "eval_scores"),
-        metadata={"dagster/column_schema": column_schema(eval_scores_schema)},
+        **table_asset_args(profile_, "eval_scores", eval_scores_schema),
         group_name=GROUP,
         partitions_def=partitions,
-        dagster_type=EvalScoresFrame,
         kinds={"pandas", "parquet"},
         pool="gpu",
         description="Accuracy (pass@1) of base, SFT, CogPO (and DPO) on the held-out split and each benchmark.",
@@ -107,12 +100,9 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
         })
 
     @dg.asset(
-        name="results",
-        code_version=code_version(profile_, "results"),
-        metadata={"dagster/column_schema": column_schema(results_schema)},
+        **table_asset_args(profile_, "results", results_schema),
         group_name=GROUP,
         partitions_def=dataset_partitions(profile_),
-        dagster_type=ResultsFrame,
         kinds={"pandas", "parquet"},
         ins={"eval_scores": dg.AssetIn(partition_mapping=by_dataset())},
         description="One dataset's comparison across model sizes: every method x benchmark with its interval, "

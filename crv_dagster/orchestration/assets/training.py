@@ -18,15 +18,12 @@ from crv_dagster.orchestration.partitions import partition_of
 from crv_dagster.orchestration.resources import ProfileResource
 from crv_dagster.orchestration.tracking import MlflowTracking
 from crv_dagster.orchestration.types import (
-    ModelManifest,
-    PreferencePairsFrame,
-    column_schema,
     model_manifest_schema,
     preference_pairs_schema,
+    table_asset_args,
 )
 from crv_dagster.training import pairs as pairs_lib
 from crv_dagster.training.incorrect import find_incorrect_cots
-from crv_dagster.versions import code_version
 from crv_dagster.vocabulary import PAIR_TYPES
 
 GROUP = "training"
@@ -49,12 +46,9 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
     tables_dir = profile_.artifacts_dir / "tables"
 
     @dg.asset(
-        name="preference_pairs",
-        code_version=code_version(profile_, "preference_pairs"),
-        metadata={"dagster/column_schema": column_schema(preference_pairs_schema)},
+        **table_asset_args(profile_, "preference_pairs", preference_pairs_schema),
         group_name=GROUP,
         partitions_def=partitions,
-        dagster_type=PreferencePairsFrame,
         kinds={"pandas", "parquet"},
         pool="gpu",
         description="CogPO pairs of three kinds (small, medium, large gap), each with its beta, checked with is_correct.",
@@ -103,12 +97,9 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
         })
 
     @dg.asset(
-        name="sft_model",
-        code_version=code_version(profile_, "sft_model"),
-        metadata={"dagster/column_schema": column_schema(model_manifest_schema)},
+        **table_asset_args(profile_, "sft_model", model_manifest_schema),
         group_name=GROUP,
         partitions_def=partitions,
-        dagster_type=ModelManifest,
         kinds={"pytorch", "huggingface"},
         pool="gpu",
         description="The student fine-tuned (TRL SFT, loss on the CoT only) on the verified, student-suited CoTs.",
@@ -143,12 +134,9 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
         })
 
     @dg.asset(
-        name="cogpo_model",
-        code_version=code_version(profile_, "cogpo_model"),
-        metadata={"dagster/column_schema": column_schema(model_manifest_schema)},
+        **table_asset_args(profile_, "cogpo_model", model_manifest_schema),
         group_name=GROUP,
         partitions_def=partitions,
-        dagster_type=ModelManifest,
         kinds={"pytorch", "huggingface"},
         pool="gpu",
         description="CogPO from the SFT checkpoint (reference = SFT model); plus the plain DPO baseline if configured.",
