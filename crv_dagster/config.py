@@ -275,7 +275,6 @@ class TrainerSettings(_Strict):
     bf16: bool = Field(False, description="bf16 mixed precision; only where the device supports it")
     gradient_checkpointing: bool = False
     logging_steps: int = Field(1, gt=0)
-    seed: int = 42
 
 
 class PairBetas(_Strict):
@@ -311,11 +310,25 @@ class PairsConfig(_Strict):
         return list(dict.fromkeys(value)) if isinstance(value, list) else [value]
 
 
+PreferenceBaseline = Literal["dpo", "dpo_mean_beta", "ipo", "simpo", "orpo"]
+SftBaseline = Literal["sft_raw", "sft_filter"]
+
+
 class CogpoSettings(TrainerSettings):
     learning_rate: float = Field(1e-6, gt=0)
     num_train_epochs: float = Field(1.0, gt=0)
     dpo_beta: float = Field(0.1, gt=0, description="the single beta of the plain DPO baseline")
-    baselines: list[Literal["dpo"]] = Field([], description="also train these on the same pairs")
+    baselines: list[PreferenceBaseline] = Field(
+        [], description="also train these from the same SFT checkpoint on the same pairs")
+    ipo_tau: float = Field(0.1, gt=0, description="IPO's regularisation (TRL's beta for loss_type ipo)")
+    simpo_beta: float = Field(2.0, gt=0, description="SimPO's reward scale (per-token average log-prob)")
+    simpo_gamma: float = Field(0.5, ge=0, description="SimPO's target reward margin")
+    orpo_lambda: float = Field(0.1, gt=0, description="ORPO's weight of the odds-ratio term (TRL's beta)")
+
+    @field_validator("baselines")
+    @classmethod
+    def _distinct(cls, value: list) -> list:
+        return list(dict.fromkeys(value))
 
 
 class TrainingConfig(_Strict):
@@ -324,6 +337,9 @@ class TrainingConfig(_Strict):
     sft: TrainerSettings = TrainerSettings()
     pairs: PairsConfig = PairsConfig()
     cogpo: CogpoSettings = CogpoSettings()
+    sft_baselines: list[SftBaseline] = Field(
+        [], description="also fine-tune the base student on these data: sft_raw (raw CoTs that reach the "
+                        "reference answer), sft_filter (CoTs the Critic labelled medium, none rewritten)")
     torch_threads: int | None = Field(None, gt=0, description="CPU threads for training (None: torch's default)")
 
 
@@ -372,7 +388,7 @@ class TrackingConfig(_Strict):
 class Profile(_Strict):
     name: str
     artifacts_root: str = Field(description="relative to the project root unless absolute")
-    seed: int = 0
+    seeds: list[int] = Field([0], min_length=1, description="training and sampling are repeated per seed")
     datasets: dict[str, DatasetConfig]
     model_sizes: dict[str, ModelSizeConfig]
     models: dict[str, ModelSpec]
@@ -382,6 +398,13 @@ class Profile(_Strict):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds must be distinct, got {value}")
+        return value
 
     @field_validator("datasets", "model_sizes")
     @classmethod

@@ -149,9 +149,10 @@ preference_pairs_schema = pa.DataFrameSchema(
 
 model_manifest_schema = pa.DataFrameSchema(
     name="model_manifest",
-    description="Trained checkpoints (HF folders) of one partition, one row per method.",
+    description="Trained checkpoints (HF folders) of one partition, one row per method and seed.",
     columns={
-        "method": pa.Column(str, pa.Check.isin(TRAINED_METHODS), unique=True),
+        "method": pa.Column(str, pa.Check.isin(TRAINED_METHODS)),
+        "seed": pa.Column(int),
         "path": _text,
         "parent": _text,
         "finetuning": pa.Column(str, pa.Check.isin(["full", "lora"])),
@@ -161,40 +162,47 @@ model_manifest_schema = pa.DataFrameSchema(
         "loss_last": pa.Column(float, nullable=True),
         "train_runtime_s": pa.Column(float, nullable=True),
     },
+    unique=["method", "seed"],
     strict=True,
     coerce=True,
 )
 
+_fraction = pa.Column(float, pa.Check.in_range(0.0, 1.0))
+_SCORE = {
+    "dataset": _text,
+    "model_size": _text,
+    "method": pa.Column(str, pa.Check.isin(EVALUATED_METHODS)),
+    "benchmark": _text,
+    "accuracy": pa.Column(float, pa.Check.in_range(0.0, 1.0), description="pass@1, a fraction"),
+    "ci_low": pa.Column(float, pa.Check.in_range(0.0, 1.0), description="bootstrap 95% interval over problems"),
+    "ci_high": _fraction,
+    "p_vs_cogpo": pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True,
+                            description="paired bootstrap p-value against CogPO on the same problems"),
+    "num_problems": pa.Column(int, pa.Check.gt(0)),
+    "num_samples": pa.Column(int, pa.Check.gt(0)),
+    "mean_response_tokens": pa.Column(float, pa.Check.ge(0)),
+    "no_answer_share": _fraction,
+    "truncated_share": _fraction,
+    "problem_scores": pa.Column(str, description="JSON {problem_id: score}: each problem's mean correctness"),
+}
+
 eval_scores_schema = pa.DataFrameSchema(
     name="eval_scores",
-    description="Accuracy of each model (base, SFT, CogPO, DPO) on each benchmark, with the protocol used.",
-    columns={
-        "dataset": _text,
-        "model_size": _text,
-        "method": pa.Column(str, pa.Check.isin(EVALUATED_METHODS)),
-        "model_path": _text,
-        "benchmark": _text,
-        "accuracy": pa.Column(float, pa.Check.in_range(0.0, 1.0), description="pass@1, a fraction"),
-        "ci_low": pa.Column(float, pa.Check.in_range(0.0, 1.0), description="bootstrap 95% interval over problems"),
-        "ci_high": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
-        "p_vs_cogpo": pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True,
-                                description="paired bootstrap p-value against CogPO on the same problems"),
-        "num_problems": pa.Column(int, pa.Check.gt(0)),
-        "num_samples": pa.Column(int, pa.Check.gt(0)),
-        "mean_response_tokens": pa.Column(float, pa.Check.ge(0)),
-        "no_answer_share": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
-        "truncated_share": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
-        "protocol": _text,
-    },
-    unique=["method", "benchmark"],
+    description="Accuracy of each model (base, the SFT variants, CogPO and the preference baselines) on each "
+                "benchmark, once per seed, with the protocol used.",
+    columns={**_SCORE, "seed": pa.Column(int), "model_path": _text, "protocol": _text},
+    unique=["method", "seed", "benchmark"],
     strict=True,
     coerce=True,
 )
 
 results_schema = pa.DataFrameSchema(
     name="results",
-    description="eval_scores of every model size of one dataset: the paper-shaped comparison.",
-    columns=dict(eval_scores_schema.columns),
+    description="eval_scores of every model size of one dataset pooled over seeds: the paper-shaped comparison.",
+    columns={**_SCORE,
+             "seed_std": pa.Column(float, nullable=True, description="standard deviation of the seeds' accuracies"),
+             "num_seeds": pa.Column(int, pa.Check.gt(0)),
+             "seed_accuracies": pa.Column(str, description="JSON {seed: accuracy}")},
     unique=["model_size", "method", "benchmark"],
     strict=True,
     coerce=True,

@@ -103,12 +103,13 @@ def asset_dependencies(profile: Profile, asset: str) -> dict[str, Any]:
     if asset == "sft_model":
         return {"finetuning": training.finetuning, "lora": training.lora.model_dump(mode="json"),
                 "sft": training.sft.model_dump(mode="json"), "torch_threads": training.torch_threads,
-                "students": _students(profile)}
+                "sft_baselines": training.sft_baselines, "seeds": profile.seeds, "students": _students(profile)}
     if asset == "cogpo_model":
         return {"finetuning": training.finetuning, "lora": training.lora.model_dump(mode="json"),
-                "cogpo": training.cogpo.model_dump(mode="json"), "torch_threads": training.torch_threads}
+                "cogpo": training.cogpo.model_dump(mode="json"), "torch_threads": training.torch_threads,
+                "seeds": profile.seeds}
     if asset == "eval_scores":
-        return {"evaluation": profile.evaluation.model_dump(mode="json"),
+        return {"evaluation": profile.evaluation.model_dump(mode="json"), "seeds": profile.seeds,
                 "backend": _backend(profile, profile.evaluation.backend), "students": _students(profile),
                 "eval_fraction": {n: d.eval_fraction for n, d in profile.datasets.items()}}
     if asset == "results":
@@ -140,4 +141,4 @@ def table_version(frame: pd.DataFrame) -> str:
 
 def manifest_version(manifest: pd.DataFrame) -> str:
     """A model asset's data version: each method's weights, not its timings."""
-    return _digest([[row.method, weights_digest(row.path)] for row in manifest.itertuples()])
+    return _digest([[row.method, row.seed, weights_digest(row.path)] for row in manifest.itertuples()])

@@ -28,8 +28,22 @@ INCORRECT_SOURCES = ("student", "inject", "perturb")
 REJECTED_SOURCES = ("original", *INCORRECT_SOURCES)
 
 # Trained checkpoints, and everything that is scored (the untrained student as `base`).
-TRAINED_METHODS = ("sft", "cogpo", "dpo")
-EVALUATED_METHODS = ("base", *TRAINED_METHODS)
+# SFT on the CRV data (`sft`), on the raw teacher CoTs that reach the reference answer (`sft_raw`:
+# what CRV adds is sft minus this) and on the CoTs the Critic found suited as they are, with no
+# rewriting (`sft_filter`: the paper's ablation without rethinking).
+SFT, SFT_RAW, SFT_FILTER = "sft", "sft_raw", "sft_filter"
+SFT_METHODS = (SFT, SFT_RAW, SFT_FILTER)
+# Preference methods, all trained from the same `sft` checkpoint on the same pairs. `dpo` uses the
+# profile's single beta, `dpo_mean_beta` one beta equal to the mean of CogPO's per-pair betas (the
+# schedule without the change of scale); `ipo`, `simpo` and `orpo` are TRL's own losses.
+COGPO = "cogpo"
+PREFERENCE_METHODS = (COGPO, "dpo", "dpo_mean_beta", "ipo", "simpo", "orpo")
+# The methods scored against the precomputed reference log-probs of the SFT model (SimPO and ORPO
+# have no reference model).
+REFERENCE_METHODS = (COGPO, "dpo", "dpo_mean_beta", "ipo")
+TRAINED_METHODS = (*SFT_METHODS, *PREFERENCE_METHODS)
+BASE = "base"
+EVALUATED_METHODS = (BASE, *TRAINED_METHODS)
 
 # Problems and raw CoTs.
 SPLITS = ("train", "eval")

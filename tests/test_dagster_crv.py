@@ -13,9 +13,11 @@ from profiles import TEST_PROFILE
 from crv_dagster.llm.cache import ResponseCache
 from crv_dagster.orchestration.definitions import build_definitions
 from crv_dagster.storage import table_path
+from crv_dagster.vocabulary import EVALUATED_METHODS, PREFERENCE_METHODS, SFT_METHODS
 
 CRV_ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set"]
 TRAINING_ASSETS = ["preference_pairs", "sft_model", "cogpo_model", "eval_scores"]
+SEEDS = (0, 1)  # the test profile's seeds
 
 
 @pytest.fixture
@@ -63,42 +65,70 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     pairs = _table(artifacts, "preference_pairs", "arith|tiny-a")
     assert len(pairs) == meta["preference_pairs"]["num_pairs"] > 0
     assert set(pairs["pair_type"]) <= {"small_gap", "medium_gap", "large_gap"}
+    # Every SFT variant and preference method, once per seed; the preference methods of a seed all
+    # start from that seed's CRV SFT checkpoint.
     sft = _table(artifacts, "sft_model", "arith|tiny-a")
     cogpo = _table(artifacts, "cogpo_model", "arith|tiny-a")
-    assert list(cogpo["method"]) == ["cogpo", "dpo"] and set(cogpo["parent"]) == set(sft["path"])
+    assert set(zip(sft["method"], sft["seed"])) == {(m, s) for m in SFT_METHODS for s in SEEDS}
+    assert set(zip(cogpo["method"], cogpo["seed"])) == {(m, s) for m in PREFERENCE_METHODS for s in SEEDS}
+    for seed in SEEDS:
+        [crv_sft] = sft.loc[(sft["method"] == "sft") & (sft["seed"] == seed), "path"]
+        assert set(cogpo.loc[cogpo["seed"] == seed, "parent"]) == {crv_sft}
+    by_method = sft.drop_duplicates("method").set_index("method")["num_examples"]
+    assert by_method["sft"] == len(verified[verified["role"] == "suited"])
+    assert by_method["sft_raw"] == int(raw["is_correct"].sum())
+    assert by_method["sft_filter"] == int(((critiques["label"] == "medium") & critiques["cot_correct"]).sum())
     for path in list(sft["path"]) + list(cogpo["path"]):
         assert (Path(path) / "model.safetensors").exists() and (Path(path) / "tokenizer.json").exists()
     assert meta["cogpo_model"]["cogpo_loss_by_kind"]["before"]
+    assert meta["cogpo_model"]["reference_passes"] == len(SEEDS)  # one per SFT checkpoint, not per method
 
     client = MlflowClient(f"sqlite:///{artifacts}/mlflow.db")
-    experiment = client.get_experiment_by_name("crv-dagster-test").experiment_id
-    runs = client.search_runs([experiment], f"tags.`dagster.run_id` = '{result.run_id}'")
-    # cogpo_model has a run per method (cogpo, dpo), eval_scores one per evaluated model.
+    experiment = client.get_experiment_by_name("crv-dagster-test")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([experiment.experiment_id], f"tags.`dagster.run_id` = '{result.run_id}'")
+    # A run per trained model and seed, and per evaluated model and seed.
+    evaluated = 1 + len(SFT_METHODS) + len(PREFERENCE_METHODS)
     assert sorted(r.data.tags["dagster.asset"] for r in runs) == sorted(
-        CRV_ASSETS + TRAINING_ASSETS + ["cogpo_model"] + ["eval_scores"] * 3)
+        CRV_ASSETS + ["preference_pairs"] + ["sft_model"] * len(SFT_METHODS) * len(SEEDS)
+        + ["cogpo_model"] * len(PREFERENCE_METHODS) * len(SEEDS) + ["eval_scores"] * evaluated * len(SEEDS))
     assert all(r.info.status == "FINISHED" for r in runs)
     [rewrite_run] = [r for r in runs if r.data.tags["dagster.asset"] == "rewritten_cots"]
     assert "action_keep" in rewrite_run.data.metrics
     assert {a.path for a in client.list_artifacts(rewrite_run.info.run_id)} == {"cot_lengths.png", "crv_stats.json"}
     models = [r for r in runs if r.data.tags["dagster.asset"] in ("sft_model", "cogpo_model")]
-    [cogpo_run] = [r for r in models if r.data.tags["crv.method"] == "cogpo"]
+    [cogpo_run] = [r for r in models if r.data.tags["crv.method"] == "cogpo" and r.data.tags["crv.seed"] == "0"]
     assert cogpo_run.data.params["beta_large_gap"] == "0.5"
     assert len(client.get_metric_history(cogpo_run.info.run_id, "cogpo/loss")) == 6
     assert "cogpo/rewards/margins" in cogpo_run.data.metrics
-    [sft_run] = [r for r in models if r.data.tags["crv.method"] == "sft"]
+    [sft_run] = [r for r in models if r.data.tags["crv.method"] == "sft" and r.data.tags["crv.seed"] == "1"]
     assert len(client.get_metric_history(sft_run.info.run_id, "sft/loss")) == 8
 
     scores = _table(artifacts, "eval_scores", "arith|tiny-a")
-    assert set(scores["method"]) == {"base", "sft", "cogpo", "dpo"}
+    assert set(zip(scores["method"], scores["seed"], scores["benchmark"])) == {
+        (m, s, b) for m in EVALUATED_METHODS for s in SEEDS for b in ("arith_heldout", "arith_bench")}
     assert meta["eval_scores"]["results"].startswith("| model size | method | arith_heldout | arith_bench |")
     assert Path(meta["eval_scores"]["per_problem_results"]).exists()
-    eval_runs = {r.data.tags["crv.method"]: r for r in runs if r.data.tags["dagster.asset"] == "eval_scores"}
-    assert {r.info.run_name for r in eval_runs.values()} == {f"{m} · eval_scores [arith|tiny-a]" for m in eval_runs}
+    eval_runs = {(r.data.tags["crv.method"], int(r.data.tags["crv.seed"])): r
+                 for r in runs if r.data.tags["dagster.asset"] == "eval_scores"}
+    assert {r.info.run_name for r in eval_runs.values()} == {
+        f"{m} · seed {s} · eval_scores [arith|tiny-a]" for m, s in eval_runs}
     assert set(scores.loc[scores["method"] == "cogpo", "p_vs_cogpo"].isna()) == {True}
+    assert scores.loc[scores["method"] != "cogpo", "p_vs_cogpo"].notna().all()
     assert (scores["ci_low"] <= scores["accuracy"]).all() and (scores["accuracy"] <= scores["ci_high"]).all()
-    for method, run in eval_runs.items():
-        expected = scores[(scores["method"] == method) & (scores["benchmark"] == "arith_bench")]["accuracy"].iloc[0]
-        assert run.data.metrics["eval/arith_bench/accuracy"] == pytest.approx(expected)
+    for (method, seed), run in eval_runs.items():
+        row = scores[(scores["method"] == method) & (scores["seed"] == seed) & (scores["benchmark"] == "arith_bench")]
+        assert run.data.metrics["eval/arith_bench/accuracy"] == pytest.approx(row["accuracy"].iloc[0])
+        assert run.data.params["model_size"] == "tiny-a" and run.data.params["seed"] == str(seed)
+
+    # The summary's link opens the runs table on exactly these score runs.
+    from crv_dagster.orchestration.tracking import SCORE_FILTER, MlflowTracking
+    url = MlflowTracking(tracking_uri=f"sqlite:///{artifacts}/mlflow.db", experiment="crv-dagster-test").scores_view_url()
+    key = url.split("viewStateShareKey=")[1]
+    view = json.loads(client.get_experiment(experiment.experiment_id).tags[f"mlflow.sharedViewState.{key}"])
+    assert view["searchFilter"] == SCORE_FILTER and "params.`method`" in view["selectedColumns"]
+    assert {r.info.run_id for r in client.search_runs([experiment.experiment_id], SCORE_FILTER)} == {
+        r.info.run_id for r in eval_runs.values()}
 
     # Nothing changed: the second run reuses every result. No model call (the response cache did
     # not grow), no training step, and tables and checkpoints are left byte for byte as they were.
@@ -124,12 +154,18 @@ def _file_digests(root: Path) -> dict[str, tuple[str, int]]:
 
 
 def _scores_of(size: str) -> pd.DataFrame:
-    """eval_scores of one size, standing in for its evaluation run (the scoring is tested above)."""
-    return pd.DataFrame([{"dataset": "arith", "model_size": size, "method": m, "model_path": "/m",
-                          "benchmark": "arith_bench", "accuracy": 0.5, "ci_low": 0.25, "ci_high": 0.75,
-                          "p_vs_cogpo": None if m == "cogpo" else 0.5, "num_problems": 4, "num_samples": 1,
-                          "mean_response_tokens": 3.0, "no_answer_share": 0.0, "truncated_share": 0.0,
-                          "protocol": "{}"} for m in ("base", "sft", "cogpo")])
+    """eval_scores of one size and two seeds, standing in for its evaluation run (the scoring is
+    tested above): seed 0 gets problems p0 and p1 right, seed 1 only p0."""
+    rows = []
+    for m in ("base", "sft", "cogpo"):
+        for seed, right in ((0, {"p0", "p1"}), (1, {"p0"})):
+            problem_scores = {f"p{i}": float(f"p{i}" in right) for i in range(4)}
+            rows.append({"dataset": "arith", "model_size": size, "method": m, "seed": seed, "model_path": "/m",
+                         "benchmark": "arith_bench", "accuracy": len(right) / 4, "ci_low": 0.0, "ci_high": 1.0,
+                         "p_vs_cogpo": None if m == "cogpo" else 1.0, "num_problems": 4, "num_samples": 1,
+                         "mean_response_tokens": 3.0, "no_answer_share": 0.0, "truncated_share": 0.0,
+                         "problem_scores": json.dumps(problem_scores), "protocol": "{}"})
+    return pd.DataFrame(rows)
 
 
 def test_results_of_a_profile_with_one_size(artifacts, instance, tmp_path):
@@ -161,5 +197,9 @@ def test_results_reads_every_size_of_its_dataset_through_the_partition_mapping(a
     assert result.success
     results = _table(artifacts, "results", "arith")
     assert list(results["model_size"].unique()) == ["tiny-a", "tiny-b"] and len(results) == 6
+    # Pooled over the two seeds, problem by problem: p0 1.0, p1 0.5, p2 and p3 0.0.
+    assert (results["num_seeds"] == 2).all() and results["accuracy"].tolist() == pytest.approx([0.375] * 6)
+    assert json.loads(results["problem_scores"].iloc[0]) == {"p0": 1.0, "p1": 0.5, "p2": 0.0, "p3": 0.0}
+    assert results["seed_std"].iloc[0] == pytest.approx(0.1767767, rel=1e-5)  # std of 0.5 and 0.25
     [event] = result.asset_materializations_for_node("results")
-    assert "| tiny-b (2M) | Base | 50.0 (25.0–75.0) |" in event.metadata["results"].value
+    assert "| tiny-b (2M) | Base | 37.5 (0.0–75.0) |" in event.metadata["results"].value

@@ -1,11 +1,16 @@
+import json
+import re
+
+import numpy as np
 import pandas as pd
 import pytest
 from scripted import ScriptedBackend
 
 from crv_dagster.config import EvalProtocol
+from crv_dagster.evaluation.aggregate import pool_seeds
 from crv_dagster.evaluation.report import accuracy_plot, parameter_count, results_markdown
 from crv_dagster.evaluation.scoring import generate_answers, summarize
-from crv_dagster.schemas import eval_scores_schema
+from crv_dagster.schemas import eval_scores_schema, results_schema
 
 PROBLEMS = pd.DataFrame({
     "problem_id": ["a", "b", "c", "d"],
@@ -48,32 +53,59 @@ def test_pass_at_1_is_the_mean_over_samples():
     assert sorted(set(seeds)) == [10, 11, 12, 13]
 
 
-def _scores():
+def _scores(seeds=(0,)):
+    """Per-seed eval_scores: 20 problems per benchmark, a share right that grows with size and method."""
     rows = []
     for size, base in (("small", 0.1), ("big", 0.3)):
         for method, bump in (("base", 0.0), ("sft", 0.1), ("cogpo", 0.2)):
             for bench in ("heldout", "bench"):
-                rows.append({"dataset": "d", "model_size": size, "method": method, "model_path": "/m",
-                             "benchmark": bench, "accuracy": base + bump, "num_problems": 4, "num_samples": 1,
-                             "mean_response_tokens": 10.0, "no_answer_share": 0.0, "truncated_share": 0.0,
-                             "ci_low": base + bump - 0.05, "ci_high": base + bump + 0.05,
-                             "p_vs_cogpo": None if method == "cogpo" else 0.2, "protocol": "{}"})
+                for seed in seeds:
+                    right = round(20 * (base + bump))
+                    problem_scores = {f"p{i:02d}": float(i < right) for i in range(20)}
+                    rows.append({"dataset": "d", "model_size": size, "method": method, "seed": seed,
+                                 "model_path": "/m", "benchmark": bench, "accuracy": right / 20, "num_problems": 20,
+                                 "num_samples": 1, "mean_response_tokens": 10.0, "no_answer_share": 0.0,
+                                 "truncated_share": 0.0, "ci_low": 0.0, "ci_high": 1.0,
+                                 "p_vs_cogpo": None if method == "cogpo" else 0.2,
+                                 "problem_scores": json.dumps(problem_scores), "protocol": "{}"})
     return pd.DataFrame(rows)
 
 
 def test_results_table_has_the_paper_shape():
     scores = _scores()
     eval_scores_schema.validate(scores[scores["model_size"] == "small"])
-    table = results_markdown(scores, {"small": "135M", "big": "1.5B"})
+    pooled = pool_seeds(scores)
+    results_schema.validate(pooled)
+    table = results_markdown(pooled, {"small": "135M", "big": "1.5B"})
     lines = table.splitlines()
     assert lines[0] == "| model size | method | heldout | bench | average |"
-    assert lines[2].startswith("| small (135M) | Base | 10.0 (5.0–15.0) | 10.0 (5.0–15.0) |")
-    assert lines[4] == "|  | SFT + CogPO | 30.0 (25.0–35.0) | 30.0 (25.0–35.0) | 30.0 |"
+    # base gets 2 of 20 right, CogPO 6 of 20 (the first ones): the paired test tells them apart.
+    assert re.fullmatch(r"\| small \(135M\) \| Base \| 10\.0 \(0\.0–25\.0\)† \| 10\.0 \(0\.0–25\.0\)† \| 10\.0 \(.*\) \|",
+                        lines[2]), lines[2]
+    assert lines[4].startswith("|  | SFT + CogPO | 30.0 (10.0–50.0) | 30.0 (10.0–50.0) | 30.0 (")
     assert lines[5].startswith("| big (1.5B) | Base | 30.0")  # blocks ordered by size
+    assert "mean over 1 seed;" in table
+
+
+def test_seeds_are_pooled_problem_by_problem():
+    scores = _scores(seeds=(0, 1))
+    # seed 1 of CogPO (small, bench) gets four more problems right: 10 of 20 instead of 6.
+    hit = (scores["method"] == "cogpo") & (scores["seed"] == 1) & (scores["model_size"] == "small") & (
+        scores["benchmark"] == "bench")
+    scores.loc[hit, "problem_scores"] = json.dumps({f"p{i:02d}": float(i < 10) for i in range(20)})
+    scores.loc[hit, "accuracy"] = 0.5
+    pooled = pool_seeds(scores).set_index(["model_size", "method", "benchmark"])
+    row = pooled.loc[("small", "cogpo", "bench")]
+    assert row["accuracy"] == pytest.approx(0.4) and row["num_seeds"] == 2 and row["num_problems"] == 20
+    assert json.loads(row["seed_accuracies"]) == {"0": 0.3, "1": 0.5}
+    assert row["seed_std"] == pytest.approx(np.std([0.3, 0.5], ddof=1))
+    assert row["ci_low"] < 0.4 < row["ci_high"]
+    assert pooled.loc[("small", "cogpo", "heldout"), "seed_std"] == 0.0
+    assert pd.isna(row["p_vs_cogpo"]) and pooled.loc[("small", "base", "bench"), "p_vs_cogpo"] < 0.05
 
 
 def test_accuracy_plot_is_a_png():
-    png = accuracy_plot(_scores(), {"small": "135M", "big": "1.5B"})
+    png = accuracy_plot(pool_seeds(_scores()), {"small": "135M", "big": "1.5B"})
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
@@ -201,9 +233,9 @@ def test_scores_carry_their_interval_and_a_paired_p_value_against_cogpo():
     rows = []
     for method, right in (("cogpo", 60), ("sft", 20), ("dpo", 60)):
         for i in range(80):
-            rows.append({"method": method, "benchmark": "b", "problem_id": f"p{i}", "sample": 0,
+            rows.append({"method": method, "seed": 0, "benchmark": "b", "problem_id": f"p{i}", "sample": 0,
                          "correct": i < right, "response_tokens": 5, "extracted_answer": "1", "unreadable": None})
-    scores = compare_with(pd.DataFrame(rows), summarize(pd.DataFrame(rows)), "cogpo").set_index("method")
+    scores = compare_with(summarize(pd.DataFrame(rows)), "cogpo").set_index("method")
     assert scores.loc["cogpo", "ci_low"] < 0.75 < scores.loc["cogpo", "ci_high"]
     assert pd.isna(scores.loc["cogpo", "p_vs_cogpo"])
     assert scores.loc["sft", "p_vs_cogpo"] < 0.001 and scores.loc["dpo", "p_vs_cogpo"] == 1.0

@@ -26,7 +26,7 @@ from crv_dagster.training.pairs import (
     incorrect_by_student,
     perturb_cot,
 )
-from crv_dagster.training.sft import sft_lengths, sft_records, train_sft
+from crv_dagster.training.sft import sft_examples, sft_lengths, sft_records, train_sft
 
 BETAS = {"small_gap": 1.0, "medium_gap": 0.75, "large_gap": 0.5}
 
@@ -53,6 +53,10 @@ def _verified(n=8):
             rows.append({**base, "cot": terse, "role": "unsuited_original", "provenance": "original",
                          "label": "easy", "action": "expand"})
     return pd.DataFrame(rows)
+
+
+def _suited() -> pd.DataFrame:
+    return sft_examples("sft", _verified())
 
 
 def _training(**overrides) -> TrainingConfig:
@@ -222,7 +226,7 @@ def test_betas_reach_the_loss(student, tokenizer, pairs, tmp_path):
 def test_sft_then_cogpo_lower_their_losses_and_save_loadable_checkpoints(student, pairs, tmp_path):
     config = _training()
     sft_dir = tmp_path / "sft"
-    sft = train_sft(student, _verified(), sft_dir, config)
+    sft = train_sft(student, _suited(), sft_dir, config)
     assert sft["steps"] == config.sft.max_steps
     assert sft["loss"]["last"] < sft["loss"]["first"]
     assert (sft_dir / CHECKPOINT_MARK).exists() and (sft_dir / "model.safetensors").exists()
@@ -239,7 +243,7 @@ def test_sft_then_cogpo_lower_their_losses_and_save_loadable_checkpoints(student
     reference = AutoModelForCausalLM.from_pretrained(sft_dir)
     changed = any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
     assert changed
-    manifest = pd.DataFrame([{"method": "cogpo", "path": str(cogpo_dir), "parent": str(sft_dir), "finetuning": "full",
+    manifest = pd.DataFrame([{"method": "cogpo", "seed": 0, "path": str(cogpo_dir), "parent": str(sft_dir), "finetuning": "full",
                               "num_examples": len(pairs), "steps": result["steps"], "loss_first": result["loss"]["first"],
                               "loss_last": result["loss"]["last"], "train_runtime_s": result["train_runtime_s"]}])
     model_manifest_schema.validate(manifest)
@@ -248,7 +252,7 @@ def test_sft_then_cogpo_lower_their_losses_and_save_loadable_checkpoints(student
 def test_lora_runs_save_a_merged_model_and_the_adapter(student, pairs, tmp_path):
     config = _training(finetuning="lora", lora=_training().lora.model_copy(update={"r": 4, "alpha": 8}))
     sft_dir = tmp_path / "sft"
-    train_sft(student, _verified(), sft_dir, config)
+    train_sft(student, _suited(), sft_dir, config)
     assert (sft_dir / "adapter" / "adapter_config.json").exists()
     merged = AutoModelForCausalLM.from_pretrained(sft_dir)
     assert not any("lora" in name for name in merged.state_dict())
@@ -268,13 +272,13 @@ def test_rows_over_max_length_are_dropped_or_truncated_and_counted(student, tmp_
     n_suited = int((verified["role"] == "suited").sum())
     long_cot = " ".join(["and then we add the next number"] * 40) + "\n\nThe answer is \\boxed{1}."
     tokenizer = AutoTokenizer.from_pretrained(student)
-    limit = max(sft_lengths(sft_records(verified, chat_prompt_renderer(tokenizer)), tokenizer))
+    limit = max(sft_lengths(sft_records(sft_examples("sft", verified), chat_prompt_renderer(tokenizer)), tokenizer))
     verified.loc[verified.index[0], "cot"] = long_cot  # a suited row (see _verified), now over the limit
     assert verified.loc[verified.index[0], "role"] == "suited"
     for policy in ("drop", "truncate"):
         sft = _training().sft.model_copy(update={"max_length": limit, "overlength": policy, "max_steps": 2,
                                                   "gradient_checkpointing": True})
-        result = train_sft(student, verified, tmp_path / policy, _training(sft=sft))
+        result = train_sft(student, sft_examples("sft", verified), tmp_path / policy, _training(sft=sft))
         assert result["max_tokens_seen"] > limit
         if policy == "drop":
             assert (result["overlength_dropped"], result["overlength_truncated"]) == (1, 0)
@@ -285,7 +289,7 @@ def test_rows_over_max_length_are_dropped_or_truncated_and_counted(student, tmp_
     everything_long = verified.assign(cot=long_cot)
     sft = _training().sft.model_copy(update={"max_length": 8})
     with pytest.raises(ValueError, match="every SFT row is longer than max_length=8"):
-        train_sft(student, everything_long, tmp_path / "none", _training(sft=sft))
+        train_sft(student, sft_examples("sft", everything_long), tmp_path / "none", _training(sft=sft))
 
 
 def test_students_load_in_the_configured_precision(student):
@@ -302,6 +306,74 @@ def test_dpo_baseline_uses_one_beta_through_the_same_path(student, pairs, tmp_pa
     result = train_preference(student, pairs, tmp_path / "dpo", config, method="dpo")
     assert result["method"] == "dpo" and result["steps"] == config.cogpo.max_steps
     assert all(h.get("dpo/loss") is None or h["dpo/loss"] > 0 for h in result["history"])
+
+
+# --------------------------------------------------------------------------- SFT variants and baselines
+
+
+def test_each_sft_variant_trains_on_its_own_rows():
+    verified = _verified()
+    raw = verified[verified["role"] == "suited"].assign(is_correct=[True, False] * 4)
+    critiques = raw.assign(label=["medium", "easy", "medium", "hard"] * 2, cot_correct=[True] * 6 + [False] * 2)
+    assert len(sft_examples("sft", verified)) == 8
+    assert len(sft_examples("sft", verified)) == (verified["role"] == "suited").sum()
+    assert sft_examples("sft_raw", verified, raw, critiques)["cot"].tolist() == raw.loc[raw["is_correct"], "cot"].tolist()
+    # Only the correct CoTs the Critic labelled medium: rows 0, 2 and 4 (row 6 is medium but wrong).
+    medium = sft_examples("sft_filter", verified, raw, critiques)
+    assert medium["cot"].tolist() == critiques["cot"].iloc[[0, 2, 4]].tolist()
+    with pytest.raises(ValueError, match="sft_filter trains on critiques"):
+        sft_examples("sft_filter", verified)
+
+
+def test_dpo_mean_beta_uses_one_beta_equal_to_the_mean_of_cogpos(student, pairs, tmp_path):
+    from crv_dagster.training.cogpo import method_betas
+
+    settings = _training().cogpo
+    mean = float(pairs["beta"].mean())
+    assert len(set(pairs["beta"])) > 1  # the pairs really have a schedule to flatten
+    assert method_betas("dpo_mean_beta", pairs, settings) == [mean] * len(pairs)
+    assert method_betas("cogpo", pairs, settings) == pairs["beta"].tolist()
+    assert method_betas("dpo", pairs, settings) == [settings.dpo_beta] * len(pairs)
+    # Through training: DPO with its beta set to that mean follows the same curve, step by step;
+    # CogPO's schedule (same mean) does not.
+    config = _training()
+    at_mean = config.model_copy(update={"cogpo": settings.model_copy(update={"dpo_beta": mean})})
+    flat = train_preference(student, pairs, tmp_path / "mean", config, method="dpo_mean_beta")
+    dpo = train_preference(student, pairs, tmp_path / "dpo", at_mean, method="dpo")
+    cogpo = train_preference(student, pairs, tmp_path / "cogpo", config, method="cogpo")
+    losses = {r["method"]: [h[f"{r['method']}/loss"] for h in r["history"] if f"{r['method']}/loss" in h]
+              for r in (flat, dpo, cogpo)}
+    assert losses["dpo_mean_beta"] == pytest.approx(losses["dpo"], rel=1e-5)
+    assert losses["cogpo"][1:] != pytest.approx(losses["dpo"][1:], rel=1e-3)
+
+
+def test_reference_log_probs_are_shared_between_methods_and_checked(student, pairs, tmp_path):
+    from crv_dagster.training.cogpo import ReferenceLogps
+
+    config = _training()
+    first = train_preference(student, pairs, tmp_path / "a", config, method="cogpo")
+    reference = first["reference"]
+    assert len(reference) == len(pairs) and reference.seconds > 0
+    shared = train_preference(student, pairs, tmp_path / "b", config, method="cogpo", reference=reference)
+    assert shared["reference"] is reference
+    assert [h.get("cogpo/loss") for h in shared["history"]] == pytest.approx([h.get("cogpo/loss") for h in first["history"]])
+    assert shared["loss_by_kind_after"] == pytest.approx(first["loss_by_kind_after"])
+    wrong = ReferenceLogps(reference.chosen[:-1], reference.rejected[:-1])
+    with pytest.raises(ValueError, match="computed on other pairs"):
+        train_preference(student, pairs, tmp_path / "c", config, method="dpo", reference=wrong)
+
+
+@pytest.mark.parametrize("method", ["ipo", "simpo", "orpo"])
+def test_trl_preference_baselines_train_and_save(student, pairs, tmp_path, method):
+    config = _training()
+    result = train_preference(student, pairs, tmp_path / method, config, method=method, seed=1)
+    assert result["steps"] == config.cogpo.max_steps and result["seed"] == 1
+    losses = [h[f"{method}/loss"] for h in result["history"] if f"{method}/loss" in h]
+    assert len(losses) == config.cogpo.max_steps and all(math.isfinite(v) for v in losses)
+    assert (result["reference"] is None) == (method != "ipo")  # SimPO and ORPO have no reference model
+    tuned = AutoModelForCausalLM.from_pretrained(tmp_path / method)
+    start = AutoModelForCausalLM.from_pretrained(student)
+    assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), start.state_dict().values()))
 
 
 def _profile_with_source(tmp_path, source_lines: str):

@@ -1,17 +1,31 @@
 """The results table in the paper's shape and the accuracy-vs-size plot.
 
 Rows are methods, columns benchmarks, one block per model size; the plot has one line per
-method across sizes.
+method across sizes. Both read scores pooled over seeds (``aggregate.pool_seeds``); accuracy is
+stored as a fraction and shown here in %.
 """
 
 from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 
-METHOD_ORDER = ["base", "sft", "dpo", "cogpo"]
-METHOD_NAMES = {"base": "Base", "sft": "SFT (CRV data)", "dpo": "SFT + DPO", "cogpo": "SFT + CogPO"}
+from crv_dagster.evaluation.aggregate import benchmark_average
+from crv_dagster.vocabulary import COGPO, EVALUATED_METHODS
+
+METHOD_NAMES = {"base": "Base", "sft": "SFT (CRV data)", "sft_raw": "SFT (raw CoTs)",
+                "sft_filter": "SFT (Critic filter, no rewriting)", "cogpo": "SFT + CogPO", "dpo": "SFT + DPO",
+                "dpo_mean_beta": "SFT + DPO (mean CogPO beta)", "ipo": "SFT + IPO", "simpo": "SFT + SimPO",
+                "orpo": "SFT + ORPO"}
+# Baselines first, CogPO last: the row every other is compared with.
+METHOD_ORDER = [m for m in EVALUATED_METHODS if m != COGPO] + [COGPO]
+SIGNIFICANT = 0.05
+
+
+def method_rank(method: str) -> int:
+    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
 
 
 def parameter_count(size: str) -> float:
@@ -22,9 +36,16 @@ def parameter_count(size: str) -> float:
     return float(match.group(1)) * {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}[match.group(2)]
 
 
+def _cell(accuracy: float, low: float | None, high: float | None, p: float | None = None) -> str:
+    interval = f" ({100 * low:.1f}–{100 * high:.1f})" if low is not None and pd.notna(low) else ""
+    mark = "†" if p is not None and pd.notna(p) and p < SIGNIFICANT else ""
+    return f"{100 * accuracy:.1f}{interval}{mark}"
+
+
 def results_markdown(scores: pd.DataFrame, sizes: dict[str, str]) -> str:
-    """``scores`` has model_size, method, benchmark, accuracy (and ci_low, ci_high); ``sizes`` maps
-    size keys to '1.5B'. Cells are accuracy in % with the 95% interval in brackets."""
+    """``scores`` pooled over seeds: model_size, method, benchmark, accuracy, ci_low, ci_high (and
+    p_vs_cogpo, num_seeds, problem_scores); ``sizes`` maps size keys to '1.5B'. Cells are accuracy
+    in % with the 95% interval in brackets, † where the paired test against CogPO gives p < 0.05."""
     if scores.empty:
         return "_(no scores yet)_"
     benchmarks = list(dict.fromkeys(scores["benchmark"]))
@@ -33,41 +54,57 @@ def results_markdown(scores: pd.DataFrame, sizes: dict[str, str]) -> str:
     ordered_sizes = sorted(scores["model_size"].unique(), key=lambda s: parameter_count(sizes.get(s, s)))
     for size in ordered_sizes:
         block = scores[scores["model_size"] == size]
-        methods = sorted(block["method"].unique(), key=lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
-        for i, method in enumerate(methods):
+        for i, method in enumerate(sorted(block["method"].unique(), key=method_rank)):
+            rows = block[block["method"] == method]
             cells = []
-            values = []
             for bench in benchmarks:
-                hit = block[(block["method"] == method) & (block["benchmark"] == bench)]
-                if len(hit):
-                    values.append(100 * hit["accuracy"].iloc[0])
-                    interval = (f" ({100 * hit['ci_low'].iloc[0]:.1f}–{100 * hit['ci_high'].iloc[0]:.1f})"
-                                if "ci_low" in hit and pd.notna(hit["ci_low"].iloc[0]) else "")
-                    cells.append(f"{values[-1]:.1f}{interval}")
-                else:
-                    cells.append("–")
-            average = f"{sum(values) / len(values):.1f}" if values else "–"
+                hit = rows[rows["benchmark"] == bench]
+                cells.append(_cell(hit["accuracy"].iloc[0], hit["ci_low"].iloc[0], hit["ci_high"].iloc[0],
+                                   hit[f"p_vs_{COGPO}"].iloc[0] if f"p_vs_{COGPO}" in hit else None)
+                             if len(hit) else "–")
+            if "problem_scores" in rows:
+                average = _cell(*benchmark_average(rows))
+            else:
+                average = f"{100 * rows['accuracy'].mean():.1f}"
             label = f"{size} ({sizes.get(size, '?')})" if i == 0 else ""
             lines.append(f"| {label} | {METHOD_NAMES.get(method, method)} | " + " | ".join(cells) + f" | {average} |")
+    seeds = int(scores["num_seeds"].max()) if "num_seeds" in scores else 1
+    lines.append("")
+    lines.append(f"Accuracy in %, pass@1, mean over {seeds} seed{'s' if seeds > 1 else ''}; in brackets the "
+                 "bootstrap 95% interval over problems; † paired bootstrap p < 0.05 against SFT + CogPO.")
     return "\n".join(lines)
 
 
 def accuracy_plot(scores: pd.DataFrame, sizes: dict[str, str]) -> bytes:
-    """Mean accuracy over benchmarks against model size, one line per method (PNG bytes)."""
+    """Mean accuracy over benchmarks against model size, one line per method, with 95% interval
+    bars (PNG bytes)."""
     from crv_dagster.plots import _figure, figure_png
 
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=110)
-    mean = scores.groupby(["model_size", "method"])["accuracy"].mean().reset_index()
-    mean["params"] = [parameter_count(sizes.get(s, s)) for s in mean["model_size"]]
-    for method in [m for m in METHOD_ORDER if m in set(mean["method"])]:
-        line = mean[mean["method"] == method].sort_values("params")
-        ax.plot(range(len(line)) if line["params"].eq(float("inf")).any() else line["params"], 100 * line["accuracy"],
-                marker="o", label=METHOD_NAMES[method])
-    if mean["params"].ne(float("inf")).all() and mean["params"].nunique() > 1:
+    fig, ax = plt.subplots(figsize=(6.0, 3.8), dpi=110)
+    points = []
+    for (size, method), rows in scores.groupby(["model_size", "method"]):
+        mean, low, high = (benchmark_average(rows) if "problem_scores" in rows
+                           else (rows["accuracy"].mean(), float("nan"), float("nan")))
+        points.append({"model_size": size, "method": method, "accuracy": mean, "low": low, "high": high,
+                       "params": parameter_count(sizes.get(size, size))})
+    frame = pd.DataFrame(points)
+    numeric = frame["params"].ne(float("inf")).all()
+    methods = sorted(frame["method"].unique(), key=method_rank)
+    for i, method in enumerate(methods):
+        line = frame[frame["method"] == method].sort_values("params")
+        # Methods side by side at each size, so that their bars do not hide each other.
+        dodge = 0.06 * (i - (len(methods) - 1) / 2)
+        x = line["params"].to_numpy() * 10 ** dodge if numeric else np.arange(len(line)) + dodge
+        accuracy = line["accuracy"].to_numpy(dtype=float)
+        errors = [100 * np.nan_to_num(accuracy - line["low"].to_numpy(dtype=float)),
+                  100 * np.nan_to_num(line["high"].to_numpy(dtype=float) - accuracy)]
+        ax.errorbar(x, 100 * accuracy, yerr=errors, marker="o", capsize=3,
+                    label=METHOD_NAMES.get(method, method))
+    if numeric and frame["params"].nunique() > 1:
         ax.set_xscale("log")
     ax.set_xlabel("student parameters")
     ax.set_ylabel("accuracy (%), mean over benchmarks")
-    ax.set_title("Accuracy against model size", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.set_title("Accuracy against model size (bars: 95% intervals over problems)", fontsize=9)
+    ax.legend(fontsize=7)
     return figure_png(fig)

@@ -20,8 +20,13 @@ from crv_dagster.formatting import prompt_messages
 from crv_dagster.llm.base import ChatRequest, SamplingParams
 from crv_dagster.llm.reply import TRUNCATED, read_reply
 
-DETAIL_COLUMNS = ["method", "benchmark", "problem_id", "sample", "question", "answer", "response", "reasoning",
+DETAIL_COLUMNS = ["method", "seed", "benchmark", "problem_id", "sample", "question", "answer", "response", "reasoning",
                   "extracted_answer", "correct", "response_tokens", "finish_reason", "unreadable"]
+
+
+# Sample k of run seed s is drawn with seed protocol.seed + SEED_STRIDE * s + k: the runs' samples never
+# share a seed while a protocol has fewer samples than this.
+SEED_STRIDE = 1000
 
 
 def protocol_params(protocol: EvalProtocol) -> SamplingParams:
@@ -29,20 +34,24 @@ def protocol_params(protocol: EvalProtocol) -> SamplingParams:
                           top_p=protocol.top_p, seed=protocol.seed)
 
 
-def generate_answers(backend, method: str, benchmark: str, problems: pd.DataFrame, protocol: EvalProtocol) -> pd.DataFrame:
-    """One row per (problem, sample): the response and whether its answer is right."""
+def generate_answers(backend, method: str, benchmark: str, problems: pd.DataFrame, protocol: EvalProtocol,
+                     seed: int = 0) -> pd.DataFrame:
+    """One row per (problem, sample): the response and whether its answer is right. ``seed`` is the
+    run's seed (the profile's ``seeds``), which offsets every sample's sampling seed."""
     base = protocol_params(protocol)
+    first = base.seed + SEED_STRIDE * seed
     requests, keys = [], []
     for row in problems.itertuples():
         for k in range(protocol.samples):
-            requests.append(ChatRequest.of(prompt_messages(row.question), replace(base, seed=base.seed + k)))
+            requests.append(ChatRequest.of(prompt_messages(row.question), replace(base, seed=first + k)))
             keys.append((row, k))
     completions = backend.generate(requests) if requests else []
     rows = []
     for (row, k), completion in zip(keys, completions):
         reply = read_reply(completion)
         extracted = grade_answer(reply.content, getattr(row, "choices", None), protocol) if reply.usable else None
-        rows.append({"method": method, "benchmark": benchmark, "problem_id": row.problem_id, "sample": k,
+        rows.append({"method": method, "seed": seed, "benchmark": benchmark, "problem_id": row.problem_id,
+                     "sample": k,
                      "question": row.question, "answer": row.answer, "response": reply.content,
                      "reasoning": reply.reasoning, "extracted_answer": extracted,
                      "correct": extracted is not None and answers_match(row.answer, extracted),
@@ -60,33 +69,40 @@ def grade_answer(content: str, choices: str | None, protocol: EvalProtocol) -> s
 
 
 def summarize(details: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, benchmark): pass@1 accuracy (a fraction) with its bootstrap 95% interval
-    over problems, counts, response length, no-answer and truncated shares."""
+    """One row per (method, seed, benchmark): pass@1 accuracy (a fraction) with its bootstrap 95%
+    interval over problems, counts, response length, no-answer and truncated shares, and each
+    problem's own score (JSON {problem_id: mean correctness over samples}) for pooling seeds later."""
     rows = []
-    for (method, benchmark), group in details.groupby(["method", "benchmark"], sort=False):
+    for (method, seed, benchmark), group in details.groupby(["method", "seed", "benchmark"], sort=False):
         per_problem = group.groupby("problem_id")["correct"].mean()
         low, high = bootstrap_interval(per_problem.to_numpy())
-        rows.append({"method": method, "benchmark": benchmark, "accuracy": float(per_problem.mean()),
-                     "ci_low": low, "ci_high": high,
+        rows.append({"method": method, "seed": int(seed), "benchmark": benchmark,
+                     "accuracy": float(per_problem.mean()), "ci_low": low, "ci_high": high,
                      "num_problems": int(per_problem.size), "num_samples": int(group["sample"].nunique()),
                      "mean_response_tokens": float(group["response_tokens"].mean()),
                      "no_answer_share": float(group["extracted_answer"].isna().mean()),
-                     "truncated_share": float((group["unreadable"] == TRUNCATED).mean())})
+                     "truncated_share": float((group["unreadable"] == TRUNCATED).mean()),
+                     "problem_scores": problem_scores_json(per_problem)})
     return pd.DataFrame(rows)
 
 
-def compare_with(details: pd.DataFrame, scores: pd.DataFrame, reference: str) -> pd.DataFrame:
+def problem_scores_json(per_problem: pd.Series) -> str:
+    return json.dumps({str(k): round(float(v), 6) for k, v in per_problem.sort_index().items()})
+
+
+def compare_with(scores: pd.DataFrame, reference: str, by: tuple[str, ...] = ("seed", "benchmark")) -> pd.DataFrame:
     """``scores`` with ``p_vs_<reference>``: the paired bootstrap p-value of each method against the
-    reference method on the same benchmark's problems (empty for the reference itself, and where
-    it was not scored)."""
-    per_problem = details.groupby(["method", "benchmark", "problem_id"])["correct"].mean()
-    column = f"p_vs_{reference}"
+    reference method on the same problems, matched on the ``by`` columns (the same seed and benchmark);
+    empty for the reference itself and where it was not scored. Reads ``problem_scores``."""
+    keyed = {tuple(getattr(r, c) for c in by): r.problem_scores
+             for r in scores[scores["method"] == reference].itertuples()}
     values = []
     for row in scores.itertuples():
-        if row.method == reference or (reference, row.benchmark) not in per_problem.index.droplevel(2):
+        theirs = keyed.get(tuple(getattr(row, c) for c in by))
+        if row.method == reference or theirs is None:
             values.append(float("nan"))
             continue
-        ours, theirs = per_problem[row.method][row.benchmark], per_problem[reference][row.benchmark]
-        common = ours.index.intersection(theirs.index)
-        values.append(paired_bootstrap_p(ours[common].to_numpy(), theirs[common].to_numpy()))
-    return scores.assign(**{column: values})
+        ours, theirs = json.loads(row.problem_scores), json.loads(theirs)
+        common = sorted(set(ours) & set(theirs))
+        values.append(paired_bootstrap_p([ours[k] for k in common], [theirs[k] for k in common]))
+    return scores.assign(**{f"p_vs_{reference}": values})

@@ -44,3 +44,17 @@ def paired_bootstrap_p(scores_a, scores_b, samples: int = BOOTSTRAP_SAMPLES, see
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, diff.size, size=(samples, diff.size))].mean(axis=1)
     return float(np.mean(np.abs(means - observed) >= abs(observed)))
+
+
+def bootstrap_mean_of_means(groups, level: float = 0.95, samples: int = BOOTSTRAP_SAMPLES,
+                            seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of the mean of several groups' means (an average over benchmarks), each
+    group resampled on its own, as the benchmarks' problems were drawn independently."""
+    rng = np.random.default_rng(seed)
+    means = np.zeros(samples)
+    for group in groups:
+        values = np.asarray(group, dtype=float)
+        means += values[rng.integers(0, values.size, size=(samples, values.size))].mean(axis=1)
+    means /= len(groups)
+    tail = (1.0 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))

@@ -16,6 +16,13 @@ from typing import Any, Iterator, Mapping
 
 import dagster as dg
 
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+SHARED_VIEW_TAG = "mlflow.sharedViewState."  # + key: a runs-table view the UI opens from a link
+# What a score run shows in the runs table: the columns a comparison across methods needs.
+SCORE_COLUMNS = ["params.`dataset`", "params.`model_size`", "params.`method`", "params.`seed`",
+                 "metrics.`eval/mean/accuracy`"]
+SCORE_FILTER = "tags.`crv.report` = 'score'"
+
 _ready_stores: set[Path] = set()
 _ready_lock = threading.Lock()
 
@@ -105,7 +112,9 @@ class MlflowTracking(dg.ConfigurableResource):
             db_dir = Path(self.tracking_uri[len("sqlite:///"):]).parent
             artifact_location = (db_dir / "mlflow-artifacts").resolve().as_uri()
         try:
-            return client.create_experiment(self.experiment, artifact_location=artifact_location)
+            # The kind tag makes the UI open on its model-training runs table, not the GenAI view.
+            return client.create_experiment(self.experiment, artifact_location=artifact_location,
+                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
         except Exception:  # another process created it first
             found = client.get_experiment_by_name(self.experiment)
             if found is None:
@@ -149,7 +158,35 @@ class MlflowTracking(dg.ConfigurableResource):
                 tags[f"crv.{dim}"] = value
             name = f"{asset} [{context.partition_key}]"
         tags.update(extra_tags or {})
-        if "crv.method" in tags:  # several runs per materialisation (one per method): tell them apart
+        # Several runs per materialisation (one per method and seed): tell them apart by name.
+        if "crv.seed" in tags:
+            name = f"seed {tags['crv.seed']} · {name}"
+        if "crv.method" in tags:
             name = f"{tags['crv.method']} · {name}"
         with self.start_run(name, tags) as run:
             yield run
+
+    def scores_view_url(self) -> str | None:
+        """A link to the experiment's runs table showing only the score runs, with their dataset,
+        size, method, seed and mean accuracy as columns, best first; None before any run exists.
+
+        The view is stored on the experiment as the UI's own shared view state (a tag), so the link
+        needs no manual setup in the UI.
+        """
+        import json
+
+        client = self._client()
+        found = client.get_experiment_by_name(self.experiment)
+        if found is None:
+            return None
+        view = {"searchFilter": SCORE_FILTER, "orderByKey": "metrics.`eval/mean/accuracy`", "orderByAsc": False,
+                "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs",
+                "selectedColumns": ["attributes.`Run Name`", *SCORE_COLUMNS], "runsExpanded": {}, "runsPinned": [],
+                "runsHidden": [], "viewMaximized": False, "runListHidden": False}
+        key = "crv-scores"
+        client.set_experiment_tag(found.experiment_id, SHARED_VIEW_TAG + key, json.dumps(view))
+        if found.tags.get(EXPERIMENT_KIND_TAG) is None:
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+        base = f"{self.ui_url.rstrip('/')}/#/experiments/{found.experiment_id}/runs"
+        # Only the key: the UI ignores a shared view when the link also carries a filter of its own.
+        return f"{base}?viewStateShareKey={key}"

@@ -11,12 +11,16 @@ collator, and the reference pass (which forwards unknown keys to the model).
 
 The reference log-probs are computed once, before training, from the starting (SFT) model
 (``precompute_ref_log_probs``), so no second model sits in memory during training. With LoRA
-the reference is the same weights with the adapter disabled.
+the reference is the same weights with the adapter disabled. They depend only on the SFT model and
+the pairs, so the first method computes them and the others (DPO, DPO with the mean beta, IPO)
+reuse them. The baselines without a reference model (SimPO, ORPO) run on TRL's own trainers.
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +29,7 @@ import torch.nn.functional as F
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-from crv_dagster.config import TrainingConfig
+from crv_dagster.config import CogpoSettings, TrainingConfig
 from crv_dagster.training.callbacks import MlflowCurves
 from crv_dagster.training.common import (
     apply_length_policy,
@@ -37,6 +41,7 @@ from crv_dagster.training.common import (
     trainer_kwargs,
 )
 from crv_dagster.training.sft import token_count
+from crv_dagster.vocabulary import COGPO, PREFERENCE_METHODS, REFERENCE_METHODS
 
 
 def cogpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
@@ -64,18 +69,52 @@ class BetaCollator(DataCollatorForPreference):
         return batch
 
 
-class CogPOTrainer(DPOTrainer):
-    """``DPOTrainer`` with a per-pair beta (sigmoid loss only: other losses use beta differently)."""
+@dataclass(frozen=True)
+class ReferenceLogps:
+    """Sequence log-probs of every pair's chosen and rejected CoT under the reference (SFT) model,
+    in the order of the pairs they were computed on. Computed once per (SFT checkpoint, pairs) and
+    shared by every method that has a reference."""
 
-    def __init__(self, *args, **kwargs):
+    chosen: tuple[float, ...]
+    rejected: tuple[float, ...]
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+
+class CogPOTrainer(DPOTrainer):
+    """``DPOTrainer`` with a per-pair beta (sigmoid loss only: other losses use beta differently),
+    and reference log-probs that can be handed in instead of recomputed (``reference``)."""
+
+    def __init__(self, *args, reference: ReferenceLogps | None = None, **kwargs):
+        self.given_reference = reference  # read by _precompute_ref_logps, which super().__init__ calls
+        self.reference_seconds = 0.0
         super().__init__(*args, **kwargs)
-        if list(self.loss_types) != ["sigmoid"]:
-            raise ValueError(f"CogPO is defined for the sigmoid DPO loss, not {self.loss_types}")
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         if "beta" not in self._signature_columns:
             self._signature_columns = list(self._signature_columns) + ["beta"]
+
+    # A private TRL method (pinned trl==1.16.0): it returns the dataset with the reference columns.
+    def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
+        given = self.given_reference
+        if given is None or name != "train":
+            started = time.perf_counter()
+            out = super()._precompute_ref_logps(dataset, name, batch_size)
+            self.reference_seconds += time.perf_counter() - started
+            return out
+        if len(given) != len(dataset):
+            raise ValueError(f"the reference log-probs are of {len(given)} pairs, the training set has "
+                             f"{len(dataset)}: they were computed on other pairs")
+        return (dataset.add_column("ref_chosen_logps", list(given.chosen))
+                .add_column("ref_rejected_logps", list(given.rejected)))
+
+    def reference_logps(self) -> ReferenceLogps:
+        data = self.train_dataset
+        return ReferenceLogps(tuple(float(v) for v in data["ref_chosen_logps"]),
+                              tuple(float(v) for v in data["ref_rejected_logps"]), self.reference_seconds)
 
     def compute_ref_log_probs(self, model, inputs):
         return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != "beta"})
@@ -84,6 +123,8 @@ class CogPOTrainer(DPOTrainer):
         betas = inputs.pop("beta", None)  # must leave the batch before the model's forward
         if betas is None:
             return super()._compute_loss(model, inputs, return_outputs)
+        if list(self.loss_types) != ["sigmoid"]:
+            raise ValueError(f"a per-pair beta is defined for the sigmoid DPO loss, not {self.loss_types}")
         scalar, self.beta = self.beta, betas.to(self.accelerator.device, torch.float32)
         try:
             return super()._compute_loss(model, inputs, return_outputs)
@@ -91,11 +132,12 @@ class CogPOTrainer(DPOTrainer):
             self.beta = scalar
 
 
-def _pair_dataset(pairs: pd.DataFrame, betas: list[float]):
+def _pair_dataset(pairs: pd.DataFrame, betas: list[float] | None):
     from datasets import Dataset
 
-    return Dataset.from_dict({"prompt": list(pairs["prompt"]), "chosen": [c.strip() for c in pairs["chosen"]],
-                              "rejected": [r.strip() for r in pairs["rejected"]], "beta": betas})
+    columns = {"prompt": list(pairs["prompt"]), "chosen": [c.strip() for c in pairs["chosen"]],
+               "rejected": [r.strip() for r in pairs["rejected"]]}
+    return Dataset.from_dict({**columns, "beta": betas} if betas is not None else columns)
 
 
 @torch.no_grad()
@@ -130,11 +172,29 @@ def pair_lengths(pairs: pd.DataFrame, tokenizer) -> list[int]:
     return [p + max(c, r) + 1 for p, c, r in zip(prompts, chosen, rejected)]
 
 
-def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config: TrainingConfig,
-                     method: str = "cogpo", run=None, callbacks: list | None = None) -> dict:
-    """CogPO (per-kind betas from the pairs) or plain DPO (one beta), from the SFT checkpoint."""
-    from trl import DPOConfig
+def method_betas(method: str, pairs: pd.DataFrame, settings: CogpoSettings) -> list[float] | None:
+    """The beta of each pair under ``method``: CogPO's per-kind betas, DPO's single beta, or one beta
+    equal to the mean of CogPO's (same scale, no schedule); None for losses with no per-pair beta."""
+    if method == COGPO:
+        return list(pairs["beta"].astype(float))
+    if method == "dpo":
+        return [settings.dpo_beta] * len(pairs)
+    if method == "dpo_mean_beta":
+        return [float(pairs["beta"].astype(float).mean())] * len(pairs)
+    return None
 
+
+def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config: TrainingConfig,
+                     method: str = COGPO, seed: int = 0, run=None, callbacks: list | None = None,
+                     reference: ReferenceLogps | None = None) -> dict:
+    """One preference method from the SFT checkpoint on ``pairs``; see ``vocabulary.PREFERENCE_METHODS``.
+
+    Methods with a reference model read the reference log-probs from ``reference`` when given (they
+    must be of the same SFT checkpoint and pairs) and otherwise compute them; either way the result's
+    ``reference`` holds them for the next method.
+    """
+    if method not in PREFERENCE_METHODS:
+        raise ValueError(f"unknown preference method '{method}' (known: {', '.join(PREFERENCE_METHODS)})")
     if pairs.empty:
         raise ValueError("no preference pairs: nothing to train on")
     if config.torch_threads:
@@ -142,23 +202,60 @@ def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config:
     settings = config.cogpo
     model, tokenizer = load_student(sft_model, settings.torch_dtype)
     pairs, length_counts = apply_length_policy(pairs, pair_lengths(pairs, tokenizer), settings, "preference pair")
-    betas = list(pairs["beta"].astype(float)) if method == "cogpo" else [settings.dpo_beta] * len(pairs)
     lora = config.finetuning == "lora"
     curves = MlflowCurves(run, method)
+    peft = lora_config(config.lora) if lora else None
     with tempfile.TemporaryDirectory() as scratch:
-        args = DPOConfig(**trainer_kwargs(settings, Path(scratch)), beta=settings.dpo_beta, loss_type=["sigmoid"],
-                         precompute_ref_log_probs=True)
-        trainer = CogPOTrainer(
-            model=model, args=args, train_dataset=_pair_dataset(pairs, betas), processing_class=tokenizer,
-            data_collator=BetaCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length),
-            peft_config=lora_config(config.lora) if lora else None, callbacks=[curves, *(callbacks or [])],
-        )
-        quiet(trainer)
-        before = per_kind_losses(trainer, pairs, betas)
-        result = trainer.train()
-        after = per_kind_losses(trainer, pairs, betas)
+        common = trainer_kwargs(settings, Path(scratch), seed)
+        if method in REFERENCE_METHODS:
+            trainer, betas = _reference_trainer(method, model, tokenizer, pairs, settings, common, peft, reference,
+                                                [curves, *(callbacks or [])])
+            before = per_kind_losses(trainer, pairs, betas) if betas else {}
+            result = trainer.train()
+            after = per_kind_losses(trainer, pairs, betas) if betas else {}
+            reference = trainer.reference_logps() if reference is None else reference
+        else:
+            trainer = _reference_free_trainer(method, model, tokenizer, pairs, settings, common, peft,
+                                              [curves, *(callbacks or [])])
+            quiet(trainer)
+            before, result, after, reference = {}, trainer.train(), {}, None
     save_checkpoint(trainer.model, tokenizer, out_dir, lora)
-    return {"method": method, "num_pairs": len(pairs), "steps": result.global_step, **length_counts,
+    return {"method": method, "seed": seed, "num_pairs": len(pairs), "steps": result.global_step, **length_counts,
             "train_runtime_s": result.metrics.get("train_runtime"),
-            "loss": loss_summary(curves.history, f"{method}/loss"),
+            "loss": loss_summary(curves.history, f"{method}/loss"), "reference": reference,
             "loss_by_kind_before": before, "loss_by_kind_after": after, "history": curves.history}
+
+
+def _reference_trainer(method, model, tokenizer, pairs, settings: CogpoSettings, common: dict, peft, reference,
+                       callbacks) -> tuple[CogPOTrainer, list[float] | None]:
+    from trl import DPOConfig
+
+    betas = method_betas(method, pairs, settings)
+    loss, beta = ("ipo", settings.ipo_tau) if method == "ipo" else ("sigmoid", settings.dpo_beta)
+    args = DPOConfig(**common, beta=beta, loss_type=[loss], precompute_ref_log_probs=True)
+    dataset = _pair_dataset(pairs, betas)
+    trainer = CogPOTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+        data_collator=BetaCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length),
+        peft_config=peft, callbacks=callbacks, reference=reference,
+    )
+    quiet(trainer)
+    return trainer, betas
+
+
+def _reference_free_trainer(method, model, tokenizer, pairs, settings: CogpoSettings, common: dict, peft, callbacks):
+    """SimPO (TRL's CPO trainer with the simpo loss and no behaviour-cloning term) or ORPO."""
+    dataset = _pair_dataset(pairs, None)
+    if method == "simpo":
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        args = CPOConfig(**common, loss_type="simpo", cpo_alpha=0.0, beta=settings.simpo_beta,
+                         simpo_gamma=settings.simpo_gamma, remove_unused_columns=False)
+        cls = CPOTrainer
+    else:
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        args = ORPOConfig(**common, beta=settings.orpo_lambda, remove_unused_columns=False)
+        cls = ORPOTrainer
+    return cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft,
+               callbacks=callbacks)

@@ -54,8 +54,9 @@ def apply_length_policy(frame, lengths: list[int], settings: TrainerSettings, wh
     return frame, counts
 
 
-def trainer_kwargs(settings: TrainerSettings, output_dir: Path) -> dict:
-    """Arguments common to SFTConfig and DPOConfig, with nothing left to TRL's CPU-unfriendly defaults."""
+def trainer_kwargs(settings: TrainerSettings, output_dir: Path, seed: int) -> dict:
+    """Arguments common to TRL's configs (SFT, DPO, CPO, ORPO), with nothing left to their
+    CPU-unfriendly defaults; ``seed`` is the run's seed (the profile's ``seeds``)."""
     import torch
 
     kwargs = dict(
@@ -75,7 +76,7 @@ def trainer_kwargs(settings: TrainerSettings, output_dir: Path) -> dict:
         # Non-reentrant checkpointing also works with LoRA (frozen inputs) and is the current default.
         gradient_checkpointing_kwargs={"use_reentrant": False} if settings.gradient_checkpointing else None,
         logging_steps=settings.logging_steps,
-        seed=settings.seed,
+        seed=seed,
         save_strategy="no",
         report_to="none",
         use_cpu=not torch.cuda.is_available(),

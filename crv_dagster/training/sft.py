@@ -1,4 +1,11 @@
-"""Supervised fine-tuning of the student on the verified, student-suited CoTs (TRL SFTTrainer)."""
+"""Supervised fine-tuning of the student (TRL SFTTrainer, loss on the CoT only).
+
+Three training sets, each giving its own checkpoint from the same base student: the CRV data
+(``sft``: the verified, student-suited CoTs), the raw teacher CoTs that reach the reference answer
+(``sft_raw``), and the correct CoTs the Critic labelled ``medium``, none rewritten (``sft_filter``:
+the paper's ablation without rethinking). The differences between their scores are what CRV's
+selection and rewriting add.
+"""
 
 from __future__ import annotations
 
@@ -19,14 +26,35 @@ from crv_dagster.training.common import (
     trainer_kwargs,
 )
 from crv_dagster.training.pairs import chat_prompt_renderer
-from crv_dagster.vocabulary import SUITED
+from crv_dagster.vocabulary import SFT, SFT_FILTER, SFT_RAW, SUITED
 
 
-def sft_records(verified: pd.DataFrame, render_prompt) -> pd.DataFrame:
-    """Prompt-completion rows: the student's chat prompt and the suited CoT (loss on the CoT only)."""
-    suited = verified[verified["role"] == SUITED]
-    return pd.DataFrame({"prompt": [render_prompt(q) for q in suited["question"]],
-                         "completion": [c.strip() for c in suited["cot"]]})
+def sft_examples(method: str, verified: pd.DataFrame, raw_cots: pd.DataFrame | None = None,
+                 critiques: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The (question, cot) rows that ``method`` fine-tunes on; empty when there are none."""
+    if method == SFT:
+        rows = verified[verified["role"] == SUITED]
+    elif method == SFT_RAW:
+        rows = _needs(raw_cots, "raw_cots", method)
+        rows = rows[rows["is_correct"]]
+    elif method == SFT_FILTER:
+        rows = _needs(critiques, "critiques", method)
+        rows = rows[(rows["label"] == "medium") & rows["cot_correct"]]
+    else:
+        raise ValueError(f"unknown SFT method '{method}' (known: {SFT}, {SFT_RAW}, {SFT_FILTER})")
+    return rows[["question", "cot"]].reset_index(drop=True)
+
+
+def _needs(frame: pd.DataFrame | None, name: str, method: str) -> pd.DataFrame:
+    if frame is None:
+        raise ValueError(f"{method} trains on {name}, which was not given")
+    return frame
+
+
+def sft_records(examples: pd.DataFrame, render_prompt) -> pd.DataFrame:
+    """Prompt-completion rows: the student's chat prompt and the CoT (loss on the CoT only)."""
+    return pd.DataFrame({"prompt": [render_prompt(q) for q in examples["question"]],
+                         "completion": [c.strip() for c in examples["cot"]]})
 
 
 def token_count(tokenizer, texts: list[str]) -> list[int]:
@@ -39,8 +67,9 @@ def sft_lengths(records: pd.DataFrame, tokenizer) -> list[int]:
     return [p + c + 1 for p, c in zip(prompts, completions)]
 
 
-def train_sft(base_model: str, verified: pd.DataFrame, out_dir: Path, config: TrainingConfig, run=None,
-              callbacks: list | None = None) -> dict:
+def train_sft(base_model: str, examples: pd.DataFrame, out_dir: Path, config: TrainingConfig, seed: int = 0,
+              method: str = SFT, run=None, callbacks: list | None = None) -> dict:
+    """Fine-tunes ``base_model`` on ``examples`` (question, cot) and saves the checkpoint at ``out_dir``."""
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -48,20 +77,21 @@ def train_sft(base_model: str, verified: pd.DataFrame, out_dir: Path, config: Tr
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     model, tokenizer = load_student(base_model, config.sft.torch_dtype)
-    records = sft_records(verified, chat_prompt_renderer(tokenizer))
+    records = sft_records(examples, chat_prompt_renderer(tokenizer))
     if records.empty:
-        raise ValueError("the verified set has no student-suited CoTs: nothing to fine-tune on")
+        raise ValueError(f"{method}: no CoTs to fine-tune on")
     records, length_counts = apply_length_policy(records, sft_lengths(records, tokenizer), config.sft, "SFT row")
     lora = config.finetuning == "lora"
-    curves = MlflowCurves(run, "sft")
+    curves = MlflowCurves(run, method)
     with tempfile.TemporaryDirectory() as scratch:
-        args = SFTConfig(**trainer_kwargs(config.sft, Path(scratch)), completion_only_loss=True)
+        args = SFTConfig(**trainer_kwargs(config.sft, Path(scratch), seed), completion_only_loss=True)
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_pandas(records, preserve_index=False),
                              processing_class=tokenizer, peft_config=lora_config(config.lora) if lora else None,
                              callbacks=[curves, *(callbacks or [])])
         quiet(trainer)
         result = trainer.train()
     save_checkpoint(trainer.model, tokenizer, out_dir, lora)
-    return {"num_examples": len(records), "steps": result.global_step, **length_counts,
-            "train_runtime_s": result.metrics.get("train_runtime"), "loss": loss_summary(curves.history, "sft/loss"),
+    return {"method": method, "seed": seed, "num_examples": len(records), "steps": result.global_step,
+            **length_counts, "train_runtime_s": result.metrics.get("train_runtime"),
+            "loss": loss_summary(curves.history, f"{method}/loss"),
             "history": curves.history}

@@ -1,4 +1,5 @@
-"""Evaluation: ``eval_scores`` for the base student, SFT, CogPO (and DPO) of one partition."""
+"""Evaluation: ``eval_scores`` of every model of one partition and seed (the base student, the SFT
+variants, CogPO and its baselines), and ``results``, one dataset's scores of every size pooled over seeds."""
 
 import json
 
@@ -6,6 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from crv_dagster.config import Profile
+from crv_dagster.evaluation.aggregate import pool_seeds
 from crv_dagster.evaluation.benchmarks import evaluation_sets
 from crv_dagster.evaluation.report import accuracy_plot, results_markdown
 from crv_dagster.evaluation.scoring import compare_with, generate_answers, summarize
@@ -15,12 +17,10 @@ from crv_dagster.orchestration.metadata import image, markdown_table
 from crv_dagster.orchestration.partitions import by_dataset, dataset_partitions, partition_of
 from crv_dagster.orchestration.resources import ProfileResource
 from crv_dagster.orchestration.tracking import MlflowTracking
-from crv_dagster.orchestration.types import (
-    eval_scores_schema,
-    results_schema,
-    table_asset_args,
-)
+from crv_dagster.orchestration.types import table_asset_args
+from crv_dagster.schemas import eval_scores_schema, results_schema
 from crv_dagster.storage import table_path, write_table
+from crv_dagster.vocabulary import BASE, COGPO
 
 GROUP = "evaluation"
 
@@ -41,7 +41,9 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
         partitions_def=partitions,
         kinds={"pandas", "parquet"},
         pool="gpu",
-        description="Accuracy (pass@1) of base, SFT, CogPO (and DPO) on the held-out split and each benchmark.",
+        description="Accuracy (pass@1) of base, the SFT variants, CogPO and the preference baselines on the "
+                    "held-out split and each benchmark, once per seed, each with its interval and its paired "
+                    "p-value against CogPO.",
     )
     def eval_scores(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                     problems: pd.DataFrame, sft_model: pd.DataFrame, cogpo_model: pd.DataFrame,
@@ -53,8 +55,9 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
         evaluation = cfg.evaluation
         if evaluation.backend is None:
             raise ValueError(f"profile '{cfg.name}': evaluation.backend is not set (a backend whose model is 'student')")
-        models = [("base", student_base_model(cfg, key.model_size))]
-        models += [(r.method, r.path) for r in pd.concat([sft_model, cogpo_model]).itertuples()]
+        base = student_base_model(cfg, key.model_size)
+        models = [(BASE, seed, base) for seed in cfg.seeds]
+        models += [(r.method, int(r.seed), r.path) for r in pd.concat([sft_model, cogpo_model]).itertuples()]
         benchmarks = evaluation_sets(cfg, key.dataset, problems)
         if not benchmarks:
             raise ValueError(f"profile '{cfg.name}': nothing to evaluate for {key.dataset}: its held-out split is "
@@ -65,38 +68,43 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
                          **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
                          **_crv_params(rewritten_cots, preference_pairs), "finetuning": cfg.training.finetuning}
         details, summaries = [], []
-        for method, path in models:
-            with mlflow.asset_run(context, cfg,
-                                  extra_tags={"crv.method": method}) as run:
+        for method, seed, path in models:
+            with mlflow.asset_run(context, cfg, extra_tags={"crv.method": method, "crv.seed": seed,
+                                                            "crv.report": "score"}) as run:
                 with build_backend(cfg, evaluation.backend, model_path=path) as backend:
                     method_details = pd.concat(
-                        [generate_answers(backend, method, name, frame, evaluation.protocol)
+                        [generate_answers(backend, method, name, frame, evaluation.protocol, seed=seed)
                          for name, frame in benchmarks.items()], ignore_index=True)
                 summary = summarize(method_details)
-                run.log_params({**shared_params, "model_path": path})
+                run.log_params({**shared_params, "model_path": path, "method": method, "seed": seed,
+                                "model_size": key.model_size, "dataset": key.dataset})
                 run.log_metrics({f"eval/{r.benchmark}/{field}": getattr(r, field) for r in summary.itertuples()
                                  for field in ("accuracy", "ci_low", "ci_high", "no_answer_share", "truncated_share",
                                                "mean_response_tokens")})
                 run.log_metrics({"eval/mean/accuracy": float(summary["accuracy"].mean())})
-                context.log.info(f"{method}: " + ", ".join(f"{r.benchmark} {r.accuracy:.3f}" for r in summary.itertuples())
+                context.log.info(f"{method} (seed {seed}): "
+                                 + ", ".join(f"{r.benchmark} {100 * r.accuracy:.1f}%" for r in summary.itertuples())
                                  + f" ({backend.stats.as_metadata('eval')})")
             details.append(method_details)
             summaries.append(summary.assign(model_path=path))
-        scores = compare_with(pd.concat(details, ignore_index=True), pd.concat(summaries, ignore_index=True), "cogpo")
-        scores.insert(0, "model_size", key.model_size)
-        scores.insert(0, "dataset", key.dataset)
+        scores = compare_with(pd.concat(summaries, ignore_index=True), COGPO)
+        scores["model_size"], scores["dataset"] = key.model_size, key.dataset
         scores["protocol"] = json.dumps(protocol, sort_keys=True)
+        scores = scores[list(eval_scores_schema.columns)]
 
         detail_path = table_path(tables_dir, "eval_details", str(context.partition_key))
         write_table(pd.concat(details, ignore_index=True), detail_path)
-        table = results_markdown(scores, {k: v.parameters for k, v in cfg.model_sizes.items()})
+        pooled = pool_seeds(scores)
+        table = results_markdown(pooled, {k: v.parameters for k, v in cfg.model_sizes.items()})
         return table_output(scores, {
             "dagster/row_count": len(scores),
             "results": dg.MetadataValue.md(table),
             "protocol": dg.MetadataValue.json(protocol),
+            "seeds": dg.MetadataValue.json(list(cfg.seeds)),
             "per_problem_results": dg.MetadataValue.path(str(detail_path)),
-            "scores": markdown_table(scores, ["method", "benchmark", "accuracy", "ci_low", "ci_high", "p_vs_cogpo",
-                                              "num_problems", "no_answer_share", "truncated_share"], rows=40),
+            "scores": markdown_table(scores, ["method", "seed", "benchmark", "accuracy", "ci_low", "ci_high",
+                                              "p_vs_cogpo", "num_problems", "no_answer_share", "truncated_share"],
+                                     rows=80),
         })
 
     @dg.asset(
@@ -115,7 +123,9 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
         cfg = profile.profile
         dataset = str(context.partition_key)
         sizes = {k: v.parameters for k, v in cfg.model_sizes.items()}
-        frame = eval_scores.sort_values(["model_size", "method", "benchmark"], kind="stable").reset_index(drop=True)
+        frame = pool_seeds(eval_scores)
+        frame = frame.sort_values(["model_size", "method", "benchmark"], kind="stable").reset_index(drop=True)
+        frame = frame[list(results_schema.columns)]
         table, png = results_markdown(frame, sizes), accuracy_plot(frame, sizes)
         context.log.info(f"results for {dataset}: {frame['model_size'].nunique()} model size(s), "
                          f"{frame['method'].nunique()} methods, {frame['benchmark'].nunique()} benchmarks")

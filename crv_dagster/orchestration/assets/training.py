@@ -24,19 +24,23 @@ from crv_dagster.orchestration.types import (
 )
 from crv_dagster.training import pairs as pairs_lib
 from crv_dagster.training.incorrect import find_incorrect_cots
-from crv_dagster.vocabulary import PAIR_TYPES
+from crv_dagster.vocabulary import COGPO, PAIR_TYPES, SFT, SFT_FILTER, SFT_RAW
+
+# Why an SFT baseline can have nothing to train on.
+SFT_EMPTY_REASONS = {SFT_RAW: "no raw CoT reaches the reference answer",
+                     SFT_FILTER: "the Critic labelled no correct CoT 'medium'"}
 
 GROUP = "training"
 LENGTH_KEYS = ("overlength_dropped", "overlength_truncated", "max_tokens_seen")
 
 
-def _checkpoint_dir(cfg, asset: str, key, method: str):
-    return cfg.artifacts_dir / "checkpoints" / asset / key.dataset / key.model_size / method
+def _checkpoint_dir(cfg, asset: str, key, method: str, seed: int):
+    return cfg.artifacts_dir / "checkpoints" / asset / key.dataset / key.model_size / method / f"seed-{seed}"
 
 
-def _manifest_row(method: str, path, parent: str, finetuning: str, result: dict) -> dict:
+def _manifest_row(method: str, seed: int, path, parent: str, finetuning: str, result: dict) -> dict:
     loss = result.get("loss") or {}
-    return {"method": method, "path": str(path), "parent": parent, "finetuning": finetuning,
+    return {"method": method, "seed": seed, "path": str(path), "parent": parent, "finetuning": finetuning,
             "num_examples": result.get("num_examples", result.get("num_pairs")), "steps": result["steps"],
             "loss_first": loss.get("first"), "loss_last": loss.get("last"),
             "train_runtime_s": result.get("train_runtime_s")}
@@ -102,35 +106,56 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
         partitions_def=partitions,
         kinds={"pytorch", "huggingface"},
         pool="gpu",
-        description="The student fine-tuned (TRL SFT, loss on the CoT only) on the verified, student-suited CoTs.",
+        description="The student fine-tuned (TRL SFT, loss on the CoT only) on the verified, student-suited CoTs "
+                    "(sft), and, as the profile lists, on the raw CoTs (sft_raw) and on the Critic's medium CoTs "
+                    "without rewriting (sft_filter); once per seed.",
     )
     def sft_model(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
-                  verified_set: pd.DataFrame) -> dg.Output:
-        from crv_dagster.training.sft import train_sft
+                  verified_set: pd.DataFrame, raw_cots: pd.DataFrame, critiques: pd.DataFrame) -> dg.Output:
+        from crv_dagster.training.sft import sft_examples, train_sft
 
         if (reused := reused_models(context, tables_dir)) is not None:
             return reused
         cfg = profile.profile
         key = partition_of(context)
         base = student_base_model(cfg, key.model_size)
-        out_dir = _checkpoint_dir(cfg, "sft_model", key, "sft")
-        with mlflow.asset_run(context, cfg,
-                              extra_tags={"crv.method": "sft"}) as run:
-            run.log_params({"base_model": base, "finetuning": cfg.training.finetuning,
-                            **{f"sft.{k}": v for k, v in cfg.training.sft.model_dump().items()},
-                            **({f"lora.{k}": v for k, v in cfg.training.lora.model_dump().items()}
-                               if cfg.training.finetuning == "lora" else {})})
-            context.log.info(f"SFT of {base} on {int((verified_set['role'] == 'suited').sum())} CoTs")
-            result = train_sft(base, verified_set, out_dir, cfg.training, run=run)
-            lengths = {k: result[k] for k in LENGTH_KEYS}
-            run.log_metrics(lengths)
-            context.log.info(f"SFT: {result['steps']} steps, loss {result['loss']}; over max_length: {lengths}")
-        row = _manifest_row("sft", out_dir, base, cfg.training.finetuning, result)
-        return models_output(pd.DataFrame([row]), {
-            "checkpoint": dg.MetadataValue.path(str(out_dir)),
-            "num_examples": result["num_examples"], "steps": result["steps"], **lengths,
-            "loss_first": row["loss_first"], "loss_last": row["loss_last"],
-            "mlflow_run": dg.MetadataValue.url(run.url),
+        rows, skipped, meta = [], {}, {}
+        for method in [SFT, *cfg.training.sft_baselines]:
+            examples = sft_examples(method, verified_set, raw_cots, critiques)
+            if examples.empty and method != SFT:  # a baseline with no data must not cost the CRV model
+                skipped[method] = SFT_EMPTY_REASONS[method]
+                context.log.warning(f"{method} not trained: {skipped[method]}")
+                continue
+            for seed in cfg.seeds:
+                out_dir = _checkpoint_dir(cfg, "sft_model", key, method, seed)
+                with mlflow.asset_run(context, cfg, extra_tags={"crv.method": method, "crv.seed": seed}) as run:
+                    run.log_params({"base_model": base, "finetuning": cfg.training.finetuning, "seed": seed,
+                                    **{f"sft.{k}": v for k, v in cfg.training.sft.model_dump().items()},
+                                    **({f"lora.{k}": v for k, v in cfg.training.lora.model_dump().items()}
+                                       if cfg.training.finetuning == "lora" else {})})
+                    context.log.info(f"{method} (seed {seed}) of {base} on {len(examples)} CoTs")
+                    result = train_sft(base, examples, out_dir, cfg.training, seed=seed, method=method, run=run)
+                    lengths = {k: result[k] for k in LENGTH_KEYS}
+                    run.log_metrics(lengths)
+                    context.log.info(f"{method} (seed {seed}): {result['steps']} steps, loss {result['loss']}; "
+                                     f"over max_length: {lengths}")
+                rows.append(_manifest_row(method, seed, out_dir, base, cfg.training.finetuning, result))
+                if method == SFT and seed == cfg.seeds[0]:
+                    sft_lengths = lengths
+                meta.setdefault(f"{method}_num_examples", result["num_examples"])
+                meta[f"{method}_seed{seed}_mlflow_run"] = dg.MetadataValue.url(run.url)
+        manifest = pd.DataFrame(rows)
+        main = manifest[manifest["method"] == SFT].iloc[0]
+        return models_output(manifest, {
+            "checkpoint": dg.MetadataValue.path(main["path"]),
+            "num_examples": int(main["num_examples"]), "steps": int(main["steps"]), **sft_lengths,
+            **{k: float(main[k]) for k in ("loss_first", "loss_last") if pd.notna(main[k])},
+            **meta,
+            "seeds": dg.MetadataValue.json(list(cfg.seeds)),
+            "not_trained": dg.MetadataValue.json(skipped),
+            "checkpoints": markdown_table(manifest, ["method", "seed", "num_examples", "steps", "loss_first",
+                                                     "loss_last"], rows=40),
+            "mlflow_run": meta[f"{SFT}_seed{cfg.seeds[0]}_mlflow_run"],
         })
 
     @dg.asset(
@@ -139,7 +164,9 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
         partitions_def=partitions,
         kinds={"pytorch", "huggingface"},
         pool="gpu",
-        description="CogPO from the SFT checkpoint (reference = SFT model); plus the plain DPO baseline if configured.",
+        description="CogPO from the SFT checkpoint (reference = SFT model), and the preference baselines the "
+                    "profile lists (DPO, DPO with the mean beta, IPO, SimPO, ORPO) from the same checkpoint on the "
+                    "same pairs; once per seed.",
     )
     def cogpo_model(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                     sft_model: pd.DataFrame, preference_pairs: pd.DataFrame) -> dg.Output:
@@ -149,39 +176,62 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
             return reused
         cfg = profile.profile
         key = partition_of(context)
-        sft_path = sft_model.loc[sft_model["method"] == "sft", "path"].iloc[0]
-        rows, meta = [], {}
-        for method in ["cogpo", *cfg.training.cogpo.baselines]:
-            out_dir = _checkpoint_dir(cfg, "cogpo_model", key, method)
-            with mlflow.asset_run(context, cfg,
-                                  extra_tags={"crv.method": method}) as run:
-                by_type = preference_pairs["pair_type"].value_counts().to_dict()
-                run.log_params({"sft_model": sft_path, "method": method, "finetuning": cfg.training.finetuning,
-                                **{f"cogpo.{k}": v for k, v in cfg.training.cogpo.model_dump().items()},
-                                **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
-                                **{f"pairs_{t}": n for t, n in by_type.items()}})
-                context.log.info(f"{method} from {sft_path} on {len(preference_pairs)} pairs")
-                result = train_preference(sft_path, preference_pairs, out_dir, cfg.training, method=method, run=run)
-                context.log.info(f"{method}: {result['steps']} steps, loss per pair kind "
-                                 f"{result['loss_by_kind_before']} -> {result['loss_by_kind_after']}")
-                run.log_metrics({**{k: result[k] for k in LENGTH_KEYS},
-                                 **{f"loss_by_kind/{k}/before": v for k, v in result["loss_by_kind_before"].items()},
-                                 **{f"loss_by_kind/{k}/after": v for k, v in result["loss_by_kind_after"].items()}})
-            rows.append(_manifest_row(method, out_dir, sft_path, cfg.training.finetuning, result))
-            last = next((h for h in reversed(result["history"]) if f"{method}/rewards/margins" in h), {})
-            meta.update({
-                f"{method}_loss_first": rows[-1]["loss_first"], f"{method}_loss_last": rows[-1]["loss_last"],
-                **{f"{method}_{k}": result[k] for k in LENGTH_KEYS},
-                f"{method}_reward_margin": last.get(f"{method}/rewards/margins"),
-                f"{method}_reward_accuracy": last.get(f"{method}/rewards/accuracies"),
-                f"{method}_loss_by_kind": dg.MetadataValue.json({"before": result["loss_by_kind_before"],
-                                                                 "after": result["loss_by_kind_after"]}),
-                f"{method}_mlflow_run": dg.MetadataValue.url(run.url),
-            })
+        by_type = preference_pairs["pair_type"].value_counts().to_dict()
+        rows, meta, reference_s = [], {}, []
+        for seed in cfg.seeds:
+            sft_path = _sft_checkpoint(sft_model, seed)
+            reference = None  # computed by the first method that needs it, then shared (same SFT, same pairs)
+            for method in [COGPO, *cfg.training.cogpo.baselines]:
+                out_dir = _checkpoint_dir(cfg, "cogpo_model", key, method, seed)
+                with mlflow.asset_run(context, cfg, extra_tags={"crv.method": method, "crv.seed": seed}) as run:
+                    run.log_params({"sft_model": sft_path, "method": method, "seed": seed,
+                                    "finetuning": cfg.training.finetuning,
+                                    **{f"cogpo.{k}": v for k, v in cfg.training.cogpo.model_dump().items()},
+                                    **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
+                                    **{f"pairs_{t}": n for t, n in by_type.items()}})
+                    context.log.info(f"{method} (seed {seed}) from {sft_path} on {len(preference_pairs)} pairs")
+                    result = train_preference(sft_path, preference_pairs, out_dir, cfg.training, method=method,
+                                              seed=seed, run=run, reference=reference)
+                    if reference is None and result["reference"] is not None:
+                        reference = result["reference"]
+                        reference_s.append(reference.seconds)
+                    context.log.info(f"{method} (seed {seed}): {result['steps']} steps, loss {result['loss']}"
+                                     + (f", per pair kind {result['loss_by_kind_before']} -> "
+                                        f"{result['loss_by_kind_after']}" if result["loss_by_kind_after"] else ""))
+                    run.log_metrics({**{k: result[k] for k in LENGTH_KEYS},
+                                     **{f"loss_by_kind/{k}/before": v for k, v in result["loss_by_kind_before"].items()},
+                                     **{f"loss_by_kind/{k}/after": v for k, v in result["loss_by_kind_after"].items()}})
+                rows.append(_manifest_row(method, seed, out_dir, sft_path, cfg.training.finetuning, result))
+                if seed != cfg.seeds[0]:
+                    continue
+                last = next((h for h in reversed(result["history"]) if f"{method}/rewards/margins" in h), {})
+                meta.update({
+                    f"{method}_loss_first": rows[-1]["loss_first"], f"{method}_loss_last": rows[-1]["loss_last"],
+                    **{f"{method}_{k}": result[k] for k in LENGTH_KEYS},
+                    f"{method}_reward_margin": last.get(f"{method}/rewards/margins"),
+                    f"{method}_reward_accuracy": last.get(f"{method}/rewards/accuracies"),
+                    f"{method}_mlflow_run": dg.MetadataValue.url(run.url),
+                    **({f"{method}_loss_by_kind": dg.MetadataValue.json({"before": result["loss_by_kind_before"],
+                                                                         "after": result["loss_by_kind_after"]})}
+                       if result["loss_by_kind_after"] else {}),
+                })
         return models_output(pd.DataFrame(rows), {
             **{k: v for k, v in meta.items() if v is not None},
             "pairs_by_type": counts(preference_pairs["pair_type"]),
-            "checkpoints": markdown_table(pd.DataFrame(rows), ["method", "path", "steps", "loss_first", "loss_last"]),
+            # One reference pass per seed's SFT checkpoint, shared by every method that has a reference.
+            "reference_passes": len(reference_s),
+            "reference_logps_s": round(sum(reference_s), 3),
+            "seeds": dg.MetadataValue.json(list(cfg.seeds)),
+            "checkpoints": markdown_table(pd.DataFrame(rows), ["method", "seed", "steps", "loss_first", "loss_last"],
+                                          rows=60),
         })
 
     return [preference_pairs, sft_model, cogpo_model]
+
+
+def _sft_checkpoint(sft_manifest: pd.DataFrame, seed: int) -> str:
+    hit = sft_manifest[(sft_manifest["method"] == SFT) & (sft_manifest["seed"] == seed)]
+    if hit.empty:
+        raise ValueError(f"sft_model has no '{SFT}' checkpoint for seed {seed} (it has "
+                         f"{sorted(zip(sft_manifest['method'], sft_manifest['seed']))}): materialise sft_model again")
+    return str(hit["path"].iloc[0])

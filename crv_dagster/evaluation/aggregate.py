@@ -1,0 +1,79 @@
+"""Scores over seeds: one number per (model size, method, benchmark), with the uncertainty of both
+the problems drawn and the seeds run.
+
+Each seed's score is a mean over the same problems, so the seeds are pooled problem by problem:
+a problem's pooled score is its mean over seeds (and samples), the accuracy is the mean of those,
+and the bootstrap interval resamples problems. The spread between seeds (``seed_std``) is
+reported beside it: training noise that the interval over problems does not show.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from crv_dagster.evaluation.statistics import bootstrap_interval, bootstrap_mean_of_means, paired_bootstrap_p
+from crv_dagster.vocabulary import COGPO
+
+KEYS = ["dataset", "model_size", "method", "benchmark"]
+POOLED_COLUMNS = [*KEYS, "accuracy", "ci_low", "ci_high", f"p_vs_{COGPO}", "seed_std", "num_seeds",
+                  "seed_accuracies", "num_problems", "num_samples", "mean_response_tokens", "no_answer_share",
+                  "truncated_share", "problem_scores"]
+
+
+def pooled_problem_scores(problem_scores: list[str]) -> dict[str, float]:
+    """Mean over seeds of each problem's score, over the problems every seed scored."""
+    per_seed = [json.loads(s) for s in problem_scores]
+    common = sorted(set.intersection(*(set(s) for s in per_seed))) if per_seed else []
+    return {k: float(np.mean([s[k] for s in per_seed])) for k in common}
+
+
+def pool_seeds(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, model size, method, benchmark) of per-seed ``eval_scores`` rows."""
+    rows = []
+    for key, group in scores.groupby(KEYS, sort=False):
+        pooled = pooled_problem_scores(list(group["problem_scores"]))
+        values = np.array(list(pooled.values()))
+        low, high = bootstrap_interval(values)
+        accuracies = group.sort_values("seed")[["seed", "accuracy"]]
+        rows.append({**dict(zip(KEYS, key)), "accuracy": float(values.mean()) if values.size else float("nan"),
+                     "ci_low": low, "ci_high": high,
+                     "seed_std": float(accuracies["accuracy"].std(ddof=1)) if len(group) > 1 else float("nan"),
+                     "num_seeds": int(len(group)),
+                     "seed_accuracies": json.dumps({str(s): round(float(a), 6) for s, a in accuracies.itertuples(index=False)}),
+                     "num_problems": int(values.size), "num_samples": int(group["num_samples"].max()),
+                     "mean_response_tokens": float(group["mean_response_tokens"].mean()),
+                     "no_answer_share": float(group["no_answer_share"].mean()),
+                     "truncated_share": float(group["truncated_share"].mean()),
+                     "problem_scores": json.dumps(pooled)})
+    frame = pd.DataFrame(rows, columns=[c for c in POOLED_COLUMNS if c != f"p_vs_{COGPO}"])
+    return _against(frame, COGPO)[POOLED_COLUMNS]
+
+
+def _against(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """The paired p-value of each pooled score against ``reference`` of the same size and benchmark."""
+    theirs = {(r.dataset, r.model_size, r.benchmark): json.loads(r.problem_scores)
+              for r in frame[frame["method"] == reference].itertuples()}
+    values = []
+    for row in frame.itertuples():
+        other = theirs.get((row.dataset, row.model_size, row.benchmark))
+        if row.method == reference or other is None:
+            values.append(float("nan"))
+            continue
+        ours = json.loads(row.problem_scores)
+        common = sorted(set(ours) & set(other))
+        values.append(paired_bootstrap_p([ours[k] for k in common], [other[k] for k in common]))
+    return frame.assign(**{f"p_vs_{reference}": values})
+
+
+def benchmark_average(rows: pd.DataFrame) -> tuple[float, float, float]:
+    """Mean accuracy over the benchmarks of ``rows`` (one row each) and its 95% interval, each
+    benchmark's problems resampled on their own."""
+    groups = [np.array(list(json.loads(s).values())) for s in rows["problem_scores"]]
+    groups = [g for g in groups if g.size]
+    if not groups:
+        return float("nan"), float("nan"), float("nan")
+    low, high = bootstrap_mean_of_means(groups)
+    return float(np.mean([g.mean() for g in groups])), low, high
