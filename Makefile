@@ -14,21 +14,29 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast dev mlflow-ui bench setup clean recover
+.PHONY: demo study pipeline test test-fast dev mlflow-ui bench setup clean recover
 
 # INFO-level logs: one line per step and the pipeline's own progress messages, not Dagster's debug events.
 LOG_CONFIG := {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 demo: setup
-	CRV_PROFILE=demo $(BIN)/python -m crv_dagster.orchestration.partitions '$(DEMO_PARTITION)'
+	@$(MAKE) --no-print-directory pipeline PROFILE=demo
+
+# The CPU study (assets_config/study.yaml): 300 problems, 210 held out, every baseline; under an hour.
+study: setup
+	@$(MAKE) --no-print-directory pipeline PROFILE=study
+
+# The whole graph of one profile's partition, then its dataset's results and the summary.
+pipeline:
+	CRV_PROFILE=$(PROFILE) $(BIN)/python -m crv_dagster.orchestration.partitions '$(DEMO_PARTITION)'
 	# Runs of this DAGSTER_HOME whose process was killed: mark them failed and free their pool slots.
-	CRV_PROFILE=demo $(BIN)/python -m crv_dagster.orchestration.recovery
-	CRV_PROFILE=demo $(BIN)/dagster asset materialize -m crv_dagster --select '$(SELECT)' \
+	CRV_PROFILE=$(PROFILE) $(BIN)/python -m crv_dagster.orchestration.recovery
+	CRV_PROFILE=$(PROFILE) $(BIN)/dagster asset materialize -m crv_dagster --select '$(SELECT)' \
 	    --partition '$(DEMO_PARTITION)' --config-json '$(LOG_CONFIG)'
 	# `results` is partitioned by dataset alone: it compares every model size of the dataset.
-	CRV_PROFILE=demo $(BIN)/dagster asset materialize -m crv_dagster --select results \
+	CRV_PROFILE=$(PROFILE) $(BIN)/dagster asset materialize -m crv_dagster --select results \
 	    --partition '$(firstword $(subst |, ,$(DEMO_PARTITION)))' --config-json '$(LOG_CONFIG)'
-	CRV_PROFILE=demo $(BIN)/python -m crv_dagster.orchestration.summary --partition '$(DEMO_PARTITION)'
+	CRV_PROFILE=$(PROFILE) $(BIN)/python -m crv_dagster.orchestration.summary --partition '$(DEMO_PARTITION)'
 
 test: setup
 	$(BIN)/python -m pytest
@@ -48,6 +56,7 @@ recover: setup
 
 bench: setup
 	$(BIN)/python benchmarks/cogpo_training.py
+	$(BIN)/python benchmarks/shared_reference.py
 
 setup: $(STAMP) $(DAGSTER_HOME)/.ready
 

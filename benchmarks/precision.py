@@ -51,7 +51,7 @@ def _child(arm: str, model: str, steps: int, out_dir: str) -> dict:
     from crv_dagster.training.cogpo import train_preference
     from crv_dagster.training.common import load_student
     from crv_dagster.training.pairs import build_pairs, chat_prompt_renderer, incorrect_by_perturbation
-    from crv_dagster.training.sft import train_sft
+    from crv_dagster.training.sft import sft_examples, train_sft
 
     step_times: list[float] = []
 
@@ -76,7 +76,7 @@ def _child(arm: str, model: str, steps: int, out_dir: str) -> dict:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     verified = _verified(32)
-    sft = train_sft(model, verified, Path(out_dir) / "sft", config, callbacks=[timer])
+    sft = train_sft(model, sft_examples("sft", verified), Path(out_dir) / "sft", config, callbacks=[timer])
     sft_times, step_times[:] = list(step_times), []
     tokenizer = AutoTokenizer.from_pretrained(model)
     wrong, _ = incorrect_by_perturbation(verified, seed=0)

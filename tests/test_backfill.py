@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from crv_dagster.config import PROJECT_ROOT
 from crv_dagster.storage import table_path
+from crv_dagster.vocabulary import EVALUATED_METHODS
 
 ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs", "sft_model",
           "cogpo_model", "eval_scores"]
@@ -139,15 +140,18 @@ def test_backfill_over_model_sizes_through_the_ui_api(dagster_dev):
     tables = artifacts / "tables"
     for partition in PARTITIONS:
         scores = pd.read_parquet(table_path(tables, "eval_scores", partition))
-        assert set(scores["method"]) == {"base", "sft", "cogpo", "dpo"}
+        # Every method of the test profile, for both seeds, each score with its interval.
+        assert set(zip(scores["method"], scores["seed"])) == {(m, s) for m in EVALUATED_METHODS for s in (0, 1)}
         assert set(scores["benchmark"]) == {"arith_heldout", "arith_bench"}
+        assert ((scores["ci_low"] <= scores["accuracy"]) & (scores["accuracy"] <= scores["ci_high"])).all()
 
     # `results` (partitioned by dataset) reads eval_scores of every size through its partition
     # mapping, as a backfill of its own.
     _wait(url, _launch(url, ["arith"], ["results"]), log, runs=1)
     results = pd.read_parquet(table_path(tables, "results", "arith"))
-    assert set(results["model_size"]) == {"tiny-a", "tiny-b"}
-    assert len(results) == sum(len(pd.read_parquet(table_path(tables, "eval_scores", p))) for p in PARTITIONS)
+    assert set(results["model_size"]) == {"tiny-a", "tiny-b"} and (results["num_seeds"] == 2).all()
+    # One row per (size, method, benchmark): the seeds pooled.
+    assert len(results) == sum(len(pd.read_parquet(table_path(tables, "eval_scores", p))) for p in PARTITIONS) // 2
     with dg.DagsterInstance.from_config(str(home)) as instance:
         [record] = instance.fetch_materializations(dg.AssetKey("results"), limit=1).records
     table = record.asset_materialization.metadata["results"].value
@@ -159,12 +163,13 @@ def test_backfill_over_model_sizes_through_the_ui_api(dagster_dev):
     a, b = (pd.read_parquet(table_path(tables, "raw_cots", p)) for p in PARTITIONS)
     pd.testing.assert_frame_equal(a, b)
 
-    # MLflow: per size, one run per method with eval metrics, ready for the compare view.
+    # MLflow: per size, one run per method and seed with eval metrics, ready for the compare view.
     client = MlflowClient(f"sqlite:///{artifacts}/mlflow.db")
     experiment = client.get_experiment_by_name("crv-dagster-test").experiment_id
     runs = client.search_runs([experiment], "tags.`dagster.asset` = 'eval_scores'")
-    by_key = {(r.data.tags["crv.model_size"], r.data.tags["crv.method"]): r for r in runs}
-    assert set(by_key) == {(s, m) for s in ("tiny-a", "tiny-b") for m in ("base", "sft", "cogpo", "dpo")}
+    by_key = {(r.data.tags["crv.model_size"], r.data.tags["crv.method"], r.data.tags["crv.seed"]): r for r in runs}
+    assert set(by_key) == {(s, m, str(seed)) for s in ("tiny-a", "tiny-b") for m in EVALUATED_METHODS
+                           for seed in (0, 1)}
     for run in by_key.values():
         assert {"eval/arith_heldout/accuracy", "eval/arith_bench/accuracy", "eval/mean/accuracy"} <= set(run.data.metrics)
         assert run.data.params["beta_large_gap"] == "0.5" and "pairs_large_gap" in run.data.params

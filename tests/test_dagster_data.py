@@ -16,6 +16,7 @@ from crv_dagster.config import PROJECT_ROOT, ProfileError
 from crv_dagster.orchestration.definitions import build_definitions
 from crv_dagster.orchestration.types import ProblemsFrame
 from crv_dagster.storage import table_path
+from crv_dagster.vocabulary import PREFERENCE_METHODS
 
 
 def _materialize(defs, partition, instance, selection=("problems", "raw_cots"), raise_on_error=True):
@@ -167,7 +168,7 @@ def test_cli_materialize_cogpo_model_and_validate(tmp_path, monkeypatch):
     shutil.copy(PROJECT_ROOT / "dagster.yaml", Path(env["DAGSTER_HOME"]) / "dagster.yaml")
     materialize("+cogpo_model")
     manifest = pd.read_parquet(table_path(tmp_path / "artifacts" / "tables", "cogpo_model", "arith|tiny-b"))
-    assert list(manifest["method"]) == ["cogpo", "dpo"]
+    assert set(zip(manifest["method"], manifest["seed"])) == {(m, s) for m in PREFERENCE_METHODS for s in (0, 1)}
 
     # The run lives in DAGSTER_HOME, so `dagster dev` on the same home shows it.
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as inst:
