@@ -14,7 +14,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo study pipeline test test-fast dev mlflow-ui bench setup clean recover
+.PHONY: demo study pipeline test test-fast dev mlflow-ui bench setup sandbox-tools clean recover
 
 # INFO-level logs: one line per step and the pipeline's own progress messages, not Dagster's debug events.
 LOG_CONFIG := {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -58,7 +58,14 @@ bench: setup
 	$(BIN)/python benchmarks/cogpo_training.py
 	$(BIN)/python benchmarks/shared_reference.py
 
-setup: $(STAMP) $(DAGSTER_HOME)/.ready
+setup: $(STAMP) $(DAGSTER_HOME)/.ready sandbox-tools
+
+# The code sandbox's namespaces (crv_dagster/sandbox) need bubblewrap, from Debian's packages.
+# Without it (or without root) programs run under resource limits only: see the README.
+sandbox-tools:
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	    && { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } \
+	    || echo "bubblewrap is not installed: sandboxed code runs with resource limits only"; }
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
