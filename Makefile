@@ -57,6 +57,7 @@ recover: setup
 bench: setup
 	$(BIN)/python benchmarks/cogpo_training.py
 	$(BIN)/python benchmarks/shared_reference.py
+	$(BIN)/python benchmarks/sandbox_throughput.py
 
 setup: $(STAMP) $(DAGSTER_HOME)/.ready sandbox-tools
 

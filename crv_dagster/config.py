@@ -150,7 +150,33 @@ class BuiltinSource(_Strict):
     seed: int = 0
 
 
-DataSource = Annotated[Union[HubSource, FileSource, BuiltinSource], Field(discriminator="kind")]
+# LiveCodeBench's releases, each the problems of every file up to it (the files are
+# cumulative slices of code_generation_lite); a slice 'vN_vM' is files N to M.
+LIVECODEBENCH_REPO = "livecodebench/code_generation_lite"
+LIVECODEBENCH_FILES = ["test.jsonl", "test2.jsonl", "test3.jsonl", "test4.jsonl", "test5.jsonl", "test6.jsonl"]
+
+
+class LiveCodeBenchSource(_Strict):
+    """LiveCodeBench ``code_generation_lite``: from the Hub (its JSONL files through ``datasets``'
+    json builder: the repository's loading script is refused by datasets >= 4) or from a local
+    folder holding the same files."""
+
+    kind: Literal["livecodebench"]
+    release: str = Field("release_v6", pattern=r"^(release_v[1-6]|release_latest|v[1-6](_v[1-6])?)$",
+                         description="release_v1..release_v6 (cumulative), release_latest, or a slice like v4_v5")
+    local_dir: str | None = Field(None, description="a folder with test.jsonl, test2.jsonl, ... instead of the Hub")
+    revision: str | None = None
+
+    @property
+    def files(self) -> list[str]:
+        release = "release_v6" if self.release == "release_latest" else self.release
+        if release.startswith("release_v"):
+            return LIVECODEBENCH_FILES[: int(release[-1])]
+        first, _, last = release.partition("_")
+        return LIVECODEBENCH_FILES[int(first[1]) - 1: int((last or first)[1])]
+
+
+DataSource = Annotated[Union[HubSource, FileSource, BuiltinSource, LiveCodeBenchSource], Field(discriminator="kind")]
 
 
 class ColumnMapping(_Strict):
@@ -160,12 +186,22 @@ class ColumnMapping(_Strict):
     id: str | None = None
     choices: list[str] | None = Field(
         None, description="multiple choice: the columns holding the incorrect options (GPQA: 'Incorrect Answer 1', ...)")
+    private_tests: str | None = Field(
+        None, description="code: a second column of test cases (LiveCodeBench: 'private_test_cases')")
+    starter_code: str | None = Field(None, description="code: the column with the code to complete")
+    metadata: str | None = Field(None, description="code: the column with JSON metadata (func_name)")
 
 
-AnswerFormat = Literal["plain", "gsm8k", "boxed", "multiple_choice"]
+AnswerFormat = Literal["plain", "gsm8k", "boxed", "multiple_choice", "code"]
+# How LiveCodeBench's records are read: the answer is the public tests, plus the private ones.
+LIVECODEBENCH_COLUMNS = {"question": "question_content", "answer": "public_test_cases",
+                         "private_tests": "private_test_cases", "starter_code": "starter_code",
+                         "metadata": "metadata", "id": "question_id"}
 
 
-def _check_choices(answer_format: str, columns: ColumnMapping) -> None:
+def _check_choices(answer_format: str, columns: ColumnMapping, source=None) -> None:
+    if isinstance(source, LiveCodeBenchSource) and answer_format != "code":
+        raise ValueError("a livecodebench source needs answer_format 'code'")
     if answer_format == "multiple_choice" and not columns.choices:
         raise ValueError("answer_format 'multiple_choice' needs columns.choices (the incorrect options' columns)")
     if columns.choices and answer_format != "multiple_choice":
@@ -187,7 +223,7 @@ class DatasetConfig(_Strict):
     def _cot_column_when_needed(self) -> "DatasetConfig":
         if self.cot_source == "dataset" and self.columns.cot is None and not isinstance(self.source, BuiltinSource):
             raise ValueError("cot_source 'dataset' needs columns.cot (the column holding the CoT)")
-        _check_choices(self.answer_format, self.columns)
+        _check_choices(self.answer_format, self.columns, self.source)
         return self
 
 
@@ -354,7 +390,7 @@ class BenchmarkConfig(_Strict):
 
     @model_validator(mode="after")
     def _choices(self) -> "BenchmarkConfig":
-        _check_choices(self.answer_format, self.columns)
+        _check_choices(self.answer_format, self.columns, self.source)
         return self
 
 
@@ -371,8 +407,20 @@ class EvalProtocol(_Strict):
                           "(never for multiple choice; a response cut at max_new_tokens has no answer)")
 
 
+class SandboxConfig(_Strict):
+    """Where code answers run (``crv_dagster.sandbox``): limits per test."""
+
+    timeout_s: float = Field(6.0, gt=0, description="wall-clock seconds per test (LiveCodeBench: 6)")
+    cpu_seconds: int = Field(6, gt=0)
+    memory_mb: int = Field(1024, gt=0)
+    concurrency: int = Field(2, gt=0, description="tests run at once")
+    isolation: Literal["auto", "namespaces", "limits"] = Field(
+        "auto", description="namespaces (bubblewrap) where available; 'limits' is resource limits only")
+
+
 class EvaluationConfig(_Strict):
     backend: str | None = Field(None, description="a key of `backends` whose model is `student`")
+    sandbox: SandboxConfig = SandboxConfig()
     protocol: EvalProtocol = EvalProtocol()
     heldout: bool = Field(True, description="also score the dataset's own eval split")
     heldout_max_problems: int | None = Field(None, gt=0)

@@ -14,7 +14,14 @@ from pathlib import Path
 from crv_dagster.agents.critic import Critic, load_critic_prompt
 from crv_dagster.agents.rethinker import Rethinker, load_rethinker_prompts
 from crv_dagster.agents.verifier import Verifier, load_judge_prompt
-from crv_dagster.config import STUDENT, OpenAIBackendConfig, Profile, TransformersBackendConfig, VllmBackendConfig
+from crv_dagster.config import (
+    STUDENT,
+    OpenAIBackendConfig,
+    Profile,
+    SandboxConfig,
+    TransformersBackendConfig,
+    VllmBackendConfig,
+)
 from crv_dagster.llm.base import SamplingParams
 from crv_dagster.llm.cache import CachedBackend, ResponseCache
 from crv_dagster.models.store import resolve_model
@@ -107,3 +114,11 @@ def build_verifier(profile: Profile, agent_backend: CachedBackend) -> Verifier:
     backend = build_backend(profile, key) if own else agent_backend
     return Verifier(backend, load_judge_prompt(cfg.judge_prompt), agent_sampling(profile, key, cfg.max_new_tokens),
                     owns_judge_backend=own)
+
+
+def code_sandbox(settings: SandboxConfig):
+    """The sandbox code answers run in (``evaluation.sandbox``)."""
+    from crv_dagster.sandbox import Limits, Sandbox
+
+    limits = Limits(wall_seconds=settings.timeout_s, cpu_seconds=settings.cpu_seconds, memory_mb=settings.memory_mb)
+    return Sandbox(limits, isolation=settings.isolation, concurrency=settings.concurrency)

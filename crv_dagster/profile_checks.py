@@ -76,6 +76,11 @@ def problems_of(profile, project_root: Path) -> list[str]:
             path = Path(source.path) if Path(source.path).is_absolute() else project_root / source.path
             if not path.is_file():
                 problems.append(f"{key}: dataset file {path} not found")
+        if source.kind == "livecodebench" and source.local_dir is not None:
+            folder = Path(source.local_dir) if Path(source.local_dir).is_absolute() else project_root / source.local_dir
+            if not any((folder / name).is_file() for name in source.files):
+                problems.append(f"{key.rsplit('.', 1)[0]}.local_dir: none of {source.files} "
+                                f"(LiveCodeBench {source.release}) in {folder}")
 
     evaluation = profile.evaluation
     for name, dataset in profile.datasets.items():

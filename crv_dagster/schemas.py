@@ -35,6 +35,8 @@ problems_schema = pa.DataFrameSchema(
         **_PROBLEM,
         "reference_cot": pa.Column(str, nullable=True),
         "choices": pa.Column(str, nullable=True, description="multiple choice: the options as JSON {letter: text}"),
+        "tests": pa.Column(str, nullable=True, description="code: JSON {cases, func_name}; a program is right "
+                                                           "when it passes every case"),
         "split": pa.Column(str, pa.Check.isin(SPLITS)),
         "source_row": pa.Column(int, pa.Check.ge(1)),
     },

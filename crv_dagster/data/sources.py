@@ -17,8 +17,19 @@ from pathlib import Path
 import pandas as pd
 
 from crv_dagster.answers import find_boxed, normalize_answer
-from crv_dagster.config import PROJECT_ROOT, BuiltinSource, DatasetConfig, FileSource, HubSource
+from crv_dagster.config import (
+    LIVECODEBENCH_COLUMNS,
+    LIVECODEBENCH_REPO,
+    PROJECT_ROOT,
+    BuiltinSource,
+    ColumnMapping,
+    DatasetConfig,
+    FileSource,
+    HubSource,
+    LiveCodeBenchSource,
+)
 from crv_dagster.data.arith import generate_arith
+from crv_dagster.sandbox.cases import TestCaseError, problem_cases
 
 
 class DataSourceError(ValueError):
@@ -120,12 +131,30 @@ def _read_builtin(source: BuiltinSource) -> RawTable:
     return RawTable(frame, f"builtin:{source.name}(seed={source.seed})")
 
 
+def _read_livecodebench(source: LiveCodeBenchSource) -> RawTable:
+    """The release's JSONL files, from a local folder or the Hub."""
+    if source.local_dir is not None:
+        folder = Path(source.local_dir) if Path(source.local_dir).is_absolute() else PROJECT_ROOT / source.local_dir
+        tables = [_read_jsonl(folder / name) for name in source.files if (folder / name).is_file()]
+        if not tables:
+            raise DataSourceError(f"{folder}: none of {source.files} (LiveCodeBench {source.release}) is there")
+        frame = pd.concat([t.frame for t in tables], ignore_index=True)
+        rows = list(range(1, len(frame) + 1))
+        return RawTable(frame, f"LiveCodeBench {source.release} in {folder}", rows,
+                        [u for t in tables for u in t.unreadable])
+    revision = source.revision or "main"
+    files = [f"hf://datasets/{LIVECODEBENCH_REPO}@{revision}/{name}" for name in source.files]
+    return _read_hub(HubSource(kind="hub", name="json", split="train", data_files=files))
+
+
 def read_source(config: DatasetConfig) -> RawTable:
     source = config.source
     if isinstance(source, FileSource):
         return _read_file(source)
     if isinstance(source, HubSource):
         return _read_hub(source)
+    if isinstance(source, LiveCodeBenchSource):
+        return _read_livecodebench(source)
     return _read_builtin(source)
 
 
@@ -187,10 +216,13 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable) -> Prob
     frame, cols = table.frame, config.columns
     if isinstance(config.source, BuiltinSource):
         cols = cols.model_copy(update={"question": "question", "answer": "answer", "cot": "cot"})
+    if isinstance(config.source, LiveCodeBenchSource):
+        cols = ColumnMapping(**LIVECODEBENCH_COLUMNS)
     if len(frame) == 0:
         detail = f"; every line was rejected: {table.unreadable[:3]}" if table.unreadable else ""
         raise DataSourceError(f"{table.origin}: the source has no rows{detail}")
-    required = [c for c in (cols.question, cols.answer, cols.cot, cols.id, *(cols.choices or [])) if c is not None]
+    required = [c for c in (cols.question, cols.answer, cols.cot, cols.id, *(cols.choices or []), cols.private_tests,
+                            cols.starter_code, cols.metadata) if c is not None]
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DataSourceError(
@@ -207,9 +239,15 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable) -> Prob
         if not question:
             rejected.append({"source_row": source_row, "field": cols.question, "reason": "question is empty"})
             continue
+        tests = None
         try:
-            answer = parse_reference_answer(values[cols.answer], config.answer_format)
-        except AnswerFormatError as err:
+            if config.answer_format == "code":
+                tests = code_tests(values, cols)
+                answer = CODE_ANSWER
+                question = code_question(question, _text(values[cols.starter_code]) if cols.starter_code else "")
+            else:
+                answer = parse_reference_answer(values[cols.answer], config.answer_format)
+        except (AnswerFormatError, TestCaseError) as err:
             rejected.append({"source_row": source_row, "field": cols.answer, "reason": str(err)})
             continue
         if question in seen:
@@ -237,7 +275,7 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable) -> Prob
             question, answer, choices = shuffle_choices(question, answer, [o for o in options if o],
                                                         random.Random(f"{config.split_seed}:{pid}"))
         accepted.append({"problem_id": pid, "dataset": dataset, "question": question, "answer": answer,
-                         "reference_cot": cot, "choices": choices, "source_row": source_row})
+                         "reference_cot": cot, "choices": choices, "tests": tests, "source_row": source_row})
         if config.max_problems is not None and len(accepted) >= config.max_problems:
             break
 
@@ -252,6 +290,30 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable) -> Prob
     problems = pd.DataFrame(accepted)
     problems["split"] = assign_splits(problems["problem_id"], config.eval_fraction, config.split_seed)
     return ProblemRows(problems, rejected_frame, table.origin)
+
+
+# A code problem's answer column: what is asked of a program, its tests being in `tests`.
+CODE_ANSWER = "passes every test"
+
+
+def code_tests(values: dict, cols: ColumnMapping) -> str:
+    """A code problem's tests as stored in ``problems.tests``: JSON {cases, func_name}."""
+    record = {"public_test_cases": values[cols.answer],
+              "private_test_cases": values[cols.private_tests] if cols.private_tests else None,
+              "metadata": values[cols.metadata] if cols.metadata else None}
+    record = {k: (None if isinstance(v, float) and pd.isna(v) else v) for k, v in record.items()}
+    cases, func_name = problem_cases(record, where=cols.answer)
+    if not cases:
+        raise TestCaseError("no test cases")
+    return json.dumps({"cases": [c.as_json() for c in cases], "func_name": func_name})
+
+
+def code_question(question: str, starter_code: str) -> str:
+    """The statement with what a LiveCodeBench prompt adds: the code to start from (functional
+    problems) or where input and output go."""
+    if starter_code:
+        return f"{question}\n\nComplete this code:\n```python\n{starter_code.strip()}\n```"
+    return f"{question}\n\nRead the input from standard input and write the answer to standard output."
 
 
 LETTERS = "ABCDEFGHIJ"

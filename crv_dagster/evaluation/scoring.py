@@ -21,7 +21,7 @@ from crv_dagster.llm.base import ChatRequest, SamplingParams
 from crv_dagster.llm.reply import TRUNCATED, read_reply
 
 DETAIL_COLUMNS = ["method", "seed", "benchmark", "problem_id", "sample", "question", "answer", "response", "reasoning",
-                  "extracted_answer", "correct", "response_tokens", "finish_reason", "unreadable"]
+                  "extracted_answer", "correct", "verdict", "response_tokens", "finish_reason", "unreadable"]
 
 
 # Sample k of run seed s is drawn with seed protocol.seed + SEED_STRIDE * s + k: the runs' samples never
@@ -34,30 +34,61 @@ def protocol_params(protocol: EvalProtocol) -> SamplingParams:
                           top_p=protocol.top_p, seed=protocol.seed)
 
 
+def _tests_of(row) -> str | None:
+    tests = getattr(row, "tests", None)
+    return tests if isinstance(tests, str) and tests else None
+
+
 def generate_answers(backend, method: str, benchmark: str, problems: pd.DataFrame, protocol: EvalProtocol,
-                     seed: int = 0) -> pd.DataFrame:
+                     seed: int = 0, sandbox=None) -> pd.DataFrame:
     """One row per (problem, sample): the response and whether its answer is right. ``seed`` is the
-    run's seed (the profile's ``seeds``), which offsets every sample's sampling seed."""
+    run's seed (the profile's ``seeds``), which offsets every sample's sampling seed. Code problems
+    (a ``tests`` column) are answered with a program, run against their tests in ``sandbox``."""
     base = protocol_params(protocol)
     first = base.seed + SEED_STRIDE * seed
     requests, keys = [], []
     for row in problems.itertuples():
         for k in range(protocol.samples):
-            requests.append(ChatRequest.of(prompt_messages(row.question), replace(base, seed=first + k)))
+            requests.append(ChatRequest.of(prompt_messages(row.question, code=_tests_of(row) is not None),
+                                           replace(base, seed=first + k)))
             keys.append((row, k))
     completions = backend.generate(requests) if requests else []
     rows = []
     for (row, k), completion in zip(keys, completions):
         reply = read_reply(completion)
-        extracted = grade_answer(reply.content, getattr(row, "choices", None), protocol) if reply.usable else None
+        if _tests_of(row) is not None:
+            extracted, correct, verdict = grade_program_reply(reply, _tests_of(row), sandbox)
+        else:
+            extracted = grade_answer(reply.content, getattr(row, "choices", None), protocol) if reply.usable else None
+            correct, verdict = extracted is not None and answers_match(row.answer, extracted), None
         rows.append({"method": method, "seed": seed, "benchmark": benchmark, "problem_id": row.problem_id,
                      "sample": k,
                      "question": row.question, "answer": row.answer, "response": reply.content,
-                     "reasoning": reply.reasoning, "extracted_answer": extracted,
-                     "correct": extracted is not None and answers_match(row.answer, extracted),
-                     "response_tokens": completion.completion_tokens, "finish_reason": completion.finish_reason,
-                     "unreadable": reply.problem})
+                     "reasoning": reply.reasoning, "extracted_answer": extracted, "correct": correct,
+                     "verdict": verdict, "response_tokens": completion.completion_tokens,
+                     "finish_reason": completion.finish_reason, "unreadable": reply.problem})
     return pd.DataFrame(rows, columns=DETAIL_COLUMNS)
+
+
+def grade_program_reply(reply, tests: str, sandbox) -> tuple[str | None, bool, str]:
+    """The program of a usable reply (its last fenced block), whether it passes every test, and
+    why not (the first failing test's status and detail)."""
+    from crv_dagster.sandbox.cases import parse_cases
+    from crv_dagster.sandbox.grading import all_passed, extract_program, grade_program
+
+    if not reply.usable:
+        return None, False, f"no program: {reply.problem}"
+    program = extract_program(reply.content)
+    if program is None:
+        return None, False, "no program: the reply has no fenced code block"
+    if sandbox is None:
+        raise ValueError("code problems need a sandbox to run their tests in (evaluation.sandbox)")
+    spec = json.loads(tests)
+    outcomes = grade_program(sandbox, program, parse_cases(spec["cases"], "tests"), spec.get("func_name"))
+    failed = [o for o in outcomes if o.status != "pass"]
+    verdict = (f"passed {len(outcomes) - len(failed)}/{len(outcomes)}"
+               + (f"; test {failed[0].index}: {failed[0].status} {failed[0].detail}" if failed else ""))
+    return program, all_passed(outcomes), verdict
 
 
 def grade_answer(content: str, choices: str | None, protocol: EvalProtocol) -> str | None:

@@ -11,7 +11,7 @@ from crv_dagster.evaluation.aggregate import pool_seeds
 from crv_dagster.evaluation.benchmarks import evaluation_sets
 from crv_dagster.evaluation.report import accuracy_plot, results_markdown
 from crv_dagster.evaluation.scoring import compare_with, generate_answers, summarize
-from crv_dagster.factory import build_backend, student_base_model
+from crv_dagster.factory import build_backend, code_sandbox, student_base_model
 from crv_dagster.orchestration.memo import reused_table, table_output
 from crv_dagster.orchestration.metadata import image, markdown_table
 from crv_dagster.orchestration.partitions import by_dataset, dataset_partitions, partition_of
@@ -67,13 +67,16 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
         shared_params = {**{f"eval.{k}": v for k, v in protocol.items()},
                          **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
                          **_crv_params(rewritten_cots, preference_pairs), "finetuning": cfg.training.finetuning}
+        sandbox = (code_sandbox(evaluation.sandbox)
+                   if any("tests" in f and f["tests"].notna().any() for f in benchmarks.values()) else None)
         details, summaries = [], []
         for method, seed, path in models:
             with mlflow.asset_run(context, cfg, extra_tags={"crv.method": method, "crv.seed": seed,
                                                             "crv.report": "score"}) as run:
                 with build_backend(cfg, evaluation.backend, model_path=path) as backend:
                     method_details = pd.concat(
-                        [generate_answers(backend, method, name, frame, evaluation.protocol, seed=seed)
+                        [generate_answers(backend, method, name, frame, evaluation.protocol, seed=seed,
+                                          sandbox=sandbox)
                          for name, frame in benchmarks.items()], ignore_index=True)
                 summary = summarize(method_details)
                 run.log_params({**shared_params, "model_path": path, "method": method, "seed": seed,
