@@ -228,7 +228,8 @@ def test_paired_test_finds_a_planted_difference_and_not_an_absent_one():
 
 
 def test_scores_carry_their_interval_and_a_paired_p_value_against_cogpo():
-    from crv_dagster.evaluation.scoring import compare_with, summarize
+    from crv_dagster.evaluation.aggregate import compare_with
+    from crv_dagster.evaluation.scoring import summarize
 
     rows = []
     for method, right in (("cogpo", 60), ("sft", 20), ("dpo", 60)):

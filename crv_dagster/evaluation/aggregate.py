@@ -1,5 +1,6 @@
-"""Scores over seeds: one number per (model size, method, benchmark), with the uncertainty of both
-the problems drawn and the seeds run.
+"""Comparing scores: each method against CogPO on the same problems, and the seeds pooled into one
+number per (model size, method, benchmark), with the uncertainty of the problems drawn and the
+seeds run.
 
 Each seed's score is a mean over the same problems, so the seeds are pooled problem by problem:
 a problem's pooled score is its mean over seeds (and samples), the accuracy is the mean of those,
@@ -49,23 +50,25 @@ def pool_seeds(scores: pd.DataFrame) -> pd.DataFrame:
                      "truncated_share": float(group["truncated_share"].mean()),
                      "problem_scores": json.dumps(pooled)})
     frame = pd.DataFrame(rows, columns=[c for c in POOLED_COLUMNS if c != f"p_vs_{COGPO}"])
-    return _against(frame, COGPO)[POOLED_COLUMNS]
+    return compare_with(frame, COGPO, by=("dataset", "model_size", "benchmark"))[POOLED_COLUMNS]
 
 
-def _against(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """The paired p-value of each pooled score against ``reference`` of the same size and benchmark."""
-    theirs = {(r.dataset, r.model_size, r.benchmark): json.loads(r.problem_scores)
-              for r in frame[frame["method"] == reference].itertuples()}
+def compare_with(scores: pd.DataFrame, reference: str, by: tuple[str, ...] = ("seed", "benchmark")) -> pd.DataFrame:
+    """``scores`` with ``p_vs_<reference>``: the paired bootstrap p-value of each method against the
+    reference method on the same problems, matched on the ``by`` columns (the same seed and benchmark);
+    empty for the reference itself and where it was not scored. Reads ``problem_scores``."""
+    keyed = {tuple(getattr(r, c) for c in by): r.problem_scores
+             for r in scores[scores["method"] == reference].itertuples()}
     values = []
-    for row in frame.itertuples():
-        other = theirs.get((row.dataset, row.model_size, row.benchmark))
-        if row.method == reference or other is None:
+    for row in scores.itertuples():
+        theirs = keyed.get(tuple(getattr(row, c) for c in by))
+        if row.method == reference or theirs is None:
             values.append(float("nan"))
             continue
-        ours = json.loads(row.problem_scores)
-        common = sorted(set(ours) & set(other))
-        values.append(paired_bootstrap_p([ours[k] for k in common], [other[k] for k in common]))
-    return frame.assign(**{f"p_vs_{reference}": values})
+        ours, theirs = json.loads(row.problem_scores), json.loads(theirs)
+        common = sorted(set(ours) & set(theirs))
+        values.append(paired_bootstrap_p([ours[k] for k in common], [theirs[k] for k in common]))
+    return scores.assign(**{f"p_vs_{reference}": values})
 
 
 def benchmark_average(rows: pd.DataFrame) -> tuple[float, float, float]:

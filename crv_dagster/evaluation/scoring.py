@@ -15,7 +15,7 @@ import pandas as pd
 
 from crv_dagster.answers import answers_match, extract_answer, extract_choice
 from crv_dagster.config import EvalProtocol
-from crv_dagster.evaluation.statistics import bootstrap_interval, paired_bootstrap_p
+from crv_dagster.evaluation.statistics import bootstrap_interval
 from crv_dagster.formatting import prompt_messages
 from crv_dagster.llm.base import ChatRequest, SamplingParams
 from crv_dagster.llm.reply import TRUNCATED, read_reply
@@ -119,21 +119,3 @@ def summarize(details: pd.DataFrame) -> pd.DataFrame:
 
 def problem_scores_json(per_problem: pd.Series) -> str:
     return json.dumps({str(k): round(float(v), 6) for k, v in per_problem.sort_index().items()})
-
-
-def compare_with(scores: pd.DataFrame, reference: str, by: tuple[str, ...] = ("seed", "benchmark")) -> pd.DataFrame:
-    """``scores`` with ``p_vs_<reference>``: the paired bootstrap p-value of each method against the
-    reference method on the same problems, matched on the ``by`` columns (the same seed and benchmark);
-    empty for the reference itself and where it was not scored. Reads ``problem_scores``."""
-    keyed = {tuple(getattr(r, c) for c in by): r.problem_scores
-             for r in scores[scores["method"] == reference].itertuples()}
-    values = []
-    for row in scores.itertuples():
-        theirs = keyed.get(tuple(getattr(row, c) for c in by))
-        if row.method == reference or theirs is None:
-            values.append(float("nan"))
-            continue
-        ours, theirs = json.loads(row.problem_scores), json.loads(theirs)
-        common = sorted(set(ours) & set(theirs))
-        values.append(paired_bootstrap_p([ours[k] for k in common], [theirs[k] for k in common]))
-    return scores.assign(**{f"p_vs_{reference}": values})

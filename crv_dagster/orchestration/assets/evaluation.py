@@ -7,10 +7,10 @@ import dagster as dg
 import pandas as pd
 
 from crv_dagster.config import Profile
-from crv_dagster.evaluation.aggregate import pool_seeds
+from crv_dagster.evaluation.aggregate import compare_with, pool_seeds
 from crv_dagster.evaluation.benchmarks import evaluation_sets
 from crv_dagster.evaluation.report import accuracy_plot, results_markdown
-from crv_dagster.evaluation.scoring import compare_with, generate_answers, summarize
+from crv_dagster.evaluation.scoring import generate_answers, summarize
 from crv_dagster.factory import build_backend, code_sandbox, student_base_model
 from crv_dagster.orchestration.memo import reused_table, table_output
 from crv_dagster.orchestration.metadata import image, markdown_table
