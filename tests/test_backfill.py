@@ -105,7 +105,8 @@ def _launch(url, partitions, assets):
 
 
 def _wait(url, backfill_id, log, runs):
-    deadline = time.monotonic() + 540
+    # A guard against a hung backfill, not a speed check: generous for a loaded 2-core machine.
+    deadline = time.monotonic() + 1800
     while True:
         status = _graphql(url, STATUS, {"id": backfill_id})["partitionBackfillOrError"]
         if status["status"] not in ("REQUESTED",):

@@ -183,7 +183,8 @@ def test_results_of_a_profile_with_one_size(artifacts, instance, tmp_path):
     assert result.success and list(_table(artifacts, "results", "arith")["model_size"].unique()) == ["tiny-a"]
 
 
-def test_results_reads_every_size_of_its_dataset_through_the_partition_mapping(artifacts, instance):
+def test_results_reads_every_size_of_its_dataset_through_the_partition_mapping(artifacts, instance, monkeypatch,
+                                                                               capsys):
     defs = build_definitions(TEST_PROFILE)
     graph = defs.resolve_asset_graph()
     mapping = graph.get_partition_mapping(dg.AssetKey("results"), dg.AssetKey("eval_scores"))
@@ -203,3 +204,15 @@ def test_results_reads_every_size_of_its_dataset_through_the_partition_mapping(a
     assert results["seed_std"].iloc[0] == pytest.approx(0.1767767, rel=1e-5)  # std of 0.5 and 0.25
     [event] = result.asset_materializations_for_node("results")
     assert "| tiny-b (2M) | Base | 37.5 (0.0–75.0) |" in event.metadata["results"].value
+
+    # What `make demo` prints at the end: the dataset's results and the link to the score runs.
+    import sys
+
+    from crv_dagster.orchestration import summary
+
+    monkeypatch.setenv("CRV_PROFILE", str(TEST_PROFILE))
+    monkeypatch.setattr(sys, "argv", ["summary", "--partition", "arith|tiny-a"])
+    summary.main()
+    printed = capsys.readouterr().out
+    assert "| tiny-b (2M) | Base | 37.5 (0.0–75.0) |" in printed and "mean over 2 seeds" in printed
+    assert "/#/experiments/" in printed and "viewStateShareKey=crv-scores" in printed
