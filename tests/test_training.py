@@ -361,6 +361,9 @@ def test_reference_log_probs_are_shared_between_methods_and_checked(student, pai
     wrong = ReferenceLogps(reference.chosen[:-1], reference.rejected[:-1])
     with pytest.raises(ValueError, match="computed on other pairs"):
         train_preference(student, pairs, tmp_path / "c", config, method="dpo", reference=wrong)
+    # Of another SFT checkpoint (the next seed's, say) with the same number of pairs: refused too.
+    with pytest.raises(ValueError, match="another SFT checkpoint or on other pairs"):
+        train_preference(str(tmp_path / "a"), pairs, tmp_path / "d", config, method="dpo", reference=reference)
 
 
 @pytest.mark.parametrize("method", ["ipo", "simpo", "orpo"])

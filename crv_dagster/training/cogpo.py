@@ -78,6 +78,7 @@ class ReferenceLogps:
     chosen: tuple[float, ...]
     rejected: tuple[float, ...]
     seconds: float = 0.0
+    key: str = ""  # of the SFT checkpoint and the pairs (reference_key)
 
     def __len__(self) -> int:
         return len(self.chosen)
@@ -111,10 +112,10 @@ class CogPOTrainer(DPOTrainer):
         return (dataset.add_column("ref_chosen_logps", list(given.chosen))
                 .add_column("ref_rejected_logps", list(given.rejected)))
 
-    def reference_logps(self) -> ReferenceLogps:
+    def reference_logps(self, key: str = "") -> ReferenceLogps:
         data = self.train_dataset
         return ReferenceLogps(tuple(float(v) for v in data["ref_chosen_logps"]),
-                              tuple(float(v) for v in data["ref_rejected_logps"]), self.reference_seconds)
+                              tuple(float(v) for v in data["ref_rejected_logps"]), self.reference_seconds, key)
 
     def compute_ref_log_probs(self, model, inputs):
         return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != "beta"})
@@ -130,6 +131,16 @@ class CogPOTrainer(DPOTrainer):
             return super()._compute_loss(model, inputs, return_outputs)
         finally:
             self.beta = scalar
+
+
+def reference_key(sft_model: str, pairs: pd.DataFrame) -> str:
+    """What reference log-probs depend on: the reference model and the pairs' texts, in order."""
+    import hashlib
+
+    digest = hashlib.sha256(str(Path(sft_model).resolve()).encode())
+    for row in pairs[["prompt", "chosen", "rejected"]].itertuples(index=False):
+        digest.update("\0".join(row).encode())
+    return digest.hexdigest()[:16]
 
 
 def _pair_dataset(pairs: pd.DataFrame, betas: list[float] | None):
@@ -202,6 +213,10 @@ def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config:
     settings = config.cogpo
     model, tokenizer = load_student(sft_model, settings.torch_dtype)
     pairs, length_counts = apply_length_policy(pairs, pair_lengths(pairs, tokenizer), settings, "preference pair")
+    key = reference_key(sft_model, pairs)
+    if reference is not None and reference.key and reference.key != key:
+        raise ValueError("the reference log-probs given were computed from another SFT checkpoint or on other "
+                         "pairs: compute them again for these")
     lora = config.finetuning == "lora"
     curves = MlflowCurves(run, method)
     peft = lora_config(config.lora) if lora else None
@@ -213,7 +228,7 @@ def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config:
             before = per_kind_losses(trainer, pairs, betas) if betas else {}
             result = trainer.train()
             after = per_kind_losses(trainer, pairs, betas) if betas else {}
-            reference = trainer.reference_logps() if reference is None else reference
+            reference = trainer.reference_logps(key) if reference is None else reference
         else:
             trainer = _reference_free_trainer(method, model, tokenizer, pairs, settings, common, peft,
                                               [curves, *(callbacks or [])])
