@@ -56,8 +56,8 @@ def generate_answers(backend, method: str, benchmark: str, problems: pd.DataFram
     rows = []
     for (row, k), completion in zip(keys, completions):
         reply = read_reply(completion)
-        if _tests_of(row) is not None:
-            extracted, correct, verdict = grade_program_reply(reply, _tests_of(row), sandbox)
+        if (tests := _tests_of(row)) is not None:
+            extracted, correct, verdict = grade_program_reply(reply, tests, sandbox)
         else:
             extracted = grade_answer(reply.content, getattr(row, "choices", None), protocol) if reply.usable else None
             correct, verdict = extracted is not None and answers_match(row.answer, extracted), None

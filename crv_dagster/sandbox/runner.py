@@ -23,6 +23,7 @@ says so in every result.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -172,7 +173,7 @@ class Sandbox:
                       "--setenv", "HOME", SANDBOX_DIR, "--chdir", SANDBOX_DIR]
         # The tmpfs mounts belong to root: make the working directory the run's own before dropping.
         inner = " ".join([f"chown {uid}:{uid} {SANDBOX_DIR} /tmp && exec",
-                          *(_quote(a) for a in [*rlimits, *drop, *argv])])
+                          *(shlex.quote(a) for a in [*rlimits, *drop, *argv])])
         return ["bwrap", *mounts, *namespaces, "--", "/bin/sh", "-c", inner], "/"
 
     def _run(self, source: Path, argv: list[str], stdin: str, slot: int) -> RunResult:
@@ -223,12 +224,6 @@ class Sandbox:
             self._slot_lock.notify()
 
 
-def _quote(word: str) -> str:
-    import shlex
-
-    return shlex.quote(word)
-
-
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -257,7 +252,7 @@ class _CappedReader:
         self.thread.start()
 
     def _read(self) -> None:
-        while chunk := self.pipe.read1(65536) if hasattr(self.pipe, "read1") else self.pipe.read(65536):
+        while chunk := self.pipe.read1(65536):
             room = self.cap - self.size
             if room > 0:
                 self.chunks.append(chunk[:room])

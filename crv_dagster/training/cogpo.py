@@ -18,6 +18,7 @@ reuse them. The baselines without a reference model (SimPO, ORPO) run on TRL's o
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
 from dataclasses import dataclass
@@ -135,8 +136,6 @@ class CogPOTrainer(DPOTrainer):
 
 def reference_key(sft_model: str, pairs: pd.DataFrame) -> str:
     """What reference log-probs depend on: the reference model and the pairs' texts, in order."""
-    import hashlib
-
     digest = hashlib.sha256(str(Path(sft_model).resolve()).encode())
     for row in pairs[["prompt", "chosen", "rejected"]].itertuples(index=False):
         digest.update("\0".join(row).encode())
