@@ -43,10 +43,12 @@ def main() -> None:
     tracking = MlflowTracking(tracking_uri=profile.tracking_uri, experiment=profile.tracking.experiment,
                               ui_url=profile.tracking.ui_url)
     scores_url = tracking.scores_view_url()
+    # The make targets open the demo's instance and store unless told which profile.
+    env = "" if profile.name == "demo" else f"CRV_PROFILE={profile.name} "
     print(f"""
 Where to look next:
-  Dagster UI (assets, metadata, backfills):  make dev        -> http://127.0.0.1:3000
-  MLflow UI (runs side by side, curves):     make mlflow-ui  -> {profile.tracking.ui_url}
+  Dagster UI (assets, metadata, backfills):  {env}make dev        -> http://127.0.0.1:3000
+  MLflow UI (runs side by side, curves):     {env}make mlflow-ui  -> {profile.tracking.ui_url}
       every score, by method, size and seed: {scores_url or '(no runs yet)'}
       (tracking store: {profile.tracking_uri})
   Tables (Parquet) and checkpoints:          {profile.artifacts_dir}
