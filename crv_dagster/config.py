@@ -408,7 +408,8 @@ class EvalProtocol(_Strict):
 
 
 class SandboxConfig(_Strict):
-    """Where code answers run (``crv_dagster.sandbox``): limits per test."""
+    """Where untrusted programs run (``crv_dagster.sandbox``): code CoTs checked in the CRV stage and
+    the pairs, and code answers in evaluation. Limits are per test."""
 
     timeout_s: float = Field(6.0, gt=0, description="wall-clock seconds per test (LiveCodeBench: 6)")
     cpu_seconds: int = Field(6, gt=0)
@@ -420,7 +421,6 @@ class SandboxConfig(_Strict):
 
 class EvaluationConfig(_Strict):
     backend: str | None = Field(None, description="a key of `backends` whose model is `student`")
-    sandbox: SandboxConfig = SandboxConfig()
     protocol: EvalProtocol = EvalProtocol()
     heldout: bool = Field(True, description="also score the dataset's own eval split")
     heldout_max_problems: int | None = Field(None, gt=0)
@@ -445,6 +445,7 @@ class Profile(_Strict):
     crv: CrvConfig = CrvConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    sandbox: SandboxConfig = SandboxConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("seeds")
