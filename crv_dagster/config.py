@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -100,6 +100,8 @@ class VllmBackendConfig(_Strict):
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
     max_model_len: int | None = None
     dtype: str = "auto"
+    enforce_eager: bool = Field(False, description="no CUDA graphs or torch.compile: slower, but starts at once")
+    engine_args: dict[str, Any] = Field({}, description="passed to vllm.LLM as they are, e.g. swap_space")
     generation: GenerationDefaults = GenerationDefaults()
 
 

@@ -70,7 +70,8 @@ def build_backend(profile: Profile, backend_key: str, model_path: str | None = N
 
         backend = VllmBackend(model_path or resolve_profile_model(profile, cfg.model), tensor_parallel_size=cfg.tensor_parallel_size,
                               gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
-                              dtype=cfg.dtype, seed=cfg.generation.seed)
+                              dtype=cfg.dtype, seed=cfg.generation.seed, enforce_eager=cfg.enforce_eager,
+                              engine_args=cfg.engine_args)
     elif isinstance(cfg, OpenAIBackendConfig):
         from crv_dagster.llm.openai_backend import OpenAIBackend
 
