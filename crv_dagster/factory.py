@@ -25,6 +25,7 @@ from crv_dagster.config import (
 from crv_dagster.llm.base import SamplingParams
 from crv_dagster.llm.cache import CachedBackend, ResponseCache
 from crv_dagster.models.store import resolve_model
+from crv_dagster.solutions import SolutionChecker, problem_tests
 
 MODELS_ENV = "CRV_MODELS_DIR"
 
@@ -69,7 +70,8 @@ def build_backend(profile: Profile, backend_key: str, model_path: str | None = N
 
         backend = VllmBackend(model_path or resolve_profile_model(profile, cfg.model), tensor_parallel_size=cfg.tensor_parallel_size,
                               gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
-                              dtype=cfg.dtype, seed=cfg.generation.seed)
+                              dtype=cfg.dtype, seed=cfg.generation.seed, enforce_eager=cfg.enforce_eager,
+                              engine_args=cfg.engine_args)
     elif isinstance(cfg, OpenAIBackendConfig):
         from crv_dagster.llm.openai_backend import OpenAIBackend
 
@@ -104,21 +106,29 @@ def build_rethinker(profile: Profile, backend: CachedBackend) -> Rethinker:
                      retry_temperature=cfg.retry_temperature)
 
 
-def build_verifier(profile: Profile, agent_backend: CachedBackend) -> Verifier:
-    """The verifier; a judge on a backend other than the agents' gets (and closes) its own."""
+def build_verifier(profile: Profile, agent_backend: CachedBackend,
+                   checker: SolutionChecker | None = None) -> Verifier:
+    """The verifier; a judge on a backend other than the agents' gets (and closes) its own.
+    ``checker`` checks the partition's CoTs (``solution_checker``; math only by default)."""
     cfg = profile.crv.verifier
     if not cfg.llm_judge:
-        return Verifier()
+        return Verifier(checker=checker)
     key = cfg.judge_backend or profile.crv.agent_backend
     own = key != profile.crv.agent_backend
     backend = build_backend(profile, key) if own else agent_backend
     return Verifier(backend, load_judge_prompt(cfg.judge_prompt), agent_sampling(profile, key, cfg.max_new_tokens),
-                    owns_judge_backend=own)
+                    owns_judge_backend=own, checker=checker)
 
 
 def code_sandbox(settings: SandboxConfig):
-    """The sandbox code answers run in (``evaluation.sandbox``)."""
+    """The sandbox untrusted programs run in (the profile's ``sandbox``)."""
     from crv_dagster.sandbox import Limits, Sandbox
 
     limits = Limits(wall_seconds=settings.timeout_s, cpu_seconds=settings.cpu_seconds, memory_mb=settings.memory_mb)
     return Sandbox(limits, isolation=settings.isolation, concurrency=settings.concurrency)
+
+
+def solution_checker(profile: Profile, problems) -> SolutionChecker:
+    """The checker for a partition's ``problems``: with a sandbox only when some are code problems."""
+    tests = problem_tests(problems)
+    return SolutionChecker(tests, code_sandbox(profile.sandbox) if tests else None)

@@ -14,10 +14,12 @@ from pathlib import Path
 from crv_dagster.prompts import (
     CRITIC_FIELDS,
     INJECT_FIELDS,
+    INJECT_OPTIONAL,
     JUDGE_FIELDS,
     RETHINK_FIELDS,
     RETHINK_OPTIONAL,
     TEACHER_FIELDS,
+    TEACHER_OPTIONAL,
     PromptError,
     load_prompt,
 )
@@ -34,11 +36,11 @@ def _prompt_specs(profile) -> list[tuple[str, str, set[str], set[str]]]:
              ("crv.rethinker.expand_prompt", crv.rethinker.expand_prompt, RETHINK_FIELDS, RETHINK_OPTIONAL),
              ("crv.rethinker.simplify_prompt", crv.rethinker.simplify_prompt, RETHINK_FIELDS, RETHINK_OPTIONAL)]
     if any(d.cot_source == "teacher" for d in profile.datasets.values()):
-        specs.append(("teacher.prompt", profile.teacher.prompt, TEACHER_FIELDS, set()))
+        specs.append(("teacher.prompt", profile.teacher.prompt, TEACHER_FIELDS, TEACHER_OPTIONAL))
     if crv.verifier.llm_judge:
         specs.append(("crv.verifier.judge_prompt", crv.verifier.judge_prompt, JUDGE_FIELDS, set()))
     if "inject" in profile.training.pairs.incorrect_sources:
-        specs.append(("training.pairs.inject_prompt", profile.training.pairs.inject_prompt, INJECT_FIELDS, set()))
+        specs.append(("training.pairs.inject_prompt", profile.training.pairs.inject_prompt, INJECT_FIELDS, INJECT_OPTIONAL))
     return specs
 
 

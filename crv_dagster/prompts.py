@@ -17,11 +17,14 @@ PROMPTS_DIR = Path(__file__).resolve().parent.parent / "assets_config" / "prompt
 
 # The placeholders each kind of template must have, and those it may have.
 TEACHER_FIELDS = {"question"}
+# {finish}: how a solution ends, \boxed{} or a code block (formatting.agent_fields).
+TEACHER_OPTIONAL = {"finish"}
 CRITIC_FIELDS = {"question", "answer", "cot", "student_size"}
 RETHINK_FIELDS = {"question", "answer", "cot", "student_size"}
-RETHINK_OPTIONAL = {"feedback"}
+RETHINK_OPTIONAL = {"feedback", "finish"}
 JUDGE_FIELDS = {"question", "answer", "cot"}
 INJECT_FIELDS = {"question", "answer", "cot"}
+INJECT_OPTIONAL = {"finish"}
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 

@@ -12,6 +12,11 @@ wrong or rambles past its budget, a first rewrite is sometimes a verdict on the 
 rewrite at all, an injected "mistake" sometimes keeps the right answer, a student sometimes
 never stops. Which problem gets which behaviour follows from a hash of the problem, so every run
 is the same.
+
+Code problems (``programs``: question -> a right and a buggy program) get the same treatment in
+code: the teacher's thinking drafts the buggy program in a fenced block before its answer gives
+one, some answers end with the buggy program, a first rewrite sometimes "simplifies" the program
+into the buggy one, and an injected bug sometimes leaves the program correct.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from crv_dagster.formatting import INSTRUCTION
+from crv_dagster.formatting import CODE_FINISH, CODE_REFERENCE, INSTRUCTION
 from crv_dagster.llm.base import Completion
 
 THINK_MARKER = "Hmm, let me think"  # opens every thought: a table holding it holds thinking text
@@ -40,8 +45,10 @@ def _between(text: str, start: str, end: str) -> str:
 class ReasoningDouble:
     model_id = "reasoning-double"
 
-    def __init__(self, answers: dict[str, str], think_words: int = 120):
+    def __init__(self, answers: dict[str, str], think_words: int = 120,
+                 programs: dict[str, tuple[str, str]] | None = None):
         self.answers = answers  # question -> reference answer: the model "knows" the maths
+        self.programs = programs or {}  # question -> (right program, buggy program)
         self.think_words = think_words
         self.calls: dict[str, int] = {}
 
@@ -94,6 +101,8 @@ class ReasoningDouble:
 
     def _teacher(self, prompt: str) -> tuple[str, str]:
         question = _between(prompt, "Problem:", "\u0000")
+        if CODE_FINISH in prompt:
+            return self._code_teacher(prompt)
         answer = self.answers[question]
         h = _hash("teacher", question)
         if h % 7 == 1:  # rambles until the budget runs out
@@ -106,6 +115,27 @@ class ReasoningDouble:
             f"Working through the arithmetic step by step leads to {final}.",
             f"Wait, let me verify this by redoing the computation: it is {final} again.",
             f"The answer is \\boxed{{{final}}}.",
+        ])
+        return thinking, cot
+
+    def _program(self, prompt: str) -> tuple[str, str]:
+        """The (right, buggy) programs of the code problem a prompt is about."""
+        return next(programs for statement, programs in self.programs.items() if statement in prompt)
+
+    def _code_teacher(self, prompt: str) -> tuple[str, str]:
+        right, buggy = self._program(prompt)
+        h = _hash("teacher", right)
+        if h % 7 == 1:  # rambles until the budget runs out, drafting code as it goes
+            return self._think("this problem", ["an off-by-one loop", "reading the input twice"], words=10**5), ""
+        # The thinking drafts the buggy program: a reader of the thinking takes the wrong one.
+        thinking = (self._think("this problem", ["a loop", "a formula"])
+                    + f"\n\nA first draft:\n```python\n{buggy}```\nWait, that misses a case.")
+        program = buggy if h % 6 == 0 else right
+        cot = "\n\n".join([
+            "First I work out what the input looks like and what must be printed or returned.",
+            "Let me double-check the edge cases once more before writing the code.",
+            "The program reads the input, computes the result directly and outputs it.",
+            f"```python\n{program}```",
         ])
         return thinking, cot
 
@@ -140,7 +170,14 @@ class ReasoningDouble:
                               "skipped steps; a student would need more detail.")
         if not retry and h % 3 == 1:  # hands back the original as it was
             return thinking, original
-        steps = [p for p in original.split("\n\n") if p.strip()]
+        code = answer == CODE_REFERENCE
+        if code:  # a fenced program is one step, whatever blank lines it holds
+            prose, program = original.split("```python", 1)
+            steps = [p for p in prose.split("\n\n") if p.strip()] + ["```python" + program]
+            if not retry and h % 5 == 2:  # "simplifies" the program into the buggy one
+                steps[-1] = f"```python\n{self._program(prompt)[1]}```"
+        else:
+            steps = [p for p in original.split("\n\n") if p.strip()]
         if expand:
             body = [f"{p}\n\nIn other words, this step spells out what the previous one found, one detail at a time."
                     for p in steps[:-1]]
@@ -149,11 +186,14 @@ class ReasoningDouble:
         return thinking, "\n\n".join(kept)
 
     def _inject(self, prompt: str) -> tuple[str, str]:
-        answer = _between(prompt, "different final answer than", "Keep the same style").rstrip(".")
+        answer = _between(prompt, "Reference answer:", "\n")
         cot = _between(prompt, "Correct solution:", "Solution with one mistake:")
         thinking = self._think(f"a mistake; the correct answer is {answer}", [answer, wrong(answer, 3)])
         if _hash("inject", cot) % 4 == 0:  # fails to make a mistake that changes the answer
             return thinking, cot
+        if answer == CODE_REFERENCE:
+            right, buggy = self._program(prompt)
+            return thinking, cot.replace(right.strip(), buggy.strip())
         return thinking, cot.replace(answer, wrong(answer, 3))
 
     def _student(self, prompt: str, seed: int) -> tuple[str, str]:

@@ -9,6 +9,7 @@ from crv_dagster.agents.critic import Critic, load_critic_prompt
 from crv_dagster.agents.replies import clean_reasoning, parse_label, parse_verdict
 from crv_dagster.agents.rethinker import Rethinker, load_rethinker_prompts
 from crv_dagster.agents.verifier import Verifier, load_judge_prompt
+from crv_dagster.formatting import CODE_ANSWER, CODE_REFERENCE, agent_fields
 from crv_dagster.llm.base import Completion, SamplingParams
 from crv_dagster.llm.reply import read_reply
 from crv_dagster.prompts import PromptError, load_prompt
@@ -60,6 +61,10 @@ def test_clean_reasoning_drops_preamble_thinking_and_fences():
     content = read_reply(Completion("<think>x</think>Here is the expanded reasoning:\n\nStep 1.\n\nStep 2.")).content
     assert clean_reasoning(content) == "Step 1.\n\nStep 2."
     assert clean_reasoning("```\nA\n\nB\n```") == "A\n\nB"
+    # A code CoT ends with its program, and a reply may be the program alone: both are kept.
+    code_cot = "Read n.\n\n```python\nprint(int(input()) * 2)\n```"
+    assert clean_reasoning(code_cot) == code_cot
+    assert clean_reasoning("```python\nprint(1)\n```") == "```python\nprint(1)\n```"
 
 
 def test_prompts_render_with_the_student_size():
@@ -67,8 +72,11 @@ def test_prompts_render_with_the_student_size():
     text = critic.render(question="Q?", answer="4", cot="2+2=4", student_size="1.5B")
     assert "about 1.5B parameters" in text and "Q?" in text and "2+2=4" in text
     for template in load_rethinker_prompts("rethink_expand.txt", "rethink_simplify.txt").values():
-        rendered = template.render(question="Q", answer="4", cot="C", student_size="7B", feedback="")
-        assert "7B parameters" in rendered and "\\boxed{}" in rendered
+        rendered = template.render(question="Q", cot="C", student_size="7B", feedback="", **agent_fields("4"))
+        assert "7B parameters" in rendered and "\\boxed{}" in rendered and "Reference answer: 4" in rendered
+        # A code problem: told to end with a program, and that its tests are the reference.
+        rendered = template.render(question="Q", cot="C", student_size="7B", feedback="", **agent_fields(CODE_ANSWER))
+        assert "```python code block" in rendered and "\\boxed" not in rendered and CODE_REFERENCE in rendered
     assert "{" not in load_judge_prompt("verify_judge.txt").render(question="Q", answer="1", cot="C").replace("{}", "")
 
 
@@ -177,7 +185,7 @@ def test_llm_judge_can_reject_what_the_rules_accept():
     verdicts = iter(["correct", "incorrect", "no idea"])
     judge = ScriptedBackend(lambda p, s: next(verdicts))
     verifier = Verifier(judge, load_judge_prompt("verify_judge.txt"))
-    items = [("Q", "4", "\\boxed{4}"), ("Q", "4", "\\boxed{4}"), ("Q", "4", "\\boxed{4}"), ("Q", "4", "\\boxed{5}")]
+    items = [(f"p{i}", "Q", "4", f"\\boxed{{{v}}}") for i, v in enumerate([4, 4, 4, 5])]
     result = verifier.verify(items)
     assert [v.reason for v in result] == ["passed", "judge_rejected", "judge_unreadable", "wrong_answer"]
     assert len(judge.prompts) == 3  # only what passed the rule-based check is judged

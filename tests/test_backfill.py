@@ -1,5 +1,6 @@
 """A backfill across model sizes, launched the way the UI launches it: through the GraphQL API
-of a running `dagster dev`, whose daemon then runs one run per partition."""
+of a running `dagster dev`, whose daemon then runs one run per partition, on an instance stored
+in a real PostgreSQL server (`dagster.postgres.yaml`) started for the test."""
 
 import os
 import shutil
@@ -15,6 +16,7 @@ import httpx
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from postgres_server import PostgresServer
 
 from crv_dagster.config import PROJECT_ROOT
 from crv_dagster.storage import table_path
@@ -49,13 +51,21 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def dagster_dev(tmp_path, monkeypatch):
+def postgres():
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def dagster_dev(tmp_path, monkeypatch, postgres):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))  # so the test can read the same instance
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    # So the test can read the same instance.
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_PG_URL", postgres.url)
+    shutil.copy(PROJECT_ROOT / "dagster.postgres.yaml", home / "dagster.yaml")
     port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "CRV_PROFILE": "test",
+    env = {**os.environ, "DAGSTER_HOME": str(home), "DAGSTER_PG_URL": postgres.url, "CRV_PROFILE": "test",
            "CRV_ARTIFACTS_ROOT": str(tmp_path / "artifacts")}
     dagster = str(Path(sys.executable).with_name("dagster"))
     subprocess.run([dagster, "instance", "concurrency", "set", "gpu", "1"], env=env, check=True,
@@ -95,7 +105,6 @@ def _graphql(url, query, variables):
     return body["data"]
 
 
-@pytest.mark.slow
 def _launch(url, partitions, assets):
     launched = _graphql(url, LAUNCH, {"params": {
         "partitionNames": partitions, "assetSelection": [{"path": [a]} for a in assets], "fromFailure": False,
@@ -118,7 +127,7 @@ def _wait(url, backfill_id, log, runs):
 
 
 @pytest.mark.slow
-def test_backfill_over_model_sizes_through_the_ui_api(dagster_dev):
+def test_backfill_over_model_sizes_through_the_ui_api(dagster_dev, postgres):
     url, home, artifacts, log = dagster_dev
     # The whole graph for two sizes of `arith` (CoTs from the dataset) and, alongside, the data
     # stage for two sizes of `arith_gen`, whose CoTs the (tiny) teacher generates.
@@ -175,3 +184,16 @@ def test_backfill_over_model_sizes_through_the_ui_api(dagster_dev):
         assert {"eval/arith_heldout/accuracy", "eval/arith_bench/accuracy", "eval/mean/accuracy"} <= set(run.data.metrics)
         assert run.data.params["beta_large_gap"] == "0.5" and "pairs_large_gap" in run.data.params
         assert run.data.tags["crv.dataset"] == "arith"
+
+    # The instance is the Postgres one: its runs and materializations read back from the server.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        runs = instance.get_runs()
+        materialized = instance.fetch_materializations(dg.AssetKey("eval_scores"), limit=10).records
+    assert len(runs) == 5 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    assert sorted(r.asset_materialization.partition for r in materialized) == PARTITIONS
+    [(stored_runs,)] = postgres.query("SELECT count(*) FROM runs")
+    [(stored_materializations,)] = postgres.query(
+        "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
+        "AND asset_key = '[\"eval_scores\"]'")
+    assert stored_runs == 5 and stored_materializations == 2

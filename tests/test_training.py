@@ -128,10 +128,10 @@ def test_student_samples_keep_only_complete_wrong_answers():
     replies = iter(["So \\boxed{2}.", "So \\boxed{3}.",      # a: right, then wrong -> kept
                     "I do not know.", "So \\boxed{4}."])     # b: no answer, right -> none
     backend = ScriptedBackend(lambda prompt, params: next(replies))
-    from crv_dagster.formatting import prompt_messages
+    from crv_dagster.formatting import student_messages
     from crv_dagster.llm.base import SamplingParams
 
-    found, passed_over = incorrect_by_student(problems, backend, prompt_messages, 2, SamplingParams(temperature=1.0))
+    found, passed_over = incorrect_by_student(problems, backend, student_messages, 2, SamplingParams(temperature=1.0))
     assert [(c.problem_id, c.cot, c.source) for c in found] == [("a", "So \\boxed{3}.", "student")]
     assert dict(passed_over) == {"correct": 2, "no_answer": 1}
 

@@ -20,6 +20,7 @@ from crv_dagster.agents.rethinker import (
     rewrite_problem,
 )
 from crv_dagster.agents.verifier import Verdict, Verifier
+from crv_dagster.formatting import is_code
 from crv_dagster.llm.reply import UNREADABLE_REASONS
 from crv_dagster.schemas import critiques_schema, rewritten_cots_schema, verified_set_schema
 from crv_dagster.vocabulary import (
@@ -98,7 +99,8 @@ def refine(critiques: pd.DataFrame, rethinker: Rethinker, verifier: Verifier, st
         shape = [reply.problem or rewrite_problem(r["original_cot"], reply.content, r["action"], count_tokens)
                  for r, reply in zip(pending, replies)]
         to_verify = [i for i, problem in enumerate(shape) if problem is None]
-        checked = verifier.verify([(pending[i]["question"], pending[i]["answer"], replies[i].content) for i in to_verify])
+        checked = verifier.verify([(pending[i]["problem_id"], pending[i]["question"], pending[i]["answer"],
+                                    replies[i].content) for i in to_verify])
         verdicts = [Verdict(False, problem, None) for problem in shape]
         for i, verdict in zip(to_verify, checked):
             verdicts[i] = verdict
@@ -107,12 +109,15 @@ def refine(critiques: pd.DataFrame, rethinker: Rethinker, verifier: Verifier, st
             text = reply.content
             r["attempts"] = attempt
             r["reasoning"] = reply.reasoning
+            # A program is in the rewrite itself; the verdict keeps what the tests said of it.
             r["verdicts"].append({"attempt": attempt, "passed": verdict.passed, "reason": verdict.reason,
-                                  "extracted": verdict.extracted})
+                                  "extracted": None if is_code(r["answer"]) else verdict.extracted,
+                                  **({"detail": verdict.detail} if verdict.detail else {})})
             if verdict.passed:
                 r.update(rewritten_cot=text, final_attempt=attempt, passed=True)
             else:
-                feedback[r["problem_id"]] = failure_feedback(verdict.reason, verdict.extracted, r["answer"])
+                feedback[r["problem_id"]] = failure_feedback(verdict.reason, verdict.extracted, r["answer"],
+                                                             verdict.detail)
                 r["drop_reason"] = f"verify_failed:{verdict.reason}"
                 still.append(r)
         pending = still

@@ -64,8 +64,16 @@ def _strip_negated(text: str) -> str:
 _PREAMBLE = re.compile(r"^(here is|here's|sure|certainly|below is|okay|ok)\b[^\n]*\n+", re.IGNORECASE)
 
 
+# A whole reply wrapped in one fence of prose (none, text, markdown): the fence is packaging.
+_WRAPPED = re.compile(r"^```(?:text|markdown|md)?\n(.*)\n```$", re.DOTALL)
+
+
 def clean_reasoning(reply: str) -> str:
-    """The reasoning in a Rethinker reply's content: no code fence or leading preamble."""
-    text = re.sub(r"^```[a-z]*\n|\n```$", "", reply.strip())
+    """The reasoning in a Rethinker reply's content: no wrapping fence or leading preamble. A
+    program's fence, or a reply that merely ends with a program, is kept as it is."""
+    text = reply.strip()
+    wrapped = _WRAPPED.match(text)
+    if wrapped and "```" not in wrapped.group(1):
+        text = wrapped.group(1)
     text = _PREAMBLE.sub("", text, count=1)
     return text.strip()

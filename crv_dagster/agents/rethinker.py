@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from crv_dagster.agents.replies import clean_reasoning
+from crv_dagster.formatting import agent_fields, is_code
 from crv_dagster.llm.base import ChatRequest, SamplingParams
 from crv_dagster.llm.reply import Reply, read_reply
 from crv_dagster.prompts import RETHINK_FIELDS, RETHINK_OPTIONAL, PromptTemplate, load_prompt
@@ -35,11 +36,17 @@ def load_rethinker_prompts(expand: str, simplify: str) -> dict[str, PromptTempla
     }
 
 
-def failure_feedback(reason: str, predicted: str | None, answer: str) -> str:
-    """What the next attempt is told about the previous one."""
+def failure_feedback(reason: str, predicted: str | None, answer: str, detail: str = "") -> str:
+    """What the next attempt is told about the previous one (``detail``: what the tests said)."""
+    if reason == "no_answer" and is_code(answer):
+        return ("A previous rewrite was rejected because it did not end with a program. "
+                "End with the complete Python program in one ```python code block.")
     if reason == "no_answer":
         return ("A previous rewrite was rejected because it never stated a final answer. "
                 "End with the final answer in \\boxed{}.")
+    if reason == "tests_failed":
+        return (f"A previous rewrite was rejected because its program failed the problem's tests ({detail}). "
+                "Keep the original solution's program logic intact.")
     if reason == "wrong_answer":
         return (f"A previous rewrite was rejected because it concluded {predicted} instead of {answer}. "
                 "Keep every step consistent with the original reasoning.")
@@ -73,8 +80,12 @@ _COMMENTARY = re.compile(
 )
 
 
+_FENCED = re.compile(r"```.*?(?:```|$)", re.DOTALL)
+
+
 def count_steps(text: str) -> int:
-    return sum(1 for part in text.split("\n\n") if part.strip())
+    """Paragraphs, a fenced code block counting as one (its blank lines are not steps)."""
+    return sum(1 for part in _FENCED.sub("CODE", text).split("\n\n") if part.strip())
 
 
 def count_words(text: str) -> int:
@@ -105,7 +116,7 @@ class Rethinker:
 
     def request(self, task: RewriteTask, student_size: str, attempt: int) -> ChatRequest:
         template = self.prompts[task.action]
-        values = dict(question=task.question, answer=task.answer, cot=task.cot, student_size=student_size)
+        values = dict(question=task.question, cot=task.cot, student_size=student_size, **agent_fields(task.answer))
         if "feedback" in template.fields:
             values["feedback"] = task.feedback
         params = self.params

@@ -29,6 +29,7 @@ from crv_dagster.config import (
     LiveCodeBenchSource,
 )
 from crv_dagster.data.arith import generate_arith
+from crv_dagster.formatting import CODE_ANSWER
 from crv_dagster.sandbox.cases import TestCaseError, problem_cases
 
 
@@ -290,10 +291,6 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable) -> Prob
     problems = pd.DataFrame(accepted)
     problems["split"] = assign_splits(problems["problem_id"], config.eval_fraction, config.split_seed)
     return ProblemRows(problems, rejected_frame, table.origin)
-
-
-# A code problem's answer column: what is asked of a program, its tests being in `tests`.
-CODE_ANSWER = "passes every test"
 
 
 def code_tests(values: dict, cols: ColumnMapping) -> str:

@@ -3,37 +3,40 @@
 A teacher CoT is the *content* of the teacher's reply: a reasoning model's thinking is kept beside
 it in ``reasoning`` for audit, never as the CoT. ``cot_status`` says whether the CoT can be used:
 ``ok``, ``no_answer`` (complete but commits to no answer), or why the reply had no content
-(``truncated``, ``unfinished_thinking``, ``empty``). Only a CoT that commits to the reference answer
-(``\\boxed{}`` or ``####``; no last-number guess) counts as correct.
+(``truncated``, ``unfinished_thinking``, ``empty``). Only a CoT that solves its problem counts as
+correct (``solutions.SolutionChecker``: it commits to the reference answer with ``\\boxed{}`` or
+``####``, no last-number guess; for code, its final program passes every test).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from crv_dagster.answers import answers_match, committed_answer
+from crv_dagster.formatting import agent_fields
 from crv_dagster.llm.base import ChatRequest, SamplingParams
 from crv_dagster.llm.cache import CachedBackend
 from crv_dagster.llm.reply import read_reply
 from crv_dagster.prompts import PromptTemplate
 from crv_dagster.schemas import raw_cots_schema
+from crv_dagster.solutions import MATH_CHECKER, NO_ANSWER, SolutionChecker
 
 RAW_COT_COLUMNS = list(raw_cots_schema.columns)
 
 
-def _grade(frame: pd.DataFrame) -> pd.DataFrame:
-    extracted = [committed_answer(cot) if status == "ok" else None
-                 for cot, status in zip(frame["cot"], frame["cot_status"])]
-    frame["extracted_answer"] = extracted
-    frame["is_correct"] = [
-        pred is not None and answers_match(gold, pred) for gold, pred in zip(frame["answer"], extracted)
-    ]
-    frame["cot_status"] = [status if status != "ok" or pred is not None else "no_answer"
-                           for status, pred in zip(frame["cot_status"], extracted)]
+def _grade(frame: pd.DataFrame, checker: SolutionChecker) -> pd.DataFrame:
+    readable = [status == "ok" for status in frame["cot_status"]]
+    rows = zip(frame["problem_id"], frame["answer"], frame["cot"], readable)
+    items = [(pid, answer, cot) for pid, answer, cot, ok in rows if ok]
+    checks = iter(checker.check_all(items))
+    results = [next(checks) if ok else None for ok in readable]
+    frame["extracted_answer"] = [c.answer if c else None for c in results]
+    frame["is_correct"] = [bool(c and c.solved) for c in results]
+    frame["cot_status"] = [NO_ANSWER if c and c.reason == NO_ANSWER else status
+                           for status, c in zip(frame["cot_status"], results)]
     return frame
 
 
-def cots_from_dataset(train: pd.DataFrame, dataset: str) -> pd.DataFrame:
+def cots_from_dataset(train: pd.DataFrame, dataset: str, checker: SolutionChecker = MATH_CHECKER) -> pd.DataFrame:
     frame = train[["problem_id", "dataset", "question", "answer"]].copy()
     frame["cot"] = train["reference_cot"].fillna("").astype(str).values
     frame["reasoning"] = ""
@@ -41,13 +44,15 @@ def cots_from_dataset(train: pd.DataFrame, dataset: str) -> pd.DataFrame:
     frame["cot_source"] = "dataset"
     frame["teacher_model"] = f"dataset:{dataset}"
     frame["finish_reason"] = "stop"
-    return _grade(frame)[RAW_COT_COLUMNS]
+    return _grade(frame, checker)[RAW_COT_COLUMNS]
 
 
 def cots_from_teacher(train: pd.DataFrame, backend: CachedBackend, prompt: PromptTemplate,
-                      params: SamplingParams) -> pd.DataFrame:
-    requests = [ChatRequest.of([{"role": "user", "content": prompt.render(question=q)}], params)
-                for q in train["question"]]
+                      params: SamplingParams, checker: SolutionChecker = MATH_CHECKER) -> pd.DataFrame:
+    # The teacher is told how to end (a code block for a code problem), never the answer.
+    requests = [ChatRequest.of([{"role": "user", "content": prompt.render(question=q,
+                                                                          finish=agent_fields(a)["finish"])}], params)
+                for q, a in zip(train["question"], train["answer"])]
     completions = backend.generate(requests)
     replies = [read_reply(c) for c in completions]
     frame = train[["problem_id", "dataset", "question", "answer"]].copy()
@@ -57,4 +62,4 @@ def cots_from_teacher(train: pd.DataFrame, backend: CachedBackend, prompt: Promp
     frame["cot_source"] = "teacher"
     frame["teacher_model"] = backend.model_id
     frame["finish_reason"] = [c.finish_reason for c in completions]
-    return _grade(frame)[RAW_COT_COLUMNS]
+    return _grade(frame, checker)[RAW_COT_COLUMNS]

@@ -19,6 +19,7 @@ from crv_dagster.evaluation.statistics import bootstrap_interval
 from crv_dagster.formatting import prompt_messages
 from crv_dagster.llm.base import ChatRequest, SamplingParams
 from crv_dagster.llm.reply import TRUNCATED, read_reply
+from crv_dagster.solutions import run_tests
 
 DETAIL_COLUMNS = ["method", "seed", "benchmark", "problem_id", "sample", "question", "answer", "response", "reasoning",
                   "extracted_answer", "correct", "verdict", "response_tokens", "finish_reason", "unreadable"]
@@ -73,8 +74,7 @@ def generate_answers(backend, method: str, benchmark: str, problems: pd.DataFram
 def grade_program_reply(reply, tests: str, sandbox) -> tuple[str | None, bool, str]:
     """The program of a usable reply (its last fenced block), whether it passes every test, and
     why not (the first failing test's status and detail)."""
-    from crv_dagster.sandbox.cases import parse_cases
-    from crv_dagster.sandbox.grading import all_passed, extract_program, grade_program
+    from crv_dagster.sandbox.grading import extract_program
 
     if not reply.usable:
         return None, False, f"no program: {reply.problem}"
@@ -82,13 +82,9 @@ def grade_program_reply(reply, tests: str, sandbox) -> tuple[str | None, bool, s
     if program is None:
         return None, False, "no program: the reply has no fenced code block"
     if sandbox is None:
-        raise ValueError("code problems need a sandbox to run their tests in (evaluation.sandbox)")
-    spec = json.loads(tests)
-    outcomes = grade_program(sandbox, program, parse_cases(spec["cases"], "tests"), spec.get("func_name"))
-    failed = [o for o in outcomes if o.status != "pass"]
-    verdict = (f"passed {len(outcomes) - len(failed)}/{len(outcomes)}"
-               + (f"; test {failed[0].index}: {failed[0].status} {failed[0].detail}" if failed else ""))
-    return program, all_passed(outcomes), verdict
+        raise ValueError("code problems need a sandbox to run their tests in (the profile's `sandbox`)")
+    passed, tally = run_tests(sandbox, program, tests)
+    return program, passed, tally
 
 
 def grade_answer(content: str, choices: str | None, protocol: EvalProtocol) -> str | None:

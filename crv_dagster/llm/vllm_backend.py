@@ -3,12 +3,15 @@
 vLLM does not reliably give GPU memory back when its ``LLM`` object is deleted, and the next
 asset on the same GPU (training) needs it; a child process that exits frees everything. The
 child is started with ``spawn`` (CUDA cannot be forked) and handles one ``generate`` call at a
-time, each sent whole so vLLM can schedule the batch itself.
+time, each sent whole so vLLM can schedule the batch itself. It is not a daemon: vLLM's engine
+starts processes of its own, which a daemonic process may not. A child that dies is reported as
+an error instead of being waited for.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue
 from typing import Sequence
 
 from crv_dagster.llm.base import BackendError, ChatRequest, Completion, ResultCallback
@@ -28,6 +31,7 @@ def _engine_loop(engine_kwargs: dict, inbox, outbox) -> None:
     while True:
         job = inbox.get()
         if job is None:
+            _shutdown(llm)
             return
         try:
             conversations = [c for c, _ in job]
@@ -45,26 +49,50 @@ def _engine_loop(engine_kwargs: dict, inbox, outbox) -> None:
             outbox.put(("error", f"{type(err).__name__}: {err}"))
 
 
+def _shutdown(llm) -> None:
+    """Stops the engine's own processes: left to the interpreter's exit, they kept the child
+    alive for a minute."""
+    client = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if client is not None and hasattr(client, "shutdown"):
+        client.shutdown()
+
+
 class VllmBackend:
     def __init__(self, name_or_path: str, *, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
-                 max_model_len: int | None = None, dtype: str = "auto", seed: int = 0):
+                 max_model_len: int | None = None, dtype: str = "auto", seed: int = 0, enforce_eager: bool = False,
+                 engine_args: dict | None = None):
+        """``engine_args`` go to ``vllm.LLM`` as they are (``swap_space``, ``kv_cache_memory_bytes``...)."""
         try:
             import vllm  # noqa: F401  (fail early, in the parent, with a clear message)
         except ImportError:
             raise BackendError("the vllm backend needs vLLM: pip install 'crv-dagster[vllm]' on a GPU machine") from None
         kwargs = dict(model=name_or_path, tensor_parallel_size=tensor_parallel_size,
-                      gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, seed=seed)
+                      gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, seed=seed,
+                      enforce_eager=enforce_eager, **(engine_args or {}))
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
         ctx = mp.get_context("spawn")
         self._inbox, self._outbox = ctx.Queue(), ctx.Queue()
-        self._proc = ctx.Process(target=_engine_loop, args=(kwargs, self._inbox, self._outbox), daemon=True)
+        self._proc = ctx.Process(target=_engine_loop, args=(kwargs, self._inbox, self._outbox))
         self._proc.start()
-        status, detail = self._outbox.get()
+        status, detail = self._receive()
         if status != "ready":
-            self._proc.join(timeout=5)
-            raise BackendError(f"vLLM engine for {name_or_path} failed to start: {detail}")
+            self._proc.join(timeout=30)
+            if self._proc.is_alive():
+                self._proc.kill()
+            # vLLM's exception often names only the process that failed; the cause is in its log.
+            raise BackendError(f"vLLM engine for {name_or_path} failed to start: {detail} "
+                               "(the root cause is in vLLM's log above)")
         self._model_id = model_fingerprint(name_or_path)
+
+    def _receive(self) -> tuple[str, object]:
+        """The child's next message; an error when it died without one."""
+        while True:
+            try:
+                return self._outbox.get(timeout=5)
+            except queue.Empty:
+                if not self._proc.is_alive():
+                    return "error", f"the engine process died (exit code {self._proc.exitcode})"
 
     @property
     def model_id(self) -> str:
@@ -73,7 +101,7 @@ class VllmBackend:
     def generate(self, requests: Sequence[ChatRequest], on_result: ResultCallback | None = None) -> list[Completion]:
         job = [(r.message_dicts(), vars(r.params)) for r in requests]
         self._inbox.put(job)
-        status, payload = self._outbox.get()
+        status, payload = self._receive()
         if status != "ok":
             raise BackendError(f"vLLM generation failed: {payload}")
         results = []
@@ -87,6 +115,7 @@ class VllmBackend:
     def close(self) -> None:
         if self._proc.is_alive():
             self._inbox.put(None)
-            self._proc.join(timeout=30)
+            self._proc.join(timeout=60)
             if self._proc.is_alive():
                 self._proc.kill()
+                self._proc.join(timeout=10)

@@ -11,8 +11,9 @@ import pandas as pd
 
 from crv_dagster.config import Profile
 from crv_dagster.factory import agent_sampling, build_backend, student_base_model
-from crv_dagster.formatting import prompt_messages
+from crv_dagster.formatting import student_messages
 from crv_dagster.llm.base import SamplingParams
+from crv_dagster.solutions import MATH_CHECKER, SolutionChecker
 from crv_dagster.training.pairs import (
     incorrect_by_injection,
     incorrect_by_perturbation,
@@ -21,11 +22,12 @@ from crv_dagster.training.pairs import (
 )
 
 
-def _incorrect_from(source: str, cfg: Profile, model_size: str, material: pd.DataFrame, log):
+def _incorrect_from(source: str, cfg: Profile, model_size: str, material: pd.DataFrame,
+                    checker: SolutionChecker, log):
     """Incorrect CoTs of one source for the problems in ``material``, and the replies passed over."""
     pairs_cfg = cfg.training.pairs
     if source == "perturb":
-        return incorrect_by_perturbation(material, pairs_cfg.seed)
+        return incorrect_by_perturbation(material, pairs_cfg.seed, checker)
     if source == "student":
         if pairs_cfg.student_backend is None:
             raise ValueError(f"profile '{cfg.name}': training.pairs.incorrect_source includes 'student', so "
@@ -33,26 +35,28 @@ def _incorrect_from(source: str, cfg: Profile, model_size: str, material: pd.Dat
         params = SamplingParams(max_new_tokens=pairs_cfg.student_max_new_tokens,
                                 temperature=pairs_cfg.student_temperature, seed=pairs_cfg.seed)
         with build_backend(cfg, pairs_cfg.student_backend, model_path=student_base_model(cfg, model_size)) as backend:
-            found = incorrect_by_student(material, backend, prompt_messages, pairs_cfg.student_samples, params)
+            found = incorrect_by_student(material, backend, student_messages, pairs_cfg.student_samples, params,
+                                         checker)
         log.info(f"student samples: {backend.stats.as_metadata('student')}")
         return found
     agent_key = pairs_cfg.inject_backend or cfg.crv.agent_backend
     with build_backend(cfg, agent_key) as backend:
         return incorrect_by_injection(material, backend, load_inject_prompt(pairs_cfg.inject_prompt),
-                                      agent_sampling(cfg, agent_key, pairs_cfg.inject_max_new_tokens))
+                                      agent_sampling(cfg, agent_key, pairs_cfg.inject_max_new_tokens), checker)
 
 
-def find_incorrect_cots(cfg: Profile, model_size: str, material: pd.DataFrame, log) -> tuple[list, dict[str, dict[str, int]]]:
+def find_incorrect_cots(cfg: Profile, model_size: str, material: pd.DataFrame, log,
+                        checker: SolutionChecker = MATH_CHECKER) -> tuple[list, dict[str, dict[str, int]]]:
     """Incorrect CoTs for the problems in ``material`` (one correct CoT per problem), from each
     configured source in turn for the problems still without one; per source, the replies passed
-    over by reason."""
+    over by reason. ``checker`` tells a wrong CoT (for code: a program that fails a test)."""
     found, skipped = [], {}
     for source in cfg.training.pairs.incorrect_sources:
         have = {c.problem_id for c in found}
         todo = material[~material["problem_id"].isin(have)].reset_index(drop=True)
         if todo.empty:
             break
-        cots, passed_over = _incorrect_from(source, cfg, model_size, todo, log)
+        cots, passed_over = _incorrect_from(source, cfg, model_size, todo, checker, log)
         found += cots
         skipped[source] = dict(sorted(passed_over.items()))
         log.info(f"incorrect CoTs from {source}: {len(cots)} of {len(todo)} problems; passed over {skipped[source]}")

@@ -4,10 +4,12 @@
 - medium_gap: original unsuited but correct CoT           over an incorrect CoT
 - large_gap:  suited CoT (rewritten, or a 'medium' original) over an incorrect CoT
 
-Every pair is checked before it is emitted: both CoTs must commit to an answer (``\\boxed{}`` or
-``####``; a number in passing does not count), the chosen one to the reference answer; the
-rejected one must reach it too for a small gap (it is correct, only unsuited) and must commit to a
-different answer otherwise. Pairs that fail are counted, never silently dropped. Incorrect CoTs
+Every pair is checked before it is emitted (``solutions.SolutionChecker``): both CoTs must commit
+to an answer (``\\boxed{}`` or ``####``; a number in passing does not count), the chosen one to the
+reference answer; the rejected one must reach it too for a small gap (it is correct, only
+unsuited) and must commit to a different answer otherwise. For a code problem "committing to an
+answer" is ending with a program, and "the reference answer" is passing every test: a rejected
+code CoT is one whose program fails a test. Pairs that fail are counted, never silently dropped. Incorrect CoTs
 are the *content* of a model's reply: thinking (where the right answer usually appears) and
 replies cut at the token budget never become a rejected CoT.
 """
@@ -24,12 +26,12 @@ from typing import Callable
 import pandas as pd
 
 from crv_dagster.agents.replies import clean_reasoning
-from crv_dagster.answers import answers_match, committed_answer
-from crv_dagster.formatting import prompt_messages
+from crv_dagster.formatting import agent_fields, student_messages
 from crv_dagster.llm.base import ChatRequest, SamplingParams
 from crv_dagster.llm.reply import read_reply
-from crv_dagster.prompts import INJECT_FIELDS, PromptTemplate, load_prompt
+from crv_dagster.prompts import INJECT_FIELDS, INJECT_OPTIONAL, PromptTemplate, load_prompt
 from crv_dagster.schemas import preference_pairs_schema
+from crv_dagster.solutions import MATH_CHECKER, SolutionChecker
 from crv_dagster.vocabulary import SUITED, UNSUITED_ORIGINAL
 
 PAIR_COLUMNS = list(preference_pairs_schema.columns)
@@ -50,16 +52,13 @@ NO_ANSWER = "no_answer"
 CORRECT = "correct"
 
 
-def _verdict_on_wrongness(cot: str, answer: str) -> str | None:
-    """None when ``cot`` commits to an answer other than the reference, else why not."""
-    predicted = committed_answer(cot)
-    if predicted is None:
+def _verdict_on_wrongness(checker: SolutionChecker, problem_id: str, cot: str, answer: str) -> str | None:
+    """None when ``cot`` commits to an answer other than the reference (a program that fails a
+    test), else why not."""
+    check = checker.check(problem_id, answer, cot)
+    if check.answer is None:
         return NO_ANSWER
-    return CORRECT if answers_match(answer, predicted) else None
-
-
-def _ends_wrong(cot: str, answer: str) -> bool:
-    return _verdict_on_wrongness(cot, answer) is None
+    return CORRECT if check.solved else None
 
 
 _SLIPS = (-3, -2, -1, 1, 2, 3, 10)
@@ -101,38 +100,42 @@ def perturb_cot(cot: str, answer: str, rng: random.Random) -> str | None:
     return "\n\n".join(paragraphs[:tail_start] + [tail])
 
 
-def incorrect_by_perturbation(problems: pd.DataFrame, seed: int) -> tuple[list[IncorrectCot], Counter]:
+def incorrect_by_perturbation(problems: pd.DataFrame, seed: int,
+                              checker: SolutionChecker = MATH_CHECKER) -> tuple[list[IncorrectCot], Counter]:
+    """A slip in the last computation of each numeric answer; code problems are never perturbable."""
     out, skipped = [], Counter()
     for row in problems.itertuples():
         rng = random.Random(f"{seed}:{row.problem_id}")
         wrong = perturb_cot(row.cot, row.answer, rng)
-        if wrong is not None and _ends_wrong(wrong, row.answer):
+        if wrong is not None and _verdict_on_wrongness(checker, row.problem_id, wrong, row.answer) is None:
             out.append(IncorrectCot(row.problem_id, wrong, "perturb"))
         else:
             skipped["not_perturbable"] += 1
     return out, skipped
 
 
-def _first_wrong(replies, answer: str, skipped: Counter) -> str | None:
+def _first_wrong(replies, checker: SolutionChecker, problem_id: str, answer: str, skipped: Counter) -> str | None:
     """The content of the first usable reply that commits to a wrong answer; the others counted."""
     for reply in replies:
-        reason = reply.problem or _verdict_on_wrongness(reply.content, answer)
+        reason = reply.problem or _verdict_on_wrongness(checker, problem_id, reply.content, answer)
         if reason is None:
             return clean_reasoning(reply.content)
         skipped[reason] += 1
     return None
 
 
-def incorrect_by_student(problems: pd.DataFrame, backend, render_prompt: Callable[[str], list[dict]],
-                         samples: int, params: SamplingParams) -> tuple[list[IncorrectCot], Counter]:
+def incorrect_by_student(problems: pd.DataFrame, backend, render_prompt: Callable[[str, str], list[dict]],
+                         samples: int, params: SamplingParams,
+                         checker: SolutionChecker = MATH_CHECKER) -> tuple[list[IncorrectCot], Counter]:
     """The student's own wrong answers: ``samples`` sampled replies per problem, first wrong one
-    kept; the replies passed over, counted by reason."""
-    requests = [ChatRequest.of(render_prompt(q), replace(params, seed=params.seed + k))
-                for q in problems["question"] for k in range(samples)]
+    kept; the replies passed over, counted by reason. ``render_prompt(question, answer)`` gives
+    the student's messages."""
+    requests = [ChatRequest.of(render_prompt(q, a), replace(params, seed=params.seed + k))
+                for q, a in zip(problems["question"], problems["answer"]) for k in range(samples)]
     replies = [read_reply(c) for c in backend.generate(requests)]
     out, skipped = [], Counter()
     for i, row in enumerate(problems.itertuples()):
-        wrong = _first_wrong(replies[i * samples : (i + 1) * samples], row.answer, skipped)
+        wrong = _first_wrong(replies[i * samples : (i + 1) * samples], checker, row.problem_id, row.answer, skipped)
         if wrong is not None:
             out.append(IncorrectCot(row.problem_id, wrong, "student"))
     return out, skipped
@@ -141,18 +144,19 @@ def incorrect_by_student(problems: pd.DataFrame, backend, render_prompt: Callabl
 
 
 def load_inject_prompt(name: str) -> PromptTemplate:
-    return load_prompt(name, required=INJECT_FIELDS)
+    return load_prompt(name, required=INJECT_FIELDS, optional=INJECT_OPTIONAL)
 
 
-def incorrect_by_injection(problems: pd.DataFrame, backend, prompt: PromptTemplate,
-                           params: SamplingParams) -> tuple[list[IncorrectCot], Counter]:
-    """An agent rewrites a correct CoT with one plausible mistake that changes the answer; the
-    replies not used, counted by reason."""
-    requests = [ChatRequest.of([{"role": "user", "content": prompt.render(question=r.question, answer=r.answer, cot=r.cot)}],
+def incorrect_by_injection(problems: pd.DataFrame, backend, prompt: PromptTemplate, params: SamplingParams,
+                           checker: SolutionChecker = MATH_CHECKER) -> tuple[list[IncorrectCot], Counter]:
+    """An agent rewrites a correct CoT with one plausible mistake that changes the answer (breaks
+    the program); the replies not used, counted by reason."""
+    requests = [ChatRequest.of([{"role": "user", "content": prompt.render(question=r.question, cot=r.cot,
+                                                                          **agent_fields(r.answer))}],
                                params) for r in problems.itertuples()]
     out, skipped = [], Counter()
     for row, completion in zip(problems.itertuples(), backend.generate(requests)):
-        wrong = _first_wrong([read_reply(completion)], row.answer, skipped)
+        wrong = _first_wrong([read_reply(completion)], checker, row.problem_id, row.answer, skipped)
         if wrong is not None:
             out.append(IncorrectCot(row.problem_id, wrong, "inject"))
     return out, skipped
@@ -166,8 +170,10 @@ def _pair_id(problem_id: str, pair_type: str) -> str:
 
 
 def build_pairs(verified: pd.DataFrame, incorrect: list[IncorrectCot], betas: dict[str, float],
-                render_prompt: Callable[[str], str]) -> tuple[pd.DataFrame, Counter]:
-    """All pairs the material allows, one of each kind per problem, and the count of refused ones."""
+                render_prompt: Callable[[str, str], str],
+                checker: SolutionChecker = MATH_CHECKER) -> tuple[pd.DataFrame, Counter]:
+    """All pairs the material allows, one of each kind per problem, and the count of refused ones.
+    ``render_prompt(question, answer)`` gives the student's prompt text."""
     wrong = {c.problem_id: c for c in incorrect}
     refused: Counter = Counter()
     rows = []
@@ -184,30 +190,30 @@ def build_pairs(verified: pd.DataFrame, incorrect: list[IncorrectCot], betas: di
             if len(suited):
                 candidates.append(("large_gap", suited.iloc[0]["cot"], wrong[problem_id].cot, wrong[problem_id].source))
         for pair_type, chosen, rejected, source in candidates:
-            reason = _refusal(pair_type, chosen, rejected, first["answer"])
+            reason = _refusal(checker, problem_id, pair_type, chosen, rejected, first["answer"])
             if reason:
                 refused[f"{pair_type}:{reason}"] += 1
                 continue
             rows.append({
                 "pair_id": _pair_id(problem_id, pair_type), "problem_id": problem_id, "dataset": first["dataset"],
                 "question": first["question"], "answer": first["answer"], "pair_type": pair_type,
-                "beta": float(betas[pair_type]), "prompt": render_prompt(first["question"]),
+                "beta": float(betas[pair_type]), "prompt": render_prompt(first["question"], first["answer"]),
                 "chosen": chosen, "rejected": rejected, "rejected_source": source,
             })
     return pd.DataFrame(rows, columns=PAIR_COLUMNS), refused
 
 
-def _refusal(pair_type: str, chosen: str, rejected: str, answer: str) -> str | None:
-    chosen_answer = committed_answer(chosen)
-    if chosen_answer is None or not answers_match(answer, chosen_answer):
+def _refusal(checker: SolutionChecker, problem_id: str, pair_type: str, chosen: str, rejected: str,
+             answer: str) -> str | None:
+    if not checker.check(problem_id, answer, chosen).solved:
         return "chosen_not_correct"
     if chosen.strip() == rejected.strip():
         return "identical"
-    rejected_answer = committed_answer(rejected)
+    rejected_check = checker.check(problem_id, answer, rejected)
     if pair_type == "small_gap":
-        if rejected_answer is None or not answers_match(answer, rejected_answer):
+        if not rejected_check.solved:
             return "rejected_not_correct"
-    elif rejected_answer is None or answers_match(answer, rejected_answer):
+    elif rejected_check.answer is None or rejected_check.solved:
         return "rejected_not_wrong"
     return None
 
@@ -215,7 +221,8 @@ def _refusal(pair_type: str, chosen: str, rejected: str, answer: str) -> str | N
 def chat_prompt_renderer(tokenizer) -> Callable[[str], str]:
     """The student's chat template applied to the shared prompt, ready for a completion."""
 
-    def render(question: str) -> str:
-        return tokenizer.apply_chat_template(prompt_messages(question), tokenize=False, add_generation_prompt=True)
+    def render(question: str, answer: str) -> str:
+        return tokenizer.apply_chat_template(student_messages(question, answer), tokenize=False,
+                                             add_generation_prompt=True)
 
     return render

@@ -31,7 +31,7 @@ from crv_dagster.vocabulary import SFT, SFT_FILTER, SFT_RAW, SUITED
 
 def sft_examples(method: str, verified: pd.DataFrame, raw_cots: pd.DataFrame | None = None,
                  critiques: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The (question, cot) rows that ``method`` fine-tunes on; empty when there are none."""
+    """The (question, answer, cot) rows that ``method`` fine-tunes on; empty when there are none."""
     if method == SFT:
         rows = verified[verified["role"] == SUITED]
     elif method == SFT_RAW:
@@ -42,7 +42,7 @@ def sft_examples(method: str, verified: pd.DataFrame, raw_cots: pd.DataFrame | N
         rows = rows[(rows["label"] == "medium") & rows["cot_correct"]]
     else:
         raise ValueError(f"unknown SFT method '{method}' (known: {SFT}, {SFT_RAW}, {SFT_FILTER})")
-    return rows[["question", "cot"]].reset_index(drop=True)
+    return rows[["question", "answer", "cot"]].reset_index(drop=True)
 
 
 def _needs(frame: pd.DataFrame | None, name: str, method: str) -> pd.DataFrame:
@@ -53,7 +53,7 @@ def _needs(frame: pd.DataFrame | None, name: str, method: str) -> pd.DataFrame:
 
 def sft_records(examples: pd.DataFrame, render_prompt) -> pd.DataFrame:
     """Prompt-completion rows: the student's chat prompt and the CoT (loss on the CoT only)."""
-    return pd.DataFrame({"prompt": [render_prompt(q) for q in examples["question"]],
+    return pd.DataFrame({"prompt": [render_prompt(q, a) for q, a in zip(examples["question"], examples["answer"])],
                          "completion": [c.strip() for c in examples["cot"]]})
 
 

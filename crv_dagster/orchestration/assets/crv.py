@@ -7,7 +7,14 @@ import pandas as pd
 
 from crv_dagster.agents import crv
 from crv_dagster.config import Profile
-from crv_dagster.factory import build_backend, build_critic, build_rethinker, build_verifier, resolve_profile_model
+from crv_dagster.factory import (
+    build_backend,
+    build_critic,
+    build_rethinker,
+    build_verifier,
+    resolve_profile_model,
+    solution_checker,
+)
 from crv_dagster.orchestration.memo import reused_table, table_output
 from crv_dagster.orchestration.metadata import image, markdown_table
 from crv_dagster.orchestration.partitions import partition_of
@@ -115,17 +122,21 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
         partitions_def=partitions,
         kinds={"pandas", "parquet"},
         pool="gpu",
-        description="Easy CoTs expanded, hard ones simplified, medium kept; each rewrite verified, retried on failure.",
+        description="Easy CoTs expanded, hard ones simplified, medium kept; each rewrite verified (a code CoT by "
+                    "running its problem's tests), retried on failure.",
     )
     def rewritten_cots(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
-                       critiques: pd.DataFrame) -> dg.Output:
+                       problems: pd.DataFrame, critiques: pd.DataFrame) -> dg.Output:
         if (reused := reused_table(context, tables_dir)) is not None:
             return reused
         cfg = profile.profile
         key = partition_of(context)
         student_size = cfg.model_sizes[key.model_size].parameters
         with mlflow.asset_run(context, cfg) as run:
-            with build_backend(cfg, cfg.crv.agent_backend) as backend, build_verifier(cfg, backend) as verifier:
+            # A code CoT's rewrite is verified by running its problem's tests.
+            checker = solution_checker(cfg, problems[problems["problem_id"].isin(critiques["problem_id"])])
+            with (build_backend(cfg, cfg.crv.agent_backend) as backend,
+                  build_verifier(cfg, backend, checker) as verifier):
                 rethinker = build_rethinker(cfg, backend)
                 n_rewrite = int(critiques["label"].isin(["easy", "hard"]).sum())
                 context.log.info(f"rethinker {backend.model_id}: {n_rewrite} CoTs to rewrite, "

@@ -8,7 +8,7 @@ import pandas as pd
 from crv_dagster.config import Profile
 from crv_dagster.data.sources import build_problems, read_source
 from crv_dagster.data.teacher import cots_from_dataset, cots_from_teacher
-from crv_dagster.factory import build_backend, default_sampling
+from crv_dagster.factory import build_backend, default_sampling, solution_checker
 from crv_dagster.orchestration.memo import reused_table, table_output
 from crv_dagster.orchestration.metadata import counts, markdown_table
 from crv_dagster.orchestration.partitions import partition_of
@@ -19,7 +19,7 @@ from crv_dagster.orchestration.types import (
     raw_cots_schema,
     table_asset_args,
 )
-from crv_dagster.prompts import load_prompt
+from crv_dagster.prompts import TEACHER_FIELDS, TEACHER_OPTIONAL, load_prompt
 
 GROUP = "data"
 
@@ -86,14 +86,15 @@ def build_data_assets(partitions: dg.PartitionsDefinition, profile_: Profile) ->
         train = problems[problems["split"] == "train"].reset_index(drop=True)
         cache_meta: dict[str, int] = {}
         with mlflow.asset_run(context, cfg) as run:
+            checker = solution_checker(cfg, train)
             if dataset_cfg.cot_source == "dataset":
-                frame = cots_from_dataset(train, key.dataset)
+                frame = cots_from_dataset(train, key.dataset, checker)
             else:
-                prompt = load_prompt(cfg.teacher.prompt, required={"question"})
+                prompt = load_prompt(cfg.teacher.prompt, required=TEACHER_FIELDS, optional=TEACHER_OPTIONAL)
                 with build_backend(cfg, cfg.teacher.backend) as backend:
                     context.log.info(f"teacher {backend.model_id}: {len(train)} problems")
                     params = replace(default_sampling(cfg, cfg.teacher.backend), max_new_tokens=cfg.teacher.max_new_tokens)
-                    frame = cots_from_teacher(train, backend, prompt, params)
+                    frame = cots_from_teacher(train, backend, prompt, params, checker)
                 cache_meta = backend.stats.as_metadata("teacher")
                 context.log.info(f"teacher cache: {cache_meta}")
             stats = {

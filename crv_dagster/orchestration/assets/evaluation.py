@@ -67,7 +67,7 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
         shared_params = {**{f"eval.{k}": v for k, v in protocol.items()},
                          **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
                          **_crv_params(rewritten_cots, preference_pairs), "finetuning": cfg.training.finetuning}
-        sandbox = (code_sandbox(evaluation.sandbox)
+        sandbox = (code_sandbox(cfg.sandbox)
                    if any("tests" in f and f["tests"].notna().any() for f in benchmarks.values()) else None)
         details, summaries = [], []
         for method, seed, path in models:

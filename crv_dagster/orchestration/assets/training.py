@@ -11,7 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from crv_dagster.config import Profile
-from crv_dagster.factory import student_base_model
+from crv_dagster.factory import solution_checker, student_base_model
 from crv_dagster.orchestration.memo import models_output, reused_models, reused_table, table_output
 from crv_dagster.orchestration.metadata import counts, markdown_table
 from crv_dagster.orchestration.partitions import partition_of
@@ -55,10 +55,11 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
         partitions_def=partitions,
         kinds={"pandas", "parquet"},
         pool="gpu",
-        description="CogPO pairs of three kinds (small, medium, large gap), each with its beta, checked with is_correct.",
+        description="CogPO pairs of three kinds (small, medium, large gap), each with its beta; the chosen CoT is "
+                    "checked correct and the rejected one wrong (for code, by running the problem's tests).",
     )
     def preference_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
-                         verified_set: pd.DataFrame) -> dg.Output:
+                         problems: pd.DataFrame, verified_set: pd.DataFrame) -> dg.Output:
         from transformers import AutoTokenizer
 
         if (reused := reused_table(context, tables_dir)) is not None:
@@ -72,10 +73,12 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
             # else the suited CoT.
             material = (verified_set.sort_values("role", ascending=False).drop_duplicates("problem_id")
                         [["problem_id", "question", "answer", "cot"]].reset_index(drop=True))
-            incorrect, passed_over = find_incorrect_cots(cfg, key.model_size, material, context.log)
+            # A code CoT is right or wrong by its problem's tests.
+            checker = solution_checker(cfg, problems[problems["problem_id"].isin(material["problem_id"])])
+            incorrect, passed_over = find_incorrect_cots(cfg, key.model_size, material, context.log, checker)
             tokenizer = AutoTokenizer.from_pretrained(student_base_model(cfg, key.model_size))
             frame, refused = pairs_lib.build_pairs(verified_set, incorrect, pairs_cfg.betas.model_dump(),
-                                                   pairs_lib.chat_prompt_renderer(tokenizer))
+                                                   pairs_lib.chat_prompt_renderer(tokenizer), checker)
             by_type = {t: int((frame["pair_type"] == t).sum()) for t in PAIR_TYPES}
             by_source = Counter(c.source for c in incorrect)
             stats = {"num_pairs": len(frame), **{f"pairs_{t}": n for t, n in by_type.items()},

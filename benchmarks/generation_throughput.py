@@ -1,0 +1,85 @@
+"""Generation throughput of the agent backends: the same agent prompts through transformers one at a
+time, transformers batched, and vLLM's offline engine, side by side in one invocation.
+
+The prompts are the Rethinker's expansion prompt over built-in `arith` CoTs (what the agents spend
+their time on), greedy, with one token budget for every arm. Throughput is completion tokens per
+second of generation (model loading and engine start-up are reported apart). vLLM needs its own
+environment, so this runs in .venv-vllm:
+
+    make bench-generation        # or: CRV_VLLM_MODEL=DIR .venv-vllm/bin/python benchmarks/generation_throughput.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from crv_dagster.agents.rethinker import RewriteTask, load_rethinker_prompts
+from crv_dagster.data.arith import generate_arith
+from crv_dagster.formatting import agent_fields
+from crv_dagster.llm.base import ChatRequest, SamplingParams
+
+
+def agent_requests(n: int, max_new_tokens: int) -> list[ChatRequest]:
+    template = load_rethinker_prompts("rethink_expand.txt", "rethink_simplify.txt")["expand"]
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+    requests = []
+    for p in generate_arith(n, seed=7):
+        task = RewriteTask(p.question, p.answer, p.cot, "expand")
+        text = template.render(question=task.question, cot=task.cot, student_size="135M", feedback="",
+                               **agent_fields(task.answer))
+        requests.append(ChatRequest.of([{"role": "user", "content": text}], params))
+    return requests
+
+
+def timed(make_backend, requests) -> dict:
+    started = time.perf_counter()
+    backend = make_backend()
+    ready = time.perf_counter()
+    completions = backend.generate(requests)
+    done = time.perf_counter()
+    close = getattr(backend, "close", None)
+    if close:
+        close()
+    tokens = sum(c.completion_tokens for c in completions)
+    return {"startup_s": ready - started, "generate_s": done - ready, "tokens": tokens,
+            "finished": sum(c.finish_reason == "stop" for c in completions)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=os.environ.get("CRV_VLLM_MODEL"), help="a safetensors model folder")
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    args = parser.parse_args()
+    if not args.model:
+        parser.error("--model (or CRV_VLLM_MODEL) must name a safetensors model folder")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # see ../shared/notes/vllm-cpu.md
+    from crv_dagster.llm.transformers_backend import TransformersBackend
+    from crv_dagster.llm.vllm_backend import VllmBackend
+
+    requests = agent_requests(args.prompts, args.max_new_tokens)
+    arms = {
+        "transformers, one at a time (baseline)": lambda: TransformersBackend(args.model, batch_size=1, dtype=args.dtype),
+        f"transformers, batches of {args.batch_size}": lambda: TransformersBackend(
+            args.model, batch_size=args.batch_size, dtype=args.dtype),
+        "vLLM offline engine": lambda: VllmBackend(args.model, dtype=args.dtype, max_model_len=2048,
+                                                   enforce_eager=True),
+    }
+    results = {name: timed(make, requests) for name, make in arms.items()}
+    base = results[next(iter(arms))]
+    base_rate = base["tokens"] / base["generate_s"]
+    print(f"{args.prompts} Rethinker prompts, greedy, max_new_tokens {args.max_new_tokens}, {args.dtype}, "
+          f"{os.cpu_count()} CPUs")
+    print(f"{'arm':<42}{'start s':>8}{'gen s':>8}{'tokens':>8}{'tok/s':>8}{'vs baseline':>13}")
+    for name, r in results.items():
+        rate = r["tokens"] / r["generate_s"]
+        print(f"{name:<42}{r['startup_s']:>8.1f}{r['generate_s']:>8.1f}{r['tokens']:>8}{rate:>8.1f}"
+              f"{rate / base_rate:>12.2f}x")
+
+
+if __name__ == "__main__":
+    main()
