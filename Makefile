@@ -57,7 +57,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_MODEL = $$($(BIN)/python -m crv_dagster.models demo smollm2-135m)
 
 test-vllm: setup $(VLLM_STAMP)
-	CRV_VLLM_MODEL="$(VLLM_MODEL)" $(VLLM_BIN)/python -m pytest -c tests/vllm/pytest.ini tests/vllm
+	CRV_VLLM_MODEL="$(VLLM_MODEL)" $(VLLM_BIN)/python -m pytest -c tests/vllm_cpu/pytest.ini tests/vllm_cpu
 
 # Generation throughput: the same agent prompts through transformers (one at a time, batched) and vLLM.
 bench-generation: setup $(VLLM_STAMP)

@@ -218,6 +218,7 @@ ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set",
           "cogpo_model", "eval_scores"]
 
 
+@pytest.mark.slow
 def test_a_code_dataset_goes_through_the_whole_graph(tmp_path, artifacts):
     double = ReasoningDouble({}, programs={statement: (right, buggy)
                                            for statement, _, _, right, buggy in CODE_PROBLEMS.values()})
