@@ -71,10 +71,13 @@ CODE_PROBLEMS = {
 }
 
 
-def _tests_json(kind: str, cases) -> str:
+def _cases(kind: str, cases) -> list[dict]:
     testtype = "stdin" if kind == STDIN else "functional"
-    return json.dumps({"cases": [{"input": i, "output": o, "testtype": testtype} for i, o in cases],
-                       "func_name": None if kind == STDIN else kind})
+    return [{"input": i, "output": o, "testtype": testtype} for i, o in cases]
+
+
+def _tests_json(kind: str, cases) -> str:
+    return json.dumps({"cases": _cases(kind, cases), "func_name": None if kind == STDIN else kind})
 
 
 def write_code_dataset(folder) -> None:
@@ -82,8 +85,7 @@ def write_code_dataset(folder) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     records = []
     for key, (statement, kind, cases, _, _) in CODE_PROBLEMS.items():
-        testtype = "stdin" if kind == STDIN else "functional"
-        tests = [{"input": i, "output": o, "testtype": testtype} for i, o in cases]
+        tests = _cases(kind, cases)
         starter = "" if kind == STDIN else f"class Solution:\n    def {kind}(self, *args):\n        "
         records.append({"question_title": key, "question_content": statement, "platform": "atcoder",
                         "question_id": key, "contest_id": "c1", "contest_date": "2023-05-01T00:00:00",
@@ -219,7 +221,7 @@ ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set",
 
 
 @pytest.mark.slow
-def test_a_code_dataset_goes_through_the_whole_graph(tmp_path, artifacts):
+def test_a_code_dataset_goes_through_the_whole_graph(tmp_path, artifacts, checker):
     double = ReasoningDouble({}, programs={statement: (right, buggy)
                                            for statement, _, _, right, buggy in CODE_PROBLEMS.values()})
     with ChatServer(double, "qwq-double", reasoning_parser=False) as server, dg.instance_for_test() as instance:
@@ -249,8 +251,6 @@ def test_a_code_dataset_goes_through_the_whole_graph(tmp_path, artifacts):
     # Pairs: the chosen CoT passes its tests, the rejected one (an injected bug) fails one.
     pairs = table("preference_pairs")
     assert len(pairs) and set(pairs["rejected_source"]) <= {"inject", "original"}
-    checker = SolutionChecker({k: _tests_json(kind, cases) for k, (_, kind, cases, _, _) in CODE_PROBLEMS.items()},
-                              code_sandbox(SandboxConfig(timeout_s=5, cpu_seconds=5, memory_mb=512)))
     for row in pairs.itertuples():
         assert checker.check(row.problem_id, CODE_ANSWER, row.chosen).solved
         assert checker.check(row.problem_id, CODE_ANSWER, row.rejected).solved == (row.pair_type == "small_gap")
