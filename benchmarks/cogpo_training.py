@@ -48,7 +48,7 @@ def _child(mode: str, model_path: str, steps: int, n_pairs: int, threads: int) -
     from transformers import TrainerCallback
     from trl import DPOConfig
 
-    from crv_dagster.training.cogpo import BetaCollator, CogPOTrainer, _pair_dataset
+    from crv_dagster.training.cogpo import BetaCollator, CogPOTrainer, pair_dataset
     from crv_dagster.training.common import load_student
 
     torch.set_num_threads(threads)
@@ -72,7 +72,7 @@ def _child(mode: str, model_path: str, steps: int, n_pairs: int, threads: int) -
         start = time.perf_counter()
         trainer = CogPOTrainer(
             model=model, ref_model=None if precompute else copy.deepcopy(model), args=args,
-            train_dataset=_pair_dataset(pairs, list(pairs["beta"])), processing_class=tokenizer,
+            train_dataset=pair_dataset(pairs, list(pairs["beta"])), processing_class=tokenizer,
             data_collator=BetaCollator(pad_token_id=tokenizer.pad_token_id, max_length=512), callbacks=[Timer()],
         )
         setup_s = time.perf_counter() - start  # includes the one reference pass when precomputing

@@ -233,10 +233,16 @@ class DatasetConfig(_Strict):
 
 
 class ModelSizeConfig(_Strict):
-    """One student: the model that gets trained, and how the agents should picture it."""
+    """One student: the model that gets trained, and how the agents should picture it.
+
+    A 7B student may need another way to train than a 0.5B one (sharded over several GPUs, or LoRA
+    on one): ``finetuning`` and ``launch`` here replace the ``training`` ones for this size only.
+    """
 
     model: str = Field(description="a key of `models`")
     parameters: str = Field(description="size as the agents are told, e.g. '1.5B'")
+    finetuning: Literal["full", "lora"] | None = Field(None, description="default: training.finetuning")
+    launch: LaunchConfig | None = Field(None, description="default: training.launch")
 
 
 # Token budgets per role. A reasoning agent (QwQ-32B, R1) spends hundreds to thousands of tokens
@@ -369,8 +375,57 @@ class CogpoSettings(TrainerSettings):
         return list(dict.fromkeys(value))
 
 
+class KubernetesLaunch(_Strict):
+    """Training as a Kubernetes pod (dagster-k8s' Pipes client), one pod per asset materialisation.
+
+    The image holds this project and its environment. The artifacts root must be the same folder in
+    the pod and in the Dagster step (a shared volume claim mounted at the same path): the job file,
+    the training data and the checkpoints are exchanged through it.
+    """
+
+    image: str
+    namespace: str = "default"
+    artifacts_volume_claim: str = Field(description="a PersistentVolumeClaim, mounted at the artifacts root")
+    gpu_resource: str = Field("nvidia.com/gpu", description="the extended resource a GPU is requested as; "
+                                                            "one per training process")
+    cpu: str | None = Field("8", description="CPU request and limit of the pod")
+    memory: str | None = Field("64Gi", description="memory request and limit of the pod")
+    shm_size: str = Field("16Gi", description="/dev/shm (NCCL and data loaders need more than the default 64M)")
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict[str, Any]] = []
+    service_account: str | None = None
+    secret_env: list[str] = Field([], description="Secrets whose keys become environment variables (HF_TOKEN)")
+    kubeconfig: str | None = Field(None, description="default: in-cluster config, else ~/.kube/config")
+    pod_wait_timeout_s: int = Field(86400, gt=0)
+
+
+class LaunchConfig(_Strict):
+    """How ``sft_model`` and ``cogpo_model`` run their training: a process tree of its own, launched
+    through Dagster Pipes (``python -m crv_dagster.training.job`` or ``accelerate launch`` of it)."""
+
+    launcher: Literal["local", "kubernetes"] = "local"
+    num_processes: int = Field(1, gt=0, description="training processes, one per GPU; the global batch is "
+                                                    "per_device_train_batch_size x gradient_accumulation x this")
+    accelerate_config: str | None = Field(
+        None, description="an accelerate config file (DDP, FSDP, DeepSpeed ZeRO), relative to assets_config/; "
+                          "needed for more than one process")
+    main_process_port: int | None = Field(None, gt=0, lt=65536,
+                                          description="the ranks' rendezvous port (default: a free one)")
+    kubernetes: KubernetesLaunch | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> "LaunchConfig":
+        if self.num_processes > 1 and self.accelerate_config is None:
+            raise ValueError(f"num_processes: {self.num_processes} processes need an accelerate_config "
+                             "(e.g. accelerate/ddp.yaml, accelerate/zero3.yaml, accelerate/ddp_cpu.yaml)")
+        if self.launcher == "kubernetes" and self.kubernetes is None:
+            raise ValueError("launcher: kubernetes needs a kubernetes section (image, artifacts_volume_claim)")
+        return self
+
+
 class TrainingConfig(_Strict):
     finetuning: Literal["full", "lora"] = "full"
+    launch: LaunchConfig = LaunchConfig()
     lora: LoraSettings = LoraSettings()
     sft: TrainerSettings = TrainerSettings()
     pairs: PairsConfig = PairsConfig()
@@ -490,6 +545,12 @@ class Profile(_Strict):
             raise ValueError(f"teacher.backend: datasets {needs_teacher} generate CoTs, so a teacher backend is needed")
         return self
 
+    def training_for(self, model_size: str) -> TrainingConfig:
+        """``training`` with this size's own ``finetuning`` and ``launch``, where it has them."""
+        size = self.model_sizes[model_size]
+        update = {k: v for k, v in (("finetuning", size.finetuning), ("launch", size.launch)) if v is not None}
+        return self.training.model_copy(update=update)
+
     # -- derived paths ---------------------------------------------------------
 
     @property
@@ -522,17 +583,38 @@ def profile_path(name: str) -> Path:
     return CONFIG_DIR / f"{name}.yaml"
 
 
-def load_profile_file(path: str | os.PathLike) -> Profile:
-    path = Path(path)
+def _merged(base: dict, override: dict) -> dict:
+    """``override`` laid over ``base``: mappings merge key by key, anything else (lists, null) replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_profile_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The profile's mapping, with ``extends: OTHER.yaml`` (relative to this file) laid underneath."""
     if not path.is_file():
         available = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise ProfileError(f"{path}: profile file not found (profiles in {CONFIG_DIR}: {available})")
+        where = f" (extended by {seen[-1]})" if seen else ""
+        raise ProfileError(f"{path}: profile file not found{where} (profiles in {CONFIG_DIR}: {available})")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ProfileError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise ProfileError(f"{path}: a profile is a mapping of keys, got {type(raw).__name__}")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    parent_path = (path.parent / str(parent)).resolve()
+    if parent_path in seen or parent_path == path.resolve():
+        raise ProfileError(f"{path}: extends: '{parent}' extends this profile again (a cycle)")
+    return _merged(_read_profile_yaml(parent_path, (*seen, path.resolve())), raw)
+
+
+def load_profile_file(path: str | os.PathLike) -> Profile:
+    path = Path(path)
+    raw = _read_profile_yaml(path)
     try:
         profile = Profile.model_validate(raw)
     except ValidationError as err:

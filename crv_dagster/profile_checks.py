@@ -23,6 +23,7 @@ from crv_dagster.prompts import (
     PromptError,
     load_prompt,
 )
+from crv_dagster.training.launch import launch_problems
 
 # The profile is read by attribute (it is config.Profile): config calls these checks when it loads
 # a profile, so this module does not import config.
@@ -83,6 +84,15 @@ def problems_of(profile, project_root: Path) -> list[str]:
             if not any((folder / name).is_file() for name in source.files):
                 problems.append(f"{key.rsplit('.', 1)[0]}.local_dir: none of {source.files} "
                                 f"(LiveCodeBench {source.release}) in {folder}")
+
+    config_dir = project_root / "assets_config"
+    problems += [f"training.launch.{p}" for p in launch_problems(profile.training.launch, profile.training.finetuning,
+                                                                 config_dir)]
+    for size, spec in profile.model_sizes.items():
+        if spec.launch is not None or spec.finetuning is not None:
+            training = profile.training_for(size)
+            problems += [f"model_sizes.{size}.launch.{p}"
+                         for p in launch_problems(training.launch, training.finetuning, config_dir)]
 
     evaluation = profile.evaluation
     for name, dataset in profile.datasets.items():

@@ -101,11 +101,11 @@ def asset_dependencies(profile: Profile, asset: str) -> dict[str, Any]:
                                    if "inject" in sources else None),
                 "prompts": {"inject": _prompt_text(pairs.inject_prompt)} if "inject" in sources else {}}
     if asset == "sft_model":
-        return {"finetuning": training.finetuning, "lora": training.lora.model_dump(mode="json"),
+        return {"lora": training.lora.model_dump(mode="json"), "by_size": _training_by_size(profile),
                 "sft": training.sft.model_dump(mode="json"), "torch_threads": training.torch_threads,
                 "sft_baselines": training.sft_baselines, "seeds": profile.seeds, "students": _students(profile)}
     if asset == "cogpo_model":
-        return {"finetuning": training.finetuning, "lora": training.lora.model_dump(mode="json"),
+        return {"lora": training.lora.model_dump(mode="json"), "by_size": _training_by_size(profile),
                 "cogpo": training.cogpo.model_dump(mode="json"), "torch_threads": training.torch_threads,
                 "seeds": profile.seeds}
     if asset == "eval_scores":
@@ -115,6 +115,14 @@ def asset_dependencies(profile: Profile, asset: str) -> dict[str, Any]:
     if asset == "results":
         return {"students": {s: c.parameters for s, c in profile.model_sizes.items()}}
     raise KeyError(f"no version recipe for asset '{asset}'")
+
+
+def _training_by_size(profile: Profile) -> dict:
+    """Per student size: full or LoRA, and the process count, which sets the global batch. Where the
+    processes run (local or a pod) and how they share the weights (DDP, ZeRO-3) do not change what
+    is trained, so they are left out."""
+    return {size: {"finetuning": t.finetuning, "num_processes": t.launch.num_processes}
+            for size, t in ((s, profile.training_for(s)) for s in profile.model_sizes)}
 
 
 def code_version(profile: Profile, asset: str) -> str:

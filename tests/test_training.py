@@ -16,7 +16,7 @@ from crv_dagster.config import CONFIG_DIR, TinyModel, TrainingConfig, load_profi
 from crv_dagster.data.arith import generate_arith
 from crv_dagster.models.store import resolve_model
 from crv_dagster.schemas import model_manifest_schema, preference_pairs_schema
-from crv_dagster.training.cogpo import BetaCollator, CogPOTrainer, _pair_dataset, cogpo_loss, train_preference
+from crv_dagster.training.cogpo import BetaCollator, CogPOTrainer, cogpo_loss, pair_dataset, train_preference
 from crv_dagster.training.common import CHECKPOINT_MARK
 from crv_dagster.training.pairs import (
     IncorrectCot,
@@ -158,7 +158,7 @@ def _trainer(student, tokenizer, pairs, betas, cls=CogPOTrainer, beta=0.1, tmp_p
                      gradient_checkpointing=False, use_cpu=True, report_to="none", precompute_ref_log_probs=True,
                      disable_tqdm=True)
     collator = BetaCollator(pad_token_id=tokenizer.pad_token_id, max_length=512)
-    dataset = _pair_dataset(pairs, betas)
+    dataset = pair_dataset(pairs, betas)
     if cls is DPOTrainer:
         dataset = dataset.remove_columns("beta")
     return cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, data_collator=collator)

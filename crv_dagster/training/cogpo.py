@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from crv_dagster.training.common import (
     lora_config,
     loss_summary,
     quiet,
-    save_checkpoint,
+    save_trained,
     trainer_kwargs,
 )
 from crv_dagster.training.sft import token_count
@@ -92,7 +93,15 @@ class CogPOTrainer(DPOTrainer):
     def __init__(self, *args, reference: ReferenceLogps | None = None, **kwargs):
         self.given_reference = reference  # read by _precompute_ref_logps, which super().__init__ calls
         self.reference_seconds = 0.0
+        self.betas_applied: list[float] = []  # every beta this rank's loss used, batch after batch
         super().__init__(*args, **kwargs)
+
+    def betas_by_rank(self) -> list[dict[float, int]]:
+        """How often each beta reached the loss, per rank (rank 0 first; collective under
+        ``accelerate launch``, so every rank calls it)."""
+        from accelerate.utils import gather_object
+
+        return list(gather_object([dict(Counter(round(b, 6) for b in self.betas_applied))]))
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -128,6 +137,7 @@ class CogPOTrainer(DPOTrainer):
         if list(self.loss_types) != ["sigmoid"]:
             raise ValueError(f"a per-pair beta is defined for the sigmoid DPO loss, not {self.loss_types}")
         scalar, self.beta = self.beta, betas.to(self.accelerator.device, torch.float32)
+        self.betas_applied.extend(betas.tolist())
         try:
             return super()._compute_loss(model, inputs, return_outputs)
         finally:
@@ -142,12 +152,29 @@ def reference_key(sft_model: str, pairs: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def _pair_dataset(pairs: pd.DataFrame, betas: list[float] | None):
+def pair_dataset(pairs: pd.DataFrame, betas: list[float] | None):
+    """The pairs as TRL reads them (prompt, chosen, rejected) with their ``beta``, in memory."""
     from datasets import Dataset
 
     columns = {"prompt": list(pairs["prompt"]), "chosen": [c.strip() for c in pairs["chosen"]],
                "rejected": [r.strip() for r in pairs["rejected"]]}
     return Dataset.from_dict({**columns, "beta": betas} if betas is not None else columns)
+
+
+def _shared_pair_dataset(pairs: pd.DataFrame, betas: list[float] | None, args, shared_dir: Path):
+    """``pair_dataset`` on disk in ``shared_dir``, which every rank reads.
+
+    On disk rather than in memory because TRL caches the reference log-probs beside the dataset's
+    files: rank 0 computes and writes them, and the other ranks read that file. An in-memory
+    dataset's cache lives in a temporary folder of each process, where the others cannot find it.
+    """
+    from datasets import load_from_disk
+
+    folder = shared_dir / "pairs"
+    with args.main_process_first(local=False, desc="preference pairs to disk"):
+        if args.process_index == 0:
+            pair_dataset(pairs, betas).save_to_disk(str(folder))
+        return load_from_disk(str(folder))
 
 
 @torch.no_grad()
@@ -196,12 +223,16 @@ def method_betas(method: str, pairs: pd.DataFrame, settings: CogpoSettings) -> l
 
 def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config: TrainingConfig,
                      method: str = COGPO, seed: int = 0, run=None, callbacks: list | None = None,
-                     reference: ReferenceLogps | None = None) -> dict:
+                     reference: ReferenceLogps | None = None, work_dir: Path | None = None) -> dict:
     """One preference method from the SFT checkpoint on ``pairs``; see ``vocabulary.PREFERENCE_METHODS``.
 
     Methods with a reference model read the reference log-probs from ``reference`` when given (they
     must be of the same SFT checkpoint and pairs) and otherwise compute them; either way the result's
     ``reference`` holds them for the next method.
+
+    Under ``accelerate launch`` every rank calls this with the same arguments; ``work_dir`` is then
+    a folder all ranks see (the pairs dataset and TRL's reference cache go there), and only the main
+    process has a ``run`` and writes the checkpoint. Alone, a temporary folder serves.
     """
     if method not in PREFERENCE_METHODS:
         raise ValueError(f"unknown preference method '{method}' (known: {', '.join(PREFERENCE_METHODS)})")
@@ -219,35 +250,46 @@ def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config:
     lora = config.finetuning == "lora"
     curves = MlflowCurves(run, method)
     peft = lora_config(config.lora) if lora else None
+    betas_by_rank: list[dict[float, int]] = []
     with tempfile.TemporaryDirectory() as scratch:
-        common = trainer_kwargs(settings, Path(scratch), seed)
+        shared = Path(work_dir) if work_dir is not None else Path(scratch)
+        common = trainer_kwargs(settings, shared / "trainer", seed)
         if method in REFERENCE_METHODS:
             trainer, betas = _reference_trainer(method, model, tokenizer, pairs, settings, common, peft, reference,
-                                                [curves, *(callbacks or [])])
+                                                [curves, *(callbacks or [])], shared, work_dir is not None)
             before = per_kind_losses(trainer, pairs, betas) if betas else {}
             result = trainer.train()
             after = per_kind_losses(trainer, pairs, betas) if betas else {}
             reference = trainer.reference_logps(key) if reference is None else reference
+            betas_by_rank = trainer.betas_by_rank() if betas else []
         else:
             trainer = _reference_free_trainer(method, model, tokenizer, pairs, settings, common, peft,
-                                              [curves, *(callbacks or [])])
+                                              [curves, *(callbacks or [])], shared, work_dir is not None)
             quiet(trainer)
             before, result, after, reference = {}, trainer.train(), {}, None
-    save_checkpoint(trainer.model, tokenizer, out_dir, lora)
+        save_trained(trainer, tokenizer, out_dir, lora)
     return {"method": method, "seed": seed, "num_pairs": len(pairs), "steps": result.global_step, **length_counts,
             "train_runtime_s": result.metrics.get("train_runtime"),
             "loss": loss_summary(curves.history, f"{method}/loss"), "reference": reference,
-            "loss_by_kind_before": before, "loss_by_kind_after": after, "history": curves.history}
+            "loss_by_kind_before": before, "loss_by_kind_after": after, "betas_by_rank": betas_by_rank,
+            "history": curves.history}
+
+
+def _check_shared(args, shared_given: bool) -> None:
+    if args.world_size > 1 and not shared_given:
+        raise ValueError(f"training in {args.world_size} processes needs a work_dir that every rank sees "
+                         "(run it through crv_dagster.training.job)")
 
 
 def _reference_trainer(method, model, tokenizer, pairs, settings: CogpoSettings, common: dict, peft, reference,
-                       callbacks) -> tuple[CogPOTrainer, list[float] | None]:
+                       callbacks, shared: Path, shared_given: bool) -> tuple[CogPOTrainer, list[float] | None]:
     from trl import DPOConfig
 
     betas = method_betas(method, pairs, settings)
     loss, beta = ("ipo", settings.ipo_tau) if method == "ipo" else ("sigmoid", settings.dpo_beta)
     args = DPOConfig(**common, beta=beta, loss_type=[loss], precompute_ref_log_probs=True)
-    dataset = _pair_dataset(pairs, betas)
+    _check_shared(args, shared_given)
+    dataset = _shared_pair_dataset(pairs, betas, args, shared)
     trainer = CogPOTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
         data_collator=BetaCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length),
@@ -257,9 +299,9 @@ def _reference_trainer(method, model, tokenizer, pairs, settings: CogpoSettings,
     return trainer, betas
 
 
-def _reference_free_trainer(method, model, tokenizer, pairs, settings: CogpoSettings, common: dict, peft, callbacks):
+def _reference_free_trainer(method, model, tokenizer, pairs, settings: CogpoSettings, common: dict, peft, callbacks,
+                            shared: Path, shared_given: bool):
     """SimPO (TRL's CPO trainer with the simpo loss and no behaviour-cloning term) or ORPO."""
-    dataset = _pair_dataset(pairs, None)
     if method == "simpo":
         from trl.experimental.cpo import CPOConfig, CPOTrainer
 
@@ -271,5 +313,7 @@ def _reference_free_trainer(method, model, tokenizer, pairs, settings: CogpoSett
 
         args = ORPOConfig(**common, beta=settings.orpo_lambda, remove_unused_columns=False)
         cls = ORPOTrainer
+    _check_shared(args, shared_given)
+    dataset = _shared_pair_dataset(pairs, None, args, shared)
     return cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft,
                callbacks=callbacks)

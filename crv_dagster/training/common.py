@@ -101,23 +101,62 @@ def lora_config(settings: LoraSettings):
                       target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
 
 
+def _partial(out_dir: Path) -> Path:
+    return out_dir.with_name(out_dir.name + ".partial")
+
+
+def _complete(tmp: Path, out_dir: Path, tokenizer) -> Path:
+    tokenizer.save_pretrained(tmp)
+    (tmp / CHECKPOINT_MARK).write_text("ok")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir
+
+
 def save_checkpoint(model, tokenizer, out_dir: Path, lora: bool) -> Path:
     """An HF folder (safetensors) at ``out_dir``; a LoRA run also keeps its adapter in ``adapter/``.
 
     Written beside the target and renamed into place, so a crash never leaves a folder that
     looks complete.
     """
-    tmp = out_dir.with_name(out_dir.name + ".partial")
+    tmp = _partial(out_dir)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     if lora:
         model.save_pretrained(tmp / "adapter")
         model = model.merge_and_unload()
     model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / CHECKPOINT_MARK).write_text("ok")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    return _complete(tmp, out_dir, tokenizer)
+
+
+def is_sharded(trainer) -> bool:
+    """Whether the trainer's weights are split across processes (FSDP, DeepSpeed ZeRO)."""
+    return bool(getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False))
+
+
+def save_trained(trainer, tokenizer, out_dir: Path, lora: bool) -> Path:
+    """``save_checkpoint`` for a trainer that may run in several processes.
+
+    Data parallel: every rank holds the same weights, so the main process alone writes them.
+    Sharded (FSDP, ZeRO-3): the full weights exist only once gathered, which every rank takes part
+    in (``Trainer.save_model``); the main process then completes the folder. Every rank returns
+    after the checkpoint is in place.
+    """
+    accelerator = trainer.accelerator
+    if is_sharded(trainer):
+        if lora:
+            raise ValueError("LoRA with sharded training (FSDP or DeepSpeed) is not supported: LoRA trains on one "
+                             "GPU or data parallel; use finetuning: full with a sharded accelerate config")
+        tmp = _partial(out_dir)
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        trainer.save_model(str(tmp))
+        if accelerator.is_main_process:
+            _complete(tmp, out_dir, tokenizer)
+    elif accelerator.is_main_process:
+        save_checkpoint(trainer.model, tokenizer, out_dir, lora)
+    accelerator.wait_for_everyone()
     return out_dir
 
 

@@ -22,7 +22,7 @@ from crv_dagster.training.common import (
     lora_config,
     loss_summary,
     quiet,
-    save_checkpoint,
+    save_trained,
     trainer_kwargs,
 )
 from crv_dagster.training.pairs import chat_prompt_renderer
@@ -69,7 +69,12 @@ def sft_lengths(records: pd.DataFrame, tokenizer) -> list[int]:
 
 def train_sft(base_model: str, examples: pd.DataFrame, out_dir: Path, config: TrainingConfig, seed: int = 0,
               method: str = SFT, run=None, callbacks: list | None = None) -> dict:
-    """Fine-tunes ``base_model`` on ``examples`` (question, cot) and saves the checkpoint at ``out_dir``."""
+    """Fine-tunes ``base_model`` on ``examples`` (question, cot) and saves the checkpoint at ``out_dir``.
+
+    Runs as one process or as every rank of an ``accelerate launch`` (``training.job``): each rank
+    builds the same examples and trains on its share of every batch; only the main process writes
+    the checkpoint (``run`` is None on the others).
+    """
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -90,7 +95,7 @@ def train_sft(base_model: str, examples: pd.DataFrame, out_dir: Path, config: Tr
                              callbacks=[curves, *(callbacks or [])])
         quiet(trainer)
         result = trainer.train()
-    save_checkpoint(trainer.model, tokenizer, out_dir, lora)
+    save_trained(trainer, tokenizer, out_dir, lora)
     return {"method": method, "seed": seed, "num_examples": len(records), "steps": result.global_step,
             **length_counts, "train_runtime_s": result.metrics.get("train_runtime"),
             "loss": loss_summary(curves.history, f"{method}/loss"),

@@ -66,7 +66,8 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
         protocol = evaluation.protocol.model_dump()
         shared_params = {**{f"eval.{k}": v for k, v in protocol.items()},
                          **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
-                         **_crv_params(rewritten_cots, preference_pairs), "finetuning": cfg.training.finetuning}
+                         **_crv_params(rewritten_cots, preference_pairs),
+                         "finetuning": cfg.training_for(key.model_size).finetuning}
         sandbox = (code_sandbox(cfg.sandbox)
                    if any("tests" in f and f["tests"].notna().any() for f in benchmarks.values()) else None)
         details, summaries = [], []

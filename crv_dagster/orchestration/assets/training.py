@@ -12,6 +12,7 @@ import pandas as pd
 
 from crv_dagster.config import Profile
 from crv_dagster.factory import solution_checker, student_base_model
+from crv_dagster.orchestration.launch import PlannedRun, launch_training
 from crv_dagster.orchestration.memo import models_output, reused_models, reused_table, table_output
 from crv_dagster.orchestration.metadata import counts, markdown_table
 from crv_dagster.orchestration.partitions import partition_of
@@ -115,38 +116,43 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
     )
     def sft_model(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                   verified_set: pd.DataFrame, raw_cots: pd.DataFrame, critiques: pd.DataFrame) -> dg.Output:
-        from crv_dagster.training.sft import sft_examples, train_sft
+        from crv_dagster.training.sft import sft_examples
 
         if (reused := reused_models(context, tables_dir)) is not None:
             return reused
         cfg = profile.profile
         key = partition_of(context)
+        training = cfg.training_for(key.model_size)
         base = student_base_model(cfg, key.model_size)
-        rows, skipped, meta = [], {}, {}
+        planned, skipped = [], {}
         for method in [SFT, *cfg.training.sft_baselines]:
             examples = sft_examples(method, verified_set, raw_cots, critiques)
-            if examples.empty and method != SFT:  # a baseline with no data must not cost the CRV model
-                skipped[method] = SFT_EMPTY_REASONS[method]
+            if examples.empty:
+                if method == SFT:
+                    raise ValueError(f"{SFT}: no CoTs to fine-tune on (verified_set has no suited CoT)")
+                skipped[method] = SFT_EMPTY_REASONS[method]  # a baseline with no data must not cost the CRV model
                 context.log.warning(f"{method} not trained: {skipped[method]}")
                 continue
             for seed in cfg.seeds:
-                out_dir = _checkpoint_dir(cfg, "sft_model", key, method, seed)
-                with mlflow.asset_run(context, cfg, extra_tags={"crv.method": method, "crv.seed": seed}) as run:
-                    run.log_params({"base_model": base, "finetuning": cfg.training.finetuning, "seed": seed,
-                                    **{f"sft.{k}": v for k, v in cfg.training.sft.model_dump().items()},
-                                    **({f"lora.{k}": v for k, v in cfg.training.lora.model_dump().items()}
-                                       if cfg.training.finetuning == "lora" else {})})
-                    context.log.info(f"{method} (seed {seed}) of {base} on {len(examples)} CoTs")
-                    result = train_sft(base, examples, out_dir, cfg.training, seed=seed, method=method, run=run)
-                    lengths = {k: result[k] for k in LENGTH_KEYS}
-                    run.log_metrics(lengths)
-                    context.log.info(f"{method} (seed {seed}): {result['steps']} steps, loss {result['loss']}; "
-                                     f"over max_length: {lengths}")
-                rows.append(_manifest_row(method, seed, out_dir, base, cfg.training.finetuning, result))
+                params = {"base_model": base, "finetuning": training.finetuning, "seed": seed,
+                          **{f"sft.{k}": v for k, v in training.sft.model_dump().items()},
+                          **({f"lora.{k}": v for k, v in training.lora.model_dump().items()}
+                             if training.finetuning == "lora" else {})}
+                planned.append(PlannedRun("sft", method, seed, base, examples,
+                                          _checkpoint_dir(cfg, "sft_model", key, method, seed), params))
+        rows, meta = [], {}
+        with launch_training(context, mlflow, cfg, key, training, planned) as launched:
+            for item in launched:
+                method, seed, result = item.planned.method, item.planned.seed, item.result
+                lengths = {k: result[k] for k in LENGTH_KEYS}
+                item.run.log_metrics(lengths)
+                context.log.info(f"{method} (seed {seed}): {result['steps']} steps, loss {result['loss']}; "
+                                 f"over max_length: {lengths}")
+                rows.append(_manifest_row(method, seed, item.planned.out_dir, base, training.finetuning, result))
                 if method == SFT and seed == cfg.seeds[0]:
                     sft_lengths = lengths
                 meta.setdefault(f"{method}_num_examples", result["num_examples"])
-                meta[f"{method}_seed{seed}_mlflow_run"] = dg.MetadataValue.url(run.url)
+                meta[f"{method}_seed{seed}_mlflow_run"] = dg.MetadataValue.url(item.run.url)
         manifest = pd.DataFrame(rows)
         main = manifest[manifest["method"] == SFT].iloc[0]
         return models_output(manifest, {
@@ -154,6 +160,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
             "num_examples": int(main["num_examples"]), "steps": int(main["steps"]), **sft_lengths,
             **{k: float(main[k]) for k in ("loss_first", "loss_last") if pd.notna(main[k])},
             **meta,
+            **_launch_metadata(training, launched),
             "seeds": dg.MetadataValue.json(list(cfg.seeds)),
             "not_trained": dg.MetadataValue.json(skipped),
             "checkpoints": markdown_table(manifest, ["method", "seed", "num_examples", "steps", "loss_first",
@@ -173,38 +180,40 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
     )
     def cogpo_model(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                     sft_model: pd.DataFrame, preference_pairs: pd.DataFrame) -> dg.Output:
-        from crv_dagster.training.cogpo import train_preference
-
         if (reused := reused_models(context, tables_dir)) is not None:
             return reused
         cfg = profile.profile
         key = partition_of(context)
+        training = cfg.training_for(key.model_size)
+        if preference_pairs.empty:
+            raise ValueError("preference_pairs is empty: nothing to train on (see its refused_by_reason metadata)")
         by_type = preference_pairs["pair_type"].value_counts().to_dict()
-        rows, meta, reference_s = [], {}, []
+        planned = []
         for seed in cfg.seeds:
             sft_path = _sft_checkpoint(sft_model, seed)
-            reference = None  # computed by the first method that needs it, then shared (same SFT, same pairs)
+            # The job computes the reference log-probs with the first method that needs them and hands
+            # them to the others of the same seed (same SFT checkpoint, same pairs).
             for method in [COGPO, *cfg.training.cogpo.baselines]:
-                out_dir = _checkpoint_dir(cfg, "cogpo_model", key, method, seed)
-                with mlflow.asset_run(context, cfg, extra_tags={"crv.method": method, "crv.seed": seed}) as run:
-                    run.log_params({"sft_model": sft_path, "method": method, "seed": seed,
-                                    "finetuning": cfg.training.finetuning,
-                                    **{f"cogpo.{k}": v for k, v in cfg.training.cogpo.model_dump().items()},
-                                    **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
-                                    **{f"pairs_{t}": n for t, n in by_type.items()}})
-                    context.log.info(f"{method} (seed {seed}) from {sft_path} on {len(preference_pairs)} pairs")
-                    result = train_preference(sft_path, preference_pairs, out_dir, cfg.training, method=method,
-                                              seed=seed, run=run, reference=reference)
-                    if reference is None and result["reference"] is not None:
-                        reference = result["reference"]
-                        reference_s.append(reference.seconds)
-                    context.log.info(f"{method} (seed {seed}): {result['steps']} steps, loss {result['loss']}"
-                                     + (f", per pair kind {result['loss_by_kind_before']} -> "
-                                        f"{result['loss_by_kind_after']}" if result["loss_by_kind_after"] else ""))
-                    run.log_metrics({**{k: result[k] for k in LENGTH_KEYS},
-                                     **{f"loss_by_kind/{k}/before": v for k, v in result["loss_by_kind_before"].items()},
-                                     **{f"loss_by_kind/{k}/after": v for k, v in result["loss_by_kind_after"].items()}})
-                rows.append(_manifest_row(method, seed, out_dir, sft_path, cfg.training.finetuning, result))
+                params = {"sft_model": sft_path, "method": method, "seed": seed, "finetuning": training.finetuning,
+                          **{f"cogpo.{k}": v for k, v in training.cogpo.model_dump().items()},
+                          **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
+                          **{f"pairs_{t}": n for t, n in by_type.items()}}
+                planned.append(PlannedRun("preference", method, seed, sft_path, preference_pairs,
+                                          _checkpoint_dir(cfg, "cogpo_model", key, method, seed), params))
+        rows, meta, reference_s = [], {}, []
+        with launch_training(context, mlflow, cfg, key, training, planned) as launched:
+            for item in launched:
+                method, seed, result = item.planned.method, item.planned.seed, item.result
+                if result.get("reference_computed_s") is not None:
+                    reference_s.append(result["reference_computed_s"])
+                context.log.info(f"{method} (seed {seed}): {result['steps']} steps, loss {result['loss']}"
+                                 + (f", per pair kind {result['loss_by_kind_before']} -> "
+                                    f"{result['loss_by_kind_after']}" if result["loss_by_kind_after"] else ""))
+                item.run.log_metrics({**{k: result[k] for k in LENGTH_KEYS},
+                                      **{f"loss_by_kind/{k}/before": v for k, v in result["loss_by_kind_before"].items()},
+                                      **{f"loss_by_kind/{k}/after": v for k, v in result["loss_by_kind_after"].items()}})
+                rows.append(_manifest_row(method, seed, item.planned.out_dir, item.planned.base_model,
+                                          training.finetuning, result))
                 if seed != cfg.seeds[0]:
                     continue
                 last = next((h for h in reversed(result["history"]) if f"{method}/rewards/margins" in h), {})
@@ -213,13 +222,17 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
                     **{f"{method}_{k}": result[k] for k in LENGTH_KEYS},
                     f"{method}_reward_margin": last.get(f"{method}/rewards/margins"),
                     f"{method}_reward_accuracy": last.get(f"{method}/rewards/accuracies"),
-                    f"{method}_mlflow_run": dg.MetadataValue.url(run.url),
+                    f"{method}_mlflow_run": dg.MetadataValue.url(item.run.url),
                     **({f"{method}_loss_by_kind": dg.MetadataValue.json({"before": result["loss_by_kind_before"],
                                                                          "after": result["loss_by_kind_after"]})}
                        if result["loss_by_kind_after"] else {}),
+                    # How often each pair beta reached the loss in each training process.
+                    **({f"{method}_betas_by_rank": dg.MetadataValue.json(result["betas_by_rank"])}
+                       if result.get("betas_by_rank") else {}),
                 })
         return models_output(pd.DataFrame(rows), {
             **{k: v for k, v in meta.items() if v is not None},
+            **_launch_metadata(training, launched),
             "pairs_by_type": counts(preference_pairs["pair_type"]),
             # One reference pass per seed's SFT checkpoint, shared by every method that has a reference.
             "reference_passes": len(reference_s),
@@ -230,6 +243,12 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
         })
 
     return [preference_pairs, sft_model, cogpo_model]
+
+
+def _launch_metadata(training, launched) -> dict:
+    return {"launcher": training.launch.launcher, "training_processes": training.launch.num_processes,
+            "accelerate_config": training.launch.accelerate_config or "none",
+            "runs_kept_from_earlier_launch": sum(item.reused for item in launched)}
 
 
 def _sft_checkpoint(sft_manifest: pd.DataFrame, seed: int) -> str:

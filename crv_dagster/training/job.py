@@ -1,0 +1,271 @@
+"""The training of one asset materialisation as a process tree of its own.
+
+``sft_model`` and ``cogpo_model`` write a ``TrainingJob`` (the training settings and one
+``RunSpec`` per method and seed) to a JSON file and launch
+
+    python -m crv_dagster.training.job JOB.json                         # one process
+    accelerate launch --config_file F --num_processes N -m crv_dagster.training.job JOB.json
+
+through Dagster Pipes (``orchestration.launch``). Every rank runs the same runs in the same order;
+the main process logs the curves into each run's MLflow run, writes the checkpoints, and reports
+every finished run back to Dagster (a Pipes custom message: the result with its loss curve and
+the checkpoint path). Launched by hand, outside Dagster, the results are printed instead.
+
+A finished run leaves ``training_result.json`` in its checkpoint, with the digest of everything it
+was trained from; a relaunch of the same job (after a crash) skips those runs and trains the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import pandas as pd
+from pydantic import BaseModel
+
+from crv_dagster.config import TrainingConfig
+from crv_dagster.training.common import CHECKPOINT_MARK
+
+RESULT_FILE = "training_result.json"
+# What a Pipes message carries per finished run: the result less the reference log-probs (one per
+# pair, needed only by the child for the next method).
+MESSAGE_KIND = "crv.training_run"
+
+
+class RunSpec(BaseModel):
+    """One training run: a method and a seed, from ``base_model`` on the table at ``data``."""
+
+    kind: Literal["sft", "preference"]
+    method: str
+    seed: int
+    base_model: str = ""  # the student (sft) or the SFT checkpoint (preference)
+    data: str  # parquet: SFT examples (question, answer, cot) or preference pairs
+    out_dir: str
+    mlflow_run_id: str | None = None
+    digest: str = ""  # of what the run is trained from; a finished run with the same digest is kept
+
+
+class TrainingJob(BaseModel):
+    training: TrainingConfig
+    runs: list[RunSpec]
+    work_dir: str  # seen by every rank: the pairs datasets and TRL's reference caches
+    tracking_uri: str | None = None
+
+    def write(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.model_dump_json(indent=2))
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> "TrainingJob":
+        try:
+            return cls.model_validate_json(Path(path).read_text())
+        except FileNotFoundError:
+            raise SystemExit(f"{path}: training job file not found") from None
+        except ValueError as err:
+            raise SystemExit(f"{path}: not a training job: {err}") from None
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    return hashlib.sha256(frame.to_json(orient="records").encode()).hexdigest()[:16]
+
+
+def model_digest(path: str) -> str:
+    """What identifies a base model: a checkpoint trained here by the digest it was trained from
+    (so a retrained SFT model is a new base), anything else by its path or Hub name."""
+    result = Path(path) / RESULT_FILE
+    if result.is_file():
+        return json.loads(result.read_text()).get("digest", "") or path
+    return path
+
+
+def run_digest(kind: str, method: str, seed: int, base_model: str, data: pd.DataFrame,
+               training: TrainingConfig) -> str:
+    """What a run is trained from, the package version included (a code change retrains)."""
+    from crv_dagster.versions import package_version
+
+    payload = json.dumps([kind, method, seed, model_digest(base_model), frame_digest(data),
+                          training.model_dump(mode="json"), package_version()], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def finished_result(spec: RunSpec) -> dict | None:
+    """The result of an earlier launch of exactly this run, when its checkpoint is complete."""
+    out = Path(spec.out_dir)
+    if not spec.digest or not (out / CHECKPOINT_MARK).is_file() or not (out / RESULT_FILE).is_file():
+        return None
+    stored = json.loads((out / RESULT_FILE).read_text())
+    return stored["result"] if stored.get("digest") == spec.digest else None
+
+
+def _write_result(spec: RunSpec, result: dict) -> None:
+    path = Path(spec.out_dir) / RESULT_FILE
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps({"digest": spec.digest, "result": result}))
+    tmp.rename(path)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+class _PrintReporter:
+    """Outside Dagster: progress and results on stdout."""
+
+    def info(self, message: str) -> None:
+        print(message, flush=True)
+
+    def report(self, payload: dict) -> None:
+        print(json.dumps({"kind": MESSAGE_KIND, **payload}, default=str), flush=True)
+
+
+class _PipesReporter:
+    def __init__(self, pipes):
+        self.pipes = pipes
+
+    def info(self, message: str) -> None:
+        self.pipes.log.info(message)
+
+    def report(self, payload: dict) -> None:
+        self.pipes.report_custom_message({"kind": MESSAGE_KIND, **payload})
+
+
+class _Silent:
+    def info(self, message: str) -> None:
+        pass
+
+    def report(self, payload: dict) -> None:
+        pass
+
+
+@contextmanager
+def reporter(is_main: bool) -> Iterator[Any]:
+    """Pipes on the main process of a launch started by Dagster; nothing on the other ranks."""
+    if not is_main:
+        yield _Silent()
+        return
+    from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
+
+    if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+        yield _PrintReporter()
+        return
+    with open_dagster_pipes() as pipes:
+        yield _PipesReporter(pipes)
+
+
+def _tracked_run(tracking_uri: str | None, run_id: str | None):
+    if not (tracking_uri and run_id):
+        return None
+    from mlflow.tracking import MlflowClient
+
+    from crv_dagster.orchestration.tracking import TrackedRun
+
+    return TrackedRun(MlflowClient(tracking_uri=tracking_uri), run_id, "", "")
+
+
+# --------------------------------------------------------------------------- the runs
+
+
+def _jsonable(result: dict) -> dict:
+    """The result as JSON: the reference log-probs as lists, beta keys as strings."""
+    out = dict(result)
+    reference = out.pop("reference", None)
+    if reference is not None:
+        out["reference"] = {"chosen": list(reference.chosen), "rejected": list(reference.rejected),
+                            "seconds": reference.seconds, "key": reference.key}
+    out["betas_by_rank"] = [{str(b): n for b, n in counts.items()} for counts in out.get("betas_by_rank", [])]
+    return out
+
+
+def _reference_of(result: dict):
+    from crv_dagster.training.cogpo import ReferenceLogps
+
+    ref = result.get("reference")
+    if not ref:
+        return None
+    return ReferenceLogps(tuple(ref["chosen"]), tuple(ref["rejected"]), ref["seconds"], ref["key"])
+
+
+def _state():
+    """accelerate's process state, made as the trainers make it (``use_cpu`` without a GPU): made
+    otherwise first, a CPU launch would report one process per rank until the trainer starts."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def run_job(job: TrainingJob) -> list[dict]:
+    """Every run of ``job``, in order, on this process (one rank of the launch)."""
+    from accelerate import PartialState
+
+    from crv_dagster.training.cogpo import train_preference
+    from crv_dagster.training.sft import train_sft
+    from crv_dagster.vocabulary import REFERENCE_METHODS
+
+    state = _state()
+    work = Path(job.work_dir)
+    results = []
+    # Reference log-probs depend on the SFT checkpoint and the pairs: computed by the first method
+    # that has a reference, then handed to the others.
+    references: dict[tuple[str, str], Any] = {}
+    with reporter(state.is_main_process) as report:
+        for index, spec in enumerate(job.runs):
+            where = (spec.base_model, spec.data)
+            done = finished_result(spec)
+            if done is not None:
+                report.info(f"{spec.method} (seed {spec.seed}): already trained by an earlier launch, kept")
+                reused = True
+                result = done
+            else:
+                reused = False
+                report.info(f"{spec.method} (seed {spec.seed}) from {spec.base_model} on "
+                            f"{state.num_processes} process(es)")
+                data = pd.read_parquet(spec.data)
+                run = _tracked_run(job.tracking_uri, spec.mlflow_run_id) if state.is_main_process else None
+                out_dir = Path(spec.out_dir)
+                if spec.kind == "sft":
+                    raw = train_sft(spec.base_model, data, out_dir, job.training, seed=spec.seed,
+                                    method=spec.method, run=run)
+                else:
+                    given = references.get(where)
+                    raw = train_preference(spec.base_model, data, out_dir, job.training, method=spec.method,
+                                           seed=spec.seed, run=run, reference=given,
+                                           work_dir=work / f"{index:02d}-{spec.method}-seed{spec.seed}")
+                    # The reference pass this run paid for itself (None: it had one handed over, or none).
+                    computed = raw["reference"] is not None and given is None
+                    raw["reference_computed_s"] = raw["reference"].seconds if computed else None
+                result = _jsonable(raw)
+                result["processes"] = state.num_processes
+                if state.is_main_process:
+                    _write_result(spec, result)
+            if spec.kind == "preference" and spec.method in REFERENCE_METHODS and where not in references:
+                references[where] = _reference_of(result)
+            results.append(result)
+            message = {k: v for k, v in result.items() if k != "reference"}
+            report.report({"index": index, "method": spec.method, "seed": spec.seed, "checkpoint": spec.out_dir,
+                           "reused": reused, "result": message})
+        state.wait_for_everyone()
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m crv_dagster.training.job JOB.json  (or under accelerate launch)")
+    job = TrainingJob.read(Path(argv[0]))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    run_job(job)
+    import torch.distributed as dist
+
+    # Leave the process group cleanly: torch warns (and some launchers hang) otherwise.
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
