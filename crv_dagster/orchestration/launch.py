@@ -13,6 +13,7 @@ trained from: materialising the asset again trains only the rest.
 
 from __future__ import annotations
 
+import os
 import shutil
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import pandas as pd
 from crv_dagster.config import CONFIG_DIR, PROJECT_ROOT, LaunchConfig, Profile, TrainingConfig
 from crv_dagster.orchestration.partitions import PartitionKey
 from crv_dagster.orchestration.tracking import MlflowTracking, TrackedRun
-from crv_dagster.training.job import MESSAGE_KIND, RunSpec, TrainingJob, frame_digest, run_digest
+from crv_dagster.training.job import LAUNCHER_PID_ENV, MESSAGE_KIND, RunSpec, TrainingJob, frame_digest, run_digest
 from crv_dagster.training.launch import free_port, launch_command
 
 
@@ -125,6 +126,7 @@ def _run(context: dg.AssetExecutionContext, profile: Profile, key: PartitionKey,
         from crv_dagster.orchestration.kubernetes import run_pod
 
         return run_pod(context, profile, key, launch, job_file, env, extras)
+    env[LAUNCHER_PID_ENV] = str(os.getpid())
     command = launch_command(launch, job_file, CONFIG_DIR, port=free_port() if launch.num_processes > 1 else None)
     invocation = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(context=context, command=command, env=env,
                                                                      extras=extras)

@@ -32,6 +32,9 @@ from crv_dagster.config import TrainingConfig
 from crv_dagster.training.common import CHECKPOINT_MARK
 
 RESULT_FILE = "training_result.json"
+# The pid of the Dagster step that launched the job: when it is gone (killed, even with SIGKILL),
+# the training processes stop too instead of holding the GPUs for a run nobody waits on.
+LAUNCHER_PID_ENV = "CRV_LAUNCHER_PID"
 # What a Pipes message carries per finished run: the result less the reference log-probs (one per
 # pair, needed only by the child for the next method).
 MESSAGE_KIND = "crv.training_run"
@@ -253,11 +256,44 @@ def run_job(job: TrainingJob) -> list[dict]:
     return results
 
 
+def exit_with_launcher(poll_s: float = 2.0) -> None:
+    """Stop this process when the process named by ``CRV_LAUNCHER_PID`` is gone (set by the
+    Dagster step that launched the job; absent when the job is run by hand)."""
+    import signal
+    import threading
+    import time
+
+    pid = int(os.environ.get(LAUNCHER_PID_ENV) or 0)
+    if pid <= 0:
+        return
+
+    def alive() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # exists, owned by another user
+            return True
+        return True
+
+    def watch() -> None:
+        while alive():
+            time.sleep(poll_s)
+        print(f"crv-dagster: the launching process {pid} is gone; stopping training process {os.getpid()}",
+              file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="crv-exit-with-launcher", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         raise SystemExit("usage: python -m crv_dagster.training.job JOB.json  (or under accelerate launch)")
     job = TrainingJob.read(Path(argv[0]))
+    exit_with_launcher()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     run_job(job)
     import torch.distributed as dist
