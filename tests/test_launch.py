@@ -205,44 +205,49 @@ def test_launch_settings_are_checked_when_the_profile_loads(tmp_path):
         load_profile_file(loop)
 
 
-def test_the_kubernetes_pod_asks_for_one_gpu_per_process_and_shares_the_artifacts(tmp_path):
+def _pod(profile, size: str, asset: str):
+    """The pod a size's training would run in, built by dagster-k8s exactly as PipesK8sClient.run
+    builds it (``build_pod_body`` validates every field against the Kubernetes API models)."""
     from dagster_k8s.pipes import build_pod_body
 
-    cluster = ("{launcher: kubernetes, num_processes: 8, accelerate_config: accelerate/zero3.yaml, "
-               "kubernetes: {image: 'registry.example/crv:1', namespace: research, artifacts_volume_claim: crv-artifacts, "
-               "node_selector: {gpu: h100}, secret_env: [hf-token], "
-               "tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]}}")
-    path = _profile(tmp_path, f"extends: {(CONFIG_DIR / 'paper.yaml').resolve()}\nmodel_sizes:\n"
-                              f"  qwen2.5-7b: {{launch: {cluster}}}\n")
-    profile = load_profile_file(path)
-    launch = profile.training_for("qwen2.5-7b").launch
-    job_file = profile.artifacts_dir / "launch" / "cogpo_model" / "math" / "qwen2.5-7b" / "job.json"
-    request = pod_request(profile, PartitionKey("math", "qwen2.5-7b"), "cogpo_model", launch, job_file)
-
-    # dagster-k8s builds the pod from it exactly as PipesK8sClient.run does, validating every field.
+    launch = profile.training_for(size).launch
+    job_file = profile.artifacts_dir / "launch" / asset / "math" / size / "job.json"
+    request = pod_request(profile, PartitionKey("math", size), asset, launch, job_file)
     pod = build_pod_body("crv-test", request.image, request.command, {"DAGSTER_PIPES_CONTEXT": "x"},
                          request.meta, request.spec)
+    return pod, request, job_file
+
+
+def test_the_kubernetes_pods_ask_for_one_gpu_per_process_and_share_the_artifacts(monkeypatch):
+    monkeypatch.delenv("CRV_ARTIFACTS_ROOT", raising=False)
+    profile = load_profile_file(CONFIG_DIR / "paper_k8s.yaml")
+    pod, request, job_file = _pod(profile, "qwen2.5-7b", "cogpo_model")
     [container] = pod.spec.containers
-    assert container.image == "registry.example/crv:1" and request.namespace == "research"
+    assert container.image == "registry.internal/crv-dagster:0.1.0" and request.namespace == "research"
     assert container.command == ["python", "-m", "accelerate.commands.launch", "--config_file",
                                  "assets_config/accelerate/zero3.yaml", "--num_processes", "8",
                                  "-m", "crv_dagster.training.job", str(job_file)]
-    assert container.resources.limits == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "8"}
+    assert container.resources.limits == {"cpu": "64", "memory": "512Gi", "nvidia.com/gpu": "8"}
     assert container.resources.requests == container.resources.limits
     mounts = {m.name: m.mount_path for m in container.volume_mounts}
-    assert mounts == {"artifacts": str(profile.artifacts_dir), "dshm": "/dev/shm"}
+    assert mounts == {"artifacts": "/mnt/crv-artifacts/paper", "dshm": "/dev/shm"}
     assert str(job_file).startswith(mounts["artifacts"])  # the pod reads the job where the step wrote it
     volumes = {v.name: v for v in pod.spec.volumes}
     assert volumes["artifacts"].persistent_volume_claim.claim_name == "crv-artifacts"
     assert volumes["dshm"].empty_dir.medium == "Memory"
     assert [e.secret_ref.name for e in container.env_from] == ["hf-token"]
     assert {e.name: e.value for e in container.env} == {"DAGSTER_PIPES_CONTEXT": "x"}
-    assert pod.spec.restart_policy == "Never" and pod.spec.node_selector == {"gpu": "h100"}
+    assert pod.spec.restart_policy == "Never"
+    assert pod.spec.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert pod.spec.tolerations[0].key == "nvidia.com/gpu"
     assert pod.metadata.labels["crv/asset"] == "cogpo_model" and pod.metadata.labels["crv/model-size"] == "qwen2.5-7b"
 
-    # The other sizes keep paper's local data-parallel launch.
-    assert profile.training_for("qwen2.5-3b").launch.launcher == "local"
+    # A smaller student: data parallel on as many GPUs, with less memory; the SFT pod is its own.
+    pod, _, _ = _pod(profile, "qwen2.5-1.5b", "sft_model")
+    [container] = pod.spec.containers
+    assert "assets_config/accelerate/ddp.yaml" in container.command
+    assert container.resources.limits == {"cpu": "64", "memory": "256Gi", "nvidia.com/gpu": "8"}
+    assert pod.metadata.labels["crv/asset"] == "sft_model"
 
 
 @pytest.mark.slow

@@ -42,7 +42,8 @@ def double_server():
 
 
 def paper_profile(tmp_path, base_url: str, **overrides) -> str:
-    """paper.yaml with models, data sources and sizes replaced, and nothing else."""
+    """paper.yaml with models, data sources and sizes replaced, and its 8-GPU launch by data
+    parallelism on the CPU's two cores; nothing else."""
     profile = yaml.safe_load((CONFIG_DIR / "paper.yaml").read_text())
     gsm8k = _write_jsonl(tmp_path / "gsm8k.jsonl", [
         {"question": p.question, "answer": p.cot.rsplit("\n\n", 1)[0] + f"\n#### {p.answer}"} for p in PROBLEMS[:16]])
@@ -62,6 +63,7 @@ def paper_profile(tmp_path, base_url: str, **overrides) -> str:
         bench["source"] = {"kind": "file", "path": math}
         bench["columns"] = {"question": "problem", "answer": "solution"}
         bench["answer_format"] = "boxed"
+    profile["training"]["launch"] = {"num_processes": 2, "accelerate_config": "accelerate/ddp_cpu.yaml"}
     profile["artifacts_root"] = str(tmp_path / "artifacts")
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")
@@ -97,7 +99,8 @@ def test_the_paper_profile_on_a_reasoning_double(tmp_path, double_server, monkey
     ours = load_profile_file(path)
     # The settings under test are the paper's own.
     assert ours.crv == paper.crv and ours.crv.verifier.llm_judge
-    assert ours.training == paper.training and ours.teacher == paper.teacher
+    assert ours.training.model_copy(update={"launch": paper.training.launch}) == paper.training
+    assert ours.teacher == paper.teacher
     assert set(ours.training.pairs.incorrect_sources) == {"student", "inject"}
 
     meta, checks = _materialize(path, "gsm8k|tiny", THROUGH_TRAINING)
@@ -150,6 +153,7 @@ def test_the_paper_profile_on_a_reasoning_double(tmp_path, double_server, monkey
     passed_over = meta["preference_pairs"]["incorrect_replies_passed_over"]
     assert passed_over["student"].get("truncated", 0) > 0  # the student that never stops
     assert meta["sft_model"]["steps"] > 0 and meta["cogpo_model"]["cogpo_loss_first"] is not None
+    assert meta["sft_model"]["training_processes"] == meta["cogpo_model"]["training_processes"] == 2
 
 
 def test_a_critic_budget_too_small_to_finish_thinking_gives_only_unparsed(tmp_path, double_server, monkeypatch):

@@ -211,6 +211,11 @@ def run_job(job: TrainingJob) -> list[dict]:
     from crv_dagster.vocabulary import REFERENCE_METHODS
 
     state = _state()
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != state.num_processes:
+        # Each process would train alone on its share of the data and overwrite the others' checkpoints.
+        raise RuntimeError(f"launched as {launched} processes, but they did not join one process group "
+                           f"({state.num_processes} found): on a machine without GPUs use accelerate/ddp_cpu.yaml")
     work = Path(job.work_dir)
     results = []
     # Reference log-probs depend on the SFT checkpoint and the pairs: computed by the first method
@@ -295,6 +300,13 @@ def main(argv: list[str] | None = None) -> None:
     job = TrainingJob.read(Path(argv[0]))
     exit_with_launcher()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not os.environ.get("CRV_VERBOSE"):
+        import warnings
+
+        # Every rank would print the libraries' deprecation notices about their own internals
+        # into the step's log; the step process silences them the same way (orchestration.console).
+        for category in (FutureWarning, DeprecationWarning, UserWarning):
+            warnings.filterwarnings("ignore", category=category)
     run_job(job)
     import torch.distributed as dist
 
