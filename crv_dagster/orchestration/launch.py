@@ -14,6 +14,7 @@ trained from: materialising the asset again trains only the rest.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Iterator
 
 import dagster as dg
 import pandas as pd
+from dagster._core.errors import DagsterPipesExecutionError  # what a failed Pipes process raises
 
 from crv_dagster.config import CONFIG_DIR, PROJECT_ROOT, LaunchConfig, Profile, TrainingConfig
 from crv_dagster.orchestration.partitions import PartitionKey
@@ -128,6 +130,11 @@ def _run(context: dg.AssetExecutionContext, profile: Profile, key: PartitionKey,
         return run_pod(context, profile, key, launch, job_file, env, extras)
     env[LAUNCHER_PID_ENV] = str(os.getpid())
     command = launch_command(launch, job_file, CONFIG_DIR, port=free_port() if launch.num_processes > 1 else None)
-    invocation = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(context=context, command=command, env=env,
-                                                                     extras=extras)
+    try:
+        invocation = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(context=context, command=command, env=env,
+                                                                         extras=extras)
+    except DagsterPipesExecutionError as err:
+        # The job's own traceback is in the step's output above; say how to run it again by hand.
+        raise RuntimeError(f"the training job failed ({err}); it prints its error above. Runs it finished are "
+                           f"kept. To run it by hand: cd {PROJECT_ROOT} && {shlex.join(command)}") from err
     return list(invocation.get_custom_messages())

@@ -7,14 +7,14 @@ they are always ended: FINISHED on success, FAILED when the asset raises.
 
 from __future__ import annotations
 
-import math
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import dagster as dg
+
+from crv_dagster.mlflow_run import TrackedRun
 
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 SHARED_VIEW_TAG = "mlflow.sharedViewState."  # + key: a runs-table view the UI opens from a link
@@ -50,43 +50,6 @@ def ensure_sqlite_store(db: Path) -> None:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         _ready_stores.add(db)
-
-
-@dataclass
-class TrackedRun:
-    client: Any
-    run_id: str
-    experiment_id: str
-    url: str
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
-        for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[start : start + 100])
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        import time
-
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(str(k), float(v), now, step) for k, v in metrics.items()
-                 if v is not None and not (isinstance(v, float) and math.isnan(v))]
-        for start in range(0, len(items), 500):
-            self.client.log_batch(self.run_id, metrics=items[start : start + 500])
-
-    def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
-
-    def log_image_bytes(self, png: bytes, artifact_file: str) -> None:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(artifact_file).name
-            path.write_bytes(png)
-            self.client.log_artifact(self.run_id, str(path), str(Path(artifact_file).parent) if "/" in artifact_file else None)
 
 
 class MlflowTracking(dg.ConfigurableResource):

@@ -161,13 +161,9 @@ def reporter(is_main: bool) -> Iterator[Any]:
 
 
 def _tracked_run(tracking_uri: str | None, run_id: str | None):
-    if not (tracking_uri and run_id):
-        return None
-    from mlflow.tracking import MlflowClient
+    from crv_dagster.mlflow_run import TrackedRun
 
-    from crv_dagster.orchestration.tracking import TrackedRun
-
-    return TrackedRun(MlflowClient(tracking_uri=tracking_uri), run_id, "", "")
+    return TrackedRun.attach(tracking_uri, run_id) if tracking_uri and run_id else None
 
 
 # --------------------------------------------------------------------------- the runs
@@ -204,8 +200,6 @@ def _state():
 
 def run_job(job: TrainingJob) -> list[dict]:
     """Every run of ``job``, in order, on this process (one rank of the launch)."""
-    from accelerate import PartialState
-
     from crv_dagster.training.cogpo import train_preference
     from crv_dagster.training.sft import train_sft
     from crv_dagster.vocabulary import REFERENCE_METHODS
