@@ -92,6 +92,8 @@ def launch_training(context: dg.AssetExecutionContext, mlflow: MlflowTracking, p
     (the caller logs what it adds); the runs end FINISHED, or FAILED if anything raises."""
     asset = context.asset_key.to_user_string()
     folder = launch_folder(profile, asset, key)
+    # Scratch left by a launch that died is not trusted; the checkpoints it finished are kept elsewhere.
+    shutil.rmtree(folder / "work", ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         runs = [stack.enter_context(mlflow.asset_run(context, profile, {"crv.method": p.method, "crv.seed": p.seed}))
