@@ -121,8 +121,11 @@ def _training_by_size(profile: Profile) -> dict:
     """Per student size: full or LoRA, and the process count, which sets the global batch. Where the
     processes run (local or a pod) and how they share the weights (DDP, ZeRO-3) do not change what
     is trained, so they are left out."""
-    return {size: {"finetuning": t.finetuning, "num_processes": t.launch.num_processes}
-            for size, t in ((s, profile.training_for(s)) for s in profile.model_sizes)}
+    by_size = {}
+    for size in profile.model_sizes:
+        training = profile.training_for(size)
+        by_size[size] = {"finetuning": training.finetuning, "num_processes": training.launch.num_processes}
+    return by_size
 
 
 def code_version(profile: Profile, asset: str) -> str:

@@ -230,7 +230,7 @@ def test_the_kubernetes_pods_ask_for_one_gpu_per_process_and_share_the_artifacts
     assert container.resources.limits == {"cpu": "64", "memory": "512Gi", "nvidia.com/gpu": "8"}
     assert container.resources.requests == container.resources.limits
     mounts = {m.name: m.mount_path for m in container.volume_mounts}
-    assert mounts == {"artifacts": "/mnt/crv-artifacts/paper", "dshm": "/dev/shm"}
+    assert mounts == {"artifacts": str(profile.artifacts_dir), "dshm": "/dev/shm"}
     assert str(job_file).startswith(mounts["artifacts"])  # the pod reads the job where the step wrote it
     volumes = {v.name: v for v in pod.spec.volumes}
     assert volumes["artifacts"].persistent_volume_claim.claim_name == "crv-artifacts"

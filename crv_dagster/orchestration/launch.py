@@ -28,8 +28,9 @@ from dagster._core.errors import DagsterPipesExecutionError  # what a failed Pip
 from crv_dagster.config import CONFIG_DIR, PROJECT_ROOT, LaunchConfig, Profile, TrainingConfig
 from crv_dagster.orchestration.partitions import PartitionKey
 from crv_dagster.orchestration.tracking import MlflowTracking, TrackedRun
-from crv_dagster.training.job import LAUNCHER_PID_ENV, MESSAGE_KIND, RunSpec, TrainingJob, frame_digest, run_digest
+from crv_dagster.training.job import LAUNCHER_PID_ENV, MESSAGE_KIND, RunSpec, TrainingJob, run_digest
 from crv_dagster.training.launch import free_port, launch_command
+from crv_dagster.versions import table_version
 
 
 @dataclass
@@ -57,17 +58,20 @@ def launch_folder(profile: Profile, asset: str, key: PartitionKey) -> Path:
     return profile.artifacts_dir / "launch" / asset / key.dataset / key.model_size
 
 
-def _write_data(folder: Path, planned: list[PlannedRun]) -> list[str]:
-    """Each distinct table once, as Parquet the ranks read, named by its content: the job hands one
-    reference pass to every run on the same checkpoint and the same file."""
-    paths, written = [], {}
+def _write_data(folder: Path, planned: list[PlannedRun]) -> list[tuple[str, str]]:
+    """Each distinct table once, as Parquet the ranks read, named by its content version: the job
+    hands one reference pass to every run on the same checkpoint and the same file. Returns each
+    run's (path, version); a table shared by several runs (the pairs of every method and seed) is
+    hashed once."""
+    versions: dict[int, str] = {}
+    out = []
     for item in planned:
-        name = f"{item.kind}-{frame_digest(item.data)}.parquet"
-        if name not in written:
-            item.data.to_parquet(folder / name, index=False)
-            written[name] = str(folder / name)
-        paths.append(written[name])
-    return paths
+        if id(item.data) not in versions:
+            versions[id(item.data)] = table_version(item.data)
+            item.data.to_parquet(folder / f"{item.kind}-{versions[id(item.data)]}.parquet", index=False)
+        version = versions[id(item.data)]
+        out.append((str(folder / f"{item.kind}-{version}.parquet"), version))
+    return out
 
 
 def _results(messages: list, planned: list[PlannedRun]) -> list[dict]:
@@ -102,10 +106,10 @@ def launch_training(context: dg.AssetExecutionContext, mlflow: MlflowTracking, p
             run.log_params({**item.params, "launch.launcher": training.launch.launcher,
                             "launch.num_processes": training.launch.num_processes,
                             "launch.accelerate_config": training.launch.accelerate_config})
-        specs = [RunSpec(kind=p.kind, method=p.method, seed=p.seed, base_model=p.base_model, data=data,
+        specs = [RunSpec(kind=p.kind, method=p.method, seed=p.seed, base_model=p.base_model, data=path,
                          out_dir=str(p.out_dir), mlflow_run_id=run.run_id,
-                         digest=run_digest(p.kind, p.method, p.seed, p.base_model, p.data, training))
-                 for p, run, data in zip(planned, runs, _write_data(folder, planned))]
+                         digest=run_digest(p.kind, p.method, p.seed, p.base_model, version, training))
+                 for p, run, (path, version) in zip(planned, runs, _write_data(folder, planned))]
         job_file = TrainingJob(training=training, runs=specs, work_dir=str(folder / "work"),
                                tracking_uri=mlflow.tracking_uri).write(folder / "job.json")
         context.log.info(f"training {len(specs)} run(s) in {training.launch.num_processes} process(es) "

@@ -74,10 +74,6 @@ class TrainingJob(BaseModel):
             raise SystemExit(f"{path}: not a training job: {err}") from None
 
 
-def frame_digest(frame: pd.DataFrame) -> str:
-    return hashlib.sha256(frame.to_json(orient="records").encode()).hexdigest()[:16]
-
-
 def model_digest(path: str) -> str:
     """What identifies a base model: a checkpoint trained here by the digest it was trained from
     (so a retrained SFT model is a new base), anything else by its path or Hub name."""
@@ -87,12 +83,14 @@ def model_digest(path: str) -> str:
     return path
 
 
-def run_digest(kind: str, method: str, seed: int, base_model: str, data: pd.DataFrame,
+def run_digest(kind: str, method: str, seed: int, base_model: str, data: pd.DataFrame | str,
                training: TrainingConfig) -> str:
-    """What a run is trained from, the package version included (a code change retrains)."""
-    from crv_dagster.versions import package_version
+    """What a run is trained from, the package version included (a code change retrains). ``data``
+    is the table, or its ``versions.table_version`` when the caller has it already."""
+    from crv_dagster.versions import package_version, table_version
 
-    payload = json.dumps([kind, method, seed, model_digest(base_model), frame_digest(data),
+    data_version = data if isinstance(data, str) else table_version(data)
+    payload = json.dumps([kind, method, seed, model_digest(base_model), data_version,
                           training.model_dump(mode="json"), package_version()], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
