@@ -248,8 +248,10 @@ class ModelSizeConfig(_Strict):
 # Token budgets per role. A reasoning agent (QwQ-32B, R1) spends hundreds to thousands of tokens
 # thinking before it writes its answer, so the defaults leave room for that; a reply that still
 # runs out is counted as truncated and never read. Chat models stop early and cost no more.
+# A rewrite (and an injected error) writes a whole trace again, after its own thinking: more than
+# the teacher's budget.
 CRITIC_TOKENS = 4096
-REWRITE_TOKENS = 8192
+REWRITE_TOKENS = 20480
 JUDGE_TOKENS = 4096
 TEACHER_TOKENS = 16384
 
@@ -282,9 +284,24 @@ class VerifierConfig(_Strict):
     max_new_tokens: int = Field(JUDGE_TOKENS, gt=0, description="thinking and the verdict together")
 
 
+class CotConfig(_Strict):
+    """How a chain of thought is kept: a reasoning trace plus a solution, in the student format
+    (``crv_dagster/cot.py``)."""
+
+    trace: Literal["auto", "always", "never"] = Field(
+        "auto", description="auto: a CoT keeps the trace its source gives (a teacher's thinking, a dataset's "
+                            "think block), one with none is its solution alone; always: every CoT has a think "
+                            "block, empty where there was no trace; never: traces are set aside (kept for audit "
+                            "in raw_cots.reasoning) and the student learns solutions only")
+
+
 class CrvConfig(_Strict):
     agent_backend: str = Field("agent", description="a key of `backends`: Critic, Rethinker (and judge)")
     max_attempts: int = Field(3, ge=1, description="Rethinker tries per CoT before it is dropped")
+    unrewritten: Literal["drop", "keep_original"] = Field(
+        "drop", description="an easy or hard CoT whose rewrite never verified: left out of the SFT data (drop, "
+                            "the paper's reading that only suited CoTs are SFT data) or trained on as it was "
+                            "(keep_original); it is a pair's unsuited original either way")
     critic: CriticConfig = CriticConfig()
     rethinker: RethinkerConfig = RethinkerConfig()
     verifier: VerifierConfig = VerifierConfig()
@@ -436,6 +453,15 @@ class TrainingConfig(_Strict):
     torch_threads: int | None = Field(None, gt=0, description="CPU threads for training (None: torch's default)")
 
 
+class ProtocolOverride(_Strict):
+    """A benchmark's own sampling, laid over ``evaluation.protocol`` (unset fields keep its values)."""
+
+    samples: int | None = Field(None, gt=0)
+    temperature: float | None = Field(None, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_new_tokens: int | None = Field(None, gt=0)
+
+
 class BenchmarkConfig(_Strict):
     """A held-out benchmark, defined like a dataset (Hub name or local file, columns, answer format)."""
 
@@ -444,6 +470,8 @@ class BenchmarkConfig(_Strict):
     answer_format: AnswerFormat = "plain"
     max_problems: int | None = Field(None, gt=0)
     choice_seed: int = Field(0, description="multiple choice: the seed of each problem's option order")
+    protocol: ProtocolOverride | None = Field(
+        None, description="this benchmark's samples, temperature, top_p or max_new_tokens (AIME: more samples)")
 
     @model_validator(mode="after")
     def _choices(self) -> "BenchmarkConfig":
@@ -483,6 +511,13 @@ class EvaluationConfig(_Strict):
     heldout_max_problems: int | None = Field(None, gt=0)
     benchmarks: dict[str, BenchmarkConfig] = {}
 
+    def protocol_for(self, benchmark: str) -> EvalProtocol:
+        """The protocol a benchmark is scored under: ``protocol`` with the benchmark's own override."""
+        bench = self.benchmarks.get(benchmark)
+        if bench is None or bench.protocol is None:
+            return self.protocol
+        return self.protocol.model_copy(update=bench.protocol.model_dump(exclude_none=True))
+
 
 class TrackingConfig(_Strict):
     tracking_uri: str | None = Field(None, description="default: sqlite store under the artifacts root")
@@ -499,6 +534,7 @@ class Profile(_Strict):
     models: dict[str, ModelSpec]
     backends: dict[str, BackendConfig] = {}
     teacher: TeacherConfig = TeacherConfig()
+    cot: CotConfig = CotConfig()
     crv: CrvConfig = CrvConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()

@@ -94,6 +94,8 @@ def problems_of(profile, project_root: Path) -> list[str]:
             problems += [f"model_sizes.{size}.launch.{p}"
                          for p in launch_problems(training.launch, training.finetuning, config_dir)]
 
+    problems += _budget_problems(profile)
+
     evaluation = profile.evaluation
     for name, dataset in profile.datasets.items():
         heldout = evaluation.heldout and dataset.eval_fraction > 0
@@ -101,4 +103,37 @@ def problems_of(profile, project_root: Path) -> list[str]:
             problems.append(
                 f"datasets.{name}: nothing to evaluate on (set datasets.{name}.eval_fraction > 0 with "
                 "evaluation.heldout: true, or add evaluation.benchmarks); eval_scores would fail after training")
+    return problems
+
+
+def _role_budgets(profile) -> list[tuple[str, str | None, int]]:
+    """(profile key of a token budget, the backend it is spent on, the budget) for every role."""
+    crv, pairs, evaluation = profile.crv, profile.training.pairs, profile.evaluation
+    roles = [("teacher.max_new_tokens", profile.teacher.backend, profile.teacher.max_new_tokens),
+             ("crv.critic.max_new_tokens", crv.agent_backend, crv.critic.max_new_tokens),
+             ("crv.rethinker.max_new_tokens", crv.agent_backend, crv.rethinker.max_new_tokens)]
+    if crv.verifier.llm_judge:
+        roles.append(("crv.verifier.max_new_tokens", crv.verifier.judge_backend or crv.agent_backend,
+                      crv.verifier.max_new_tokens))
+    if "inject" in pairs.incorrect_sources:
+        roles.append(("training.pairs.inject_max_new_tokens", pairs.inject_backend or crv.agent_backend,
+                      pairs.inject_max_new_tokens))
+    if "student" in pairs.incorrect_sources:
+        roles.append(("training.pairs.student_max_new_tokens", pairs.student_backend, pairs.student_max_new_tokens))
+    roles.append(("evaluation.protocol.max_new_tokens", evaluation.backend, evaluation.protocol.max_new_tokens))
+    roles += [(f"evaluation.benchmarks.{name}.protocol.max_new_tokens", evaluation.backend,
+               evaluation.protocol_for(name).max_new_tokens) for name in evaluation.benchmarks]
+    return roles
+
+
+def _budget_problems(profile) -> list[str]:
+    """A token budget that a vLLM engine's context (``max_model_len``) cannot hold: every such reply
+    would be cut, and a long reasoning trace is exactly what gets cut."""
+    problems = []
+    for key, backend, budget in _role_budgets(profile):
+        engine = profile.backends.get(backend) if backend else None
+        limit = getattr(engine, "max_model_len", None)
+        if limit is not None and budget >= limit:
+            problems.append(f"{key}: {budget} tokens do not fit backends.{backend}.max_model_len ({limit}) with "
+                            "any prompt; raise max_model_len or lower the budget")
     return problems

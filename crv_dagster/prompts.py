@@ -21,10 +21,12 @@ TEACHER_FIELDS = {"question"}
 TEACHER_OPTIONAL = {"finish"}
 CRITIC_FIELDS = {"question", "answer", "cot", "student_size"}
 RETHINK_FIELDS = {"question", "answer", "cot", "student_size"}
-RETHINK_OPTIONAL = {"feedback", "finish"}
+# {layout}: how the reply lays out a rewrite: the reasoning and the solution in their own delimiters
+# when the CoT has a trace, the solution alone when it has none (cot.layout_instruction).
+RETHINK_OPTIONAL = {"feedback", "finish", "layout"}
 JUDGE_FIELDS = {"question", "answer", "cot"}
 INJECT_FIELDS = {"question", "answer", "cot"}
-INJECT_OPTIONAL = {"finish"}
+INJECT_OPTIONAL = {"finish", "layout"}
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 

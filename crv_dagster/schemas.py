@@ -175,9 +175,15 @@ _SCORE = {
     "model_size": _text,
     "method": pa.Column(str, pa.Check.isin(EVALUATED_METHODS)),
     "benchmark": _text,
+    "benchmark_source": pa.Column(str, pa.Check.str_length(min_value=1),
+                                  description="where the benchmark's problems came from: Hub name and revision, "
+                                              "LiveCodeBench release, or file and content hash"),
     "accuracy": pa.Column(float, pa.Check.in_range(0.0, 1.0), description="pass@1, a fraction"),
     "ci_low": pa.Column(float, pa.Check.in_range(0.0, 1.0), description="bootstrap 95% interval over problems"),
     "ci_high": _fraction,
+    "cons_at_n": pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True,
+                           description="cons@n: share of problems whose majority answer over the samples is "
+                                       "right; empty for code"),
     "p_vs_cogpo": pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True,
                             description="paired bootstrap p-value against CogPO on the same problems"),
     "num_problems": pa.Column(int, pa.Check.gt(0)),

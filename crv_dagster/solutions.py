@@ -1,7 +1,8 @@
 """Whether a chain of thought solves its problem: the one check behind raw CoTs, the Verifier and
 the preference pairs' correctness guard.
 
-A math CoT solves its problem when the answer it commits to (``\\boxed{}`` or ``####``; no number in
+Only a CoT's solution is graded (``cot.solution_of``): a reasoning trace tries wrong numbers and
+drafts programs on its way, and none of them is the CoT's answer. A math CoT solves its problem when the answer it commits to (``\\boxed{}`` or ``####``; no number in
 passing) equals the reference. A code CoT (``formatting.is_code`` of its answer) solves it when its
 final program, the last fenced code block, passes every one of the problem's tests in the sandbox.
 """
@@ -15,6 +16,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from crv_dagster.answers import answers_match, committed_answer
+from crv_dagster.cot import solution_of
 from crv_dagster.formatting import is_code
 
 PASSED = "passed"
@@ -67,9 +69,10 @@ class SolutionChecker:
         self._programs: dict[tuple[str, str], Check] = {}
 
     def check(self, problem_id: str, answer: str, cot: str | None) -> Check:
+        solution = solution_of(cot)
         if is_code(answer):
-            return self._check_program(problem_id, cot)
-        extracted = committed_answer(cot)
+            return self._check_program(problem_id, solution)
+        extracted = committed_answer(solution)
         if extracted is None:
             return Check(False, NO_ANSWER, None)
         if not answers_match(answer, extracted):
@@ -80,15 +83,15 @@ class SolutionChecker:
         """Checks of (problem_id, answer, cot) items."""
         return [self.check(*item) for item in items]
 
-    def _check_program(self, problem_id: str, cot: str | None) -> Check:
+    def _check_program(self, problem_id: str, solution: str) -> Check:
         from crv_dagster.sandbox.grading import extract_program
 
         tests = self.tests.get(problem_id)
         if tests is None:
             raise ValueError(f"problem {problem_id}: a code problem without tests (problems.tests is empty)")
-        program = extract_program(cot)
+        program = extract_program(solution)
         if program is None:
-            return Check(False, NO_ANSWER, None, "no fenced code block")
+            return Check(False, NO_ANSWER, None, "no fenced code block in the solution")
         if (problem_id, program) not in self._programs:
             solved, tally = run_tests(self.sandbox, program, tests)
             self._programs[problem_id, program] = Check(solved, PASSED if solved else TESTS_FAILED, program, tally)

@@ -75,6 +75,7 @@ def asset_dependencies(profile: Profile, asset: str) -> dict[str, Any]:
         return {"datasets": {n: d.model_dump(mode="json") for n, d in profile.datasets.items()}}
     if asset == "raw_cots":
         return {"cot_source": {n: d.cot_source for n, d in profile.datasets.items()},
+                "cot": profile.cot.model_dump(mode="json"),
                 "teacher": profile.teacher.model_dump(mode="json") if teacher_used else None,
                 "teacher_backend": _backend(profile, profile.teacher.backend) if teacher_used else None,
                 "prompts": {"teacher": _prompt_text(profile.teacher.prompt)} if teacher_used else {}}
@@ -92,7 +93,7 @@ def asset_dependencies(profile: Profile, asset: str) -> dict[str, Any]:
                             "simplify": _prompt_text(crv.rethinker.simplify_prompt),
                             **({"judge": _prompt_text(crv.verifier.judge_prompt)} if judge else {})}}
     if asset == "verified_set":
-        return {}
+        return {"unrewritten": crv.unrewritten}
     if asset == "preference_pairs":
         sources = pairs.incorrect_sources
         return {"pairs": pairs.model_dump(mode="json"), "students": _students(profile),

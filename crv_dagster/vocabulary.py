@@ -20,7 +20,12 @@ REWRITE_ACTIONS = ("expand", "simplify")
 # Rows of the verified set: the SFT data, and the correct originals the Critic found unsuited.
 SUITED, UNSUITED_ORIGINAL = "suited", "unsuited_original"
 ROLES = (SUITED, UNSUITED_ORIGINAL)
-PROVENANCES = ("original", "rewritten")
+# `unrewritten`: an easy or hard original whose rewrite never verified, kept as SFT data by
+# crv.unrewritten: keep_original.
+UNREWRITTEN = "unrewritten"
+PROVENANCES = ("original", "rewritten", UNREWRITTEN)
+KEEP_ORIGINAL = "keep_original"
+UNREWRITTEN_POLICIES = ("drop", KEEP_ORIGINAL)
 
 # CogPO's pair kinds, by how far apart chosen and rejected are; and where a rejected CoT came from.
 PAIR_TYPES = ("small_gap", "medium_gap", "large_gap")

@@ -72,10 +72,12 @@ def test_prompts_render_with_the_student_size():
     text = critic.render(question="Q?", answer="4", cot="2+2=4", student_size="1.5B")
     assert "about 1.5B parameters" in text and "Q?" in text and "2+2=4" in text
     for template in load_rethinker_prompts("rethink_expand.txt", "rethink_simplify.txt").values():
-        rendered = template.render(question="Q", cot="C", student_size="7B", feedback="", **agent_fields("4"))
+        rendered = template.render(question="Q", cot="C", student_size="7B", feedback="", layout="L",
+                                   **agent_fields("4"))
         assert "7B parameters" in rendered and "\\boxed{}" in rendered and "Reference answer: 4" in rendered
         # A code problem: told to end with a program, and that its tests are the reference.
-        rendered = template.render(question="Q", cot="C", student_size="7B", feedback="", **agent_fields(CODE_ANSWER))
+        rendered = template.render(question="Q", cot="C", student_size="7B", feedback="", layout="L",
+                                   **agent_fields(CODE_ANSWER))
         assert "```python code block" in rendered and "\\boxed" not in rendered and CODE_REFERENCE in rendered
     assert "{" not in load_judge_prompt("verify_judge.txt").render(question="Q", answer="1", cot="C").replace("{}", "")
 

@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 import yaml
 from profiles import TEST_PROFILE
-from reasoning_double import THINK_MARKER, ReasoningDouble
+from reasoning_double import TRACE_MARKER, ReasoningDouble
 from scripted import ScriptedBackend
 
 from crv_dagster.agents import crv
 from crv_dagster.agents.rethinker import Rethinker, load_rethinker_prompts
 from crv_dagster.agents.verifier import Verifier
 from crv_dagster.config import SandboxConfig
+from crv_dagster.cot import parse
 from crv_dagster.factory import code_sandbox
 from crv_dagster.formatting import CODE_ANSWER, CODE_INSTRUCTION
 from crv_dagster.llm.base import SamplingParams
@@ -232,10 +233,12 @@ def test_a_code_dataset_goes_through_the_whole_graph(tmp_path, artifacts, checke
     table = lambda asset: pd.read_parquet(table_path(artifacts / "tables", asset, "code|tiny-a"))  # noqa: E731
     right = {statement: r for statement, _, _, r, _ in CODE_PROBLEMS.values()}
 
-    # Raw CoTs: graded by running the program of the answer, never the draft in the thinking.
+    # Raw CoTs: the teacher's thinking, with its buggy draft, is the trace; they are graded by running
+    # the program of the solution, never the draft.
     raw = table("raw_cots")
     ok = raw[raw["cot_status"] == "ok"]
-    assert ok["reasoning"].str.contains(THINK_MARKER).all() and ok["reasoning"].str.contains("```python").all()
+    traces = ok["cot"].map(lambda text: parse(text).trace or "")
+    assert traces.str.contains(TRACE_MARKER).all() and traces.str.contains("```python").all()
     assert ok["is_correct"].any() and not ok["is_correct"].all()  # the teacher sometimes ends on the buggy one
     for row in ok.itertuples():
         assert row.is_correct == (row.extracted_answer == right[row.question.split("\n\n")[0]])

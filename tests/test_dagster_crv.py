@@ -116,9 +116,15 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     assert set(scores.loc[scores["method"] == "cogpo", "p_vs_cogpo"].isna()) == {True}
     assert scores.loc[scores["method"] != "cogpo", "p_vs_cogpo"].notna().all()
     assert (scores["ci_low"] <= scores["accuracy"]).all() and (scores["accuracy"] <= scores["ci_high"]).all()
+    # cons@n beside pass@1, and where each benchmark's problems came from.
+    assert scores["cons_at_n"].between(0, 1).all()
+    sources = dict(zip(scores["benchmark"], scores["benchmark_source"]))
+    assert sources["arith_heldout"].startswith("builtin:arith") and "eval split" in sources["arith_heldout"]
+    assert sources["arith_bench"] == "builtin:arith (n=4, seed=5)"
     for (method, seed), run in eval_runs.items():
         row = scores[(scores["method"] == method) & (scores["seed"] == seed) & (scores["benchmark"] == "arith_bench")]
         assert run.data.metrics["eval/arith_bench/accuracy"] == pytest.approx(row["accuracy"].iloc[0])
+        assert run.data.metrics["eval/arith_bench/cons_at_n"] == pytest.approx(row["cons_at_n"].iloc[0])
         assert run.data.params["model_size"] == "tiny-a" and run.data.params["seed"] == str(seed)
 
     # The summary's link opens the runs table on exactly these score runs.
@@ -164,7 +170,8 @@ def _scores_of(size: str) -> pd.DataFrame:
                          "benchmark": "arith_bench", "accuracy": len(right) / 4, "ci_low": 0.0, "ci_high": 1.0,
                          "p_vs_cogpo": None if m == "cogpo" else 1.0, "num_problems": 4, "num_samples": 1,
                          "mean_response_tokens": 3.0, "no_answer_share": 0.0, "truncated_share": 0.0,
-                         "problem_scores": json.dumps(problem_scores), "protocol": "{}"})
+                         "problem_scores": json.dumps(problem_scores), "protocol": "{}",
+                         "cons_at_n": len(right) / 4, "benchmark_source": "builtin:arith (n=16, seed=0)"})
     return pd.DataFrame(rows)
 
 

@@ -67,7 +67,8 @@ def _scores(seeds=(0,)):
                                  "num_samples": 1, "mean_response_tokens": 10.0, "no_answer_share": 0.0,
                                  "truncated_share": 0.0, "ci_low": 0.0, "ci_high": 1.0,
                                  "p_vs_cogpo": None if method == "cogpo" else 0.2,
-                                 "problem_scores": json.dumps(problem_scores), "protocol": "{}"})
+                                 "problem_scores": json.dumps(problem_scores), "protocol": "{}",
+                                 "cons_at_n": right / 20, "benchmark_source": f"file:{bench}.jsonl"})
     return pd.DataFrame(rows)
 
 

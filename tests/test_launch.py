@@ -173,7 +173,7 @@ def test_the_paper_profiles_train_each_size_as_configured():
         assert (training.finetuning, training.launch.num_processes) == ("lora", 1)
         assert training.launch.accelerate_config == "accelerate/single_gpu.yaml"
     # Laid over paper.yaml: what paper_lora does not say is paper's.
-    assert lora.training.sft.max_length == paper.training.sft.max_length == 8192
+    assert lora.training.sft.max_length == paper.training.sft.max_length == 16384
     assert lora.training.sft.learning_rate == 2.0e-4 and lora.training.cogpo.baselines == paper.training.cogpo.baselines
 
 

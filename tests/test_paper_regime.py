@@ -12,9 +12,10 @@ import dagster as dg
 import pandas as pd
 import pytest
 import yaml
-from reasoning_double import THINK_MARKER, ReasoningDouble
+from reasoning_double import THINK_MARKER, TRACE_MARKER, ReasoningDouble
 
 from crv_dagster.config import CONFIG_DIR, load_profile_file
+from crv_dagster.cot import parse
 from crv_dagster.data.arith import generate_arith
 from crv_dagster.llm.server import ChatServer
 from crv_dagster.orchestration.definitions import build_definitions
@@ -36,7 +37,8 @@ def _write_jsonl(path, rows):
 
 @pytest.fixture(scope="module")
 def double_server():
-    double = ReasoningDouble({p.question: p.answer for p in PROBLEMS})
+    # The teacher thinks at length (about 300 words of guesses and corrections) before a short solution.
+    double = ReasoningDouble({p.question: p.answer for p in PROBLEMS}, think_words=300)
     with ChatServer(double, "qwq-double", reasoning_parser=False) as server:
         yield server, double
 
@@ -106,24 +108,63 @@ def test_the_paper_profile_on_a_reasoning_double(tmp_path, double_server, monkey
     meta, checks = _materialize(path, "gsm8k|tiny", THROUGH_TRAINING)
     tables = {a: _table(tmp_path, a, "gsm8k|tiny") for a in THROUGH_TRAINING[:6]}
 
-    # No thinking text anywhere but in the audit columns.
+    # No agent's musing anywhere but in the audit columns.
     for asset, frame in tables.items():
         for column in frame.columns:
             if column in AUDIT_COLUMNS or frame[column].dtype != object:
                 continue
             text = " ".join(str(v) for v in frame[column].dropna())
-            assert THINK_MARKER not in text and "</think>" not in text, f"thinking in {asset}.{column}"
+            assert THINK_MARKER not in text, f"an agent's musing in {asset}.{column}"
     assert tables["critiques"]["reasoning"].str.contains(THINK_MARKER).all()
 
-    # The teacher's truncated replies are counted and never become CoTs.
+    # The teacher's thinking is the trace of every readable raw CoT, in the student format, and the
+    # solution after it is short; nothing of the CoT is left in the audit column.
     raw = tables["raw_cots"]
+    readable = raw[raw["cot_status"].isin(["ok", "no_answer"])]
+    assert len(readable) > 0 and readable["cot"].str.startswith(f"<think>\n{TRACE_MARKER}").all()
+    for text in readable["cot"]:
+        cot = parse(text)
+        assert len(cot.trace.split()) >= 300 > 10 * len(cot.solution.split())
+    assert (readable["reasoning"] == "").all() and meta["raw_cots"]["cots_with_trace"] == len(readable)
+    # A wrong \boxed{} guess in the trace is never the CoT's answer.
+    assert readable["cot"].str.contains("maybe the answer is \\boxed", regex=False).all()
+    assert (readable["is_correct"] == (readable["extracted_answer"] == readable["answer"])).all()
+    assert readable["is_correct"].any()
+
+    # The Critic judged, and the Rethinker rewrote, the whole trace: every request shows it, in the
+    # agents' delimiters, never in <think> tags.
+    for role in ("critic", "rethink", "judge", "inject"):
+        assert double.prompts[role], role
+        for prompt in double.prompts[role]:
+            assert TRACE_MARKER in prompt and "<reasoning>" in prompt and "<think>" not in prompt, role
+
+    # The SFT rows and the pairs' chosen CoTs carry a teacher's trace in the student format; a
+    # rewritten trace kept the teacher's reasoning and stays a trace.
+    suited = tables["verified_set"][tables["verified_set"]["role"] == "suited"]
+    assert len(suited) > 0 and suited["cot"].str.startswith(f"<think>\n{TRACE_MARKER}").all()
+    assert (suited["provenance"] == "rewritten").any()
+    pairs = tables["preference_pairs"]
+    assert pairs["chosen"].str.startswith(f"<think>\n{TRACE_MARKER}").all()
+    injected = pairs[pairs["rejected_source"] == "inject"]
+    assert len(injected) and injected["rejected"].str.startswith(f"<think>\n{TRACE_MARKER}").all()
+    # The data the SFT job was launched with (every SFT method) is CoTs with the teacher's trace.
+    sft_data = [pd.read_parquet(p) for p in (tmp_path / "artifacts").rglob("*.parquet")
+                if "launch" in p.parts and "sft_model" in p.parts]
+    launched = pd.concat(sft_data)["cot"] if sft_data else pd.Series(dtype=str)
+    assert len(launched) and launched.str.startswith(f"<think>\n{TRACE_MARKER}").all()
+
+    # A rewrite laid out in <think> tags instead of the delimiters asked for was refused and retried.
+    rewritten = tables["rewritten_cots"]
+    reasons = [v["reason"] for cell in rewritten["verdicts"] for v in json.loads(cell)]
+    assert "not_in_layout" in reasons
+
+    # The teacher's truncated replies are counted and never become CoTs.
     cut = raw[raw["finish_reason"] == "length"]
     assert len(cut) > 0 and (cut["cot_status"] == "truncated").all() and (cut["cot"] == "").all()
     assert not cut["is_correct"].any()
     assert meta["raw_cots"]["cot_status_truncated"] == len(cut)
     assert not set(cut["problem_id"]) & set(tables["critiques"]["problem_id"])
     assert meta["critiques"]["num_cots_not_judged"] == len(cut)
-    assert (raw.loc[raw["cot_status"] == "ok", "reasoning"].str.contains(THINK_MARKER)).all()
 
     # Labels were read from the answer, not from a musing that names all three.
     critiques = tables["critiques"]
@@ -134,13 +175,14 @@ def test_the_paper_profile_on_a_reasoning_double(tmp_path, double_server, monkey
     assert len(retried) > 0 and (retried["attempts"] > 1).all() and (retried["label"] != "unparsed").all()
     assert meta["critiques"]["unreadable_replies"] == {"truncated": len(retried)}
 
-    # Every rewrite that passed verifies, commits to the answer, and did what it was asked.
-    rewritten = tables["rewritten_cots"]
+    # Every rewrite that passed verifies, commits to the answer in its solution, and did what it was
+    # asked to its trace.
     passed = rewritten[rewritten["passed"] & rewritten["action"].isin(["expand", "simplify"])]
     assert len(passed) > 0
     for row in passed.itertuples():
-        assert f"\\boxed{{{row.answer}}}" in row.rewritten_cot
-        grew = len(row.rewritten_cot.split()) > len(row.original_cot.split())
+        before, after = parse(row.original_cot), parse(row.rewritten_cot)
+        assert f"\\boxed{{{row.answer}}}" in after.solution
+        grew = len(after.trace.split()) > len(before.trace.split())
         assert grew if row.action == "expand" else not grew
     first_reasons = {json.loads(v)[0]["reason"] for v in rewritten["verdicts"] if json.loads(v)}
     assert {"not_a_solution", "not_expanded"} & first_reasons or "not_simplified" in first_reasons

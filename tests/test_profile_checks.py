@@ -91,3 +91,15 @@ def test_unknown_partition_keys_list_the_valid_ones(tmp_path):
 def test_shipped_profiles_pass_their_checks():
     for name in ("demo", "test", "paper"):
         load_profile_file(CONFIG_DIR / f"{name}.yaml")
+
+
+def test_a_budget_that_the_engines_context_cannot_hold_names_its_key(tmp_path):
+    def edit(profile):
+        profile["backends"]["agent"]["max_model_len"] = 16384  # the Rethinker's 20480 cannot fit
+        profile["evaluation"]["benchmarks"]["aime2024"]["protocol"]["max_new_tokens"] = 32768
+
+    message = _error(_profile(tmp_path, edit, name="paper"))
+    assert "crv.rethinker.max_new_tokens: 20480 tokens do not fit backends.agent.max_model_len (16384)" in message
+    assert "training.pairs.inject_max_new_tokens: 20480" in message
+    assert "evaluation.benchmarks.aime2024.protocol.max_new_tokens: 32768" in message
+    assert "crv.critic.max_new_tokens" not in message and "math500" not in message

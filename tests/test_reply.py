@@ -1,7 +1,7 @@
 """Reading reasoning-model replies: thinking split off, cut and unfinished replies refused."""
 
 import pytest
-from reasoning_double import THINK_MARKER, ReasoningDouble
+from reasoning_double import THINK_MARKER, TRACE_MARKER, ReasoningDouble
 
 from crv_dagster.llm.base import ChatRequest, Completion, SamplingParams
 from crv_dagster.llm.openai_backend import OpenAIBackend
@@ -51,6 +51,6 @@ def test_both_server_routes_give_the_same_reading(reasoning_parser):
         client.close()
     whole, cut = read_reply(long_enough), read_reply(too_short)
     assert whole.usable and whole.content.endswith("\\boxed{4}.") and THINK_MARKER not in whole.content
-    assert THINK_MARKER in whole.reasoning
+    assert TRACE_MARKER in whole.reasoning and THINK_MARKER not in whole.content
     assert bool(long_enough.reasoning) is reasoning_parser
     assert not cut.usable and cut.problem == "truncated" and cut.content == ""

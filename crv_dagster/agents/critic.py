@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Sequence
 
 from crv_dagster.agents.replies import parse_label
+from crv_dagster.cot import agent_view
 from crv_dagster.formatting import agent_fields
 from crv_dagster.llm.base import ChatBackend, ChatRequest, SamplingParams
 from crv_dagster.llm.reply import read_reply
@@ -38,7 +39,10 @@ class Critic:
         self.retry_temperature = retry_temperature
 
     def request(self, question: str, answer: str, cot: str, student_size: str, attempt: int = 1) -> ChatRequest:
-        text = self.prompt.render(question=question, cot=cot, student_size=student_size, **agent_fields(answer))
+        # The whole CoT is judged: its trace and its solution, in delimiters the agent's own thinking
+        # tags cannot be confused with.
+        text = self.prompt.render(question=question, cot=agent_view(cot), student_size=student_size,
+                                  **agent_fields(answer))
         params = self.params
         if attempt > 1:
             # Same prompt, so only sampling can change the reply; the seed keeps each retry distinct.

@@ -28,8 +28,11 @@ from crv_dagster.vocabulary import (
     ACTIONS,
     CRITIQUE_LABELS,
     REWRITE_ACTIONS,
+    KEEP_ORIGINAL,
     SKIP,
     SUITED,
+    UNREWRITTEN,
+    UNREWRITTEN_POLICIES,
     UNSUITED_ORIGINAL,
 )
 
@@ -93,22 +96,22 @@ def refine(critiques: pd.DataFrame, rethinker: Rethinker, verifier: Verifier, st
             break
         tasks = [RewriteTask(r["question"], r["answer"], r["original_cot"], r["action"], feedback.get(r["problem_id"], ""))
                  for r in pending]
-        replies = rethinker.rewrite(tasks, student_size, attempt)
-        # A reply that is unusable, or a rewrite that does not do what it was asked, fails before the
-        # Verifier (and its judge) spends anything on it.
-        shape = [reply.problem or rewrite_problem(r["original_cot"], reply.content, r["action"], count_tokens)
-                 for r, reply in zip(pending, replies)]
+        rewrites = rethinker.rewrite(tasks, student_size, attempt)
+        # A reply that is unusable or not laid out as asked, or a rewrite that does not do what it was
+        # asked, fails before the Verifier (and its judge) spends anything on it.
+        shape = [rw.problem or rewrite_problem(r["original_cot"], rw.cot, r["action"], count_tokens)
+                 for r, rw in zip(pending, rewrites)]
         to_verify = [i for i, problem in enumerate(shape) if problem is None]
         checked = verifier.verify([(pending[i]["problem_id"], pending[i]["question"], pending[i]["answer"],
-                                    replies[i].content) for i in to_verify])
+                                    rewrites[i].cot) for i in to_verify])
         verdicts = [Verdict(False, problem, None) for problem in shape]
         for i, verdict in zip(to_verify, checked):
             verdicts[i] = verdict
         still = []
-        for r, reply, verdict in zip(pending, replies, verdicts):
-            text = reply.content
+        for r, rw, verdict in zip(pending, rewrites, verdicts):
+            text = rw.cot
             r["attempts"] = attempt
-            r["reasoning"] = reply.reasoning
+            r["reasoning"] = rw.reply.reasoning
             # A program is in the rewrite itself; the verdict keeps what the tests said of it.
             r["verdicts"].append({"attempt": attempt, "passed": verdict.passed, "reason": verdict.reason,
                                   "extracted": None if is_code(r["answer"]) else verdict.extracted,
@@ -128,20 +131,38 @@ def refine(critiques: pd.DataFrame, rethinker: Rethinker, verifier: Verifier, st
     return pd.DataFrame(rows, columns=REWRITE_COLUMNS)
 
 
-def verified_set(rewritten: pd.DataFrame) -> pd.DataFrame:
-    """The SFT data (``role == 'suited'``) plus correct but unsuited originals (for CogPO pairs)."""
+def verified_set(rewritten: pd.DataFrame, unrewritten: str = "drop") -> pd.DataFrame:
+    """The SFT data (``role == 'suited'``) plus correct but unsuited originals (for CogPO pairs).
+
+    ``unrewritten`` says what becomes of a correct easy or hard CoT whose rewrite never verified:
+    ``drop`` leaves it out of the SFT data, ``keep_original`` trains on it as it was (provenance
+    ``unrewritten``). The paper does not say; ``drop`` reads it as only suited CoTs being SFT data.
+    """
+    if unrewritten not in UNREWRITTEN_POLICIES:
+        raise ValueError(f"crv.unrewritten: '{unrewritten}' is not one of {UNREWRITTEN_POLICIES}")
     out = []
     for r in rewritten.to_dict("records"):
         base = {k: r[k] for k in ("problem_id", "dataset", "question", "answer", "label", "action")}
+        failed_rewrite = r["action"] in REWRITE_ACTIONS and not r["passed"] and r["original_correct"]
         if r["passed"]:
             out.append({**base, "cot": r["rewritten_cot"], "role": SUITED,
                         "provenance": "original" if r["action"] == "keep" else "rewritten"})
+        elif failed_rewrite and unrewritten == KEEP_ORIGINAL:
+            out.append({**base, "cot": r["original_cot"], "role": SUITED, "provenance": UNREWRITTEN})
         if r["action"] in REWRITE_ACTIONS and r["original_correct"]:
             out.append({**base, "cot": r["original_cot"], "role": UNSUITED_ORIGINAL, "provenance": "original"})
     return pd.DataFrame(out, columns=VERIFIED_COLUMNS)
 
 
 # --------------------------------------------------------------------------- statistics
+
+
+def unrewritten_counts(rewritten: pd.DataFrame, unrewritten: str) -> dict[str, int]:
+    """Correct easy or hard CoTs whose rewrite never verified, and what became of them."""
+    failed = rewritten["action"].isin(REWRITE_ACTIONS) & ~rewritten["passed"] & rewritten["original_correct"]
+    n = int(failed.sum())
+    return {"unrewritten_dropped": n if unrewritten == "drop" else 0,
+            "unrewritten_kept": n if unrewritten == KEEP_ORIGINAL else 0}
 
 
 def label_counts(critiques: pd.DataFrame) -> dict[str, int]:

@@ -1,10 +1,13 @@
 """The Rethinker: rewrites a chain of thought to suit the student.
 
 ``easy`` (too terse) CoTs are expanded with the missing steps, ``hard`` (too convoluted) ones
-simplified; ``medium`` ones are kept. A rewrite must do what it was asked: an expansion has more
-tokens and no fewer steps (paragraphs) than its original, a simplification fewer tokens and no
-more steps, and neither may be a comment on the original instead of a solution. A retry is told
-why the previous rewrite failed.
+simplified; ``medium`` ones are kept. The Rethinker is shown the whole CoT, trace and solution, in
+the agents' delimiters and returns both in the same ones (``cot.read_layout``), never in
+``<think>`` tags, which its own thinking uses. A rewrite must do what it was asked, measured on the
+trace (on the solution of a CoT without one): an expansion has more tokens and no fewer steps
+(paragraphs) than its original, a simplification fewer tokens and no more steps, and its solution
+may not be a comment on the original instead of a solution. A retry is told why the previous
+rewrite failed.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from crv_dagster.agents.replies import clean_reasoning
+from crv_dagster.cot import NOT_IN_LAYOUT, agent_view, layout_instruction, parse, read_layout
 from crv_dagster.formatting import agent_fields, is_code
 from crv_dagster.llm.base import ChatRequest, SamplingParams
 from crv_dagster.llm.reply import Reply, read_reply
@@ -62,6 +66,9 @@ def failure_feedback(reason: str, predicted: str | None, answer: str, detail: st
     if reason == NOT_A_SOLUTION:
         return ("A previous reply commented on the original solution instead of solving the problem. "
                 "Write only the solution itself, step by step.")
+    if reason == NOT_IN_LAYOUT:
+        return ("A previous reply was not laid out as asked. Put the whole reasoning between <reasoning> and "
+                "</reasoning> and the final solution between <solution> and </solution>, once each.")
     if reason == "judge_rejected":
         return "A previous rewrite was rejected by a reviewer as incorrect. Check every step."
     return "A previous rewrite was rejected. Check every step."
@@ -94,16 +101,37 @@ def count_words(text: str) -> int:
 
 def rewrite_problem(original: str, rewrite: str, action: str,
                     count_tokens: Callable[[str], int] = count_words) -> str | None:
-    """Why a rewrite does not do what ``action`` asked, or None when it does."""
-    if _COMMENTARY.search(rewrite):
+    """Why a rewrite (a stored CoT) does not do what ``action`` asked of the stored CoT ``original``,
+    or None when it does. Length and steps are the traces' when the original has one; a trace
+    checks its own steps as it goes, so only the solution is read for commentary."""
+    before, after = parse(original), parse(rewrite)
+    if _COMMENTARY.search(after.solution):
         return NOT_A_SOLUTION
-    longer = count_tokens(rewrite) > count_tokens(original)
-    if action == "expand" and not (longer and count_steps(rewrite) >= count_steps(original)):
+    old, new = before.measured, after.measured
+    longer = count_tokens(new) > count_tokens(old)
+    if action == "expand" and not (longer and count_steps(new) >= count_steps(old)):
         return NOT_EXPANDED
-    shorter = count_tokens(rewrite) < count_tokens(original)
-    if action == "simplify" and not (shorter and count_steps(rewrite) <= count_steps(original)):
+    shorter = count_tokens(new) < count_tokens(old)
+    if action == "simplify" and not (shorter and count_steps(new) <= count_steps(old)):
         return NOT_SIMPLIFIED
     return None
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    reply: Reply
+    cot: str  # the rewrite as a stored CoT (student format); "" when there is none
+    problem: str | None  # a reply problem (llm.reply) or NOT_IN_LAYOUT; None when ``cot`` is usable
+
+
+def read_rewrite(reply: Reply, original: str) -> Rewrite:
+    """A Rethinker (or error injector) reply as a CoT in the original's style."""
+    if not reply.usable:
+        return Rewrite(reply, "", reply.problem)
+    cot = read_layout(reply.content, original, clean=clean_reasoning)
+    if cot is None:
+        return Rewrite(reply, "", NOT_IN_LAYOUT)
+    return Rewrite(reply, cot.text, None)
 
 
 class Rethinker:
@@ -116,19 +144,17 @@ class Rethinker:
 
     def request(self, task: RewriteTask, student_size: str, attempt: int) -> ChatRequest:
         template = self.prompts[task.action]
-        values = dict(question=task.question, cot=task.cot, student_size=student_size, **agent_fields(task.answer))
-        if "feedback" in template.fields:
-            values["feedback"] = task.feedback
+        values = dict(question=task.question, cot=agent_view(task.cot), student_size=student_size,
+                      layout=layout_instruction(task.cot), feedback=task.feedback, **agent_fields(task.answer))
         params = self.params
         if attempt > 1:
             params = replace(params, temperature=max(params.temperature, self.retry_temperature),
                              seed=params.seed + attempt - 1)
         return ChatRequest.of([{"role": "user", "content": template.render(**values)}], params)
 
-    def rewrite(self, tasks: list[RewriteTask], student_size: str, attempt: int) -> list[Reply]:
-        """The reply to each task, generated as one batch; usable replies hold the cleaned rewrite."""
+    def rewrite(self, tasks: list[RewriteTask], student_size: str, attempt: int) -> list[Rewrite]:
+        """The rewrite of each task, generated as one batch."""
         if not tasks:
             return []
         completions = self.backend.generate([self.request(t, student_size, attempt) for t in tasks])
-        replies = [read_reply(c) for c in completions]
-        return [replace(r, content=clean_reasoning(r.content)) if r.usable else r for r in replies]
+        return [read_rewrite(read_reply(c), t.cot) for t, c in zip(tasks, completions)]

@@ -1,6 +1,6 @@
 """The Verifier: does a refined chain of thought still solve its problem?
 
-The rule-based check always runs (``solutions.SolutionChecker``): a math CoT must commit to an
+The rule-based check always runs on the CoT's solution (``solutions.SolutionChecker``): a math CoT must commit to an
 answer (``\\boxed{}`` or the dataset's ``####`` marker; no last-number guess) equal to the
 reference; a code CoT's final program must pass every test of its problem, run in the sandbox. An
 LLM judge can be added in the profile and is asked only about CoTs that passed it; a judge reply
@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Sequence
 
 from crv_dagster.agents.replies import parse_verdict
+from crv_dagster.cot import agent_view
 from crv_dagster.formatting import agent_fields
 from crv_dagster.llm.base import ChatRequest, SamplingParams
 from crv_dagster.llm.reply import read_reply
@@ -69,7 +70,8 @@ class Verifier:
         ask = [i for i, v in enumerate(verdicts) if v.passed]
         requests = [
             ChatRequest.of([{"role": "user", "content": self.judge_prompt.render(
-                question=items[i][1], cot=items[i][3], **agent_fields(items[i][2]))}], self.judge_params)
+                question=items[i][1], cot=agent_view(items[i][3]), **agent_fields(items[i][2]))}],
+                           self.judge_params)
             for i in ask
         ]
         out = list(verdicts)

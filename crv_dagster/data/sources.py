@@ -208,6 +208,24 @@ class ProblemRows:
     origin: str = ""
 
 
+# Who speaks a turn of a conversation, in ShareGPT (`from`: human / gpt) and OpenAI (`role`) style.
+_SPEAKERS = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+
+
+def turn_text(value: object, speaker: str) -> object:
+    """A cell as text: the cell itself, or from a conversation (a list of turns, ``{from, value}`` as
+    Bespoke-Stratos and OpenThoughts store them, or ``{role, content}``) the first ``user`` turn (a
+    question) or the last ``assistant`` turn (a CoT, an answer to read a \\boxed{} from)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or not len(value):
+        return value
+    turns = [t for t in value if isinstance(t, dict)]
+    spoken = [str(t.get("value", t.get("content", ""))) for t in turns
+              if _SPEAKERS.get(str(t.get("from", t.get("role", ""))).lower()) == speaker]
+    if not turns or not spoken:
+        return value if not turns else None
+    return spoken[0] if speaker == "user" else spoken[-1]
+
+
 def _problem_id(dataset: str, question: str) -> str:
     return f"{dataset}-{hashlib.sha256(question.encode()).hexdigest()[:12]}"
 
@@ -235,7 +253,7 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable) -> Prob
     for position, row in enumerate(frame.itertuples(index=False)):
         values = dict(zip(frame.columns, row))
         source_row = table.source_rows[position] if table.source_rows else position + 1
-        question = values[cols.question]
+        question = turn_text(values[cols.question], "user")
         question = "" if question is None or (isinstance(question, float) and pd.isna(question)) else str(question).strip()
         if not question:
             rejected.append({"source_row": source_row, "field": cols.question, "reason": "question is empty"})
@@ -247,7 +265,7 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable) -> Prob
                 answer = CODE_ANSWER
                 question = code_question(question, _text(values[cols.starter_code]) if cols.starter_code else "")
             else:
-                answer = parse_reference_answer(values[cols.answer], config.answer_format)
+                answer = parse_reference_answer(turn_text(values[cols.answer], "assistant"), config.answer_format)
         except (AnswerFormatError, TestCaseError) as err:
             rejected.append({"source_row": source_row, "field": cols.answer, "reason": str(err)})
             continue
@@ -257,7 +275,7 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable) -> Prob
         seen.add(question)
         cot = None
         if cols.cot is not None:
-            raw_cot = values[cols.cot]
+            raw_cot = turn_text(values[cols.cot], "assistant")
             if raw_cot is not None and not (isinstance(raw_cot, float) and pd.isna(raw_cot)) and str(raw_cot).strip():
                 cot = str(raw_cot).strip()
                 if config.answer_format == "gsm8k" and cols.cot == cols.answer:

@@ -19,7 +19,7 @@ from crv_dagster.evaluation.statistics import bootstrap_interval, bootstrap_mean
 from crv_dagster.vocabulary import COGPO
 
 KEYS = ["dataset", "model_size", "method", "benchmark"]
-POOLED_COLUMNS = [*KEYS, "accuracy", "ci_low", "ci_high", f"p_vs_{COGPO}", "seed_std", "num_seeds",
+POOLED_COLUMNS = [*KEYS, "benchmark_source", "accuracy", "ci_low", "ci_high", "cons_at_n", f"p_vs_{COGPO}", "seed_std", "num_seeds",
                   "seed_accuracies", "num_problems", "num_samples", "mean_response_tokens", "no_answer_share",
                   "truncated_share", "problem_scores"]
 
@@ -39,8 +39,10 @@ def pool_seeds(scores: pd.DataFrame) -> pd.DataFrame:
         values = np.array(list(pooled.values()))
         low, high = bootstrap_interval(values)
         accuracies = group.sort_values("seed")[["seed", "accuracy"]]
-        rows.append({**dict(zip(KEYS, key)), "accuracy": float(values.mean()) if values.size else float("nan"),
-                     "ci_low": low, "ci_high": high,
+        cons = group["cons_at_n"].dropna()
+        rows.append({**dict(zip(KEYS, key)), "benchmark_source": group["benchmark_source"].iloc[0],
+                     "accuracy": float(values.mean()) if values.size else float("nan"),
+                     "ci_low": low, "ci_high": high, "cons_at_n": float(cons.mean()) if len(cons) else None,
                      "seed_std": float(accuracies["accuracy"].std(ddof=1)) if len(group) > 1 else float("nan"),
                      "num_seeds": int(len(group)),
                      "seed_accuracies": json.dumps({str(s): round(float(a), 6) for s, a in accuracies.itertuples(index=False)}),

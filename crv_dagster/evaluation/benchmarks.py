@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from crv_dagster.config import DatasetConfig, Profile
+import hashlib
+from pathlib import Path
+
+from crv_dagster.config import PROJECT_ROOT, BuiltinSource, DatasetConfig, FileSource, HubSource, Profile
 from crv_dagster.data.sources import build_problems, read_source
 
 HELDOUT = "heldout"
@@ -24,3 +27,32 @@ def evaluation_sets(cfg: Profile, dataset: str, problems: pd.DataFrame) -> dict[
                                    split_seed=bench.choice_seed)
         sets[name] = build_problems(name, as_dataset, read_source(as_dataset)).accepted
     return {name: frame for name, frame in sets.items() if len(frame)}
+
+
+def _file_digest(path: str) -> str:
+    full = Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path
+    if not full.is_file():
+        return "missing"
+    return hashlib.sha256(full.read_bytes()).hexdigest()[:12]
+
+
+def source_identity(source) -> str:
+    """Which version of a source a score was measured on: a Hub dataset and its revision, a
+    LiveCodeBench release, or a file and the hash of its content. An unpinned Hub dataset says so."""
+    if isinstance(source, HubSource):
+        name = source.name + (f"/{source.config}" if source.config else "")
+        return f"hub:{name}@{source.revision or 'unpinned'} [{source.split}]"
+    if isinstance(source, FileSource):
+        return f"file:{source.path} sha256:{_file_digest(source.path)}"
+    if isinstance(source, BuiltinSource):
+        return f"builtin:{source.name} (n={source.num_problems}, seed={source.seed})"
+    return f"livecodebench:{source.release}@{source.revision or 'unpinned'}"
+
+
+def benchmark_sources(cfg: Profile, dataset: str) -> dict[str, str]:
+    """The source identity of every set ``evaluation_sets`` can return for ``dataset``."""
+    data = cfg.datasets[dataset]
+    out = {f"{dataset}_{HELDOUT}": f"{source_identity(data.source)} eval split "
+                                   f"(eval_fraction={data.eval_fraction}, split_seed={data.split_seed})"}
+    out.update({name: source_identity(bench.source) for name, bench in cfg.evaluation.benchmarks.items()})
+    return out

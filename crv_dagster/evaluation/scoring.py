@@ -1,19 +1,26 @@
 """Scoring students on benchmarks: generation through a backend, answers checked with is_correct.
 
-pass@1 with several samples is the mean correctness over the samples of a problem; accuracy
-is the mean of that over problems. A response cut at the protocol's ``max_new_tokens`` (or one
-that never finished thinking) has no answer; the protocol records whether the last number of a
-response counts as its answer. Multiple-choice problems are graded by the option letter.
+pass@1 with several samples is the mean correctness over the samples of a problem; accuracy is
+the mean of that over problems. ``cons@n`` is the majority vote: a problem counts as solved when
+the answer most samples give (after normalisation; the earliest of equally common ones) is right.
+It is reported beside pass@1, as reasoning models are (DeepSeek-R1, open-r1), and left empty for
+code, whose programs are not votes.
+
+A student's reply is graded on its content, the solution after its thinking: a number or a
+\\boxed{} in the trace is never its answer. A response cut at the protocol's ``max_new_tokens``
+(or one that never finished thinking) has no answer; the protocol records whether the last number
+of a response counts as its answer. Multiple-choice problems are graded by the option letter.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import replace
 
 import pandas as pd
 
-from crv_dagster.answers import answers_match, extract_answer, extract_choice
+from crv_dagster.answers import answers_match, extract_answer, extract_choice, normalize_answer
 from crv_dagster.config import EvalProtocol
 from crv_dagster.evaluation.statistics import bootstrap_interval
 from crv_dagster.formatting import prompt_messages
@@ -95,9 +102,31 @@ def grade_answer(content: str, choices: str | None, protocol: EvalProtocol) -> s
     return extract_answer(content, last_number_fallback=protocol.last_number_fallback)
 
 
+def majority_correct(samples: pd.DataFrame) -> bool:
+    """Whether the answer most of one problem's samples give is right (no answer never wins)."""
+    votes = Counter()
+    right: dict[str, bool] = {}
+    for extracted, correct in zip(samples["extracted_answer"], samples["correct"]):
+        if isinstance(extracted, str) and extracted:
+            key = normalize_answer(extracted)
+            votes[key] += 1
+            right.setdefault(key, bool(correct))
+    if not votes:
+        return False
+    return right[votes.most_common(1)[0][0]]
+
+
+def consensus_accuracy(group: pd.DataFrame) -> float | None:
+    """cons@n of one (method, seed, benchmark): the share of problems whose majority answer is right;
+    None for code (a program is graded by its tests, not voted on)."""
+    if "verdict" in group and group["verdict"].notna().any():
+        return None
+    return float(group.groupby("problem_id").apply(majority_correct, include_groups=False).mean())
+
+
 def summarize(details: pd.DataFrame) -> pd.DataFrame:
     """One row per (method, seed, benchmark): pass@1 accuracy (a fraction) with its bootstrap 95%
-    interval over problems, counts, response length, no-answer and truncated shares, and each
+    interval over problems, cons@n, counts, response length, no-answer and truncated shares, and each
     problem's own score (JSON {problem_id: mean correctness over samples}) for pooling seeds later."""
     rows = []
     for (method, seed, benchmark), group in details.groupby(["method", "seed", "benchmark"], sort=False):
@@ -105,6 +134,7 @@ def summarize(details: pd.DataFrame) -> pd.DataFrame:
         low, high = bootstrap_interval(per_problem.to_numpy())
         rows.append({"method": method, "seed": int(seed), "benchmark": benchmark,
                      "accuracy": float(per_problem.mean()), "ci_low": low, "ci_high": high,
+                     "cons_at_n": consensus_accuracy(group),
                      "num_problems": int(per_problem.size), "num_samples": int(group["sample"].nunique()),
                      "mean_response_tokens": float(group["response_tokens"].mean()),
                      "no_answer_share": float(group["extracted_answer"].isna().mean()),

@@ -9,9 +9,14 @@ to an answer (``\\boxed{}`` or ``####``; a number in passing does not count), th
 reference answer; the rejected one must reach it too for a small gap (it is correct, only
 unsuited) and must commit to a different answer otherwise. For a code problem "committing to an
 answer" is ending with a program, and "the reference answer" is passing every test: a rejected
-code CoT is one whose program fails a test. Pairs that fail are counted, never silently dropped. Incorrect CoTs
-are the *content* of a model's reply: thinking (where the right answer usually appears) and
-replies cut at the token budget never become a rejected CoT.
+code CoT is one whose program fails a test. Pairs that fail are counted, never silently dropped.
+
+Every CoT is in the student format (``cot.py``), a trace and a solution, and only its solution is
+graded. An incorrect CoT is made the way a student errs: a mistake in the trace carried through to a
+wrong committed answer (the injecting agent is shown the CoT in the agents' delimiters and answers in
+them; the rule-based slip changes the trace's last result and the solution's). A student's own
+sample keeps its thinking as its trace. An agent's musings and replies cut at the token budget never
+become a rejected CoT.
 """
 
 from __future__ import annotations
@@ -25,14 +30,15 @@ from typing import Callable
 
 import pandas as pd
 
-from crv_dagster.agents.replies import clean_reasoning
+from crv_dagster.agents.rethinker import read_rewrite
+from crv_dagster.cot import Cot, adjusted_completion, agent_view, layout_instruction, parse
 from crv_dagster.formatting import agent_fields, student_messages
 from crv_dagster.llm.base import ChatRequest, SamplingParams
 from crv_dagster.llm.reply import read_reply
 from crv_dagster.prompts import INJECT_FIELDS, INJECT_OPTIONAL, PromptTemplate, load_prompt
 from crv_dagster.schemas import preference_pairs_schema
 from crv_dagster.solutions import MATH_CHECKER, SolutionChecker
-from crv_dagster.vocabulary import SUITED, UNSUITED_ORIGINAL
+from crv_dagster.vocabulary import SUITED, UNREWRITTEN, UNSUITED_ORIGINAL
 
 PAIR_COLUMNS = list(preference_pairs_schema.columns)
 
@@ -83,21 +89,34 @@ def _wrong_value(answer: str, rng: random.Random) -> str | None:
     return f"{wrong:.{decimals}f}" if decimals > 0 else str(int(round(wrong)))
 
 
-def perturb_cot(cot: str, answer: str, rng: random.Random) -> str | None:
-    """The CoT with a slip in its last computation: the result is replaced by a nearby wrong
-    value, consistently through to the final answer. None when the answer is not a number the
-    rule can change, or does not appear in the last two steps."""
-    paragraphs = cot.split("\n\n")
+def _slip_in_tail(text: str, occurrence: re.Pattern, wrong: str) -> str | None:
+    """``text`` with every occurrence of the answer in its last two steps made ``wrong``; None when
+    they do not mention it."""
+    paragraphs = text.split("\n\n")
     tail_start = max(0, len(paragraphs) - 2)
     tail = "\n\n".join(paragraphs[tail_start:])
-    occurrence = re.compile(rf"(?<![\d.]){re.escape(answer)}(?!\d|\.\d)")
     if not occurrence.search(tail):
         return None
+    return "\n\n".join(paragraphs[:tail_start] + [occurrence.sub(lambda _: wrong, tail)])
+
+
+def perturb_cot(cot: str, answer: str, rng: random.Random) -> str | None:
+    """The CoT (student format) with a slip in its last computation: the result is replaced by a
+    nearby wrong value, consistently through to the final answer: in the trace's last two steps and
+    everywhere in the solution. None when the answer is not a number the rule can change, or does
+    not appear in the last two steps (of the trace, where there is one)."""
+    occurrence = re.compile(rf"(?<![\d.]){re.escape(answer)}(?!\d|\.\d)")
     wrong = _wrong_value(answer, rng)
     if wrong is None or wrong == answer:
         return None
-    tail = occurrence.sub(lambda _: wrong, tail)
-    return "\n\n".join(paragraphs[:tail_start] + [tail])
+    parts = parse(cot)
+    if not parts.has_trace:
+        slipped = _slip_in_tail(parts.solution, occurrence, wrong)
+        return None if slipped is None else Cot(slipped, parts.trace).text
+    trace = _slip_in_tail(parts.trace, occurrence, wrong)
+    if trace is None:
+        return None
+    return Cot(occurrence.sub(lambda _: wrong, parts.solution), trace).text
 
 
 def incorrect_by_perturbation(problems: pd.DataFrame, seed: int,
@@ -114,14 +133,20 @@ def incorrect_by_perturbation(problems: pd.DataFrame, seed: int,
     return out, skipped
 
 
-def _first_wrong(replies, checker: SolutionChecker, problem_id: str, answer: str, skipped: Counter) -> str | None:
-    """The content of the first usable reply that commits to a wrong answer; the others counted."""
-    for reply in replies:
-        reason = reply.problem or _verdict_on_wrongness(checker, problem_id, reply.content, answer)
+def _first_wrong(cots, checker: SolutionChecker, problem_id: str, answer: str, skipped: Counter) -> str | None:
+    """The first of ``cots`` ((stored CoT, why it is unusable)) that commits to a wrong answer; the
+    others counted by reason."""
+    for cot, problem in cots:
+        reason = problem or _verdict_on_wrongness(checker, problem_id, cot, answer)
         if reason is None:
-            return clean_reasoning(reply.content)
+            return cot
         skipped[reason] += 1
     return None
+
+
+def student_cot(reply) -> str:
+    """A student's sampled reply as a stored CoT: its thinking, where it thought, is its trace."""
+    return Cot(reply.content, reply.reasoning or None).text if reply.usable else ""
 
 
 def incorrect_by_student(problems: pd.DataFrame, backend, render_prompt: Callable[[str, str], list[dict]],
@@ -132,10 +157,10 @@ def incorrect_by_student(problems: pd.DataFrame, backend, render_prompt: Callabl
     the student's messages."""
     requests = [ChatRequest.of(render_prompt(q, a), replace(params, seed=params.seed + k))
                 for q, a in zip(problems["question"], problems["answer"]) for k in range(samples)]
-    replies = [read_reply(c) for c in backend.generate(requests)]
+    cots = [(student_cot(r), r.problem) for r in map(read_reply, backend.generate(requests))]
     out, skipped = [], Counter()
     for i, row in enumerate(problems.itertuples()):
-        wrong = _first_wrong(replies[i * samples : (i + 1) * samples], checker, row.problem_id, row.answer, skipped)
+        wrong = _first_wrong(cots[i * samples : (i + 1) * samples], checker, row.problem_id, row.answer, skipped)
         if wrong is not None:
             out.append(IncorrectCot(row.problem_id, wrong, "student"))
     return out, skipped
@@ -149,14 +174,16 @@ def load_inject_prompt(name: str) -> PromptTemplate:
 
 def incorrect_by_injection(problems: pd.DataFrame, backend, prompt: PromptTemplate, params: SamplingParams,
                            checker: SolutionChecker = MATH_CHECKER) -> tuple[list[IncorrectCot], Counter]:
-    """An agent rewrites a correct CoT with one plausible mistake that changes the answer (breaks
-    the program); the replies not used, counted by reason."""
-    requests = [ChatRequest.of([{"role": "user", "content": prompt.render(question=r.question, cot=r.cot,
-                                                                          **agent_fields(r.answer))}],
-                               params) for r in problems.itertuples()]
+    """An agent rewrites a correct CoT with one plausible mistake in its reasoning, carried to a wrong
+    answer (a broken program); the replies not used, counted by reason."""
+    requests = [ChatRequest.of([{"role": "user", "content": prompt.render(
+                    question=r.question, cot=agent_view(r.cot), layout=layout_instruction(r.cot),
+                    **agent_fields(r.answer))}], params)
+                for r in problems.itertuples()]
     out, skipped = [], Counter()
     for row, completion in zip(problems.itertuples(), backend.generate(requests)):
-        wrong = _first_wrong([read_reply(completion)], checker, row.problem_id, row.answer, skipped)
+        rewrite = read_rewrite(read_reply(completion), row.cot)
+        wrong = _first_wrong([(rewrite.cot, rewrite.problem)], checker, row.problem_id, row.answer, skipped)
         if wrong is not None:
             out.append(IncorrectCot(row.problem_id, wrong, "inject"))
     return out, skipped
@@ -187,8 +214,10 @@ def build_pairs(verified: pd.DataFrame, incorrect: list[IncorrectCot], betas: di
         if problem_id in wrong:
             if len(unsuited):
                 candidates.append(("medium_gap", unsuited.iloc[0]["cot"], wrong[problem_id].cot, wrong[problem_id].source))
-            if len(suited):
+            # A kept unrewritten original (crv.unrewritten) is the medium-gap pair's chosen CoT already.
+            if len(suited) and suited.iloc[0]["provenance"] != UNREWRITTEN:
                 candidates.append(("large_gap", suited.iloc[0]["cot"], wrong[problem_id].cot, wrong[problem_id].source))
+        prompt = render_prompt(first["question"], first["answer"])
         for pair_type, chosen, rejected, source in candidates:
             reason = _refusal(checker, problem_id, pair_type, chosen, rejected, first["answer"])
             if reason:
@@ -197,8 +226,9 @@ def build_pairs(verified: pd.DataFrame, incorrect: list[IncorrectCot], betas: di
             rows.append({
                 "pair_id": _pair_id(problem_id, pair_type), "problem_id": problem_id, "dataset": first["dataset"],
                 "question": first["question"], "answer": first["answer"], "pair_type": pair_type,
-                "beta": float(betas[pair_type]), "prompt": render_prompt(first["question"], first["answer"]),
-                "chosen": chosen, "rejected": rejected, "rejected_source": source,
+                "beta": float(betas[pair_type]), "prompt": prompt,
+                "chosen": adjusted_completion(prompt, chosen), "rejected": adjusted_completion(prompt, rejected),
+                "rejected_source": source,
             })
     return pd.DataFrame(rows, columns=PAIR_COLUMNS), refused
 

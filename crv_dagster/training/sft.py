@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from crv_dagster.config import TrainingConfig
+from crv_dagster.cot import adjusted_completion
 from crv_dagster.training.callbacks import MlflowCurves
 from crv_dagster.training.common import (
     apply_length_policy,
@@ -52,9 +53,11 @@ def _needs(frame: pd.DataFrame | None, name: str, method: str) -> pd.DataFrame:
 
 
 def sft_records(examples: pd.DataFrame, render_prompt) -> pd.DataFrame:
-    """Prompt-completion rows: the student's chat prompt and the CoT (loss on the CoT only)."""
-    return pd.DataFrame({"prompt": [render_prompt(q, a) for q, a in zip(examples["question"], examples["answer"])],
-                         "completion": [c.strip() for c in examples["cot"]]})
+    """Prompt-completion rows: the student's chat prompt and the CoT in the student format, trace and
+    solution (loss on the CoT only)."""
+    prompts = [render_prompt(q, a) for q, a in zip(examples["question"], examples["answer"])]
+    return pd.DataFrame({"prompt": prompts,
+                         "completion": [adjusted_completion(p, c.strip()) for p, c in zip(prompts, examples["cot"])]})
 
 
 def token_count(tokenizer, texts: list[str]) -> list[int]:

@@ -199,7 +199,7 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
             return
         cfg = profile.profile
         with mlflow.asset_run(context, cfg) as run:
-            frame = crv.verified_set(rewritten_cots)
+            frame = crv.verified_set(rewritten_cots, cfg.crv.unrewritten)
             suited = frame[frame["role"] == SUITED]
             stats = {
                 "num_rows": len(frame),
@@ -207,13 +207,16 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
                 "num_unsuited_originals": int((frame["role"] == UNSUITED_ORIGINAL).sum()),
                 "num_suited_rewritten": int((suited["provenance"] == "rewritten").sum()),
                 "num_suited_original": int((suited["provenance"] == "original").sum()),
+                **crv.unrewritten_counts(rewritten_cots, cfg.crv.unrewritten),
                 "yield": round(len(suited) / len(rewritten_cots), 4) if len(rewritten_cots) else 0.0,
             }
             run.log_metrics(stats)
+            run.log_params({"unrewritten": cfg.crv.unrewritten})
             context.log.info(f"{len(suited)} student-suited CoTs for SFT, "
                              f"{stats['num_unsuited_originals']} unsuited originals for CogPO")
         yield table_output(frame, {
             **stats,
+            "unrewritten": cfg.crv.unrewritten,
             "dagster/row_count": len(frame),
             "sample": markdown_table(suited, ["problem_id", "provenance", "label", "cot"], max_chars=300),
             "mlflow_run": dg.MetadataValue.url(run.url),

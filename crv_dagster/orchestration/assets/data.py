@@ -7,7 +7,7 @@ import pandas as pd
 
 from crv_dagster.config import Profile
 from crv_dagster.data.sources import build_problems, read_source
-from crv_dagster.data.teacher import cots_from_dataset, cots_from_teacher
+from crv_dagster.data.teacher import cots_from_dataset, cots_from_teacher, trace_stats
 from crv_dagster.factory import build_backend, default_sampling, solution_checker
 from crv_dagster.orchestration.memo import reused_table, table_output
 from crv_dagster.orchestration.metadata import counts, markdown_table
@@ -88,13 +88,13 @@ def build_data_assets(partitions: dg.PartitionsDefinition, profile_: Profile) ->
         with mlflow.asset_run(context, cfg) as run:
             checker = solution_checker(cfg, train)
             if dataset_cfg.cot_source == "dataset":
-                frame = cots_from_dataset(train, key.dataset, checker)
+                frame = cots_from_dataset(train, key.dataset, checker, cfg.cot.trace)
             else:
                 prompt = load_prompt(cfg.teacher.prompt, required=TEACHER_FIELDS, optional=TEACHER_OPTIONAL)
                 with build_backend(cfg, cfg.teacher.backend) as backend:
                     context.log.info(f"teacher {backend.model_id}: {len(train)} problems")
                     params = replace(default_sampling(cfg, cfg.teacher.backend), max_new_tokens=cfg.teacher.max_new_tokens)
-                    frame = cots_from_teacher(train, backend, prompt, params, checker)
+                    frame = cots_from_teacher(train, backend, prompt, params, checker, cfg.cot.trace)
                 cache_meta = backend.stats.as_metadata("teacher")
                 context.log.info(f"teacher cache: {cache_meta}")
             stats = {
@@ -102,18 +102,20 @@ def build_data_assets(partitions: dg.PartitionsDefinition, profile_: Profile) ->
                 "teacher_accuracy": float(frame["is_correct"].mean()) if len(frame) else 0.0,
                 "no_answer_share": float(frame["extracted_answer"].isna().mean()) if len(frame) else 0.0,
                 "mean_cot_chars": float(frame["cot"].str.len().mean()) if len(frame) else 0.0,
+                **trace_stats(frame["cot"]),
                 **{f"cot_status_{k}": int(v) for k, v in frame["cot_status"].value_counts().items()},
                 **cache_meta,
             }
             context.log.info(f"{len(frame)} raw CoTs ({dataset_cfg.cot_source}), "
                              f"{stats['teacher_accuracy']:.0%} reach the reference answer")
-            run.log_params({"cot_source": dataset_cfg.cot_source,
+            run.log_params({"cot_source": dataset_cfg.cot_source, "cot_trace": cfg.cot.trace,
                             "teacher_model": frame["teacher_model"].iloc[0] if len(frame) else ""})
             run.log_metrics(stats)
         return table_output(frame, {
             **stats,
             "dagster/row_count": len(frame),
             "cot_source": dataset_cfg.cot_source,
+            "cot_trace": cfg.cot.trace,
             "cot_status": dg.MetadataValue.json(frame["cot_status"].value_counts().to_dict()),
             "sample": markdown_table(frame, ["problem_id", "answer", "extracted_answer", "is_correct", "cot"]),
             "mlflow_run": dg.MetadataValue.url(run.url),

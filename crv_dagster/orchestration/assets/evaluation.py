@@ -8,7 +8,7 @@ import pandas as pd
 
 from crv_dagster.config import Profile
 from crv_dagster.evaluation.aggregate import compare_with, pool_seeds
-from crv_dagster.evaluation.benchmarks import evaluation_sets
+from crv_dagster.evaluation.benchmarks import benchmark_sources, evaluation_sets
 from crv_dagster.evaluation.report import accuracy_plot, results_markdown
 from crv_dagster.evaluation.scoring import generate_answers, summarize
 from crv_dagster.factory import build_backend, code_sandbox, student_base_model
@@ -63,8 +63,11 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
             raise ValueError(f"profile '{cfg.name}': nothing to evaluate for {key.dataset}: its held-out split is "
                              "empty (datasets.<name>.eval_fraction, evaluation.heldout) and evaluation.benchmarks "
                              "gives no problems")
+        protocols = {name: evaluation.protocol_for(name) for name in benchmarks}
         protocol = evaluation.protocol.model_dump()
         shared_params = {**{f"eval.{k}": v for k, v in protocol.items()},
+                         **{f"eval.{name}.{k}": v for name, p in protocols.items()
+                            for k, v in p.model_dump().items() if v != protocol[k]},
                          **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
                          **_crv_params(rewritten_cots, preference_pairs),
                          "finetuning": cfg.training_for(key.model_size).finetuning}
@@ -76,7 +79,7 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
                                                             "crv.report": "score"}) as run:
                 with build_backend(cfg, evaluation.backend, model_path=path) as backend:
                     method_details = pd.concat(
-                        [generate_answers(backend, method, name, frame, evaluation.protocol, seed=seed,
+                        [generate_answers(backend, method, name, frame, protocols[name], seed=seed,
                                           sandbox=sandbox)
                          for name, frame in benchmarks.items()], ignore_index=True)
                 summary = summarize(method_details)
@@ -85,6 +88,8 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
                 run.log_metrics({f"eval/{r.benchmark}/{field}": getattr(r, field) for r in summary.itertuples()
                                  for field in ("accuracy", "ci_low", "ci_high", "no_answer_share", "truncated_share",
                                                "mean_response_tokens")})
+                run.log_metrics({f"eval/{r.benchmark}/cons_at_n": r.cons_at_n for r in summary.itertuples()
+                                 if r.cons_at_n is not None and not pd.isna(r.cons_at_n)})
                 run.log_metrics({"eval/mean/accuracy": float(summary["accuracy"].mean())})
                 context.log.info(f"{method} (seed {seed}): "
                                  + ", ".join(f"{r.benchmark} {100 * r.accuracy:.1f}%" for r in summary.itertuples())
@@ -93,7 +98,9 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
             summaries.append(summary.assign(model_path=path))
         scores = compare_with(pd.concat(summaries, ignore_index=True), COGPO)
         scores["model_size"], scores["dataset"] = key.model_size, key.dataset
-        scores["protocol"] = json.dumps(protocol, sort_keys=True)
+        scores["protocol"] = [json.dumps(protocols[b].model_dump(), sort_keys=True) for b in scores["benchmark"]]
+        sources = benchmark_sources(cfg, key.dataset)
+        scores["benchmark_source"] = [sources[b] for b in scores["benchmark"]]
         scores = scores[list(eval_scores_schema.columns)]
 
         detail_path = table_path(tables_dir, "eval_details", str(context.partition_key))
@@ -104,9 +111,11 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
             "dagster/row_count": len(scores),
             "results": dg.MetadataValue.md(table),
             "protocol": dg.MetadataValue.json(protocol),
+            "protocol_by_benchmark": dg.MetadataValue.json({n: p.model_dump() for n, p in protocols.items()}),
+            "benchmark_sources": dg.MetadataValue.json({n: sources[n] for n in benchmarks}),
             "seeds": dg.MetadataValue.json(list(cfg.seeds)),
             "per_problem_results": dg.MetadataValue.path(str(detail_path)),
-            "scores": markdown_table(scores, ["method", "seed", "benchmark", "accuracy", "ci_low", "ci_high",
+            "scores": markdown_table(scores, ["method", "seed", "benchmark", "accuracy", "cons_at_n", "ci_low", "ci_high",
                                               "p_vs_cogpo", "num_problems", "no_answer_share", "truncated_share"],
                                      rows=80),
         })
