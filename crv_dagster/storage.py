@@ -23,6 +23,23 @@ def table_path(base_dir: str | Path, asset: str, partition_key: str | None) -> P
     return base.joinpath(*parts[:-1], f"{parts[-1]}.parquet")
 
 
+class StoredTableError(ValueError):
+    """A stored table that exists but cannot be read."""
+
+
+def read_table(path: Path, what: str = "") -> pd.DataFrame:
+    """A stored table; a damaged file is an error naming it and what to do (``what``: the asset
+    and partition it holds, as the error should name them)."""
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as err:
+        holds = f" ({what})" if what else ""
+        raise StoredTableError(f"{path}: the stored table{holds} cannot be read: {err}. Delete the file and "
+                               "materialize its asset again; nothing else is lost") from err
+
+
 def write_table(frame: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

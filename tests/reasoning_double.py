@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import itertools
 import re
 
 from crv_dagster.formatting import CODE_FINISH, CODE_REFERENCE, INSTRUCTION

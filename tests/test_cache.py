@@ -129,3 +129,44 @@ def test_sampled_generation_is_seeded(backend):
     a = backend.generate(_requests(2, seed=1, **params))
     b = backend.generate(_requests(2, seed=1, **params))
     assert a == b
+
+
+def test_a_damaged_cache_is_set_aside_and_rebuilt_never_half_used(tmp_path):
+    # A file SQLite cannot read at all.
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"this is not a database" * 100)
+    with pytest.warns(UserWarning, match=r"garbage.sqlite: the response cache is damaged"):
+        cache = ResponseCache(garbage)
+    assert cache.set_aside is not None and cache.set_aside.exists() and len(cache) == 0
+
+    # A cache whose pages were overwritten: it opens, and fails its integrity check.
+    path = tmp_path / "cache.sqlite"
+    cache = ResponseCache(path)
+    for i in range(400):
+        cache.put(f"k{i}", "m", ChatRequest.of([{"role": "user", "content": f"q{i}"}], SamplingParams()),
+                  Completion("x" * 200, "stop"))
+    cache._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    cache._connect().close()
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2: len(raw) // 2 + 8192] = b"\xff" * 8192
+    path.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="set aside as"):
+        reopened = ResponseCache(path)
+    assert len(reopened) == 0 and reopened.set_aside.read_bytes() == bytes(raw)
+    reopened.put("k", "m", ChatRequest.of([{"role": "user", "content": "q"}], SamplingParams()), Completion("y", "stop"))
+    assert len(reopened) == 1
+
+
+def test_a_damaged_stored_table_names_its_file_and_what_to_do(tmp_path):
+    import pandas as pd
+
+    from crv_dagster.storage import StoredTableError, read_table, write_table
+
+    path = tmp_path / "critiques" / "arith" / "tiny-a.parquet"
+    write_table(pd.DataFrame({"a": range(100)}), path)
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(StoredTableError) as err:
+        read_table(path, "asset 'critiques', partition 'arith|tiny-a'")
+    message = str(err.value)
+    assert message.startswith(f"{path}: the stored table (asset 'critiques', partition 'arith|tiny-a')")
+    assert "materialize its asset again" in message

@@ -147,6 +147,19 @@ def test_a_relaunched_job_keeps_the_runs_an_earlier_launch_finished(student, dat
     other = run_digest("sft", "sft", 0, student, data[1].head(3), training)
     assert other != job.runs[0].digest
 
+    # Damaged work is never kept: a truncated weight file is retrained, and the job says why.
+    weights = sft_dir / "model.safetensors"
+    size = weights.stat().st_size
+    weights.write_bytes(weights.read_bytes()[: size // 3])
+    command = launch_command(LaunchConfig(), job_file, CONFIG_DIR)
+    relaunched = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert relaunched.returncode == 0, relaunched.stderr[-4000:]
+    assert "not the ones this run wrote (damaged or replaced)" in relaunched.stdout
+    reports = {r["method"]: r for r in map(json.loads, (line for line in relaunched.stdout.splitlines()
+                                                         if line.startswith('{"kind"')))}
+    assert not reports["sft"]["reused"] and weights.stat().st_size == size
+    assert _weights(str(sft_dir))  # loads again
+
 
 def test_the_launch_command_for_one_process_and_for_accelerate():
     job = Path("/shared/job.json")

@@ -11,6 +11,7 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 from profiles import TEST_PROFILE
 
 from crv_dagster.config import CONFIG_DIR, load_profile_file
+from crv_dagster.orchestration.assets import ASSET_READS
 from crv_dagster.orchestration.definitions import build_definitions
 from crv_dagster.prompts import PROMPTS_DIR
 from crv_dagster.versions import code_version, table_version
@@ -72,12 +73,13 @@ def test_code_versions_follow_only_what_each_asset_reads():
     base = load_profile_file(CONFIG_DIR / "test.yaml")
     names = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs", "sft_model",
              "cogpo_model", "eval_scores"]
-    before = {n: code_version(base, n) for n in names}
-    assert before == {n: code_version(load_profile_file(CONFIG_DIR / "test.yaml"), n) for n in names}  # stable
+    before = {n: code_version(base, n, ASSET_READS[n]) for n in names}
+    assert before == {n: code_version(load_profile_file(CONFIG_DIR / "test.yaml"), n, ASSET_READS[n])
+                      for n in names}  # stable
 
     def changed(**update):
         edited = base.model_copy(update=update)
-        return {n for n in names if code_version(edited, n) != before[n]}
+        return {n for n in names if code_version(edited, n, ASSET_READS[n]) != before[n]}
 
     training = base.training
     assert changed(training=training.model_copy(update={"cogpo": training.cogpo.model_copy(update={"dpo_beta": 0.2})})) \
@@ -103,3 +105,71 @@ def test_every_table_shows_its_columns_in_the_ui(asset):
     assert len(columns) > 3 and all(c.type for c in columns)
     if asset == "critiques":
         assert {c.name: c.description for c in columns}["reasoning"].startswith("the thinking")
+
+
+@pytest.fixture
+def source_copy(tmp_path, monkeypatch):
+    """An editable copy of the package's source, which code versions are computed from."""
+    from crv_dagster import code_digest
+
+    copy = tmp_path / "src" / "crv_dagster"
+    shutil.copytree(code_digest.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(code_digest, "PACKAGE_DIR", copy)
+    code_digest.forget()
+
+    def edit(module: str, text: str) -> None:
+        path = copy.joinpath(*module.split(".")[1:]).with_suffix(".py")
+        path.write_text(path.read_text() + text)
+        code_digest.forget()
+
+    yield edit
+    code_digest.forget()
+
+
+def _memoized(path, instance, asset) -> bool:
+    result = build_definitions(path).resolve_job_def("crv_pipeline").execute_in_process(
+        partition_key=PARTITION, instance=instance, asset_selection=[dg.AssetKey(asset)])
+    assert result.success
+    [event] = result.asset_materializations_for_node(asset)
+    return bool(event.metadata.get("memoized", dg.BoolMetadataValue(False)).value)
+
+
+def test_an_edit_to_code_an_asset_runs_recomputes_it_and_nothing_else(tmp_path, artifacts, source_copy):
+    with dg.instance_for_test() as instance:
+        assert build_definitions(TEST_PROFILE).resolve_job_def("crv_pipeline").execute_in_process(
+            partition_key=PARTITION, instance=instance, asset_selection=[dg.AssetKey(a) for a in CRV_ASSETS]).success
+        fresh = dict.fromkeys(CRV_ASSETS, StaleStatus.FRESH)
+        assert {n: s for n, (s, _) in _statuses(TEST_PROFILE, instance).items()} == fresh
+        assert _memoized(TEST_PROFILE, instance, "critiques")  # an unchanged tree is reused
+
+        # A comment or a docstring is not code; a module no CRV asset imports is not theirs.
+        source_copy("crv_dagster.agents.replies", "\n# a note on label words\n")
+        source_copy("crv_dagster.training.cogpo", "\nBETA_NOTE = 'scheduled by pair kind'\n")
+        source_copy("crv_dagster.evaluation.scoring", "\nSCORING_NOTE = 1\n")
+        assert {n: s for n, (s, _) in _statuses(TEST_PROFILE, instance).items()} == fresh
+        assert _memoized(TEST_PROFILE, instance, "critiques")
+
+        # How Critic replies are read changes: the assets that run that code are out of date, with
+        # the reason, and a re-run recomputes instead of reusing.
+        source_copy("crv_dagster.agents.replies", "\n_LABEL_WORDS['easy'] += ('too short',)\n")
+        changed = _statuses(TEST_PROFILE, instance)
+        assert changed["problems"][0] == StaleStatus.FRESH
+        for asset in ("critiques", "rewritten_cots", "verified_set"):
+            status, causes = changed[asset]
+            assert status == StaleStatus.STALE
+            assert any(c.category == StaleCauseCategory.CODE and "code version" in c.reason for c in causes)
+        assert not _memoized(TEST_PROFILE, instance, "critiques")
+        assert _memoized(TEST_PROFILE, instance, "critiques")  # and the new result is reused in turn
+
+
+def test_the_training_resume_digest_follows_the_trainers_code(source_copy):
+    from crv_dagster.config import TrainingConfig
+    from crv_dagster.training.job import run_digest
+
+    data = pd.DataFrame({"question": ["q"], "answer": ["1"], "cot": ["c"]})
+    digest = lambda: run_digest("sft", "sft", 0, "/base", data, TrainingConfig())  # noqa: E731
+    before = digest()
+    source_copy("crv_dagster.evaluation.report", "\nREPORT_NOTE = 1\n")
+    assert digest() == before  # the trainer does not import it
+    source_copy("crv_dagster.training.cogpo", "\nDEFAULT_NOTE = 1\n")
+    assert digest() != before

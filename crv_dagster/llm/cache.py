@@ -12,6 +12,7 @@ import hashlib
 import sqlite3
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -24,10 +25,22 @@ def cache_key(model_id: str, request: ChatRequest) -> str:
 
 
 class ResponseCache:
+    """A damaged cache file (one SQLite cannot read, or that fails its integrity check) is set
+    aside as ``<name>.damaged-<time>`` with a warning naming it, and a new cache is started: a
+    cache is never half-used, and what it held is only model calls to make again."""
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self.set_aside: Path | None = None
+        try:
+            self._open()
+        except sqlite3.DatabaseError as err:
+            self._set_aside(err)
+            self._open()
+
+    def _open(self) -> None:
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(
@@ -35,6 +48,22 @@ class ResponseCache:
                 " key TEXT PRIMARY KEY, model_id TEXT NOT NULL, request TEXT NOT NULL,"
                 " completion TEXT NOT NULL, created REAL NOT NULL)"
             )
+            [verdict] = conn.execute("PRAGMA quick_check").fetchone()
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(verdict)
+
+    def _set_aside(self, err: Exception) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+        self.set_aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(f"{self.path}{suffix}")
+            if part.exists():
+                part.rename(Path(f"{self.set_aside}{suffix}"))
+        warnings.warn(f"{self.path}: the response cache is damaged ({err}); set aside as {self.set_aside} "
+                      "and started anew (its replies will be generated again)", stacklevel=3)
 
     def _connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

@@ -6,6 +6,7 @@ the code location loads.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +19,7 @@ from crv_dagster.orchestration.assets.training import build_training_assets
 from crv_dagster.orchestration.console import quiet_libraries
 from crv_dagster.orchestration.io_manager import ParquetIOManager
 from crv_dagster.orchestration.partitions import build_partitions, dataset_partitions
-from crv_dagster.orchestration.recovery import exit_with_parent
+from crv_dagster.orchestration.recovery import exit_with_parent, recover_on_load
 from crv_dagster.orchestration.resources import ProfileResource
 from crv_dagster.orchestration.tracking import MlflowTracking
 
@@ -59,3 +60,6 @@ def build_definitions(profile_file: str | Path) -> dg.Definitions:
 defs = build_definitions(active_profile_path())
 exit_with_parent()  # a step worker stops when its run's process is killed (see recovery.py)
 quiet_libraries()
+# Dead runs of this instance free their pool slots before this process's run can wait on them.
+recover_on_load(defs.resources["mlflow"].tracking_uri, log=lambda line: print(f"crv-dagster: {line}",
+                                                                               file=sys.stderr, flush=True))

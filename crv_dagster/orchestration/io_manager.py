@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from crv_dagster.storage import table_path, write_table
+from crv_dagster.storage import read_table, table_path, write_table
 from crv_dagster.versions import TABLE_VERSION_ATTR, table_version
 
 
@@ -56,4 +56,4 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 f"{path}: no stored table for asset '{asset}', partition '{where}'; materialize it first "
                 f"(e.g. --select '{asset},...')"
             )
-        return pd.read_parquet(path)
+        return read_table(path, f"asset '{context.asset_key.to_user_string()}', partition '{where}'")

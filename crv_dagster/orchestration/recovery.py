@@ -8,8 +8,10 @@ DAGSTER_HOME would wait for the slot. Two things prevent that:
 - ``exit_with_parent`` runs in every step worker: when the process that launched it is gone, the
   step is interrupted (so its MLflow run ends FAILED) and the worker exits.
 - ``recover`` finds runs still marked in progress whose process on this machine is gone, marks
-  them failed, frees their pool slots and ends their MLflow runs as FAILED. `make demo` runs it
-  first; `python -m crv_dagster.orchestration.recovery` runs it by hand (also for `dagster dev`'s instance).
+  them failed, frees their pool slots and ends their MLflow runs as FAILED. It runs by itself
+  wherever the definitions load (``recover_on_load``: `dagster asset materialize`, `dagster dev`, a
+  backfill's runs), so a killed run never blocks the next one, however it is started;
+  `python -m crv_dagster.orchestration.recovery` (`make recover`) runs it by hand.
 
 Each asset tags its run with the host and the pid of the run's process (``tag_run_process``),
 which is what ``recover`` checks; on SQLite storage (one machine by construction) the pid of the
@@ -173,6 +175,39 @@ def recover(instance: dg.DagsterInstance, tracking_uri: str | None = None, log=p
             f"{ended} MLflow run(s) ended as FAILED")
         recovered.append(dead.run_id)
     return recovered
+
+
+POOL = "gpu"
+
+
+def pool_holders(instance: dg.DagsterInstance, pool: str = POOL) -> list[str]:
+    """Who holds the pool's slots now, as lines a person can act on."""
+    info = instance.event_log_storage.get_concurrency_info(pool)
+    return [f"pool '{pool}': a slot is held by run {slot.run_id} (step {slot.step_key}); a step of another run "
+            f"waits for it. If that run is stuck, `dagster run cancel {slot.run_id}` frees it"
+            for slot in info.claimed_slots]
+
+
+def recover_on_load(tracking_uri: str | None, log=None) -> list[str]:
+    """Run where the definitions load (the CLI, `dagster dev`, a backfill's runs): dead runs of this
+    instance give back what they hold before a live run waits on it, and a slot still held by a
+    live run is named at INFO. Never in a step worker (its own run is alive), never fatal."""
+    import logging
+    import multiprocessing
+
+    log = log or logging.getLogger("crv_dagster").info
+    if not os.environ.get("DAGSTER_HOME") or multiprocessing.parent_process() is not None:
+        return []
+    try:
+        with dg.DagsterInstance.get() as instance:
+            recovered = recover(instance, tracking_uri, log=log)
+            for line in pool_holders(instance):
+                log(line)
+            return recovered
+    except Exception as err:  # loading the definitions must not depend on it
+        log(f"crv-dagster: could not check this instance for dead runs ({type(err).__name__}: {err}); "
+            "`make recover` does it by hand")
+        return []
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from crv_dagster.config import TrainingConfig
+from crv_dagster.llm.identity import weights_digest
 from crv_dagster.training.common import CHECKPOINT_MARK
 
 RESULT_FILE = "training_result.json"
@@ -85,29 +86,54 @@ def model_digest(path: str) -> str:
 
 def run_digest(kind: str, method: str, seed: int, base_model: str, data: pd.DataFrame | str,
                training: TrainingConfig) -> str:
-    """What a run is trained from, the package version included (a code change retrains). ``data``
-    is the table, or its ``versions.table_version`` when the caller has it already."""
+    """What a run is trained from: the base model, the data, the settings and the code that trains
+    (this job and every package module it imports: an edit to the trainer retrains). ``data`` is the
+    table, or its ``versions.table_version`` when the caller has it already."""
+    from crv_dagster.code_digest import code_digest
     from crv_dagster.versions import package_version, table_version
 
     data_version = data if isinstance(data, str) else table_version(data)
     payload = json.dumps([kind, method, seed, model_digest(base_model), data_version,
-                          training.model_dump(mode="json"), package_version()], sort_keys=True)
+                          training.model_dump(mode="json"), package_version(),
+                          code_digest(["crv_dagster.training.job"])],  # not __name__: "__main__" when run
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def finished_result(spec: RunSpec) -> dict | None:
-    """The result of an earlier launch of exactly this run, when its checkpoint is complete."""
+def earlier_result(spec: RunSpec) -> tuple[dict | None, str]:
+    """The result of an earlier launch of exactly this run, and why it cannot be kept when it cannot:
+    a run is kept only when its inputs' digest is this run's and its checkpoint's weights are still
+    the ones it wrote (a truncated or replaced weight file is retrained, never kept). The reason is
+    empty where there is no earlier run."""
     out = Path(spec.out_dir)
-    if not spec.digest or not (out / CHECKPOINT_MARK).is_file() or not (out / RESULT_FILE).is_file():
-        return None
-    stored = json.loads((out / RESULT_FILE).read_text())
-    return stored["result"] if stored.get("digest") == spec.digest else None
+    if not spec.digest or not (out / RESULT_FILE).is_file():
+        return None, ""
+    if not (out / CHECKPOINT_MARK).is_file():
+        return None, f"{out}: the checkpoint was never completed"
+    try:
+        stored = json.loads((out / RESULT_FILE).read_text())
+    except ValueError:
+        return None, f"{out / RESULT_FILE}: unreadable"
+    if stored.get("digest") != spec.digest:
+        return None, "trained from other inputs, settings or code"
+    try:
+        weights = weights_digest(out)
+    except OSError as err:
+        return None, f"{out}: the checkpoint's weights cannot be read ({err})"
+    if stored.get("weights") != weights:
+        return None, f"{out}: the checkpoint's weights are not the ones this run wrote (damaged or replaced)"
+    return stored["result"], ""
+
+
+def finished_result(spec: RunSpec) -> dict | None:
+    """The result of an earlier launch of exactly this run, when its checkpoint is intact."""
+    return earlier_result(spec)[0]
 
 
 def _write_result(spec: RunSpec, result: dict) -> None:
     path = Path(spec.out_dir) / RESULT_FILE
     tmp = path.with_suffix(".partial")
-    tmp.write_text(json.dumps({"digest": spec.digest, "result": result}))
+    tmp.write_text(json.dumps({"digest": spec.digest, "weights": weights_digest(spec.out_dir), "result": result}))
     tmp.rename(path)
 
 
@@ -216,12 +242,14 @@ def run_job(job: TrainingJob) -> list[dict]:
     with reporter(state.is_main_process) as report:
         for index, spec in enumerate(job.runs):
             where = (spec.base_model, spec.data)
-            done = finished_result(spec)
+            done, why_not = earlier_result(spec)
             if done is not None:
                 report.info(f"{spec.method} (seed {spec.seed}): already trained by an earlier launch, kept")
                 reused = True
                 result = done
             else:
+                if why_not:
+                    report.info(f"{spec.method} (seed {spec.seed}): an earlier checkpoint is not kept: {why_not}")
                 reused = False
                 report.info(f"{spec.method} (seed {spec.seed}) from {spec.base_model} on "
                             f"{state.num_processes} process(es)")

@@ -27,9 +27,32 @@ from crv_dagster.orchestration.types import (
     verified_set_schema,
 )
 from crv_dagster.plots import length_histogram
+from crv_dagster.versions import AssetReads, backend_identity, prompt_text, students
 from crv_dagster.vocabulary import SUITED, UNSUITED_ORIGINAL
 
 GROUP = "crv"
+_CODE = (__name__, "crv_dagster.agents.crv", "crv_dagster.factory")
+
+
+def _rewrite_reads(profile: Profile) -> dict:
+    crv, judge = profile.crv, profile.crv.verifier.llm_judge
+    return {"rethinker": crv.rethinker.model_dump(mode="json"), "verifier": crv.verifier.model_dump(mode="json"),
+            "max_attempts": crv.max_attempts, "agent": backend_identity(profile, crv.agent_backend),
+            "judge": backend_identity(profile, crv.verifier.judge_backend or crv.agent_backend) if judge else None,
+            "students": students(profile),  # the student's tokenizer measures expansions
+            "prompts": {"expand": prompt_text(crv.rethinker.expand_prompt),
+                        "simplify": prompt_text(crv.rethinker.simplify_prompt),
+                        **({"judge": prompt_text(crv.verifier.judge_prompt)} if judge else {})}}
+
+
+READS = {
+    "critiques": AssetReads(_CODE, lambda p: {
+        "critic": p.crv.critic.model_dump(mode="json"), "agent": backend_identity(p, p.crv.agent_backend),
+        "students": {s: c.parameters for s, c in p.model_sizes.items()},
+        "prompts": {"critic": prompt_text(p.crv.critic.prompt)}}),
+    "rewritten_cots": AssetReads(_CODE, _rewrite_reads),
+    "verified_set": AssetReads((__name__, "crv_dagster.agents.crv"), lambda p: {"unrewritten": p.crv.unrewritten}),
+}
 
 
 def _student_tokenizer(cfg, model_size: str):
@@ -67,7 +90,7 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
     tables_dir = profile_.artifacts_dir / "tables"
 
     @dg.asset(
-        **table_asset_args(profile_, "critiques", critiques_schema),
+        **table_asset_args(profile_, "critiques", critiques_schema, READS["critiques"]),
         group_name=GROUP,
         partitions_def=partitions,
         kinds={"pandas", "parquet"},
@@ -117,7 +140,7 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
         yield _unparsed_check(frame, cfg)
 
     @dg.asset(
-        **table_asset_args(profile_, "rewritten_cots", rewritten_cots_schema),
+        **table_asset_args(profile_, "rewritten_cots", rewritten_cots_schema, READS["rewritten_cots"]),
         group_name=GROUP,
         partitions_def=partitions,
         kinds={"pandas", "parquet"},
@@ -183,7 +206,7 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
         })
 
     @dg.asset(
-        **table_asset_args(profile_, "verified_set", verified_set_schema),
+        **table_asset_args(profile_, "verified_set", verified_set_schema, READS["verified_set"]),
         group_name=GROUP,
         partitions_def=partitions,
         kinds={"pandas", "parquet"},

@@ -20,15 +20,34 @@ from crv_dagster.orchestration.types import (
     table_asset_args,
 )
 from crv_dagster.prompts import TEACHER_FIELDS, TEACHER_OPTIONAL, load_prompt
+from crv_dagster.versions import AssetReads, backend_identity, prompt_text
 
 GROUP = "data"
+
+
+def _teacher_reads(profile: Profile) -> dict:
+    used = any(d.cot_source == "teacher" for d in profile.datasets.values())
+    return {"cot_source": {n: d.cot_source for n, d in profile.datasets.items()},
+            "cot": profile.cot.model_dump(mode="json"),
+            "teacher": profile.teacher.model_dump(mode="json") if used else None,
+            "teacher_backend": backend_identity(profile, profile.teacher.backend) if used else None,
+            "prompts": {"teacher": prompt_text(profile.teacher.prompt)} if used else {}}
+
+
+READS = {
+    "problems": AssetReads(
+        modules=(__name__, "crv_dagster.data.sources"),
+        profile=lambda p: {"datasets": {n: d.model_dump(mode="json") for n, d in p.datasets.items()}}),
+    "raw_cots": AssetReads(modules=(__name__, "crv_dagster.data.teacher", "crv_dagster.factory"),
+                           profile=_teacher_reads),
+}
 
 
 def build_data_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> list[dg.AssetsDefinition]:
     tables_dir = profile_.artifacts_dir / "tables"
 
     @dg.asset(
-        **table_asset_args(profile_, "problems", problems_schema),
+        **table_asset_args(profile_, "problems", problems_schema, READS["problems"]),
         group_name=GROUP,
         partitions_def=partitions,
         kinds={"pandas", "parquet"},
@@ -69,7 +88,7 @@ def build_data_assets(partitions: dg.PartitionsDefinition, profile_: Profile) ->
         })
 
     @dg.asset(
-        **table_asset_args(profile_, "raw_cots", raw_cots_schema),
+        **table_asset_args(profile_, "raw_cots", raw_cots_schema, READS["raw_cots"]),
         group_name=GROUP,
         partitions_def=partitions,
         kinds={"pandas", "parquet"},

@@ -20,9 +20,21 @@ from crv_dagster.orchestration.tracking import MlflowTracking
 from crv_dagster.orchestration.types import table_asset_args
 from crv_dagster.schemas import eval_scores_schema, results_schema
 from crv_dagster.storage import table_path, write_table
+from crv_dagster.versions import AssetReads, backend_identity, students
 from crv_dagster.vocabulary import BASE, COGPO
 
 GROUP = "evaluation"
+_REPORT = ("crv_dagster.evaluation.aggregate", "crv_dagster.evaluation.report")
+READS = {
+    "eval_scores": AssetReads(
+        (__name__, "crv_dagster.evaluation.scoring", "crv_dagster.evaluation.benchmarks", "crv_dagster.factory",
+         *_REPORT),
+        lambda p: {"evaluation": p.evaluation.model_dump(mode="json"), "seeds": p.seeds,
+                   "backend": backend_identity(p, p.evaluation.backend), "students": students(p),
+                   "eval_fraction": {n: d.eval_fraction for n, d in p.datasets.items()}}),
+    "results": AssetReads((__name__, *_REPORT),
+                          lambda p: {"students": {s: c.parameters for s, c in p.model_sizes.items()}}),
+}
 
 
 def _crv_params(rewritten: pd.DataFrame, pairs: pd.DataFrame) -> dict:
@@ -36,7 +48,7 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
     tables_dir = profile_.artifacts_dir / "tables"
 
     @dg.asset(
-        **table_asset_args(profile_, "eval_scores", eval_scores_schema),
+        **table_asset_args(profile_, "eval_scores", eval_scores_schema, READS["eval_scores"]),
         group_name=GROUP,
         partitions_def=partitions,
         kinds={"pandas", "parquet"},
@@ -121,7 +133,7 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
         })
 
     @dg.asset(
-        **table_asset_args(profile_, "results", results_schema),
+        **table_asset_args(profile_, "results", results_schema, READS["results"]),
         group_name=GROUP,
         partitions_def=dataset_partitions(profile_),
         kinds={"pandas", "parquet"},

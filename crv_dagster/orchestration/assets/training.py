@@ -25,7 +25,43 @@ from crv_dagster.orchestration.types import (
 )
 from crv_dagster.training import pairs as pairs_lib
 from crv_dagster.training.incorrect import find_incorrect_cots
+from crv_dagster.versions import AssetReads, backend_identity, prompt_text, students, training_by_size
 from crv_dagster.vocabulary import COGPO, PAIR_TYPES, SFT, SFT_FILTER, SFT_RAW
+
+
+def _pairs_reads(profile: Profile) -> dict:
+    pairs, sources = profile.training.pairs, profile.training.pairs.incorrect_sources
+    return {"pairs": pairs.model_dump(mode="json"), "students": students(profile),
+            "student_backend": backend_identity(profile, pairs.student_backend) if "student" in sources else None,
+            "inject_backend": (backend_identity(profile, pairs.inject_backend or profile.crv.agent_backend)
+                               if "inject" in sources else None),
+            "prompts": {"inject": prompt_text(pairs.inject_prompt)} if "inject" in sources else {}}
+
+
+def _trained_reads(stage: str):
+    """What a model asset trains with: its stage's settings (``sft`` or ``cogpo``), LoRA, the
+    process count per size, threads and seeds."""
+    def reads(profile: Profile) -> dict:
+        training = profile.training
+        out = {"lora": training.lora.model_dump(mode="json"), "by_size": training_by_size(profile),
+               stage: getattr(training, stage).model_dump(mode="json"), "torch_threads": training.torch_threads,
+               "seeds": profile.seeds}
+        if stage == "sft":
+            out.update(sft_baselines=training.sft_baselines, students=students(profile))
+        return out
+
+    return reads
+
+
+# The training itself runs in crv_dagster.training.job, launched through orchestration/launch.py.
+_JOB = (__name__, "crv_dagster.orchestration.launch", "crv_dagster.training.job")
+READS = {
+    "preference_pairs": AssetReads(
+        (__name__, "crv_dagster.training.pairs", "crv_dagster.training.incorrect", "crv_dagster.factory"),
+        _pairs_reads),
+    "sft_model": AssetReads(_JOB, _trained_reads("sft")),
+    "cogpo_model": AssetReads(_JOB, _trained_reads("cogpo")),
+}
 
 # Why an SFT baseline can have nothing to train on.
 SFT_EMPTY_REASONS = {SFT_RAW: "no raw CoT reaches the reference answer",
@@ -51,7 +87,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
     tables_dir = profile_.artifacts_dir / "tables"
 
     @dg.asset(
-        **table_asset_args(profile_, "preference_pairs", preference_pairs_schema),
+        **table_asset_args(profile_, "preference_pairs", preference_pairs_schema, READS["preference_pairs"]),
         group_name=GROUP,
         partitions_def=partitions,
         kinds={"pandas", "parquet"},
@@ -105,7 +141,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
         })
 
     @dg.asset(
-        **table_asset_args(profile_, "sft_model", model_manifest_schema),
+        **table_asset_args(profile_, "sft_model", model_manifest_schema, READS["sft_model"]),
         group_name=GROUP,
         partitions_def=partitions,
         kinds={"pytorch", "huggingface"},
@@ -169,7 +205,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
         })
 
     @dg.asset(
-        **table_asset_args(profile_, "cogpo_model", model_manifest_schema),
+        **table_asset_args(profile_, "cogpo_model", model_manifest_schema, READS["cogpo_model"]),
         group_name=GROUP,
         partitions_def=partitions,
         kinds={"pytorch", "huggingface"},
