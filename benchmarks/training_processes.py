@@ -1,7 +1,7 @@
 """The training job in one process against two data-parallel processes (DDP over gloo), on the CPU.
 
 Both arms run the same job (SFT, then CogPO from that checkpoint) on the same data with the same
-global batch, launched exactly as the assets launch it (``training.launch.launch_command``): one
+global batch, launched exactly as the assets launch it (``training.launch_command.launch_command``): one
 process with all the machine's threads, or ``accelerate launch`` of two processes with one thread
 each (accelerate/ddp_cpu.yaml). Arms alternate, twice; the script prints the wall time of each
 launch (start-up included), the time inside the trainers, and the ratios. On a CPU this measures
@@ -49,7 +49,7 @@ def _job(root: Path, model: str, pairs, examples, processes: int, steps: int, gl
 
 def _launch(arm: str, model: str, pairs, examples, steps: int, global_batch: int) -> dict:
     from crv_dagster.config import CONFIG_DIR, PROJECT_ROOT, LaunchConfig
-    from crv_dagster.training.launch import free_port, launch_command
+    from crv_dagster.training.launch_command import free_port, launch_command
 
     launch = (LaunchConfig() if arm == "one"
               else LaunchConfig(num_processes=2, accelerate_config="accelerate/ddp_cpu.yaml"))

@@ -73,6 +73,24 @@ def _read(module: str, root: Path) -> tuple[str, frozenset[str]] | None:
     return hashlib.sha256(code.encode()).hexdigest(), imports
 
 
+def package_modules(root: Path | None = None) -> list[str]:
+    """Every module of the package, by dotted name."""
+    root = (root or PACKAGE_DIR).resolve()
+    names = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        names.append(".".join((PACKAGE, *parts[:-1])) if parts[-1] == "__init__" else ".".join((PACKAGE, *parts)))
+    return names
+
+
+def imports_of(module: str, root: Path | None = None) -> frozenset[str]:
+    """The package modules ``module`` imports, anywhere in it (names imported from a module are left
+    out: only what is itself a module)."""
+    root = (root or PACKAGE_DIR).resolve()
+    read = _read(module, root)
+    return frozenset(m for m in read[1] if module_path(m, root) is not None) if read else frozenset()
+
+
 def closure(modules: Iterable[str], root: Path | None = None) -> dict[str, str]:
     """Every package module reached from ``modules`` through imports, with its code digest."""
     root = (root or PACKAGE_DIR).resolve()

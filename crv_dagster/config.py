@@ -519,6 +519,16 @@ class EvaluationConfig(_Strict):
         return self.protocol.model_copy(update=bench.protocol.model_dump(exclude_none=True))
 
 
+class OrchestrationConfig(_Strict):
+    """How Dagster executes a run of this profile's assets."""
+
+    executor: Literal["multiprocess", "in_process"] = Field(
+        "multiprocess", description="multiprocess: each step in a process of its own (isolation, a killed run's "
+                                    "steps stop with it); in_process: every step in the run's process, which "
+                                    "saves a process start (2-3 s) per step: a laptop's choice, and a re-run "
+                                    "whose steps are all reused takes seconds")
+
+
 class TrackingConfig(_Strict):
     tracking_uri: str | None = Field(None, description="default: sqlite store under the artifacts root")
     experiment: str = "crv-dagster"
@@ -539,6 +549,7 @@ class Profile(_Strict):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     sandbox: SandboxConfig = SandboxConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("seeds")

@@ -7,9 +7,39 @@ opened, from another process, possibly another machine.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
+
+
+_ready_stores: set[Path] = set()
+_ready_lock = threading.Lock()
+
+
+def ensure_sqlite_store(db: Path) -> None:
+    """Create (or migrate) an MLflow SQLite store once, under a file lock.
+
+    MLflow creates its tables with alembic when a client first opens an empty file; two processes
+    doing that at once (two partitions of a backfill on a fresh artifacts root) collide in alembic.
+    The lock makes the first one create it and the others find it ready.
+    """
+    import fcntl
+
+    from mlflow.tracking import MlflowClient
+
+    db = db.resolve()
+    with _ready_lock:
+        if db in _ready_stores:
+            return
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with open(db.with_name(db.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                MlflowClient(tracking_uri=f"sqlite:///{db.as_posix()}").search_experiments(max_results=1)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        _ready_stores.add(db)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Checks of a profile against the files and names it refers to, run when the profile loads.
 
 Pydantic checks a profile's shape; these check what it points at: prompt files and their
-placeholders, local model folders and Hub ids, dataset files, and that every dataset has something
-to be evaluated on. Without them such errors surface only when their step runs, after the
+placeholders, local model folders and Hub ids, dataset files, the accelerate config a training
+launch names, token budgets against the engines' context, and that every dataset has something to
+be evaluated on. Without them such errors surface only when their step runs, after the
 upstream work and model loads. Every problem is reported with the profile's dotted key.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import yaml
 
 from crv_dagster.prompts import (
     CRITIC_FIELDS,
@@ -23,12 +26,50 @@ from crv_dagster.prompts import (
     PromptError,
     load_prompt,
 )
-from crv_dagster.training.launch import launch_problems
 
-# The profile is read by attribute (it is config.Profile): config calls these checks when it loads
-# a profile, so this module does not import config.
+# The profile is read by attribute (it is config.Profile, a launch config.LaunchConfig): config
+# calls these checks when it loads a profile, so this module does not import config.
 # owner/name, as the Hub spells repo ids (a bare name is an old-style id).
 _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[\w.-]+$")
+# accelerate's distributed types whose processes each hold a shard of the weights.
+SHARDED_TYPES = {"FSDP", "DEEPSPEED"}
+
+
+def accelerate_config_path(launch, config_dir: Path) -> Path | None:
+    """The accelerate config file the launch names (relative paths: from ``assets_config/``)."""
+    if launch.accelerate_config is None:
+        return None
+    path = Path(launch.accelerate_config).expanduser()
+    return path if path.is_absolute() else config_dir / path
+
+
+def read_accelerate_config(path: Path) -> dict:
+    """The accelerate config file as a mapping; errors name the file."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read the accelerate config: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict) or "distributed_type" not in raw:
+        raise ValueError(f"{path}: not an accelerate config (no distributed_type)")
+    return raw
+
+
+def launch_problems(launch, finetuning: str, config_dir: Path) -> list[str]:
+    """What is wrong with a launch before anything starts: a missing or unreadable accelerate config,
+    or LoRA under a sharded config (the adapter would be saved from one shard)."""
+    path = accelerate_config_path(launch, config_dir)
+    if path is None:
+        return []
+    try:
+        config = read_accelerate_config(path)
+    except ValueError as err:
+        return [f"accelerate_config: {err}"]
+    if finetuning == "lora" and str(config["distributed_type"]).upper() in SHARDED_TYPES:
+        return [f"accelerate_config: {path.name} shards the weights ({config['distributed_type']}), which LoRA "
+                "does not support here: use finetuning: full, or a DDP or single-GPU config for LoRA"]
+    return []
 
 
 def _prompt_specs(profile) -> list[tuple[str, str, set[str], set[str]]]:

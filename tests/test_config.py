@@ -76,3 +76,12 @@ def test_config_hash_changes_with_the_config(tmp_path):
     a = load_profile_file(_write(tmp_path, BASE))
     b = load_profile_file(_write(tmp_path, BASE.replace("name: t", "name: u")))
     assert a.config_hash() != b.config_hash()
+
+
+@pytest.mark.parametrize(("name", "executor"), [("demo", "in_process"), ("test", "multiprocess"),
+                                                 ("paper", "multiprocess")])
+def test_the_profile_chooses_how_dagster_executes_its_steps(name, executor):
+    from crv_dagster.orchestration.definitions import build_definitions
+
+    defs = build_definitions(CONFIG_DIR / f"{name}.yaml")
+    assert defs.resolve_job_def("crv_pipeline").executor_def.name == executor

@@ -24,7 +24,7 @@ from crv_dagster.orchestration.kubernetes import pod_request
 from crv_dagster.orchestration.partitions import PartitionKey
 from crv_dagster.training.common import CHECKPOINT_MARK
 from crv_dagster.training.job import LAUNCHER_PID_ENV, RESULT_FILE, RunSpec, TrainingJob, run_digest
-from crv_dagster.training.launch import free_port, launch_command
+from crv_dagster.training.launch_command import free_port, launch_command
 from crv_dagster.training.pairs import build_pairs, chat_prompt_renderer, incorrect_by_perturbation
 from crv_dagster.training.sft import sft_examples
 

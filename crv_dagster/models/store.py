@@ -66,14 +66,20 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     # which blocks save_pretrained and training; the weights need nothing from it any more.
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / READY_MARK).write_text(str(gguf_path))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def _publish(target: Path, build, origin: str) -> None:
+    """``build(folder)`` into a scratch folder that becomes ``target`` only once complete, marked
+    ready: a crash mid-build never leaves a folder that looks usable."""
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build(tmp)
+    (tmp / READY_MARK).write_text(origin)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
 
 
 def resolve_model(name: str, spec: ModelSpec, models_dir: Path) -> str:
@@ -87,11 +93,12 @@ def resolve_model(name: str, spec: ModelSpec, models_dir: Path) -> str:
         if (target / READY_MARK).exists():  # another process finished it while we waited
             return str(target)
         if isinstance(spec, GgufPackageModel):
-            convert_gguf(locate_package_file(spec.distribution, spec.file), target)
+            gguf = locate_package_file(spec.distribution, spec.file)
+            _publish(target, lambda folder: convert_gguf(gguf, folder), str(gguf))
         elif isinstance(spec, TinyModel):
             from crv_dagster.models.tiny import build_tiny_model
 
-            build_tiny_model(spec, target)
+            _publish(target, lambda folder: build_tiny_model(spec, folder), "tiny")
         else:  # pragma: no cover - the config union is closed
             raise TypeError(f"unknown model source {spec!r}")
     return str(target)

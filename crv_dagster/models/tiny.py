@@ -7,7 +7,6 @@ pipeline actually produces, so prompts tokenise to a realistic number of tokens.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from crv_dagster.config import TinyModel
@@ -65,6 +64,8 @@ def build_tokenizer(vocab_size: int):
 
 
 def build_tiny_model(spec: TinyModel, out_dir: Path) -> Path:
+    """Builds the model and its tokenizer and saves both in ``out_dir`` (``models.store`` makes that
+    folder appear whole, or not at all)."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
@@ -90,15 +91,8 @@ def build_tiny_model(spec: TinyModel, out_dir: Path) -> Path:
     if spec.agent_warmup_steps:
         warm_up_agent(model, tokenizer, spec.agent_warmup_steps, spec.seed)
 
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    from crv_dagster.models.store import READY_MARK
-
-    (tmp / READY_MARK).write_text("tiny")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
     return out_dir
 
 

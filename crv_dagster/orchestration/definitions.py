@@ -42,9 +42,11 @@ def build_definitions(profile_file: str | Path) -> dg.Definitions:
         partitions_def=dataset_partitions(profile),
         description="The comparison across model sizes of one dataset (after eval_scores of every size).",
     )
+    executor = dg.in_process_executor if profile.orchestration.executor == "in_process" else dg.multiprocess_executor
     return dg.Definitions(
         assets=assets,
         jobs=[pipeline, comparison],
+        executor=executor,
         resources={
             "profile": ProfileResource(path=str(Path(profile_file).resolve())),
             "io_manager": ParquetIOManager(base_dir=tables_dir),

@@ -15,7 +15,7 @@ import dagster as dg
 
 from crv_dagster.config import KubernetesLaunch, LaunchConfig, Profile
 from crv_dagster.orchestration.partitions import PartitionKey
-from crv_dagster.training.launch import launch_command
+from crv_dagster.training.launch_command import launch_command
 
 # Relative to the image's working directory, which is the project's root.
 IMAGE_CONFIG_DIR = Path("assets_config")

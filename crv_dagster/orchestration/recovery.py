@@ -139,7 +139,7 @@ def find_dead_runs(instance: dg.DagsterInstance) -> list[DeadRun]:
 def _end_mlflow_runs(tracking_uri: str, run_id: str) -> int:
     from mlflow.tracking import MlflowClient
 
-    from crv_dagster.orchestration.tracking import ensure_sqlite_store
+    from crv_dagster.mlflow_run import ensure_sqlite_store
 
     if tracking_uri.startswith("sqlite:///"):
         from pathlib import Path

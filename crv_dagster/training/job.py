@@ -6,7 +6,7 @@
     python -m crv_dagster.training.job JOB.json                         # one process
     accelerate launch --config_file F --num_processes N -m crv_dagster.training.job JOB.json
 
-through Dagster Pipes (``orchestration.launch``). Every rank runs the same runs in the same order;
+through Dagster Pipes (``orchestration.pipes_launch``). Every rank runs the same runs in the same order;
 the main process logs the curves into each run's MLflow run, writes the checkpoints, and reports
 every finished run back to Dagster (a Pipes custom message: the result with its loss curve and
 the checkpoint path). Launched by hand, outside Dagster, the results are printed instead.

@@ -12,7 +12,7 @@ import pandas as pd
 
 from crv_dagster.config import Profile
 from crv_dagster.factory import solution_checker, student_base_model
-from crv_dagster.orchestration.launch import PlannedRun, launch_training
+from crv_dagster.orchestration.pipes_launch import PlannedRun, launch_training
 from crv_dagster.orchestration.memo import models_output, reused_models, reused_table, table_output
 from crv_dagster.orchestration.metadata import counts, markdown_table
 from crv_dagster.orchestration.partitions import partition_of
@@ -53,8 +53,8 @@ def _trained_reads(stage: str):
     return reads
 
 
-# The training itself runs in crv_dagster.training.job, launched through orchestration/launch.py.
-_JOB = (__name__, "crv_dagster.orchestration.launch", "crv_dagster.training.job")
+# The training itself runs in crv_dagster.training.job, launched through orchestration/pipes_launch.py.
+_JOB = (__name__, "crv_dagster.orchestration.pipes_launch", "crv_dagster.training.job")
 READS = {
     "preference_pairs": AssetReads(
         (__name__, "crv_dagster.training.pairs", "crv_dagster.training.incorrect", "crv_dagster.factory"),
@@ -97,10 +97,10 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
     )
     def preference_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                          problems: pd.DataFrame, verified_set: pd.DataFrame) -> dg.Output:
-        from transformers import AutoTokenizer
-
         if (reused := reused_table(context, tables_dir)) is not None:
             return reused
+        from transformers import AutoTokenizer  # after the reuse check: importing it takes seconds
+
         cfg = profile.profile
         key = partition_of(context)
         pairs_cfg = cfg.training.pairs

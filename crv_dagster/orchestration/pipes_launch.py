@@ -29,7 +29,7 @@ from crv_dagster.config import CONFIG_DIR, PROJECT_ROOT, LaunchConfig, Profile, 
 from crv_dagster.orchestration.partitions import PartitionKey
 from crv_dagster.orchestration.tracking import MlflowTracking, TrackedRun
 from crv_dagster.training.job import LAUNCHER_PID_ENV, MESSAGE_KIND, RunSpec, TrainingJob, run_digest
-from crv_dagster.training.launch import free_port, launch_command
+from crv_dagster.training.launch_command import free_port, launch_command
 from crv_dagster.versions import table_version
 
 
