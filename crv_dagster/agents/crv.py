@@ -176,6 +176,21 @@ def unreadable_counts(critiques: pd.DataFrame) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def rewrite_lengths(rewritten: pd.DataFrame, count_tokens) -> tuple[dict[str, float], list[int], list[int]]:
+    """Mean tokens of the rewrites that passed, before and after, per action; and every passed
+    rewrite's length before and after (for the histogram). ``count_tokens``: the student's tokenizer."""
+    passed = rewritten[rewritten["passed"] & rewritten["action"].isin(REWRITE_ACTIONS)]
+    before = [count_tokens(t) for t in passed["original_cot"]]
+    after = [count_tokens(t) for t in passed["rewritten_cot"]]
+    means = {}
+    for action in REWRITE_ACTIONS:
+        mask = (passed["action"] == action).tolist()
+        if any(mask):
+            means[f"{action}_tokens_before"] = float(sum(b for b, m in zip(before, mask) if m) / sum(mask))
+            means[f"{action}_tokens_after"] = float(sum(a for a, m in zip(after, mask) if m) / sum(mask))
+    return means, before, after
+
+
 def refine_stats(rewritten: pd.DataFrame, max_attempts: int) -> dict:
     actions = Counter(rewritten["action"])
     tried = rewritten[rewritten["action"].isin(REWRITE_ACTIONS)]

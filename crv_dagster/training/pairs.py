@@ -192,6 +192,14 @@ def incorrect_by_injection(problems: pd.DataFrame, backend, prompt: PromptTempla
 # --------------------------------------------------------------------------- pairs
 
 
+def pair_material(verified: pd.DataFrame) -> pd.DataFrame:
+    """One correct CoT per problem, to corrupt or to sample against: the original where the problem
+    has one (its layout is the dataset's or the teacher's, so a perturbation finds the result), else
+    the suited CoT."""
+    ordered = verified.sort_values("role", ascending=False)  # unsuited_original before suited
+    return ordered.drop_duplicates("problem_id")[["problem_id", "question", "answer", "cot"]].reset_index(drop=True)
+
+
 def _pair_id(problem_id: str, pair_type: str) -> str:
     return hashlib.sha256(f"{problem_id}:{pair_type}".encode()).hexdigest()[:16]
 

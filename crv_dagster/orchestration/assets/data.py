@@ -9,10 +9,9 @@ from crv_dagster.config import Profile
 from crv_dagster.data.sources import build_problems, read_source
 from crv_dagster.data.teacher import cots_from_dataset, cots_from_teacher, trace_stats
 from crv_dagster.factory import build_backend, default_sampling, solution_checker
-from crv_dagster.orchestration.memo import reused_table, table_output
 from crv_dagster.orchestration.metadata import counts, markdown_table
-from crv_dagster.orchestration.partitions import partition_of
 from crv_dagster.orchestration.resources import ProfileResource
+from crv_dagster.orchestration.stage import Stage, StageResult, table_stage
 from crv_dagster.orchestration.tracking import MlflowTracking
 from crv_dagster.orchestration.types import (
     problems_schema,
@@ -43,9 +42,61 @@ READS = {
 }
 
 
-def build_data_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> list[dg.AssetsDefinition]:
-    tables_dir = profile_.artifacts_dir / "tables"
+def _problems(stage: Stage) -> StageResult:
+    dataset_cfg = stage.cfg.datasets[stage.key.dataset]
+    rows = build_problems(stage.key.dataset, dataset_cfg, read_source(dataset_cfg))
+    frame, rejected = rows.accepted, rows.rejected
+    split_counts = frame["split"].value_counts()
+    stats = {"num_problems": len(frame), "num_train": int(split_counts.get("train", 0)),
+             "num_eval": int(split_counts.get("eval", 0)), "num_rejected": len(rejected)}
+    stage.log.info(f"{rows.origin}: {stats['num_train']} train and {stats['num_eval']} eval problems")
+    if len(rejected):
+        stage.run.log_text(rejected.to_csv(index=False), "rejected_rows.csv")
+        stage.log.warning(f"{rows.origin}: {len(rejected)} row(s) rejected: {rejected['reason'].value_counts().to_dict()}")
+    return StageResult(frame, stats, {
+        "source": rows.origin,
+        "rejected_by_reason": counts(rejected["reason"]) if len(rejected) else dg.MetadataValue.json({}),
+        "rejected_rows": markdown_table(rejected, rows=20),
+        "sample": markdown_table(frame, ["problem_id", "split", "question", "answer"]),
+    }, {"source": rows.origin, "answer_format": dataset_cfg.answer_format,
+        "eval_fraction": dataset_cfg.eval_fraction, "split_seed": dataset_cfg.split_seed})
 
+
+def _raw_cots(stage: Stage, problems: pd.DataFrame) -> StageResult:
+    cfg, dataset = stage.cfg, stage.key.dataset
+    dataset_cfg = cfg.datasets[dataset]
+    train = problems[problems["split"] == "train"].reset_index(drop=True)
+    checker = solution_checker(cfg, train)
+    cache_meta: dict[str, int] = {}
+    if dataset_cfg.cot_source == "dataset":
+        frame = cots_from_dataset(train, dataset, checker, cfg.cot.trace)
+    else:
+        prompt = load_prompt(cfg.teacher.prompt, required=TEACHER_FIELDS, optional=TEACHER_OPTIONAL)
+        with build_backend(cfg, cfg.teacher.backend) as backend:
+            stage.log.info(f"teacher {backend.model_id}: {len(train)} problems")
+            params = replace(default_sampling(cfg, cfg.teacher.backend), max_new_tokens=cfg.teacher.max_new_tokens)
+            frame = cots_from_teacher(train, backend, prompt, params, checker, cfg.cot.trace)
+        cache_meta = backend.stats.as_metadata("teacher")
+        stage.log.info(f"teacher cache: {cache_meta}")
+    stats = {"num_cots": len(frame),
+             "teacher_accuracy": float(frame["is_correct"].mean()) if len(frame) else 0.0,
+             "no_answer_share": float(frame["extracted_answer"].isna().mean()) if len(frame) else 0.0,
+             "mean_cot_chars": float(frame["cot"].str.len().mean()) if len(frame) else 0.0,
+             **trace_stats(frame["cot"]),
+             **{f"cot_status_{k}": int(v) for k, v in frame["cot_status"].value_counts().items()},
+             **cache_meta}
+    stage.log.info(f"{len(frame)} raw CoTs ({dataset_cfg.cot_source}), "
+                   f"{stats['teacher_accuracy']:.0%} reach the reference answer")
+    return StageResult(frame, stats, {
+        "cot_source": dataset_cfg.cot_source,
+        "cot_trace": cfg.cot.trace,
+        "cot_status": dg.MetadataValue.json(frame["cot_status"].value_counts().to_dict()),
+        "sample": markdown_table(frame, ["problem_id", "answer", "extracted_answer", "is_correct", "cot"]),
+    }, {"cot_source": dataset_cfg.cot_source, "cot_trace": cfg.cot.trace,
+        "teacher_model": frame["teacher_model"].iloc[0] if len(frame) else ""})
+
+
+def build_data_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> list[dg.AssetsDefinition]:
     @dg.asset(
         **table_asset_args(profile_, "problems", problems_schema, READS["problems"]),
         group_name=GROUP,
@@ -53,39 +104,10 @@ def build_data_assets(partitions: dg.PartitionsDefinition, profile_: Profile) ->
         kinds={"pandas", "parquet"},
         description="Problems of one dataset with reference answers, split into train and eval (seeded).",
     )
-    def problems(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking) -> dg.Output:
-        cfg = profile.profile
-        key = partition_of(context)
-        dataset_cfg = cfg.datasets[key.dataset]
-        with mlflow.asset_run(context, cfg) as run:
-            rows = build_problems(key.dataset, dataset_cfg, read_source(dataset_cfg))
-            frame, rejected = rows.accepted, rows.rejected
-            split_counts = frame["split"].value_counts()
-            stats = {
-                "num_problems": len(frame),
-                "num_train": int(split_counts.get("train", 0)),
-                "num_eval": int(split_counts.get("eval", 0)),
-                "num_rejected": len(rejected),
-            }
-            run.log_params({"source": rows.origin, "answer_format": dataset_cfg.answer_format,
-                            "eval_fraction": dataset_cfg.eval_fraction, "split_seed": dataset_cfg.split_seed})
-            run.log_metrics(stats)
-            context.log.info(f"{rows.origin}: {stats['num_train']} train and {stats['num_eval']} eval problems")
-            if len(rejected):
-                run.log_text(rejected.to_csv(index=False), "rejected_rows.csv")
-                context.log.warning(f"{rows.origin}: {len(rejected)} row(s) rejected: "
-                                    f"{rejected['reason'].value_counts().to_dict()}")
+    def problems(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking):
         # Always read again (cheap, and a changed file must be seen); unchanged content keeps its
         # data version, so nothing downstream goes stale.
-        return table_output(frame, {
-            **stats,
-            "dagster/row_count": len(frame),
-            "source": rows.origin,
-            "rejected_by_reason": counts(rejected["reason"]) if len(rejected) else dg.MetadataValue.json({}),
-            "rejected_rows": markdown_table(rejected, rows=20),
-            "sample": markdown_table(frame, ["problem_id", "split", "question", "answer"]),
-            "mlflow_run": dg.MetadataValue.url(run.url),
-        })
+        yield from table_stage(context, profile, mlflow, _problems, reuse=False)
 
     @dg.asset(
         **table_asset_args(profile_, "raw_cots", raw_cots_schema, READS["raw_cots"]),
@@ -96,48 +118,7 @@ def build_data_assets(partitions: dg.PartitionsDefinition, profile_: Profile) ->
         description="The teacher's chain of thought for each training problem, graded against the reference.",
     )
     def raw_cots(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
-                 problems: pd.DataFrame) -> dg.Output:
-        if (reused := reused_table(context, tables_dir)) is not None:
-            return reused
-        cfg = profile.profile
-        key = partition_of(context)
-        dataset_cfg = cfg.datasets[key.dataset]
-        train = problems[problems["split"] == "train"].reset_index(drop=True)
-        cache_meta: dict[str, int] = {}
-        with mlflow.asset_run(context, cfg) as run:
-            checker = solution_checker(cfg, train)
-            if dataset_cfg.cot_source == "dataset":
-                frame = cots_from_dataset(train, key.dataset, checker, cfg.cot.trace)
-            else:
-                prompt = load_prompt(cfg.teacher.prompt, required=TEACHER_FIELDS, optional=TEACHER_OPTIONAL)
-                with build_backend(cfg, cfg.teacher.backend) as backend:
-                    context.log.info(f"teacher {backend.model_id}: {len(train)} problems")
-                    params = replace(default_sampling(cfg, cfg.teacher.backend), max_new_tokens=cfg.teacher.max_new_tokens)
-                    frame = cots_from_teacher(train, backend, prompt, params, checker, cfg.cot.trace)
-                cache_meta = backend.stats.as_metadata("teacher")
-                context.log.info(f"teacher cache: {cache_meta}")
-            stats = {
-                "num_cots": len(frame),
-                "teacher_accuracy": float(frame["is_correct"].mean()) if len(frame) else 0.0,
-                "no_answer_share": float(frame["extracted_answer"].isna().mean()) if len(frame) else 0.0,
-                "mean_cot_chars": float(frame["cot"].str.len().mean()) if len(frame) else 0.0,
-                **trace_stats(frame["cot"]),
-                **{f"cot_status_{k}": int(v) for k, v in frame["cot_status"].value_counts().items()},
-                **cache_meta,
-            }
-            context.log.info(f"{len(frame)} raw CoTs ({dataset_cfg.cot_source}), "
-                             f"{stats['teacher_accuracy']:.0%} reach the reference answer")
-            run.log_params({"cot_source": dataset_cfg.cot_source, "cot_trace": cfg.cot.trace,
-                            "teacher_model": frame["teacher_model"].iloc[0] if len(frame) else ""})
-            run.log_metrics(stats)
-        return table_output(frame, {
-            **stats,
-            "dagster/row_count": len(frame),
-            "cot_source": dataset_cfg.cot_source,
-            "cot_trace": cfg.cot.trace,
-            "cot_status": dg.MetadataValue.json(frame["cot_status"].value_counts().to_dict()),
-            "sample": markdown_table(frame, ["problem_id", "answer", "extracted_answer", "is_correct", "cot"]),
-            "mlflow_run": dg.MetadataValue.url(run.url),
-        })
+                 problems: pd.DataFrame):
+        yield from table_stage(context, profile, mlflow, lambda stage: _raw_cots(stage, problems))
 
     return [problems, raw_cots]

@@ -16,6 +16,7 @@ from crv_dagster.orchestration.memo import reused_table, table_output
 from crv_dagster.orchestration.metadata import image, markdown_table
 from crv_dagster.orchestration.partitions import by_dataset, dataset_partitions, partition_of
 from crv_dagster.orchestration.resources import ProfileResource
+from crv_dagster.orchestration.stage import MLFLOW_LINK
 from crv_dagster.orchestration.tracking import MlflowTracking
 from crv_dagster.orchestration.types import table_asset_args
 from crv_dagster.schemas import eval_scores_schema, results_schema
@@ -85,7 +86,7 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
                          "finetuning": cfg.training_for(key.model_size).finetuning}
         sandbox = (code_sandbox(cfg.sandbox)
                    if any("tests" in f and f["tests"].notna().any() for f in benchmarks.values()) else None)
-        details, summaries = [], []
+        details, summaries, links = [], [], {}
         for method, seed, path in models:
             with mlflow.asset_run(context, cfg, extra_tags={"crv.method": method, "crv.seed": seed,
                                                             "crv.report": "score"}) as run:
@@ -106,6 +107,7 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
                 context.log.info(f"{method} (seed {seed}): "
                                  + ", ".join(f"{r.benchmark} {100 * r.accuracy:.1f}%" for r in summary.itertuples())
                                  + f" ({backend.stats.as_metadata('eval')})")
+            links[f"{MLFLOW_LINK}/{method}/seed-{seed}"] = dg.MetadataValue.url(run.url)
             details.append(method_details)
             summaries.append(summary.assign(model_path=path))
         scores = compare_with(pd.concat(summaries, ignore_index=True), COGPO)
@@ -119,8 +121,11 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
         write_table(pd.concat(details, ignore_index=True), detail_path)
         pooled = pool_seeds(scores)
         table = results_markdown(pooled, {k: v.parameters for k, v in cfg.model_sizes.items()})
+        # The link opens the runs table on this experiment's score runs, one per model and seed.
+        view = mlflow.scores_view_url()
         return table_output(scores, {
             "dagster/row_count": len(scores),
+            MLFLOW_LINK: dg.MetadataValue.url(view) if view else next(iter(links.values())), **links,
             "results": dg.MetadataValue.md(table),
             "protocol": dg.MetadataValue.json(protocol),
             "protocol_by_benchmark": dg.MetadataValue.json({n: p.model_dump() for n, p in protocols.items()}),
@@ -166,7 +171,7 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
             "results": dg.MetadataValue.md(table),
             "accuracy_pct_vs_size": image(png, "accuracy (%) against model size, 95% intervals"),
             "model_sizes": dg.MetadataValue.json(sorted(frame["model_size"].unique().tolist())),
-            "mlflow_report_run": dg.MetadataValue.url(report.url),
+            MLFLOW_LINK: dg.MetadataValue.url(report.url),
         })
 
     return [eval_scores, results]

@@ -13,10 +13,11 @@ import pandas as pd
 from crv_dagster.config import Profile
 from crv_dagster.factory import solution_checker, student_base_model
 from crv_dagster.orchestration.pipes_launch import PlannedRun, launch_training
-from crv_dagster.orchestration.memo import models_output, reused_models, reused_table, table_output
+from crv_dagster.orchestration.memo import models_output, reused_models
 from crv_dagster.orchestration.metadata import counts, markdown_table
 from crv_dagster.orchestration.partitions import partition_of
 from crv_dagster.orchestration.resources import ProfileResource
+from crv_dagster.orchestration.stage import MLFLOW_LINK, Stage, StageResult, table_stage
 from crv_dagster.orchestration.tracking import MlflowTracking
 from crv_dagster.orchestration.types import (
     model_manifest_schema,
@@ -83,6 +84,38 @@ def _manifest_row(method: str, seed: int, path, parent: str, finetuning: str, re
             "train_runtime_s": result.get("train_runtime_s")}
 
 
+def _pairs(stage: Stage, problems: pd.DataFrame, verified_set: pd.DataFrame) -> StageResult:
+    from transformers import AutoTokenizer  # here, not at the top: importing it takes seconds
+
+    cfg, pairs_cfg = stage.cfg, stage.cfg.training.pairs
+    material = pairs_lib.pair_material(verified_set)
+    # A code CoT is right or wrong by its problem's tests.
+    checker = solution_checker(cfg, problems[problems["problem_id"].isin(material["problem_id"])])
+    incorrect, passed_over = find_incorrect_cots(cfg, stage.key.model_size, material, stage.log, checker)
+    tokenizer = AutoTokenizer.from_pretrained(student_base_model(cfg, stage.key.model_size))
+    frame, refused = pairs_lib.build_pairs(verified_set, incorrect, pairs_cfg.betas.model_dump(),
+                                           pairs_lib.chat_prompt_renderer(tokenizer), checker)
+    by_type = {t: int((frame["pair_type"] == t).sum()) for t in PAIR_TYPES}
+    by_source = Counter(c.source for c in incorrect)
+    stage.log.info(f"{len(frame)} pairs {by_type}; refused {dict(refused)}")
+    if refused:
+        stage.run.log_text(json.dumps(dict(refused), indent=2), "refused_pairs.json")
+    return StageResult(frame, {
+        "num_pairs": len(frame), **{f"pairs_{t}": n for t, n in by_type.items()},
+        "num_refused": sum(refused.values()), "num_incorrect_cots": len(incorrect),
+        **{f"incorrect_from_{s}": n for s, n in by_source.items()},
+        **{f"passed_over_{s}_{r}": n for s, reasons in passed_over.items() for r, n in reasons.items()},
+        "problems_with_incorrect_cot": round(len(incorrect) / len(material), 4) if len(material) else 0.0,
+    }, {
+        "pairs_by_type": dg.MetadataValue.json(by_type),
+        "refused_by_reason": dg.MetadataValue.json(dict(refused)),
+        "incorrect_replies_passed_over": dg.MetadataValue.json(passed_over),
+        "betas": dg.MetadataValue.json(pairs_cfg.betas.model_dump()),
+        "sample": markdown_table(frame, ["pair_type", "beta", "chosen", "rejected"], rows=3, max_chars=300),
+    }, {"incorrect_source": ",".join(pairs_cfg.incorrect_sources),
+        **{f"beta_{t}": v for t, v in pairs_cfg.betas.model_dump().items()}})
+
+
 def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> list[dg.AssetsDefinition]:
     tables_dir = profile_.artifacts_dir / "tables"
 
@@ -96,49 +129,8 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
                     "checked correct and the rejected one wrong (for code, by running the problem's tests).",
     )
     def preference_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
-                         problems: pd.DataFrame, verified_set: pd.DataFrame) -> dg.Output:
-        if (reused := reused_table(context, tables_dir)) is not None:
-            return reused
-        from transformers import AutoTokenizer  # after the reuse check: importing it takes seconds
-
-        cfg = profile.profile
-        key = partition_of(context)
-        pairs_cfg = cfg.training.pairs
-        with mlflow.asset_run(context, cfg) as run:
-            # One correct CoT per problem to corrupt or to sample against: the original where the
-            # problem has one (its layout is the dataset's, so a perturbation finds the result),
-            # else the suited CoT.
-            material = (verified_set.sort_values("role", ascending=False).drop_duplicates("problem_id")
-                        [["problem_id", "question", "answer", "cot"]].reset_index(drop=True))
-            # A code CoT is right or wrong by its problem's tests.
-            checker = solution_checker(cfg, problems[problems["problem_id"].isin(material["problem_id"])])
-            incorrect, passed_over = find_incorrect_cots(cfg, key.model_size, material, context.log, checker)
-            tokenizer = AutoTokenizer.from_pretrained(student_base_model(cfg, key.model_size))
-            frame, refused = pairs_lib.build_pairs(verified_set, incorrect, pairs_cfg.betas.model_dump(),
-                                                   pairs_lib.chat_prompt_renderer(tokenizer), checker)
-            by_type = {t: int((frame["pair_type"] == t).sum()) for t in PAIR_TYPES}
-            by_source = Counter(c.source for c in incorrect)
-            stats = {"num_pairs": len(frame), **{f"pairs_{t}": n for t, n in by_type.items()},
-                     "num_refused": sum(refused.values()), "num_incorrect_cots": len(incorrect),
-                     **{f"incorrect_from_{s}": n for s, n in by_source.items()},
-                     **{f"passed_over_{s}_{r}": n for s, reasons in passed_over.items() for r, n in reasons.items()},
-                     "problems_with_incorrect_cot": round(len(incorrect) / len(material), 4) if len(material) else 0.0}
-            run.log_params({"incorrect_source": ",".join(pairs_cfg.incorrect_sources),
-                            **{f"beta_{t}": v for t, v in pairs_cfg.betas.model_dump().items()}})
-            run.log_metrics(stats)
-            context.log.info(f"{len(frame)} pairs {by_type}; refused {dict(refused)}")
-            if refused:
-                run.log_text(json.dumps(dict(refused), indent=2), "refused_pairs.json")
-        return table_output(frame, {
-            **stats,
-            "dagster/row_count": len(frame),
-            "pairs_by_type": dg.MetadataValue.json(by_type),
-            "refused_by_reason": dg.MetadataValue.json(dict(refused)),
-            "incorrect_replies_passed_over": dg.MetadataValue.json(passed_over),
-            "betas": dg.MetadataValue.json(pairs_cfg.betas.model_dump()),
-            "sample": markdown_table(frame, ["pair_type", "beta", "chosen", "rejected"], rows=3, max_chars=300),
-            "mlflow_run": dg.MetadataValue.url(run.url),
-        })
+                         problems: pd.DataFrame, verified_set: pd.DataFrame):
+        yield from table_stage(context, profile, mlflow, lambda stage: _pairs(stage, problems, verified_set))
 
     @dg.asset(
         **table_asset_args(profile_, "sft_model", model_manifest_schema, READS["sft_model"]),
@@ -188,7 +180,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
                 if method == SFT and seed == cfg.seeds[0]:
                     sft_lengths = lengths
                 meta.setdefault(f"{method}_num_examples", result["num_examples"])
-                meta[f"{method}_seed{seed}_mlflow_run"] = dg.MetadataValue.url(item.run.url)
+                meta[f"{MLFLOW_LINK}/{method}/seed-{seed}"] = dg.MetadataValue.url(item.run.url)
         manifest = pd.DataFrame(rows)
         main = manifest[manifest["method"] == SFT].iloc[0]
         return models_output(manifest, {
@@ -201,7 +193,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
             "not_trained": dg.MetadataValue.json(skipped),
             "checkpoints": markdown_table(manifest, ["method", "seed", "num_examples", "steps", "loss_first",
                                                      "loss_last"], rows=40),
-            "mlflow_run": meta[f"{SFT}_seed{cfg.seeds[0]}_mlflow_run"],
+            MLFLOW_LINK: meta[f"{MLFLOW_LINK}/{SFT}/seed-{cfg.seeds[0]}"],
         })
 
     @dg.asset(
@@ -236,7 +228,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
                           **{f"pairs_{t}": n for t, n in by_type.items()}}
                 planned.append(PlannedRun("preference", method, seed, sft_path, preference_pairs,
                                           _checkpoint_dir(cfg, "cogpo_model", key, method, seed), params))
-        rows, meta, reference_s = [], {}, []
+        rows, meta, reference_s, links = [], {}, [], {}
         with launch_training(context, mlflow, cfg, key, training, planned) as launched:
             for item in launched:
                 method, seed, result = item.planned.method, item.planned.seed, item.result
@@ -245,6 +237,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
                 context.log.info(f"{method} (seed {seed}): {result['steps']} steps, loss {result['loss']}"
                                  + (f", per pair kind {result['loss_by_kind_before']} -> "
                                     f"{result['loss_by_kind_after']}" if result["loss_by_kind_after"] else ""))
+                links[f"{MLFLOW_LINK}/{method}/seed-{seed}"] = dg.MetadataValue.url(item.run.url)
                 item.run.log_metrics({**{k: result[k] for k in LENGTH_KEYS},
                                       **{f"loss_by_kind/{k}/before": v for k, v in result["loss_by_kind_before"].items()},
                                       **{f"loss_by_kind/{k}/after": v for k, v in result["loss_by_kind_after"].items()}})
@@ -258,7 +251,6 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
                     **{f"{method}_{k}": result[k] for k in LENGTH_KEYS},
                     f"{method}_reward_margin": last.get(f"{method}/rewards/margins"),
                     f"{method}_reward_accuracy": last.get(f"{method}/rewards/accuracies"),
-                    f"{method}_mlflow_run": dg.MetadataValue.url(item.run.url),
                     **({f"{method}_loss_by_kind": dg.MetadataValue.json({"before": result["loss_by_kind_before"],
                                                                          "after": result["loss_by_kind_after"]})}
                        if result["loss_by_kind_after"] else {}),
@@ -268,6 +260,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
                 })
         return models_output(pd.DataFrame(rows), {
             **{k: v for k, v in meta.items() if v is not None},
+            MLFLOW_LINK: links[f"{MLFLOW_LINK}/{COGPO}/seed-{cfg.seeds[0]}"], **links,
             **_launch_metadata(training, launched),
             "pairs_by_type": counts(preference_pairs["pair_type"]),
             # One reference pass per seed's SFT checkpoint, shared by every method that has a reference.
