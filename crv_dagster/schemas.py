@@ -186,6 +186,8 @@ _SCORE = {
                                        "right; empty for code"),
     "p_vs_cogpo": pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True,
                             description="paired bootstrap p-value against CogPO on the same problems"),
+    "p_vs_cogpo_holm": pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True,
+                                 description="p_vs_cogpo adjusted (Holm) over every comparison in the same table"),
     "num_problems": pa.Column(int, pa.Check.gt(0)),
     "num_samples": pa.Column(int, pa.Check.gt(0)),
     "mean_response_tokens": pa.Column(float, pa.Check.ge(0)),

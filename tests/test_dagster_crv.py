@@ -115,6 +115,9 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
         f"{m} · seed {s} · eval_scores [arith|tiny-a]" for m, s in eval_runs}
     assert set(scores.loc[scores["method"] == "cogpo", "p_vs_cogpo"].isna()) == {True}
     assert scores.loc[scores["method"] != "cogpo", "p_vs_cogpo"].notna().all()
+    # Adjusted for every comparison in the table: never below the raw p-value.
+    compared = scores[scores["method"] != "cogpo"]
+    assert (compared["p_vs_cogpo_holm"] >= compared["p_vs_cogpo"]).all()
     assert (scores["ci_low"] <= scores["accuracy"]).all() and (scores["accuracy"] <= scores["ci_high"]).all()
     # cons@n beside pass@1, and where each benchmark's problems came from.
     assert scores["cons_at_n"].between(0, 1).all()
@@ -168,7 +171,8 @@ def _scores_of(size: str) -> pd.DataFrame:
             problem_scores = {f"p{i}": float(f"p{i}" in right) for i in range(4)}
             rows.append({"dataset": "arith", "model_size": size, "method": m, "seed": seed, "model_path": "/m",
                          "benchmark": "arith_bench", "accuracy": len(right) / 4, "ci_low": 0.0, "ci_high": 1.0,
-                         "p_vs_cogpo": None if m == "cogpo" else 1.0, "num_problems": 4, "num_samples": 1,
+                         "p_vs_cogpo": None if m == "cogpo" else 1.0, "p_vs_cogpo_holm": None if m == "cogpo" else 1.0,
+                         "num_problems": 4, "num_samples": 1,
                          "mean_response_tokens": 3.0, "no_answer_share": 0.0, "truncated_share": 0.0,
                          "problem_scores": json.dumps(problem_scores), "protocol": "{}",
                          "cons_at_n": len(right) / 4, "benchmark_source": "builtin:arith (n=16, seed=0)"})

@@ -67,6 +67,7 @@ def _scores(seeds=(0,)):
                                  "num_samples": 1, "mean_response_tokens": 10.0, "no_answer_share": 0.0,
                                  "truncated_share": 0.0, "ci_low": 0.0, "ci_high": 1.0,
                                  "p_vs_cogpo": None if method == "cogpo" else 0.2,
+                                 "p_vs_cogpo_holm": None if method == "cogpo" else 0.4,
                                  "problem_scores": json.dumps(problem_scores), "protocol": "{}",
                                  "cons_at_n": right / 20, "benchmark_source": f"file:{bench}.jsonl"})
     return pd.DataFrame(rows)
@@ -80,8 +81,11 @@ def test_results_table_has_the_paper_shape():
     table = results_markdown(pooled, {"small": "135M", "big": "1.5B"})
     lines = table.splitlines()
     assert lines[0] == "| model size | method | heldout | bench | average |"
-    # base gets 2 of 20 right, CogPO 6 of 20 (the first ones): the paired test tells them apart.
-    assert re.fullmatch(r"\| small \(135M\) \| Base \| 10\.0 \(0\.0–25\.0\)† \| 10\.0 \(0\.0–25\.0\)† \| 10\.0 \(.*\) \|",
+    # base gets 2 of 20 right, CogPO 6 of 20 (the first ones): the paired test alone tells them apart,
+    # not after adjusting for the table's 8 comparisons, so no mark.
+    base = pooled[(pooled["model_size"] == "small") & (pooled["method"] == "base")]
+    assert (base["p_vs_cogpo"] < 0.05).all() and (base["p_vs_cogpo_holm"] >= 0.05).all()
+    assert re.fullmatch(r"\| small \(135M\) \| Base \| 10\.0 \(0\.0–25\.0\) \| 10\.0 \(0\.0–25\.0\) \| 10\.0 \(.*\) \|",
                         lines[2]), lines[2]
     assert lines[4].startswith("|  | SFT + CogPO | 30.0 (10.0–50.0) | 30.0 (10.0–50.0) | 30.0 (")
     assert lines[5].startswith("| big (1.5B) | Base | 30.0")  # blocks ordered by size
@@ -241,3 +245,25 @@ def test_scores_carry_their_interval_and_a_paired_p_value_against_cogpo():
     assert scores.loc["cogpo", "ci_low"] < 0.75 < scores.loc["cogpo", "ci_high"]
     assert pd.isna(scores.loc["cogpo", "p_vs_cogpo"])
     assert scores.loc["sft", "p_vs_cogpo"] < 0.001 and scores.loc["dpo", "p_vs_cogpo"] == 1.0
+
+
+def test_holm_adjustment_on_a_known_case():
+    from crv_dagster.evaluation.statistics import holm_adjusted
+
+    # Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 gives 0.02, 0.03, 0.06, 0.04; the running
+    # maximum keeps the order (0.04 becomes 0.06). Not-a-comparison stays empty and is not counted.
+    adjusted = holm_adjusted([0.01, 0.04, float("nan"), 0.03, 0.005])
+    assert adjusted[[0, 1, 3, 4]] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert np.isnan(adjusted[2])
+    assert holm_adjusted([0.6, 0.9]).tolist() == [1.0, 1.0]  # capped at 1
+    assert holm_adjusted([]).size == 0
+
+
+def test_the_results_table_marks_significance_on_adjusted_p_values():
+    pooled = pool_seeds(_scores()).assign(p_vs_cogpo=0.001, p_vs_cogpo_holm=0.5)
+    pooled.loc[(pooled["model_size"] == "big") & (pooled["method"] == "sft") & (pooled["benchmark"] == "bench"),
+               "p_vs_cogpo_holm"] = 0.01
+    table = results_markdown(pooled, {"small": "1B", "big": "7B"})
+    assert "after Holm's adjustment" in table
+    assert table.count("†") == 2  # the one adjusted p below 0.05, and the caption naming the mark
+    assert "| SFT (CRV data) | 40.0 (20.0–60.0) | 40.0 (20.0–60.0)† |" in table  # big, bench: the second column

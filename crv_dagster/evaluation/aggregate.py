@@ -15,11 +15,17 @@ import json
 import numpy as np
 import pandas as pd
 
-from crv_dagster.evaluation.statistics import bootstrap_interval, bootstrap_mean_of_means, paired_bootstrap_p
+from crv_dagster.evaluation.statistics import (
+    bootstrap_interval,
+    bootstrap_mean_of_means,
+    holm_adjusted,
+    paired_bootstrap_p,
+)
 from crv_dagster.vocabulary import COGPO
 
 KEYS = ["dataset", "model_size", "method", "benchmark"]
-POOLED_COLUMNS = [*KEYS, "benchmark_source", "accuracy", "ci_low", "ci_high", "cons_at_n", f"p_vs_{COGPO}", "seed_std", "num_seeds",
+HOLM = f"p_vs_{COGPO}_holm"
+POOLED_COLUMNS = [*KEYS, "benchmark_source", "accuracy", "ci_low", "ci_high", "cons_at_n", f"p_vs_{COGPO}", HOLM, "seed_std", "num_seeds",
                   "seed_accuracies", "num_problems", "num_samples", "mean_response_tokens", "no_answer_share",
                   "truncated_share", "problem_scores"]
 
@@ -51,14 +57,15 @@ def pool_seeds(scores: pd.DataFrame) -> pd.DataFrame:
                      "no_answer_share": float(group["no_answer_share"].mean()),
                      "truncated_share": float(group["truncated_share"].mean()),
                      "problem_scores": json.dumps(pooled)})
-    frame = pd.DataFrame(rows, columns=[c for c in POOLED_COLUMNS if c != f"p_vs_{COGPO}"])
+    frame = pd.DataFrame(rows, columns=[c for c in POOLED_COLUMNS if c not in (f"p_vs_{COGPO}", HOLM)])
     return compare_with(frame, COGPO, by=("dataset", "model_size", "benchmark"))[POOLED_COLUMNS]
 
 
 def compare_with(scores: pd.DataFrame, reference: str, by: tuple[str, ...] = ("seed", "benchmark")) -> pd.DataFrame:
     """``scores`` with ``p_vs_<reference>``: the paired bootstrap p-value of each method against the
     reference method on the same problems, matched on the ``by`` columns (the same seed and benchmark);
-    empty for the reference itself and where it was not scored. Reads ``problem_scores``."""
+    empty for the reference itself and where it was not scored. ``p_vs_<reference>_holm`` adjusts
+    them for the number of comparisons: Holm over every p-value of the table. Reads ``problem_scores``."""
     keyed = {tuple(getattr(r, c) for c in by): r.problem_scores
              for r in scores[scores["method"] == reference].itertuples()}
     values = []
@@ -70,7 +77,7 @@ def compare_with(scores: pd.DataFrame, reference: str, by: tuple[str, ...] = ("s
         ours, theirs = json.loads(row.problem_scores), json.loads(theirs)
         common = sorted(set(ours) & set(theirs))
         values.append(paired_bootstrap_p([ours[k] for k in common], [theirs[k] for k in common]))
-    return scores.assign(**{f"p_vs_{reference}": values})
+    return scores.assign(**{f"p_vs_{reference}": values, f"p_vs_{reference}_holm": holm_adjusted(values)})
 
 
 def benchmark_average(rows: pd.DataFrame) -> tuple[float, float, float]:

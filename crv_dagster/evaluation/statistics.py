@@ -25,6 +25,25 @@ def bootstrap_interval(per_problem, level: float = 0.95, samples: int = BOOTSTRA
     return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
 
 
+def holm_adjusted(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN: not a comparison, left as it is).
+
+    The k-th smallest of m p-values is multiplied by m - k + 1, the running maximum keeps the order,
+    and values are capped at 1: rejecting where the adjusted value is below alpha keeps the chance of
+    any false rejection in the family at most alpha, however the comparisons depend on each other.
+    """
+    values = np.asarray(p_values, dtype=float)
+    out = np.full(values.shape, np.nan)
+    present = np.flatnonzero(~np.isnan(values))
+    if present.size == 0:
+        return out
+    order = present[np.argsort(values[present], kind="stable")]
+    m = order.size
+    scaled = np.minimum(1.0, values[order] * (m - np.arange(m)))
+    out[order] = np.maximum.accumulate(scaled)
+    return out
+
+
 def paired_bootstrap_p(scores_a, scores_b, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> float:
     """Two-sided p-value for "a and b score the same", from per-problem scores on the same problems.
 

@@ -133,7 +133,8 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
             "seeds": dg.MetadataValue.json(list(cfg.seeds)),
             "per_problem_results": dg.MetadataValue.path(str(detail_path)),
             "scores": markdown_table(scores, ["method", "seed", "benchmark", "accuracy", "cons_at_n", "ci_low", "ci_high",
-                                              "p_vs_cogpo", "num_problems", "no_answer_share", "truncated_share"],
+                                              "p_vs_cogpo", "p_vs_cogpo_holm", "num_problems", "no_answer_share",
+                                              "truncated_share"],
                                      rows=80),
         })
 
