@@ -372,7 +372,7 @@ class PairsConfig(_Strict):
 
 
 PreferenceBaseline = Literal["dpo", "dpo_mean_beta", "ipo", "simpo", "orpo"]
-SftBaseline = Literal["sft_raw", "sft_filter"]
+SftBaseline = Literal["sft_raw", "sft_filter", "sft_raw_matched"]
 
 
 class CogpoSettings(TrainerSettings):
@@ -449,7 +449,8 @@ class TrainingConfig(_Strict):
     cogpo: CogpoSettings = CogpoSettings()
     sft_baselines: list[SftBaseline] = Field(
         [], description="also fine-tune the base student on these data: sft_raw (raw CoTs that reach the "
-                        "reference answer), sft_filter (CoTs the Critic labelled medium, none rewritten)")
+                        "reference answer), sft_filter (CoTs the Critic labelled medium, none rewritten), "
+                        "sft_raw_matched (as many of those raw CoTs as sft has rows, seeded: equal data and steps)")
     torch_threads: int | None = Field(None, gt=0, description="CPU threads for training (None: torch's default)")
 
 

@@ -36,8 +36,11 @@ REJECTED_SOURCES = ("original", *INCORRECT_SOURCES)
 # SFT on the CRV data (`sft`), on the raw teacher CoTs that reach the reference answer (`sft_raw`:
 # what CRV adds is sft minus this) and on the CoTs the Critic found suited as they are, with no
 # rewriting (`sft_filter`: the paper's ablation without rethinking).
-SFT, SFT_RAW, SFT_FILTER = "sft", "sft_raw", "sft_filter"
-SFT_METHODS = (SFT, SFT_RAW, SFT_FILTER)
+# `sft_raw_matched` is the matched control: as many raw CoTs as `sft` has rows (a seeded random
+# subset of the correct ones), so the same number of examples and optimizer steps; `sft` minus it is
+# what CRV's selection and rewriting add at equal data and compute.
+SFT, SFT_RAW, SFT_FILTER, SFT_RAW_MATCHED = "sft", "sft_raw", "sft_filter", "sft_raw_matched"
+SFT_METHODS = (SFT, SFT_RAW, SFT_FILTER, SFT_RAW_MATCHED)
 # Preference methods, all trained from the same `sft` checkpoint on the same pairs. `dpo` uses the
 # profile's single beta, `dpo_mean_beta` one beta equal to the mean of CogPO's per-pair betas (the
 # schedule without the change of scale); `ipo`, `simpo` and `orpo` are TRL's own losses.

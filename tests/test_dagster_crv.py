@@ -78,6 +78,10 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     assert by_method["sft"] == len(verified[verified["role"] == "suited"])
     assert by_method["sft_raw"] == int(raw["is_correct"].sum())
     assert by_method["sft_filter"] == int(((critiques["label"] == "medium") & critiques["cot_correct"]).sum())
+    # The matched control: as many raw CoTs as SFT trains on, so as many steps.
+    assert by_method["sft_raw_matched"] == min(by_method["sft"], by_method["sft_raw"])
+    steps = sft.set_index(["method", "seed"])["steps"]
+    assert all(steps["sft_raw_matched", s] == steps["sft", s] for s in SEEDS)
     for path in list(sft["path"]) + list(cogpo["path"]):
         assert (Path(path) / "model.safetensors").exists() and (Path(path) / "tokenizer.json").exists()
     assert meta["cogpo_model"]["cogpo_loss_by_kind"]["before"]

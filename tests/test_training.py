@@ -325,6 +325,32 @@ def test_each_sft_variant_trains_on_its_own_rows():
         sft_examples("sft_filter", verified)
 
 
+def test_the_matched_control_trains_on_as_many_raw_cots_as_sft_for_as_many_steps(student, tmp_path):
+    from crv_dagster.training.sft import train_sft
+
+    verified = _verified(6)
+    suited = verified[verified["role"] == "suited"].head(3)
+    verified = verified[(verified["role"] != "suited") | verified["problem_id"].isin(suited["problem_id"])]
+    raw = pd.DataFrame([{"question": p.question, "answer": p.answer, "cot": p.cot, "is_correct": i % 4 != 0}
+                        for i, p in enumerate(generate_arith(20, seed=5))])
+    correct = set(raw.loc[raw["is_correct"], "cot"])
+    matched = {seed: sft_examples("sft_raw_matched", verified, raw, seed=seed) for seed in (0, 1)}
+    for rows in matched.values():
+        assert len(rows) == len(suited) == 3 and set(rows["cot"]) <= correct
+    assert sft_examples("sft_raw_matched", verified, raw, seed=0).equals(matched[0])  # seeded
+    assert set(matched[0]["cot"]) != set(matched[1]["cot"])  # a subset per training seed
+    few = raw[raw["is_correct"]].head(2).assign(is_correct=True)
+    assert len(sft_examples("sft_raw_matched", verified, few)) == 2  # fewer than SFT's: all of them
+
+    # Same rows, same settings: the same number of optimizer steps as SFT (epochs, not max_steps).
+    config = _training(sft=_training().sft.model_copy(update={"max_steps": -1, "num_train_epochs": 2,
+                                                               "per_device_train_batch_size": 2}))
+    ours = train_sft(student, sft_examples("sft", verified), tmp_path / "sft", config)
+    control = train_sft(student, matched[0], tmp_path / "matched", config, method="sft_raw_matched")
+    assert ours["num_examples"] == control["num_examples"] == 3
+    assert ours["steps"] == control["steps"] == 4
+
+
 def test_dpo_mean_beta_uses_one_beta_equal_to_the_mean_of_cogpos(student, pairs, tmp_path):
     from crv_dagster.training.cogpo import method_betas
 

@@ -16,6 +16,7 @@ from crv_dagster.evaluation.aggregate import benchmark_average
 from crv_dagster.vocabulary import COGPO, EVALUATED_METHODS
 
 METHOD_NAMES = {"base": "Base", "sft": "SFT (CRV data)", "sft_raw": "SFT (raw CoTs)",
+                "sft_raw_matched": "SFT (raw CoTs, as many as CRV's)",
                 "sft_filter": "SFT (Critic filter, no rewriting)", "cogpo": "SFT + CogPO", "dpo": "SFT + DPO",
                 "dpo_mean_beta": "SFT + DPO (mean CogPO beta)", "ipo": "SFT + IPO", "simpo": "SFT + SimPO",
                 "orpo": "SFT + ORPO"}

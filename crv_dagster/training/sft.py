@@ -27,22 +27,29 @@ from crv_dagster.training.common import (
     trainer_kwargs,
 )
 from crv_dagster.training.pairs import chat_prompt_renderer
-from crv_dagster.vocabulary import SFT, SFT_FILTER, SFT_RAW, SUITED
+from crv_dagster.vocabulary import SFT, SFT_FILTER, SFT_RAW, SFT_RAW_MATCHED, SUITED
 
 
 def sft_examples(method: str, verified: pd.DataFrame, raw_cots: pd.DataFrame | None = None,
-                 critiques: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The (question, answer, cot) rows that ``method`` fine-tunes on; empty when there are none."""
+                 critiques: pd.DataFrame | None = None, seed: int = 0) -> pd.DataFrame:
+    """The (question, answer, cot) rows that ``method`` fine-tunes on; empty when there are none.
+    ``seed`` draws the matched control's subset (one subset per training seed)."""
     if method == SFT:
         rows = verified[verified["role"] == SUITED]
     elif method == SFT_RAW:
         rows = _needs(raw_cots, "raw_cots", method)
         rows = rows[rows["is_correct"]]
+    elif method == SFT_RAW_MATCHED:
+        correct = _needs(raw_cots, "raw_cots", method)
+        correct = correct[correct["is_correct"]]
+        size = int((verified["role"] == SUITED).sum())
+        # As many as SFT trains on (all of them when there are fewer): equal rows, so equal steps.
+        rows = correct.sample(n=min(size, len(correct)), random_state=seed).sort_index()
     elif method == SFT_FILTER:
         rows = _needs(critiques, "critiques", method)
         rows = rows[(rows["label"] == "medium") & rows["cot_correct"]]
     else:
-        raise ValueError(f"unknown SFT method '{method}' (known: {SFT}, {SFT_RAW}, {SFT_FILTER})")
+        raise ValueError(f"unknown SFT method '{method}' (known: {SFT}, {SFT_RAW}, {SFT_FILTER}, {SFT_RAW_MATCHED})")
     return rows[["question", "answer", "cot"]].reset_index(drop=True)
 
 

@@ -27,7 +27,7 @@ from crv_dagster.orchestration.types import (
 from crv_dagster.training import pairs as pairs_lib
 from crv_dagster.training.incorrect import find_incorrect_cots
 from crv_dagster.versions import AssetReads, backend_identity, prompt_text, students, training_by_size
-from crv_dagster.vocabulary import COGPO, PAIR_TYPES, SFT, SFT_FILTER, SFT_RAW
+from crv_dagster.vocabulary import COGPO, PAIR_TYPES, SFT, SFT_FILTER, SFT_RAW, SFT_RAW_MATCHED
 
 
 def _pairs_reads(profile: Profile) -> dict:
@@ -66,6 +66,7 @@ READS = {
 
 # Why an SFT baseline can have nothing to train on.
 SFT_EMPTY_REASONS = {SFT_RAW: "no raw CoT reaches the reference answer",
+                     SFT_RAW_MATCHED: "no raw CoT reaches the reference answer",
                      SFT_FILTER: "the Critic labelled no correct CoT 'medium'"}
 
 GROUP = "training"
@@ -154,14 +155,14 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
         base = student_base_model(cfg, key.model_size)
         planned, skipped = [], {}
         for method in [SFT, *cfg.training.sft_baselines]:
-            examples = sft_examples(method, verified_set, raw_cots, critiques)
-            if examples.empty:
+            if sft_examples(method, verified_set, raw_cots, critiques).empty:
                 if method == SFT:
                     raise ValueError(f"{SFT}: no CoTs to fine-tune on (verified_set has no suited CoT)")
                 skipped[method] = SFT_EMPTY_REASONS[method]  # a baseline with no data must not cost the CRV model
                 context.log.warning(f"{method} not trained: {skipped[method]}")
                 continue
             for seed in cfg.seeds:
+                examples = sft_examples(method, verified_set, raw_cots, critiques, seed=seed)
                 params = {"base_model": base, "finetuning": training.finetuning, "seed": seed,
                           **{f"sft.{k}": v for k, v in training.sft.model_dump().items()},
                           **({f"lora.{k}": v for k, v in training.lora.model_dump().items()}
