@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crv_dagster.profile_checks import problems_of
+from crv_dagster.vocabulary import COGPO, uniform_method
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "assets_config"
@@ -371,7 +372,9 @@ class PairsConfig(_Strict):
         return list(dict.fromkeys(value)) if isinstance(value, list) else [value]
 
 
-PreferenceBaseline = Literal["dpo", "dpo_mean_beta", "ipo", "simpo", "orpo"]
+# `cogpo_uniform` stands for one `cogpo_uniform_<beta>` per beta value of the schedule.
+PreferenceBaseline = Literal["dpo", "dpo_mean_beta", "ipo", "simpo", "orpo", "cogpo_from_raw", "cogpo_reversed",
+                             "cogpo_uniform"]
 SftBaseline = Literal["sft_raw", "sft_filter", "sft_raw_matched"]
 
 
@@ -380,7 +383,10 @@ class CogpoSettings(TrainerSettings):
     num_train_epochs: float = Field(1.0, gt=0)
     dpo_beta: float = Field(0.1, gt=0, description="the single beta of the plain DPO baseline")
     baselines: list[PreferenceBaseline] = Field(
-        [], description="also train these from the same SFT checkpoint on the same pairs")
+        [], description="also train these on the same pairs: from the same SFT checkpoint (dpo, dpo_mean_beta, "
+                        "ipo, simpo, orpo; the beta axis: cogpo_reversed, the schedule reversed across the pair "
+                        "kinds, and cogpo_uniform, one run per beta of the schedule with that beta for every "
+                        "pair), or from the sft_raw checkpoint (cogpo_from_raw, which needs sft_raw)")
     ipo_tau: float = Field(0.1, gt=0, description="IPO's regularisation (TRL's beta for loss_type ipo)")
     simpo_beta: float = Field(2.0, gt=0, description="SimPO's reward scale (per-token average log-prob)")
     simpo_gamma: float = Field(0.5, ge=0, description="SimPO's target reward margin")
@@ -441,6 +447,8 @@ class LaunchConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
+    """``preference_methods`` lists what ``cogpo_model`` trains, CogPO first."""
+
     finetuning: Literal["full", "lora"] = "full"
     launch: LaunchConfig = LaunchConfig()
     lora: LoraSettings = LoraSettings()
@@ -452,6 +460,24 @@ class TrainingConfig(_Strict):
                         "reference answer), sft_filter (CoTs the Critic labelled medium, none rewritten), "
                         "sft_raw_matched (as many of those raw CoTs as sft has rows, seeded: equal data and steps)")
     torch_threads: int | None = Field(None, gt=0, description="CPU threads for training (None: torch's default)")
+
+    @model_validator(mode="after")
+    def _raw_checkpoint_for_cogpo_from_raw(self) -> "TrainingConfig":
+        if "cogpo_from_raw" in self.cogpo.baselines and "sft_raw" not in self.sft_baselines:
+            raise ValueError("cogpo.baselines: cogpo_from_raw starts from the sft_raw checkpoint, so sft_baselines "
+                             "must include sft_raw")
+        return self
+
+    def preference_methods(self) -> list[str]:
+        """CogPO and every baseline the profile lists, ``cogpo_uniform`` expanded to one method per
+        beta value of the schedule."""
+        methods = [COGPO]
+        for name in self.cogpo.baselines:
+            if name == "cogpo_uniform":
+                methods += [uniform_method(b) for b in sorted(set(self.pairs.betas.model_dump().values()))]
+            else:
+                methods.append(name)
+        return list(dict.fromkeys(methods))
 
 
 class ProtocolOverride(_Strict):

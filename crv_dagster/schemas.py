@@ -14,13 +14,13 @@ from crv_dagster.vocabulary import (
                                     COT_SOURCES,
                                     COT_STATUSES,
                                     CRITIQUE_LABELS,
-                                    EVALUATED_METHODS,
                                     PAIR_TYPES,
                                     PROVENANCES,
                                     REJECTED_SOURCES,
                                     ROLES,
                                     SPLITS,
-                                    TRAINED_METHODS,
+                                    is_evaluated_method,
+                                    is_trained_method,
 )
 
 _id = pa.Column(str, pa.Check.str_length(min_value=1), unique=True)
@@ -153,7 +153,7 @@ model_manifest_schema = pa.DataFrameSchema(
     name="model_manifest",
     description="Trained checkpoints (HF folders) of one partition, one row per method and seed.",
     columns={
-        "method": pa.Column(str, pa.Check.isin(TRAINED_METHODS)),
+        "method": pa.Column(str, pa.Check(lambda s: s.map(is_trained_method), name="a_trained_method")),
         "seed": pa.Column(int),
         "path": _text,
         "parent": _text,
@@ -173,7 +173,7 @@ _fraction = pa.Column(float, pa.Check.in_range(0.0, 1.0))
 _SCORE = {
     "dataset": _text,
     "model_size": _text,
-    "method": pa.Column(str, pa.Check.isin(EVALUATED_METHODS)),
+    "method": pa.Column(str, pa.Check(lambda s: s.map(is_evaluated_method), name="an_evaluated_method")),
     "benchmark": _text,
     "benchmark_source": pa.Column(str, pa.Check.str_length(min_value=1),
                                   description="where the benchmark's problems came from: Hub name and revision, "

@@ -45,13 +45,48 @@ SFT_METHODS = (SFT, SFT_RAW, SFT_FILTER, SFT_RAW_MATCHED)
 # profile's single beta, `dpo_mean_beta` one beta equal to the mean of CogPO's per-pair betas (the
 # schedule without the change of scale); `ipo`, `simpo` and `orpo` are TRL's own losses.
 COGPO = "cogpo"
-PREFERENCE_METHODS = (COGPO, "dpo", "dpo_mean_beta", "ipo", "simpo", "orpo")
-# The methods scored against the precomputed reference log-probs of the SFT model (SimPO and ORPO
-# have no reference model).
-REFERENCE_METHODS = (COGPO, "dpo", "dpo_mean_beta", "ipo")
+# The controls that isolate one cause each: CogPO from the `sft_raw` checkpoint on the same pairs
+# (the 2x2 of data and preference stage), CogPO with its schedule reversed across the pair kinds, and
+# CogPO with one beta for every pair, once per beta value of the schedule (`cogpo_uniform_<beta>`).
+COGPO_FROM_RAW, COGPO_REVERSED, UNIFORM_PREFIX = "cogpo_from_raw", "cogpo_reversed", "cogpo_uniform_"
+PREFERENCE_METHODS = (COGPO, "dpo", "dpo_mean_beta", "ipo", "simpo", "orpo", COGPO_FROM_RAW, COGPO_REVERSED)
+# The methods scored against precomputed reference log-probs (SimPO and ORPO have no reference
+# model); every `cogpo_uniform_<beta>` is one too.
+REFERENCE_METHODS = (COGPO, "dpo", "dpo_mean_beta", "ipo", COGPO_FROM_RAW, COGPO_REVERSED)
 TRAINED_METHODS = (*SFT_METHODS, *PREFERENCE_METHODS)
 BASE = "base"
 EVALUATED_METHODS = (BASE, *TRAINED_METHODS)
+
+
+def uniform_method(beta: float) -> str:
+    return f"{UNIFORM_PREFIX}{beta:g}"
+
+
+def uniform_beta(method: str) -> float | None:
+    """The beta of a ``cogpo_uniform_<beta>`` method, else None."""
+    if not method.startswith(UNIFORM_PREFIX):
+        return None
+    try:
+        beta = float(method[len(UNIFORM_PREFIX):])
+    except ValueError:
+        return None
+    return beta if beta > 0 else None
+
+
+def is_preference_method(method: str) -> bool:
+    return method in PREFERENCE_METHODS or uniform_beta(method) is not None
+
+
+def is_reference_method(method: str) -> bool:
+    return method in REFERENCE_METHODS or uniform_beta(method) is not None
+
+
+def is_trained_method(method: str) -> bool:
+    return method in TRAINED_METHODS or uniform_beta(method) is not None
+
+
+def is_evaluated_method(method: str) -> bool:
+    return method == BASE or is_trained_method(method)
 
 # Problems and raw CoTs.
 SPLITS = ("train", "eval")

@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from postgres_server import PostgresServer
+from profiles import TEST_EVALUATED_METHODS
 
 from crv_dagster.config import PROJECT_ROOT
 from crv_dagster.storage import table_path
-from crv_dagster.vocabulary import EVALUATED_METHODS
 
 ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs", "sft_model",
           "cogpo_model", "eval_scores"]
@@ -151,7 +151,7 @@ def test_backfill_over_model_sizes_through_the_ui_api(dagster_dev, postgres):
     for partition in PARTITIONS:
         scores = pd.read_parquet(table_path(tables, "eval_scores", partition))
         # Every method of the test profile, for both seeds, each score with its interval.
-        assert set(zip(scores["method"], scores["seed"])) == {(m, s) for m in EVALUATED_METHODS for s in (0, 1)}
+        assert set(zip(scores["method"], scores["seed"])) == {(m, s) for m in TEST_EVALUATED_METHODS for s in (0, 1)}
         assert set(scores["benchmark"]) == {"arith_heldout", "arith_bench"}
         assert ((scores["ci_low"] <= scores["accuracy"]) & (scores["accuracy"] <= scores["ci_high"])).all()
 
@@ -178,7 +178,7 @@ def test_backfill_over_model_sizes_through_the_ui_api(dagster_dev, postgres):
     experiment = client.get_experiment_by_name("crv-dagster-test").experiment_id
     runs = client.search_runs([experiment], "tags.`dagster.asset` = 'eval_scores'")
     by_key = {(r.data.tags["crv.model_size"], r.data.tags["crv.method"], r.data.tags["crv.seed"]): r for r in runs}
-    assert set(by_key) == {(s, m, str(seed)) for s in ("tiny-a", "tiny-b") for m in EVALUATED_METHODS
+    assert set(by_key) == {(s, m, str(seed)) for s in ("tiny-a", "tiny-b") for m in TEST_EVALUATED_METHODS
                            for seed in (0, 1)}
     for run in by_key.values():
         assert {"eval/arith_heldout/accuracy", "eval/arith_bench/accuracy", "eval/mean/accuracy"} <= set(run.data.metrics)

@@ -8,12 +8,11 @@ import dagster as dg
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from profiles import TEST_PROFILE
+from profiles import TEST_EVALUATED_METHODS, TEST_PREFERENCE_METHODS, TEST_PROFILE, TEST_SFT_METHODS
 
 from crv_dagster.llm.cache import ResponseCache
 from crv_dagster.orchestration.definitions import build_definitions
 from crv_dagster.storage import table_path
-from crv_dagster.vocabulary import EVALUATED_METHODS, PREFERENCE_METHODS, SFT_METHODS
 
 CRV_ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set"]
 TRAINING_ASSETS = ["preference_pairs", "sft_model", "cogpo_model", "eval_scores"]
@@ -69,11 +68,12 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     # start from that seed's CRV SFT checkpoint.
     sft = _table(artifacts, "sft_model", "arith|tiny-a")
     cogpo = _table(artifacts, "cogpo_model", "arith|tiny-a")
-    assert set(zip(sft["method"], sft["seed"])) == {(m, s) for m in SFT_METHODS for s in SEEDS}
-    assert set(zip(cogpo["method"], cogpo["seed"])) == {(m, s) for m in PREFERENCE_METHODS for s in SEEDS}
+    assert set(zip(sft["method"], sft["seed"])) == {(m, s) for m in TEST_SFT_METHODS for s in SEEDS}
+    assert set(zip(cogpo["method"], cogpo["seed"])) == {(m, s) for m in TEST_PREFERENCE_METHODS for s in SEEDS}
     for seed in SEEDS:
         [crv_sft] = sft.loc[(sft["method"] == "sft") & (sft["seed"] == seed), "path"]
-        assert set(cogpo.loc[cogpo["seed"] == seed, "parent"]) == {crv_sft}
+        from_crv = cogpo[(cogpo["seed"] == seed) & (cogpo["method"] != "cogpo_from_raw")]
+        assert set(from_crv["parent"]) == {crv_sft}
     by_method = sft.drop_duplicates("method").set_index("method")["num_examples"]
     assert by_method["sft"] == len(verified[verified["role"] == "suited"])
     assert by_method["sft_raw"] == int(raw["is_correct"].sum())
@@ -85,17 +85,22 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     for path in list(sft["path"]) + list(cogpo["path"]):
         assert (Path(path) / "model.safetensors").exists() and (Path(path) / "tokenizer.json").exists()
     assert meta["cogpo_model"]["cogpo_loss_by_kind"]["before"]
-    assert meta["cogpo_model"]["reference_passes"] == len(SEEDS)  # one per SFT checkpoint, not per method
+    # One reference pass per SFT checkpoint, not per method: the CRV one, and the raw-CoT one that
+    # cogpo_from_raw starts from; cogpo_from_raw's parent is that checkpoint.
+    assert meta["cogpo_model"]["reference_passes"] == 2 * len(SEEDS)
+    for seed in SEEDS:
+        [raw_sft] = sft.loc[(sft["method"] == "sft_raw") & (sft["seed"] == seed), "path"]
+        assert set(cogpo.loc[(cogpo["seed"] == seed) & (cogpo["method"] == "cogpo_from_raw"), "parent"]) == {raw_sft}
 
     client = MlflowClient(f"sqlite:///{artifacts}/mlflow.db")
     experiment = client.get_experiment_by_name("crv-dagster-test")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     runs = client.search_runs([experiment.experiment_id], f"tags.`dagster.run_id` = '{result.run_id}'")
     # A run per trained model and seed, and per evaluated model and seed.
-    evaluated = 1 + len(SFT_METHODS) + len(PREFERENCE_METHODS)
+    evaluated = 1 + len(TEST_SFT_METHODS) + len(TEST_PREFERENCE_METHODS)
     assert sorted(r.data.tags["dagster.asset"] for r in runs) == sorted(
-        CRV_ASSETS + ["preference_pairs"] + ["sft_model"] * len(SFT_METHODS) * len(SEEDS)
-        + ["cogpo_model"] * len(PREFERENCE_METHODS) * len(SEEDS) + ["eval_scores"] * evaluated * len(SEEDS))
+        CRV_ASSETS + ["preference_pairs"] + ["sft_model"] * len(TEST_SFT_METHODS) * len(SEEDS)
+        + ["cogpo_model"] * len(TEST_PREFERENCE_METHODS) * len(SEEDS) + ["eval_scores"] * evaluated * len(SEEDS))
     assert all(r.info.status == "FINISHED" for r in runs)
     [rewrite_run] = [r for r in runs if r.data.tags["dagster.asset"] == "rewritten_cots"]
     assert "action_keep" in rewrite_run.data.metrics
@@ -110,7 +115,7 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
 
     scores = _table(artifacts, "eval_scores", "arith|tiny-a")
     assert set(zip(scores["method"], scores["seed"], scores["benchmark"])) == {
-        (m, s, b) for m in EVALUATED_METHODS for s in SEEDS for b in ("arith_heldout", "arith_bench")}
+        (m, s, b) for m in TEST_EVALUATED_METHODS for s in SEEDS for b in ("arith_heldout", "arith_bench")}
     assert meta["eval_scores"]["results"].startswith("| model size | method | arith_heldout | arith_bench |")
     assert Path(meta["eval_scores"]["per_problem_results"]).exists()
     eval_runs = {(r.data.tags["crv.method"], int(r.data.tags["crv.seed"])): r

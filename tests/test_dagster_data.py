@@ -10,13 +10,12 @@ import dagster as dg
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from profiles import TEST_PROFILE
+from profiles import TEST_PREFERENCE_METHODS, TEST_PROFILE
 
 from crv_dagster.config import PROJECT_ROOT, ProfileError
 from crv_dagster.orchestration.definitions import build_definitions
 from crv_dagster.orchestration.types import ProblemsFrame
 from crv_dagster.storage import table_path
-from crv_dagster.vocabulary import PREFERENCE_METHODS
 
 
 def _materialize(defs, partition, instance, selection=("problems", "raw_cots"), raise_on_error=True):
@@ -168,7 +167,7 @@ def test_cli_materialize_cogpo_model_and_validate(tmp_path, monkeypatch):
     shutil.copy(PROJECT_ROOT / "dagster.yaml", Path(env["DAGSTER_HOME"]) / "dagster.yaml")
     materialize("+cogpo_model")
     manifest = pd.read_parquet(table_path(tmp_path / "artifacts" / "tables", "cogpo_model", "arith|tiny-b"))
-    assert set(zip(manifest["method"], manifest["seed"])) == {(m, s) for m in PREFERENCE_METHODS for s in (0, 1)}
+    assert set(zip(manifest["method"], manifest["seed"])) == {(m, s) for m in TEST_PREFERENCE_METHODS for s in (0, 1)}
 
     # The run lives in DAGSTER_HOME, so `dagster dev` on the same home shows it.
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as inst:

@@ -373,6 +373,40 @@ def test_dpo_mean_beta_uses_one_beta_equal_to_the_mean_of_cogpos(student, pairs,
     assert losses["cogpo"][1:] != pytest.approx(losses["dpo"][1:], rel=1e-3)
 
 
+def test_the_reversed_and_uniform_schedules_reach_the_loss(student, pairs, tmp_path):
+    from crv_dagster.training.cogpo import method_betas, reversed_schedule
+
+    settings = _training().cogpo
+    kinds = pairs.groupby("pair_type")["beta"].first().to_dict()
+    assert len(set(kinds.values())) > 1  # a schedule to reverse
+    reversed_kinds = reversed_schedule(pairs)
+    assert sorted(reversed_kinds.values()) == sorted(kinds.values())
+    smallest, largest = min(kinds, key=kinds.get), max(kinds, key=kinds.get)
+    assert reversed_kinds[smallest] == kinds[largest] and reversed_kinds[largest] == kinds[smallest]
+    assert method_betas("cogpo_reversed", pairs, settings) == [reversed_kinds[k] for k in pairs["pair_type"]]
+    assert method_betas("cogpo_uniform_0.75", pairs, settings) == [0.75] * len(pairs)
+    assert method_betas("cogpo_from_raw", pairs, settings) == pairs["beta"].tolist()
+    # Each beta the loss saw, counted as it reached it: the reversed kinds' betas, and the one beta.
+    config = _training()
+    flipped = train_preference(student, pairs, tmp_path / "reversed", config, method="cogpo_reversed")
+    uniform = train_preference(student, pairs, tmp_path / "uniform", config, method="cogpo_uniform_0.75")
+    [seen_flipped], [seen_uniform] = flipped["betas_by_rank"], uniform["betas_by_rank"]
+    assert set(seen_flipped) == {round(reversed_kinds[k], 6) for k in pairs["pair_type"]}
+    assert set(seen_uniform) == {0.75}
+    with pytest.raises(ValueError, match="unknown preference method 'cogpo_uniform_x'"):
+        train_preference(student, pairs, tmp_path / "bad", config, method="cogpo_uniform_x")
+
+
+def test_the_profile_lists_the_beta_axis_and_the_raw_checkpoint_control():
+    from crv_dagster.config import CogpoSettings, TrainingConfig
+
+    training = TrainingConfig(cogpo=CogpoSettings(baselines=["dpo", "cogpo_reversed", "cogpo_uniform"]))
+    assert training.preference_methods() == ["cogpo", "dpo", "cogpo_reversed", "cogpo_uniform_0.5",
+                                             "cogpo_uniform_0.75", "cogpo_uniform_1"]
+    with pytest.raises(ValueError, match="cogpo_from_raw starts from the sft_raw checkpoint"):
+        TrainingConfig(cogpo=CogpoSettings(baselines=["cogpo_from_raw"]))
+
+
 def test_reference_log_probs_are_shared_between_methods_and_checked(student, pairs, tmp_path):
     from crv_dagster.training.cogpo import ReferenceLogps
 

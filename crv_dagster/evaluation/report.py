@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 
 from crv_dagster.evaluation.aggregate import benchmark_average
-from crv_dagster.vocabulary import COGPO, EVALUATED_METHODS
+from crv_dagster.vocabulary import COGPO, EVALUATED_METHODS, uniform_beta
 
 METHOD_NAMES = {"base": "Base", "sft": "SFT (CRV data)", "sft_raw": "SFT (raw CoTs)",
                 "sft_raw_matched": "SFT (raw CoTs, as many as CRV's)",
                 "sft_filter": "SFT (Critic filter, no rewriting)", "cogpo": "SFT + CogPO", "dpo": "SFT + DPO",
                 "dpo_mean_beta": "SFT + DPO (mean CogPO beta)", "ipo": "SFT + IPO", "simpo": "SFT + SimPO",
-                "orpo": "SFT + ORPO"}
+                "orpo": "SFT + ORPO", "cogpo_from_raw": "SFT (raw CoTs) + CogPO",
+                "cogpo_reversed": "SFT + CogPO (schedule reversed)"}
 # Baselines first, CogPO last: the row every other is compared with.
 METHOD_ORDER = [m for m in EVALUATED_METHODS if m != COGPO] + [COGPO]
 SIGNIFICANT = 0.05
@@ -27,8 +28,18 @@ SIGNIFICANT = 0.05
 ADJUSTED = f"p_vs_{COGPO}_holm"
 
 
-def method_rank(method: str) -> int:
-    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+def method_rank(method: str) -> float:
+    """Where a method's row goes: in the vocabulary's order, the uniform-beta runs just before CogPO,
+    CogPO last."""
+    if method in METHOD_ORDER:
+        return METHOD_ORDER.index(method)
+    return METHOD_ORDER.index(COGPO) - 0.5 if uniform_beta(method) is not None else len(METHOD_ORDER)
+
+
+def method_name(method: str) -> str:
+    if (beta := uniform_beta(method)) is not None:
+        return f"SFT + CogPO (one beta, {beta:g})"
+    return METHOD_NAMES.get(method, method)
 
 
 def parameter_count(size: str) -> float:
@@ -70,7 +81,7 @@ def results_markdown(scores: pd.DataFrame, sizes: dict[str, str]) -> str:
             else:
                 average = f"{100 * rows['accuracy'].mean():.1f}"
             label = f"{size} ({sizes.get(size, '?')})" if i == 0 else ""
-            lines.append(f"| {label} | {METHOD_NAMES.get(method, method)} | " + " | ".join(cells) + f" | {average} |")
+            lines.append(f"| {label} | {method_name(method)} | " + " | ".join(cells) + f" | {average} |")
     seeds = int(scores["num_seeds"].max()) if "num_seeds" in scores else 1
     lines.append("")
     lines.append(f"Accuracy in %, pass@1, mean over {seeds} seed{'s' if seeds > 1 else ''}; in brackets the "
@@ -104,7 +115,7 @@ def accuracy_plot(scores: pd.DataFrame, sizes: dict[str, str]) -> bytes:
         errors = [100 * np.nan_to_num(accuracy - line["low"].to_numpy(dtype=float)),
                   100 * np.nan_to_num(line["high"].to_numpy(dtype=float) - accuracy)]
         ax.errorbar(x, 100 * accuracy, yerr=errors, marker="o", capsize=3,
-                    label=METHOD_NAMES.get(method, method))
+                    label=method_name(method))
     if numeric and frame["params"].nunique() > 1:
         ax.set_xscale("log")
     ax.set_xlabel("student parameters")

@@ -43,7 +43,15 @@ from crv_dagster.training.common import (
     trainer_kwargs,
 )
 from crv_dagster.training.sft import token_count
-from crv_dagster.vocabulary import COGPO, PREFERENCE_METHODS, REFERENCE_METHODS
+from crv_dagster.vocabulary import (
+    COGPO,
+    COGPO_FROM_RAW,
+    COGPO_REVERSED,
+    PREFERENCE_METHODS,
+    is_preference_method,
+    is_reference_method,
+    uniform_beta,
+)
 
 
 def cogpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
@@ -209,11 +217,25 @@ def pair_lengths(pairs: pd.DataFrame, tokenizer) -> list[int]:
     return [p + max(c, r) + 1 for p, c, r in zip(prompts, chosen, rejected)]
 
 
+def reversed_schedule(pairs: pd.DataFrame) -> dict[str, float]:
+    """Each pair kind's beta under the reversed schedule: the kind with the smallest beta gets the
+    largest, and so on (over the kinds the pairs hold)."""
+    schedule = pairs.groupby("pair_type")["beta"].first().astype(float).sort_values(kind="stable")
+    return dict(zip(schedule.index, schedule.to_numpy()[::-1].tolist()))
+
+
 def method_betas(method: str, pairs: pd.DataFrame, settings: CogpoSettings) -> list[float] | None:
-    """The beta of each pair under ``method``: CogPO's per-kind betas, DPO's single beta, or one beta
-    equal to the mean of CogPO's (same scale, no schedule); None for losses with no per-pair beta."""
-    if method == COGPO:
+    """The beta of each pair under ``method``: CogPO's per-kind betas (from the raw-CoT checkpoint
+    too), the same schedule reversed across the kinds, one beta for every pair (``cogpo_uniform_<b>``),
+    DPO's single beta, or one beta equal to the mean of CogPO's (same scale, no schedule); None for
+    losses with no per-pair beta."""
+    if method in (COGPO, COGPO_FROM_RAW):
         return list(pairs["beta"].astype(float))
+    if method == COGPO_REVERSED:
+        schedule = reversed_schedule(pairs)
+        return [schedule[kind] for kind in pairs["pair_type"]]
+    if (beta := uniform_beta(method)) is not None:
+        return [beta] * len(pairs)
     if method == "dpo":
         return [settings.dpo_beta] * len(pairs)
     if method == "dpo_mean_beta":
@@ -234,8 +256,9 @@ def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config:
     a folder all ranks see (the pairs dataset and TRL's reference cache go there), and only the main
     process has a ``run`` and writes the checkpoint. Alone, a temporary folder serves.
     """
-    if method not in PREFERENCE_METHODS:
-        raise ValueError(f"unknown preference method '{method}' (known: {', '.join(PREFERENCE_METHODS)})")
+    if not is_preference_method(method):
+        raise ValueError(f"unknown preference method '{method}' (known: {', '.join(PREFERENCE_METHODS)}, "
+                         "cogpo_uniform_<beta>)")
     if pairs.empty:
         raise ValueError("no preference pairs: nothing to train on")
     if config.torch_threads:
@@ -254,7 +277,7 @@ def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config:
     with tempfile.TemporaryDirectory() as scratch:
         shared = Path(work_dir) if work_dir is not None else Path(scratch)
         common = trainer_kwargs(settings, shared / "trainer", seed)
-        if method in REFERENCE_METHODS:
+        if is_reference_method(method):
             trainer, betas = _reference_trainer(method, model, tokenizer, pairs, settings, common, peft, reference,
                                                 [curves, *(callbacks or [])], shared, work_dir is not None)
             before = per_kind_losses(trainer, pairs, betas) if betas else {}

@@ -226,7 +226,7 @@ def run_job(job: TrainingJob) -> list[dict]:
     """Every run of ``job``, in order, on this process (one rank of the launch)."""
     from crv_dagster.training.cogpo import train_preference
     from crv_dagster.training.sft import train_sft
-    from crv_dagster.vocabulary import REFERENCE_METHODS
+    from crv_dagster.vocabulary import is_reference_method
 
     state = _state()
     launched = int(os.environ.get("WORLD_SIZE", "1"))
@@ -271,7 +271,7 @@ def run_job(job: TrainingJob) -> list[dict]:
                 result["processes"] = state.num_processes
                 if state.is_main_process:
                     _write_result(spec, result)
-            if spec.kind == "preference" and spec.method in REFERENCE_METHODS and where not in references:
+            if spec.kind == "preference" and is_reference_method(spec.method) and where not in references:
                 references[where] = _reference_of(result)
             results.append(result)
             message = {k: v for k, v in result.items() if k != "reference"}

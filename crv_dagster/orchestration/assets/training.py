@@ -27,7 +27,7 @@ from crv_dagster.orchestration.types import (
 from crv_dagster.training import pairs as pairs_lib
 from crv_dagster.training.incorrect import find_incorrect_cots
 from crv_dagster.versions import AssetReads, backend_identity, prompt_text, students, training_by_size
-from crv_dagster.vocabulary import COGPO, PAIR_TYPES, SFT, SFT_FILTER, SFT_RAW, SFT_RAW_MATCHED
+from crv_dagster.vocabulary import COGPO, COGPO_FROM_RAW, PAIR_TYPES, SFT, SFT_FILTER, SFT_RAW, SFT_RAW_MATCHED
 
 
 def _pairs_reads(profile: Profile) -> dict:
@@ -219,10 +219,11 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
         by_type = preference_pairs["pair_type"].value_counts().to_dict()
         planned = []
         for seed in cfg.seeds:
-            sft_path = _sft_checkpoint(sft_model, seed)
             # The job computes the reference log-probs with the first method that needs them and hands
-            # them to the others of the same seed (same SFT checkpoint, same pairs).
-            for method in [COGPO, *cfg.training.cogpo.baselines]:
+            # them to the others of the same seed (same SFT checkpoint, same pairs); CogPO from the raw-CoT
+            # checkpoint has a reference of its own.
+            for method in cfg.training.preference_methods():
+                sft_path = _sft_checkpoint(sft_model, seed, SFT_RAW if method == COGPO_FROM_RAW else SFT)
                 params = {"sft_model": sft_path, "method": method, "seed": seed, "finetuning": training.finetuning,
                           **{f"cogpo.{k}": v for k, v in training.cogpo.model_dump().items()},
                           **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
@@ -281,9 +282,9 @@ def _launch_metadata(training, launched) -> dict:
             "runs_kept_from_earlier_launch": sum(item.reused for item in launched)}
 
 
-def _sft_checkpoint(sft_manifest: pd.DataFrame, seed: int) -> str:
-    hit = sft_manifest[(sft_manifest["method"] == SFT) & (sft_manifest["seed"] == seed)]
+def _sft_checkpoint(sft_manifest: pd.DataFrame, seed: int, method: str = SFT) -> str:
+    hit = sft_manifest[(sft_manifest["method"] == method) & (sft_manifest["seed"] == seed)]
     if hit.empty:
-        raise ValueError(f"sft_model has no '{SFT}' checkpoint for seed {seed} (it has "
+        raise ValueError(f"sft_model has no '{method}' checkpoint for seed {seed} (it has "
                          f"{sorted(zip(sft_manifest['method'], sft_manifest['seed']))}): materialise sft_model again")
     return str(hit["path"].iloc[0])
