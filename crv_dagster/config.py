@@ -264,6 +264,10 @@ class TeacherConfig(_Strict):
 
 
 class CriticConfig(_Strict):
+    kind: Literal["llm", "student"] = Field(
+        "llm", description="llm: an agent model judges each CoT for a student it is told the size of; student: "
+                           "labels by the student's own NLL of the CoT, by tercile (agents/student_view.py), no "
+                           "agent model")
     prompt: str = "critic.txt"
     max_retries: int = Field(2, ge=0, description="extra tries for replies that name no single label")
     max_new_tokens: int = Field(CRITIC_TOKENS, gt=0, description="thinking and the label together")

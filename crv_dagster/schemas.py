@@ -77,6 +77,9 @@ critiques_schema = pa.DataFrameSchema(
         "unreadable": pa.Column(str, description="JSON list: why each unread attempt gave no label"),
         "attempts": pa.Column(int, pa.Check.ge(1)),
         "agent_model": _text,
+        "student_nll": pa.Column(float, nullable=True,
+                                 description="the student's mean negative log-likelihood per token of the CoT "
+                                             "after its own prompt (agents/student_view.py)"),
     },
     strict=True,
     coerce=True,

@@ -53,6 +53,9 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     assert list(critiques["problem_id"]) == list(raw["problem_id"]) == list(rewritten["problem_id"])
     assert (critiques["student_size"] == "1M").all()
     labels = meta["critiques"]["label_distribution"]
+    # The Critic checked against the student: its own NLL of every CoT judged, and how labels relate.
+    assert critiques["student_nll"].notna().all() and (critiques["student_nll"] > 0).all()
+    assert "labels_by_student_nll_tercile" in meta["critiques"]
     assert sum(labels.values()) == len(critiques) and labels["unparsed"] == 0
     assert meta["rewritten_cots"]["actions"]["keep"] == labels["medium"]
     assert len(verified[verified["role"] == "suited"]) == int(rewritten["passed"].sum())

@@ -38,6 +38,10 @@ class Critic:
         self.max_retries = max_retries
         self.retry_temperature = retry_temperature
 
+    @property
+    def model_id(self) -> str:
+        return self.backend.model_id
+
     def request(self, question: str, answer: str, cot: str, student_size: str, attempt: int = 1) -> ChatRequest:
         # The whole CoT is judged: its trace and its solution, in delimiters the agent's own thinking
         # tags cannot be confused with.
@@ -71,3 +75,19 @@ class Critic:
             pending = [i for i in pending if labels[i] is None]
         return [Judgement(label or UNPARSED, reply.content, reply.reasoning, n, tuple(why))
                 for label, reply, n, why in zip(labels, replies, attempts, unreadable)]
+
+
+class StudentCritic:
+    """Labels by the student's own NLL of each CoT (``student_view.labels_by_nll``); no model call.
+    ``nll`` holds the values of the items it will judge, in order."""
+
+    def __init__(self, nll: Sequence[float], model_id: str):
+        self.nll = list(nll)
+        self.model_id = f"student-nll:{model_id}"
+
+    def judge(self, items: Sequence[tuple[str, str, str]], student_size: str) -> list[Judgement]:
+        from crv_dagster.agents.student_view import labels_by_nll
+
+        if len(items) != len(self.nll):
+            raise ValueError(f"the student critic has {len(self.nll)} NLL values for {len(items)} CoTs")
+        return [Judgement(label, "", "", 1) for label in labels_by_nll(self.nll)]

@@ -6,6 +6,8 @@ import dagster as dg
 import pandas as pd
 
 from crv_dagster.agents import crv
+from crv_dagster.agents.critic import StudentCritic
+from crv_dagster.agents.student_view import label_agreement, student_nll
 from crv_dagster.config import Profile
 from crv_dagster.factory import (
     build_backend,
@@ -14,6 +16,7 @@ from crv_dagster.factory import (
     build_verifier,
     resolve_profile_model,
     solution_checker,
+    student_base_model,
 )
 from crv_dagster.orchestration.metadata import image, markdown_table
 from crv_dagster.orchestration.resources import ProfileResource
@@ -30,7 +33,7 @@ from crv_dagster.versions import AssetReads, backend_identity, prompt_text, stud
 from crv_dagster.vocabulary import SUITED, UNSUITED_ORIGINAL
 
 GROUP = "crv"
-_CODE = (__name__, "crv_dagster.agents.crv", "crv_dagster.factory")
+_CODE = (__name__, "crv_dagster.agents.crv", "crv_dagster.factory", "crv_dagster.agents.student_view")
 
 
 def _rewrite_reads(profile: Profile) -> dict:
@@ -47,7 +50,7 @@ def _rewrite_reads(profile: Profile) -> dict:
 READS = {
     "critiques": AssetReads(_CODE, lambda p: {
         "critic": p.crv.critic.model_dump(mode="json"), "agent": backend_identity(p, p.crv.agent_backend),
-        "students": {s: c.parameters for s, c in p.model_sizes.items()},
+        "students": students(p), "nll_max_tokens": p.training.sft.max_length,  # the student measures the CoTs
         "prompts": {"critic": prompt_text(p.crv.critic.prompt)}}),
     "rewritten_cots": AssetReads(_CODE, _rewrite_reads),
     "verified_set": AssetReads((__name__, "crv_dagster.agents.crv"), lambda p: {"unrewritten": p.crv.unrewritten}),
@@ -85,10 +88,24 @@ def _sft_rows_check(frame: pd.DataFrame, cfg) -> list[dg.AssetCheckResult]:
 def _critiques(stage: Stage, raw_cots: pd.DataFrame) -> StageResult:
     cfg = stage.cfg
     student_size = cfg.model_sizes[stage.key.model_size].parameters
-    with build_backend(cfg, cfg.crv.agent_backend) as backend:
-        critic = build_critic(cfg, backend)
-        stage.log.info(f"critic {backend.model_id}: {len(raw_cots)} CoTs, student {student_size}")
-        frame = crv.critique(raw_cots, critic, student_size)
+    # The student's own NLL of every CoT it could be trained on: the check on any Critic, and the
+    # student Critic's only input.
+    judged = crv.judgeable(raw_cots)
+    student = student_base_model(cfg, stage.key.model_size)
+    nll = student_nll(student, list(zip(judged["question"], judged["answer"], judged["cot"])),
+                      max_tokens=cfg.training.sft.max_length)
+    agent_stats: dict = {}
+    if cfg.crv.critic.kind == "student":
+        stage.log.info(f"student critic: {len(judged)} CoTs labelled by the NLL terciles of {student}")
+        frame = crv.critique(raw_cots, StudentCritic(nll, student), student_size, lambda _: nll)
+    else:
+        with build_backend(cfg, cfg.crv.agent_backend) as backend:
+            critic = build_critic(cfg, backend)
+            stage.log.info(f"critic {backend.model_id}: {len(raw_cots)} CoTs, student {student_size}")
+            frame = crv.critique(raw_cots, critic, student_size, lambda _: nll)
+        agent_stats = backend.stats.as_metadata("agent")
+    agreement = label_agreement(frame["label"], frame["student_nll"])
+    stage.log.info(f"the Critic's labels against the student's NLL: {agreement}")
     labels, unreadable = crv.label_counts(frame), crv.unreadable_counts(frame)
     unparsed_share = labels["unparsed"] / len(frame) if len(frame) else 0.0
     stage.log.info(f"labels: {labels}; unread Critic replies by reason: {unreadable}")
@@ -100,13 +117,16 @@ def _critiques(stage: Stage, raw_cots: pd.DataFrame) -> StageResult:
     return StageResult(frame, {
         "num_critiques": len(frame), "unparsed_share": round(unparsed_share, 4),
         "num_cots_not_judged": len(raw_cots) - len(frame), **{f"label_{k}": v for k, v in labels.items()},
-        **{f"unreadable_{k}": v for k, v in unreadable.items()}, **backend.stats.as_metadata("agent"),
+        **{f"unreadable_{k}": v for k, v in unreadable.items()}, **agent_stats,
+        "mean_student_nll": float(frame["student_nll"].mean()) if frame["student_nll"].notna().any() else None,
+        "label_nll_spearman": agreement["spearman"],
     }, {
         "label_distribution": dg.MetadataValue.json(labels),
+        "labels_by_student_nll_tercile": dg.MetadataValue.json(agreement["by_nll_tercile"]),
         "unreadable_replies": dg.MetadataValue.json(unreadable),
         "sample": markdown_table(frame, ["problem_id", "label", "attempts", "reply", "cot"]),
-    }, {"student_size": student_size, "critic_prompt": cfg.crv.critic.prompt,
-        "critic_max_retries": cfg.crv.critic.max_retries, "agent_model": backend.model_id})
+    }, {"student_size": student_size, "critic_kind": cfg.crv.critic.kind, "critic_prompt": cfg.crv.critic.prompt,
+        "critic_max_retries": cfg.crv.critic.max_retries, "agent_model": frame["agent_model"].iloc[0] if len(frame) else ""})
 
 
 def _rewritten_cots(stage: Stage, problems: pd.DataFrame, critiques: pd.DataFrame) -> StageResult:

@@ -1,0 +1,92 @@
+"""The student's own view of a chain of thought: how surprising it finds each CoT.
+
+The Critic is asked to imagine a student of N parameters; this measures the real one. A CoT's
+``student_nll`` is the student's mean negative log-likelihood per token of the CoT (in the student
+format, trace and solution) after its own chat prompt for the problem, exactly the text SFT would
+train it on: low for a CoT in the student's own manner, high for one it would find hard to follow.
+The ``student`` Critic (``crv.critic.kind: student``) labels by it, with no agent model: a CoT in
+the lowest third of NLL is ``easy`` (nothing in it is new to the student, so it likely skips what
+a student would have to learn), the highest third ``hard``, the rest ``medium``. That rule is ours,
+not the paper's; ``critiques``' metadata shows how any Critic's labels line up with the NLL.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from crv_dagster.cot import adjusted_completion
+from crv_dagster.formatting import student_messages
+
+ORDER = {"easy": 0, "medium": 1, "hard": 2}
+
+
+def student_nll(model_path: str, items: Sequence[tuple[str, str, str]], batch_size: int = 4,
+                max_tokens: int | None = None) -> list[float]:
+    """Mean per-token NLL of each (question, answer, cot)'s CoT under the student at ``model_path``.
+
+    ``max_tokens`` cuts a longer prompt + CoT (its tail is then left out of the mean); NaN for an
+    empty CoT.
+    """
+    import torch
+
+    from crv_dagster.training.common import load_student
+
+    model, tokenizer = load_student(model_path)
+    model.eval()
+    out: list[float] = []
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        sequences, masks = [], []
+        for question, answer, cot in batch:
+            prompt = tokenizer.apply_chat_template(student_messages(question, answer), tokenize=False,
+                                                   add_generation_prompt=True)
+            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            cot_ids = tokenizer(adjusted_completion(prompt, cot.strip()), add_special_tokens=False)["input_ids"]
+            ids = (prompt_ids + cot_ids)[:max_tokens] if max_tokens else prompt_ids + cot_ids
+            sequences.append(ids)
+            masks.append([0] * len(prompt_ids) + [1] * (len(ids) - len(prompt_ids)))
+        width = max(len(s) for s in sequences)
+        pad = tokenizer.pad_token_id or 0
+        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences])
+        attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences])
+        scored = torch.tensor([m + [0] * (width - len(m)) for m in masks])
+        with torch.no_grad():
+            logits = model(input_ids=input_ids, attention_mask=attention).logits.float()
+        # Token t is predicted from position t - 1.
+        logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:, None])[..., 0]
+        weight = scored[:, 1:].float()
+        counts = weight.sum(dim=1)
+        nll = -(logps * weight).sum(dim=1) / counts.clamp(min=1)
+        out += [float(v) if c > 0 else math.nan for v, c in zip(nll.tolist(), counts.tolist())]
+    return out
+
+
+def labels_by_nll(nll: Sequence[float]) -> list[str]:
+    """The ``student`` Critic's rule: NLL terciles of the partition's CoTs, lowest ``easy``, highest
+    ``hard``; a CoT with no NLL is ``unparsed``."""
+    values = np.asarray(nll, dtype=float)
+    known = values[~np.isnan(values)]
+    if known.size == 0:
+        return ["unparsed"] * len(values)
+    low, high = np.quantile(known, [1 / 3, 2 / 3])
+    return ["unparsed" if np.isnan(v) else "easy" if v <= low else "hard" if v > high else "medium" for v in values]
+
+
+def label_agreement(labels: Sequence[str], nll: Sequence[float]) -> dict:
+    """How a Critic's labels line up with the student's NLL: the labels in each NLL tercile, and the
+    Spearman rank correlation of label order (easy < medium < hard) with NLL (None when undefined)."""
+    frame = pd.DataFrame({"label": list(labels), "nll": list(nll)})
+    frame = frame[frame["label"].isin(ORDER.keys()) & frame["nll"].notna()]
+    if len(frame) < 3:
+        return {"by_nll_tercile": {}, "spearman": None, "num_labelled": len(frame)}
+    tercile = pd.qcut(frame["nll"].rank(method="first"), 3, labels=["low", "middle", "high"])
+    by_tercile = {str(t): {label: int(n) for label, n in group["label"].value_counts().items()}
+                  for t, group in frame.groupby(tercile, observed=True)}
+    order = frame["label"].map(ORDER)
+    rho = order.rank().corr(frame["nll"].rank()) if order.nunique() > 1 else float("nan")
+    return {"by_nll_tercile": by_tercile, "spearman": None if pd.isna(rho) else round(float(rho), 4),
+            "num_labelled": len(frame)}
