@@ -1,7 +1,8 @@
 """A digest of the package code a computation runs, for code versions and training resume.
 
-An asset names the plain modules its computation starts from; everything those import inside the
-package, at any depth and wherever in a module the import stands, is part of its code. The digest
+An asset names the plain modules its computation starts from (and its own module, counted as it is,
+its imports not followed); everything those plain modules import inside the package, at any depth
+and wherever in a module the import stands, is part of its code. The digest
 is of each module's syntax tree without docstrings, so an edit to a comment, a docstring or the
 layout keeps results reusable and any edit to what runs does not. It is conservative: a module
 counts as a whole even when the asset uses one function of it. The Dagster layer
@@ -106,7 +107,9 @@ def closure(modules: Iterable[str], root: Path | None = None) -> dict[str, str]:
         if read is None:
             continue  # a name imported from a module, not a module
         seen[module], imports = read
-        if not layer:  # an asset's own module counts, the Dagster layer it imports does not
+        # An asset's own module counts as text; what it imports is declared beside it (READS), so
+        # that an asset does not take on the code of the other assets its module defines.
+        if not layer:
             todo.extend(imports - seen.keys())
     return dict(sorted(seen.items()))
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-TRACE_MODES = ("auto", "always", "never")
 TraceMode = Literal["auto", "always", "never"]
 
 # A rewrite or injected error whose reply is not in the layout it was asked for.
@@ -113,8 +112,11 @@ def from_dataset(text: str) -> Cot:
         thought = _SKY_THOUGHT.search(text)
         if "<|end_of_thought|>" not in text:
             raise CotFormatError("<|begin_of_thought|> is never closed by <|end_of_thought|>", "unfinished_thinking")
-        solution = _SKY_SOLUTION.search(text)
-        body = solution.group(1) if solution else text.split("<|end_of_thought|>", 1)[1]
+        after = text.split("<|end_of_thought|>", 1)[1]
+        if "<|begin_of_solution|>" in after and "<|end_of_solution|>" not in after:
+            raise CotFormatError("<|begin_of_solution|> is never closed by <|end_of_solution|>", "truncated")
+        solution = _SKY_SOLUTION.search(after)
+        body = solution.group(1) if solution else after
         if not body.strip():
             raise CotFormatError("no solution after <|end_of_thought|>", "empty")
         return Cot(body.strip(), thought.group(1).strip())
@@ -124,6 +126,8 @@ def from_dataset(text: str) -> Cot:
         trace, solution = text[: last.start()], text[last.end():]
         if not solution.strip():
             raise CotFormatError("no solution after </think>", "empty")
+        if _THINK_OPEN.search(solution):
+            raise CotFormatError("<think> opens again after the last </think>", "unfinished_thinking")
         return Cot(solution.strip(), _THINK_OPEN.sub("", trace, count=1).strip())
     if _THINK_OPEN.search(text):
         raise CotFormatError("<think> is never closed by </think>", "unfinished_thinking")
@@ -181,6 +185,9 @@ def read_layout(content: str, original: str, clean=lambda s: s.strip()) -> Cot |
 def adjusted_completion(prompt: str, completion: str) -> str:
     """A CoT as the completion of ``prompt``: a chat template whose generation prompt already opens
     ``<think>`` (DeepSeek-R1 distills, QwQ) must not see it opened twice."""
-    if prompt.rstrip().endswith(THINK_OPEN) and completion.startswith(THINK_OPEN):
+    if not prompt.rstrip().endswith(THINK_OPEN):
+        return completion
+    if completion.startswith(THINK_OPEN):
         return completion[len(THINK_OPEN):].lstrip("\n")
-    return completion
+    # A CoT with no trace closes the block the template opened, as an empty trace would.
+    return f"{THINK_CLOSE}\n\n{completion}"

@@ -32,7 +32,7 @@ def read_table(path: Path, what: str = "") -> pd.DataFrame:
     and partition it holds, as the error should name them)."""
     try:
         return pd.read_parquet(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):
         raise
     except (OSError, ValueError) as err:
         holds = f" ({what})" if what else ""

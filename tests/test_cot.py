@@ -114,7 +114,7 @@ def test_dataset_cots_that_are_cut_are_refused_with_a_status():
         from_dataset("<think>\nstill thinking")
     assert err.value.status == "unfinished_thinking"
     with pytest.raises(CotFormatError) as err:
-        from_dataset("<|begin_of_thought|>\nthought\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n")
+        from_dataset("<|begin_of_thought|>\nthought\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n<|end_of_solution|>")
     assert err.value.status == "empty"
     assert from_dataset("no tags at all: \\boxed{3}") == Cot("no tags at all: \\boxed{3}")
 
@@ -298,3 +298,22 @@ def test_a_rewritten_trace_keeps_its_first_line():
     reply = f"Here is the rewrite:\n<reasoning>\nOkay, so I need 3 x 4 + 2.\n\n12 + 2 = 14.\n</reasoning>\n" \
             f"<solution>\n{SOLUTION}\n</solution>"
     assert read_layout(reply, original).trace == "Okay, so I need 3 x 4 + 2.\n\n12 + 2 = 14."
+
+
+def test_a_cot_without_a_trace_closes_the_block_a_template_opened():
+    completion = adjusted_completion("<｜Assistant｜><think>\n", SOLUTION)
+    assert completion == f"</think>\n\n{SOLUTION}" and parse(completion) == Cot(SOLUTION, "")
+    assert adjusted_completion("<|im_start|>assistant\n", SOLUTION) == SOLUTION
+
+
+def test_dataset_cots_whose_solution_is_cut_or_thinks_again_are_refused():
+    with pytest.raises(CotFormatError) as err:
+        from_dataset("<|begin_of_thought|>t<|end_of_thought|>\n<|begin_of_solution|>\nso far \\boxed{3")
+    assert err.value.status == "truncated"
+    with pytest.raises(CotFormatError) as err:
+        from_dataset("<think>a</think>\n\nsolution <think> more")
+    assert err.value.status == "unfinished_thinking"
+    # A solution section is read after the thought, never from inside it.
+    sky = from_dataset("<|begin_of_thought|>draft <|begin_of_solution|>x<|end_of_solution|> no"
+                       "<|end_of_thought|>\n<|begin_of_solution|>\nreal \\boxed{1}\n<|end_of_solution|>")
+    assert sky.solution == "real \\boxed{1}"

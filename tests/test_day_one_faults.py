@@ -135,3 +135,20 @@ def test_two_partitions_start_at_once_on_an_empty_artifacts_root(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path}/artifacts/mlflow.db")
     found = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert sorted(r.data.tags["dagster.partition"] for r in found) == ["arith|tiny-a", "arith|tiny-b"]
+
+
+def test_recovery_signals_only_what_is_still_a_step_worker():
+    import multiprocessing
+
+    from crv_dagster.orchestration.recovery import _is_step_worker
+
+    assert not _is_step_worker(os.getpid())  # pytest itself: a live process that is no step worker
+    context = multiprocessing.get_context("spawn")
+    worker = context.Process(target=time.sleep, args=(30,))
+    worker.start()
+    try:
+        _wait(lambda: _is_step_worker(worker.pid), 30, "the worker to start")  # until it has exec'd
+    finally:
+        worker.kill()
+        worker.join()
+    assert not _is_step_worker(worker.pid)  # gone

@@ -67,3 +67,7 @@ def test_critiques_carry_the_students_nll_whichever_critic_labels():
     assert set(frame["agent_model"]) == {"student-nll:tiny"}
     with pytest.raises(ValueError, match="2 NLL values for 1 CoTs"):
         StudentCritic(nll, "tiny").judge([("q", "1", "x")], "1B")
+
+
+def test_a_budget_shorter_than_the_prompt_measures_nothing(student):
+    assert all(math.isnan(v) for v in student_nll(student, ITEMS[:2], max_tokens=3))

@@ -199,3 +199,13 @@ def test_the_package_has_no_import_cycle():
         if module not in state:
             visit(module, [module])
     assert cycles == []
+
+
+def test_an_asset_modules_plain_imports_are_part_of_its_code():
+    from crv_dagster.code_digest import closure
+
+    code = closure(ASSET_READS["sft_model"].modules)
+    # The asset body calls factory.student_base_model; the job's command comes through pipes_launch.
+    assert {"crv_dagster.factory", "crv_dagster.training.launch_command", "crv_dagster.training.job"} <= set(code)
+    assert not any(m.startswith("crv_dagster.orchestration.") and m not in ASSET_READS["sft_model"].modules
+                   for m in code)

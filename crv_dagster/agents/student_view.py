@@ -48,7 +48,7 @@ def student_nll(model_path: str, items: Sequence[tuple[str, str, str]], batch_si
             cot_ids = tokenizer(adjusted_completion(prompt, cot.strip()), add_special_tokens=False)["input_ids"]
             ids = (prompt_ids + cot_ids)[:max_tokens] if max_tokens else prompt_ids + cot_ids
             sequences.append(ids)
-            masks.append([0] * len(prompt_ids) + [1] * (len(ids) - len(prompt_ids)))
+            masks.append(([0] * len(prompt_ids) + [1] * (len(ids) - len(prompt_ids)))[:len(ids)])
         width = max(len(s) for s in sequences)
         pad = tokenizer.pad_token_id or 0
         input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences])

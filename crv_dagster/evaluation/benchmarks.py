@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import pandas as pd
-
 import hashlib
 from pathlib import Path
+
+import pandas as pd
 
 from crv_dagster.config import PROJECT_ROOT, BuiltinSource, DatasetConfig, FileSource, HubSource, Profile
 from crv_dagster.data.sources import build_problems, read_source

@@ -36,6 +36,8 @@ class ResponseCache:
         self.set_aside: Path | None = None
         try:
             self._open()
+        except sqlite3.OperationalError:
+            raise  # a locked database, a full disk, no write permission: nothing to set aside for
         except sqlite3.DatabaseError as err:
             self._set_aside(err)
             self._open()

@@ -96,6 +96,17 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _is_step_worker(pid: int) -> bool:
+    """Whether ``pid`` is still a Python step worker (a pid can be reused once its process is gone:
+    recovery never signals a process it cannot recognise)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            command = cmdline.read().decode(errors="replace")
+    except OSError:
+        return False
+    return "python" in command and ("multiprocessing" in command or "dagster" in command)
+
+
 def _run_start_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START).records
     for record in records:
@@ -163,7 +174,7 @@ def recover(instance: dg.DagsterInstance, tracking_uri: str | None = None, log=p
     MLflow runs as FAILED. Returns the run ids recovered."""
     recovered = []
     for dead in find_dead_runs(instance):
-        if dead.step_pid and dead.step_pid != dead.pid and _alive(dead.step_pid):
+        if dead.step_pid and dead.step_pid != dead.pid and _alive(dead.step_pid) and _is_step_worker(dead.step_pid):
             os.kill(dead.step_pid, signal.SIGTERM)  # a worker older than the exit-with-parent watch
         run = instance.get_run_by_id(dead.run_id)
         instance.report_run_failed(run, f"The run's process (pid {dead.pid}) is gone: it was killed or crashed. "
@@ -205,7 +216,7 @@ def recover_on_load(tracking_uri: str | None, log=None) -> list[str]:
                 log(line)
             return recovered
     except Exception as err:  # loading the definitions must not depend on it
-        log(f"crv-dagster: could not check this instance for dead runs ({type(err).__name__}: {err}); "
+        log(f"could not check this instance for dead runs ({type(err).__name__}: {err}); "
             "`make recover` does it by hand")
         return []
 

@@ -36,7 +36,7 @@ def _incorrect_from(source: str, cfg: Profile, model_size: str, material: pd.Dat
                                 temperature=pairs_cfg.student_temperature, seed=pairs_cfg.seed)
         with build_backend(cfg, pairs_cfg.student_backend, model_path=student_base_model(cfg, model_size)) as backend:
             found = incorrect_by_student(material, backend, student_messages, pairs_cfg.student_samples, params,
-                                         checker)
+                                         checker, cfg.cot.trace)
         log.info(f"student samples: {backend.stats.as_metadata('student')}")
         return found
     agent_key = pairs_cfg.inject_backend or cfg.crv.agent_backend

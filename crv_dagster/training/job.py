@@ -125,11 +125,6 @@ def earlier_result(spec: RunSpec) -> tuple[dict | None, str]:
     return stored["result"], ""
 
 
-def finished_result(spec: RunSpec) -> dict | None:
-    """The result of an earlier launch of exactly this run, when its checkpoint is intact."""
-    return earlier_result(spec)[0]
-
-
 def _write_result(spec: RunSpec, result: dict) -> None:
     path = Path(spec.out_dir) / RESULT_FILE
     tmp = path.with_suffix(".partial")

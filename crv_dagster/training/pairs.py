@@ -144,20 +144,21 @@ def _first_wrong(cots, checker: SolutionChecker, problem_id: str, answer: str, s
     return None
 
 
-def student_cot(reply) -> str:
-    """A student's sampled reply as a stored CoT: its thinking, where it thought, is its trace."""
-    return Cot(reply.content, reply.reasoning or None).text if reply.usable else ""
+def student_cot(reply, trace: str = "auto") -> str:
+    """A student's sampled reply as a stored CoT: its thinking, where it thought, is its trace (under
+    the profile's ``cot.trace``, as every other CoT)."""
+    return Cot(reply.content, reply.reasoning or None).with_mode(trace).text if reply.usable else ""
 
 
 def incorrect_by_student(problems: pd.DataFrame, backend, render_prompt: Callable[[str, str], list[dict]],
-                         samples: int, params: SamplingParams,
-                         checker: SolutionChecker = MATH_CHECKER) -> tuple[list[IncorrectCot], Counter]:
+                         samples: int, params: SamplingParams, checker: SolutionChecker = MATH_CHECKER,
+                         trace: str = "auto") -> tuple[list[IncorrectCot], Counter]:
     """The student's own wrong answers: ``samples`` sampled replies per problem, first wrong one
     kept; the replies passed over, counted by reason. ``render_prompt(question, answer)`` gives
     the student's messages."""
     requests = [ChatRequest.of(render_prompt(q, a), replace(params, seed=params.seed + k))
                 for q, a in zip(problems["question"], problems["answer"]) for k in range(samples)]
-    cots = [(student_cot(r), r.problem) for r in map(read_reply, backend.generate(requests))]
+    cots = [(student_cot(r, trace), r.problem) for r in map(read_reply, backend.generate(requests))]
     out, skipped = [], Counter()
     for i, row in enumerate(problems.itertuples()):
         wrong = _first_wrong(cots[i * samples : (i + 1) * samples], checker, row.problem_id, row.answer, skipped)

@@ -54,8 +54,10 @@ def _trained_reads(stage: str):
     return reads
 
 
-# The training itself runs in crv_dagster.training.job, launched through orchestration/pipes_launch.py.
-_JOB = (__name__, "crv_dagster.orchestration.pipes_launch", "crv_dagster.training.job")
+# The training itself runs in crv_dagster.training.job, launched through orchestration/pipes_launch.py
+# with training/launch_command.py's command line; the bodies plan runs with factory's base models.
+_JOB = (__name__, "crv_dagster.orchestration.pipes_launch", "crv_dagster.training.job",
+        "crv_dagster.training.launch_command", "crv_dagster.training.sft", "crv_dagster.factory")
 READS = {
     "preference_pairs": AssetReads(
         (__name__, "crv_dagster.training.pairs", "crv_dagster.training.incorrect", "crv_dagster.factory"),
