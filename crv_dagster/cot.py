@@ -30,6 +30,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from crv_dagster.llm.reply import split_thinking
+
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 TraceMode = Literal["auto", "always", "never"]
 
@@ -89,8 +91,8 @@ def solution_of(text: str | None) -> str:
 
 # --------------------------------------------------------------------------- dataset formats
 
-_SKY_THOUGHT = re.compile(r"<\|begin_of_thought\|>(.*?)(?:<\|end_of_thought\|>|$)", re.DOTALL)
-_SKY_SOLUTION = re.compile(r"<\|begin_of_solution\|>(.*?)(?:<\|end_of_solution\|>|$)", re.DOTALL)
+_SKY_THOUGHT = re.compile(r"<\|begin_of_thought\|>(.*?)<\|end_of_thought\|>", re.DOTALL)
+_SKY_SOLUTION = re.compile(r"<\|begin_of_solution\|>(.*?)<\|end_of_solution\|>", re.DOTALL)
 _THINK_CLOSE = re.compile(re.escape(THINK_CLOSE), re.IGNORECASE)
 _THINK_OPEN = re.compile(re.escape(THINK_OPEN), re.IGNORECASE)
 
@@ -120,18 +122,15 @@ def from_dataset(text: str) -> Cot:
         if not body.strip():
             raise CotFormatError("no solution after <|end_of_thought|>", "empty")
         return Cot(body.strip(), thought.group(1).strip())
-    closes = list(_THINK_CLOSE.finditer(text))
-    if closes:  # R1 style; the opening tag may be absent (it was in the prompt)
-        last = closes[-1]
-        trace, solution = text[: last.start()], text[last.end():]
-        if not solution.strip():
-            raise CotFormatError("no solution after </think>", "empty")
-        if _THINK_OPEN.search(solution):
-            raise CotFormatError("<think> opens again after the last </think>", "unfinished_thinking")
-        return Cot(solution.strip(), _THINK_OPEN.sub("", trace, count=1).strip())
-    if _THINK_OPEN.search(text):
+    # R1 style, read as a reasoning model's reply is (the opening tag may be absent: it was in the prompt).
+    trace, solution, finished = split_thinking(text)
+    if not finished:
         raise CotFormatError("<think> is never closed by </think>", "unfinished_thinking")
-    return Cot(text)
+    if not _THINK_CLOSE.search(text):
+        return Cot(text)
+    if not solution:
+        raise CotFormatError("no solution after </think>", "empty")
+    return Cot(solution, trace)
 
 
 # --------------------------------------------------------------------------- what agents see and write

@@ -109,14 +109,24 @@ def test_both_public_long_cot_formats_load_into_one_form(trace_mode):
         assert parse(never.loc[0, "cot"]).trace == TRACE and never.loc[0, "reasoning"] == ""
 
 
-def test_dataset_cots_that_are_cut_are_refused_with_a_status():
+@pytest.mark.parametrize(("text", "status"), [
+    ("<think>\nstill thinking", "unfinished_thinking"),
+    ("<|begin_of_thought|>\nthought\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n<|end_of_solution|>", "empty"),
+    ("<|begin_of_thought|>t<|end_of_thought|>\n<|begin_of_solution|>\nso far \\boxed{3", "truncated"),
+    ("<think>a</think>\n\nsolution <think> more", "unfinished_thinking"),
+])
+def test_dataset_cots_that_are_cut_are_refused_with_a_status(text, status):
     with pytest.raises(CotFormatError) as err:
-        from_dataset("<think>\nstill thinking")
-    assert err.value.status == "unfinished_thinking"
-    with pytest.raises(CotFormatError) as err:
-        from_dataset("<|begin_of_thought|>\nthought\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n<|end_of_solution|>")
-    assert err.value.status == "empty"
+        from_dataset(text)
+    assert err.value.status == status
+
+
+def test_a_dataset_cot_is_read_as_its_format_says():
     assert from_dataset("no tags at all: \\boxed{3}") == Cot("no tags at all: \\boxed{3}")
+    # A solution section is read after the thought, never from inside it.
+    sky = from_dataset("<|begin_of_thought|>draft <|begin_of_solution|>x<|end_of_solution|> no"
+                       "<|end_of_thought|>\n<|begin_of_solution|>\nreal \\boxed{1}\n<|end_of_solution|>")
+    assert sky.solution == "real \\boxed{1}"
 
 
 def test_a_thinking_teachers_thinking_is_the_trace_and_its_answer_the_solution():
@@ -304,16 +314,3 @@ def test_a_cot_without_a_trace_closes_the_block_a_template_opened():
     completion = adjusted_completion("<｜Assistant｜><think>\n", SOLUTION)
     assert completion == f"</think>\n\n{SOLUTION}" and parse(completion) == Cot(SOLUTION, "")
     assert adjusted_completion("<|im_start|>assistant\n", SOLUTION) == SOLUTION
-
-
-def test_dataset_cots_whose_solution_is_cut_or_thinks_again_are_refused():
-    with pytest.raises(CotFormatError) as err:
-        from_dataset("<|begin_of_thought|>t<|end_of_thought|>\n<|begin_of_solution|>\nso far \\boxed{3")
-    assert err.value.status == "truncated"
-    with pytest.raises(CotFormatError) as err:
-        from_dataset("<think>a</think>\n\nsolution <think> more")
-    assert err.value.status == "unfinished_thinking"
-    # A solution section is read after the thought, never from inside it.
-    sky = from_dataset("<|begin_of_thought|>draft <|begin_of_solution|>x<|end_of_solution|> no"
-                       "<|end_of_thought|>\n<|begin_of_solution|>\nreal \\boxed{1}\n<|end_of_solution|>")
-    assert sky.solution == "real \\boxed{1}"

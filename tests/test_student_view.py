@@ -61,7 +61,7 @@ def test_critiques_carry_the_students_nll_whichever_critic_labels():
                         "answer": ["1", "2", "3"], "cot": ["x", "y", "z"], "is_correct": True,
                         "cot_status": ["ok", "ok", "truncated"]})
     nll = [2.0, 0.5]
-    frame = crv.critique(raw, StudentCritic(nll, "tiny"), "1B", lambda items: nll)
+    frame = crv.critique(raw, StudentCritic(nll, "tiny"), "1B", nll)
     critiques_schema.validate(frame)
     assert list(frame["label"]) == ["hard", "easy"] and list(frame["student_nll"]) == nll
     assert set(frame["agent_model"]) == {"student-nll:tiny"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Callable
+from typing import Sequence
 
 import pandas as pd
 
@@ -50,9 +50,9 @@ def judgeable(raw_cots: pd.DataFrame) -> pd.DataFrame:
 
 
 def critique(raw_cots: pd.DataFrame, critic: Critic, student_size: str,
-             student_nll: Callable[[list[tuple[str, str, str]]], list[float]] | None = None) -> pd.DataFrame:
-    """The Critic's label of each judgeable raw CoT; ``student_nll`` (items -> values) measures the
-    student's own NLL of each for the ``student_nll`` column (empty without it)."""
+             student_nll: Sequence[float] | None = None) -> pd.DataFrame:
+    """The Critic's label of each judgeable raw CoT; ``student_nll``: the student's own NLL of each
+    judgeable CoT, in order, for the ``student_nll`` column (empty without it)."""
     raw_cots = judgeable(raw_cots)
     items = list(zip(raw_cots["question"], raw_cots["answer"], raw_cots["cot"]))
     judgements = critic.judge(items, student_size)
@@ -65,7 +65,7 @@ def critique(raw_cots: pd.DataFrame, critic: Critic, student_size: str,
     frame["unreadable"] = [json.dumps(list(j.unreadable)) for j in judgements]
     frame["attempts"] = [j.attempts for j in judgements]
     frame["agent_model"] = critic.model_id
-    frame["student_nll"] = student_nll(items) if student_nll is not None and items else float("nan")
+    frame["student_nll"] = list(student_nll) if student_nll is not None else float("nan")
     return frame[CRITIQUE_COLUMNS].reset_index(drop=True)
 
 

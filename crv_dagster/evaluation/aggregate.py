@@ -25,7 +25,8 @@ from crv_dagster.vocabulary import COGPO
 
 KEYS = ["dataset", "model_size", "method", "benchmark"]
 HOLM = f"p_vs_{COGPO}_holm"
-POOLED_COLUMNS = [*KEYS, "benchmark_source", "accuracy", "ci_low", "ci_high", "cons_at_n", f"p_vs_{COGPO}", HOLM, "seed_std", "num_seeds",
+POOLED_COLUMNS = [*KEYS, "benchmark_source", "accuracy", "ci_low", "ci_high", "cons_at_n", f"p_vs_{COGPO}", HOLM,
+                  "seed_std", "num_seeds",
                   "seed_accuracies", "num_problems", "num_samples", "mean_response_tokens", "no_answer_share",
                   "truncated_share", "problem_scores"]
 

@@ -97,12 +97,12 @@ def _critiques(stage: Stage, raw_cots: pd.DataFrame) -> StageResult:
     agent_stats: dict = {}
     if cfg.crv.critic.kind == "student":
         stage.log.info(f"student critic: {len(judged)} CoTs labelled by the NLL terciles of {student}")
-        frame = crv.critique(raw_cots, StudentCritic(nll, student), student_size, lambda _: nll)
+        frame = crv.critique(raw_cots, StudentCritic(nll, student), student_size, nll)
     else:
         with build_backend(cfg, cfg.crv.agent_backend) as backend:
             critic = build_critic(cfg, backend)
             stage.log.info(f"critic {backend.model_id}: {len(raw_cots)} CoTs, student {student_size}")
-            frame = crv.critique(raw_cots, critic, student_size, lambda _: nll)
+            frame = crv.critique(raw_cots, critic, student_size, nll)
         agent_stats = backend.stats.as_metadata("agent")
     agreement = label_agreement(frame["label"], frame["student_nll"])
     stage.log.info(f"the Critic's labels against the student's NLL: {agreement}")
