@@ -125,6 +125,43 @@ def test_after_a_sigkilled_run_the_same_command_completes(tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
+def test_a_run_waiting_on_the_pool_says_which_run_holds_it(tmp_path, monkeypatch):
+    teacher = GatedTeacher()
+    with ChatServer(teacher, "gated") as server:
+        profile = yaml.safe_load(TEST_PROFILE.read_text())
+        profile["backends"]["gated"] = {"kind": "openai", "model": "gated", "base_url": server.base_url,
+                                        "api_key_env": None, "timeout_s": 600}
+        profile["teacher"]["backend"] = "gated"
+        path = tmp_path / "profile.yaml"
+        path.write_text(yaml.safe_dump(profile))
+        env = _env(tmp_path, _home(tmp_path), path)
+        monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+        first = _materialize(env, "problems,raw_cots", "arith_gen|tiny-a")
+        _wait(lambda: server.requests_seen > 0, 180, "the first run's teacher step to hold the gpu slot")
+        second = _materialize(env, "problems,raw_cots", "arith_gen|tiny-b")
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(second.stdout), daemon=True)
+        reader.start()
+        try:
+            _wait(lambda: any("waits for a slot of pool 'gpu'" in line for line in lines), 180,
+                  "the waiting run to say what it waits for")
+        finally:
+            teacher.gate.set()
+        out, _ = first.communicate(timeout=300)
+        assert first.returncode == 0, out[-3000:]
+        assert second.wait(timeout=300) == 0, "".join(lines)[-3000:]
+        reader.join(timeout=30)
+        with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            runs = {r.dagster_run.tags.get("dagster/partition"): r.dagster_run.run_id for r in instance.get_run_records()}
+            holder = runs["arith_gen|tiny-a"]
+            # In the waiting run's own event log, where the UI shows it.
+            logged = [e.message for e in instance.all_logs(runs["arith_gen|tiny-b"]) if e.message]
+        [said] = [line for line in lines if "waits for a slot of pool 'gpu'" in line]
+        assert f"held by run {holder}" in said and f"dagster run cancel {holder}" in said
+        assert any(f"held by run {holder}" in message for message in logged)
+
+
+@pytest.mark.slow
 def test_two_partitions_start_at_once_on_an_empty_artifacts_root(tmp_path):
     # Each with its own instance, so no pool makes one wait for the other; launched together.
     envs = {size: _env(tmp_path, _home(tmp_path, f"home-{size}")) for size in ("tiny-a", "tiny-b")}
@@ -152,3 +189,45 @@ def test_recovery_signals_only_what_is_still_a_step_worker():
         worker.kill()
         worker.join()
     assert not _is_step_worker(worker.pid)  # gone
+
+
+def _started_run(instance, pid):
+    from crv_dagster.orchestration.recovery import HOST_TAG, RUN_PID_TAG
+
+    import socket
+
+    run = instance.create_run_for_job(dg.GraphDefinition("job").to_job(), tags={HOST_TAG: socket.gethostname(),
+                                                                                RUN_PID_TAG: str(pid)})
+    instance.handle_run_event(run.run_id, dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, "job"))
+    return instance.get_run_by_id(run.run_id)
+
+
+def _dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_step_waiting_on_the_pool_names_the_run_that_holds_it_and_a_dead_holder_is_freed(tmp_path, monkeypatch):
+    from crv_dagster.orchestration.recovery import POOL, pool_waits, recover
+
+    home = _home(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots(POOL, 1)
+        holder, waiting = _started_run(instance, os.getpid()), _started_run(instance, os.getpid())
+        assert storage.claim_concurrency_slot(POOL, holder.run_id, "raw_cots").is_claimed
+        assert not storage.claim_concurrency_slot(POOL, waiting.run_id, "critiques").is_claimed
+
+        [(run_id, step, message)] = pool_waits(instance, os.getpid())
+        assert (run_id, step) == (waiting.run_id, "critiques")
+        assert f"held by run {holder.run_id} (step raw_cots)" in message
+        assert f"dagster run cancel {holder.run_id}" in message
+        assert pool_waits(instance, _dead_pid()) == []  # another process's waits are not this one's to report
+
+        # The holder's process dies while the other run waits: recovery frees its slot.
+        instance.add_run_tags(holder.run_id, {"crv/run_pid": str(_dead_pid())})
+        assert recover(instance, log=lambda line: None) == [holder.run_id]
+        assert storage.claim_concurrency_slot(POOL, waiting.run_id, "critiques").is_claimed
+        assert pool_waits(instance, os.getpid()) == []

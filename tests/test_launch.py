@@ -26,7 +26,7 @@ from crv_dagster.training.common import CHECKPOINT_MARK
 from crv_dagster.training.job import LAUNCHER_PID_ENV, RESULT_FILE, RunSpec, TrainingJob, run_digest
 from crv_dagster.training.launch_command import free_port, launch_command
 from crv_dagster.training.pairs import build_pairs, chat_prompt_renderer, incorrect_by_perturbation
-from crv_dagster.training.sft import sft_examples
+from crv_dagster.training.plan import sft_examples
 
 # Two processes on a CPU against one: the same global batches, summed in float32 in another order.
 CURVE_TOLERANCE = 1e-4  # relative, per logged step

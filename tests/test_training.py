@@ -26,7 +26,8 @@ from crv_dagster.training.pairs import (
     incorrect_by_student,
     perturb_cot,
 )
-from crv_dagster.training.sft import sft_examples, sft_lengths, sft_records, train_sft
+from crv_dagster.training.plan import sft_examples
+from crv_dagster.training.sft import sft_lengths, sft_records, train_sft
 
 BETAS = {"small_gap": 1.0, "medium_gap": 0.75, "large_gap": 0.5}
 

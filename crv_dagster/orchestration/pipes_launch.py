@@ -1,6 +1,6 @@
 """Training launched through Dagster Pipes, as a process tree of its own.
 
-``sft_model`` and ``cogpo_model`` plan their runs (a method and a seed each), and this module
+``sft_model`` and ``cogpo_model`` plan their runs (``training/plan.py``: a method and a seed each), and this module
 opens an MLflow run for each, writes the ``TrainingJob`` and its data under
 ``<artifacts>/launch/<asset>/<dataset>/<size>/``, and starts ``crv_dagster.training.job`` there:
 as a local process (``accelerate launch`` with the profile's process count and config file, or
@@ -17,12 +17,11 @@ import os
 import shlex
 import shutil
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import dagster as dg
-import pandas as pd
 from dagster._core.errors import DagsterPipesExecutionError  # what a failed Pipes process raises
 
 from crv_dagster.config import CONFIG_DIR, PROJECT_ROOT, LaunchConfig, Profile, TrainingConfig
@@ -30,20 +29,8 @@ from crv_dagster.orchestration.partitions import PartitionKey
 from crv_dagster.orchestration.tracking import MlflowTracking, TrackedRun
 from crv_dagster.training.job import LAUNCHER_PID_ENV, MESSAGE_KIND, RunSpec, TrainingJob, run_digest
 from crv_dagster.training.launch_command import free_port, launch_command
+from crv_dagster.training.plan import PlannedRun
 from crv_dagster.versions import table_version
-
-
-@dataclass
-class PlannedRun:
-    """One run of a launch before it starts: what to train, and what MLflow should show of it."""
-
-    kind: str  # "sft" or "preference"
-    method: str
-    seed: int
-    base_model: str
-    data: pd.DataFrame
-    out_dir: Path
-    params: dict = field(default_factory=dict)
 
 
 @dataclass

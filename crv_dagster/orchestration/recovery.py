@@ -12,6 +12,10 @@ DAGSTER_HOME would wait for the slot. Two things prevent that:
   wherever the definitions load (``recover_on_load``: `dagster asset materialize`, `dagster dev`, a
   backfill's runs), so a killed run never blocks the next one, however it is started;
   `python -m crv_dagster.orchestration.recovery` (`make recover`) runs it by hand.
+- ``watch_pool_waits`` runs beside a run's process while its steps wait on the `gpu` pool: a holder
+  that died meanwhile is recovered, and a step held up by a live run says so at INFO in its run's
+  event log and on the terminal, naming the run that holds the slot and how to free it (Dagster
+  itself says it only at DEBUG).
 
 Each asset tags its run with the host and the pid of the run's process (``tag_run_process``),
 which is what ``recover`` checks; on SQLite storage (one machine by construction) the pid of the
@@ -36,6 +40,7 @@ STEP_PID_TAG = "crv/step_pid"
 IN_PROGRESS = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
 
 _watchdog: threading.Thread | None = None
+_pool_watch: threading.Thread | None = None
 
 
 def _launcher_pid() -> int:
@@ -123,24 +128,26 @@ class DeadRun:
     step_pid: int | None
 
 
+def _local_pid(instance: dg.DagsterInstance, run: dg.DagsterRun) -> int | None:
+    """The pid of the process executing ``run`` on this machine; None when it is not known here
+    (another machine's run, or one that has not started on a shared storage)."""
+    tags = run.tags
+    if RUN_PID_TAG in tags:
+        return int(tags[RUN_PID_TAG]) if tags.get(HOST_TAG) == socket.gethostname() else None
+    if "sqlite" in type(instance.run_storage).__name__.lower():  # one machine by construction
+        return _run_start_pid(instance, run.run_id)
+    return None
+
+
 def find_dead_runs(instance: dg.DagsterInstance) -> list[DeadRun]:
     """Runs marked in progress whose process on this machine no longer exists."""
-    host = socket.gethostname()
-    local_storage = "sqlite" in type(instance.run_storage).__name__.lower()
     dead = []
     for record in instance.get_run_records(dg.RunsFilter(statuses=list(IN_PROGRESS))):
         run = record.dagster_run
-        tags = run.tags
-        if RUN_PID_TAG in tags:
-            if tags.get(HOST_TAG) != host:
-                continue  # another machine's run: not ours to judge
-            pid = int(tags[RUN_PID_TAG])
-        elif local_storage:
-            pid = _run_start_pid(instance, run.run_id)
-            if pid is None:
-                continue
-        else:
+        pid = _local_pid(instance, run)
+        if pid is None:
             continue
+        tags = run.tags
         if not _alive(pid):
             step = tags.get(STEP_PID_TAG)
             dead.append(DeadRun(run.run_id, pid, int(step) if step else None))
@@ -199,6 +206,57 @@ def pool_holders(instance: dg.DagsterInstance, pool: str = POOL) -> list[str]:
             for slot in info.claimed_slots]
 
 
+def pool_waits(instance: dg.DagsterInstance, pid: int, pool: str = POOL) -> list[tuple[str, str, str]]:
+    """Steps of the runs that process ``pid`` executes which wait for a slot of ``pool`` held by
+    another run: (waiting run, waiting step, what to say)."""
+    info = instance.event_log_storage.get_concurrency_info(pool)
+    waits = []
+    for step in info.pending_steps:
+        holders = [slot for slot in info.claimed_slots if slot.run_id != step.run_id]
+        if step.assigned_timestamp is not None or not holders:
+            continue  # it has its slot, or waits on its own run's steps: the pool's limit, as meant
+        run = instance.get_run_by_id(step.run_id)
+        if run is None or run.status not in IN_PROGRESS or _local_pid(instance, run) != pid:
+            continue
+        held = ", ".join(f"run {slot.run_id} (step {slot.step_key})" for slot in holders)
+        waits.append((step.run_id, step.step_key,
+                      f"step {step.step_key} waits for a slot of pool '{pool}' (limit {info.limit}), held by {held}. "
+                      f"It starts when that run ends; to stop that run instead: `dagster run cancel "
+                      f"{holders[0].run_id}` (or cancel it in the UI's Runs page)"))
+    return waits
+
+
+def watch_pool_waits(tracking_uri: str | None, poll_s: float = 10.0, repeat_s: float = 300.0, log=print) -> None:
+    """In the process that executes a run: while one of its steps waits on the pool, recover a
+    holder whose process has died, and otherwise say who holds the slot (once, and again every
+    ``repeat_s`` while the wait lasts) at INFO in the waiting run's event log and through ``log``."""
+    global _pool_watch
+    if _pool_watch is not None:
+        return
+    pid = os.getpid()
+
+    def watch() -> None:
+        said: dict[tuple[str, str], float] = {}
+        try:
+            with dg.DagsterInstance.get() as instance:
+                while True:
+                    time.sleep(poll_s)
+                    if not instance.event_log_storage.get_concurrency_info(POOL).pending_step_count:
+                        continue
+                    recover(instance, tracking_uri, log=log)
+                    for run_id, step_key, message in pool_waits(instance, pid):
+                        if time.monotonic() - said.get((run_id, step_key), -repeat_s) < repeat_s:
+                            continue
+                        said[(run_id, step_key)] = time.monotonic()
+                        instance.report_engine_event(message, instance.get_run_by_id(run_id), step_key=step_key)
+                        log(message)
+        except Exception as err:  # a watch that fails must never fail the run it watches
+            log(f"stopped watching pool '{POOL}' ({type(err).__name__}: {err})")
+
+    _pool_watch = threading.Thread(target=watch, name="crv-pool-watch", daemon=True)
+    _pool_watch.start()
+
+
 def recover_on_load(tracking_uri: str | None, log=None) -> list[str]:
     """Run where the definitions load (the CLI, `dagster dev`, a backfill's runs): dead runs of this
     instance give back what they hold before a live run waits on it, and a slot still held by a
@@ -214,7 +272,8 @@ def recover_on_load(tracking_uri: str | None, log=None) -> list[str]:
             recovered = recover(instance, tracking_uri, log=log)
             for line in pool_holders(instance):
                 log(line)
-            return recovered
+        watch_pool_waits(tracking_uri, log=log)
+        return recovered
     except Exception as err:  # loading the definitions must not depend on it
         log(f"could not check this instance for dead runs ({type(err).__name__}: {err}); "
             "`make recover` does it by hand")

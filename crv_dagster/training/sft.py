@@ -1,10 +1,8 @@
 """Supervised fine-tuning of the student (TRL SFTTrainer, loss on the CoT only).
 
-Three training sets, each giving its own checkpoint from the same base student: the CRV data
-(``sft``: the verified, student-suited CoTs), the raw teacher CoTs that reach the reference answer
-(``sft_raw``), and the correct CoTs the Critic labelled ``medium``, none rewritten (``sft_filter``:
-the paper's ablation without rethinking). The differences between their scores are what CRV's
-selection and rewriting add.
+Each SFT method (``training/plan.py``'s ``sft_examples`` chooses its rows: the CRV data, the raw
+teacher CoTs, the Critic's medium CoTs, the matched raw subset) gives its own checkpoint from the
+same base student. The differences between their scores are what CRV's selection and rewriting add.
 """
 
 from __future__ import annotations
@@ -27,36 +25,7 @@ from crv_dagster.training.common import (
     trainer_kwargs,
 )
 from crv_dagster.training.pairs import chat_prompt_renderer
-from crv_dagster.vocabulary import SFT, SFT_FILTER, SFT_RAW, SFT_RAW_MATCHED, SUITED
-
-
-def sft_examples(method: str, verified: pd.DataFrame, raw_cots: pd.DataFrame | None = None,
-                 critiques: pd.DataFrame | None = None, seed: int = 0) -> pd.DataFrame:
-    """The (question, answer, cot) rows that ``method`` fine-tunes on; empty when there are none.
-    ``seed`` draws the matched control's subset (one subset per training seed)."""
-    if method == SFT:
-        rows = verified[verified["role"] == SUITED]
-    elif method == SFT_RAW:
-        rows = _needs(raw_cots, "raw_cots", method)
-        rows = rows[rows["is_correct"]]
-    elif method == SFT_RAW_MATCHED:
-        correct = _needs(raw_cots, "raw_cots", method)
-        correct = correct[correct["is_correct"]]
-        size = int((verified["role"] == SUITED).sum())
-        # As many as SFT trains on (all of them when there are fewer): equal rows, so equal steps.
-        rows = correct.sample(n=min(size, len(correct)), random_state=seed).sort_index()
-    elif method == SFT_FILTER:
-        rows = _needs(critiques, "critiques", method)
-        rows = rows[(rows["label"] == "medium") & rows["cot_correct"]]
-    else:
-        raise ValueError(f"unknown SFT method '{method}' (known: {SFT}, {SFT_RAW}, {SFT_FILTER}, {SFT_RAW_MATCHED})")
-    return rows[["question", "answer", "cot"]].reset_index(drop=True)
-
-
-def _needs(frame: pd.DataFrame | None, name: str, method: str) -> pd.DataFrame:
-    if frame is None:
-        raise ValueError(f"{method} trains on {name}, which was not given")
-    return frame
+from crv_dagster.vocabulary import SFT
 
 
 def sft_records(examples: pd.DataFrame, render_prompt) -> pd.DataFrame:

@@ -12,12 +12,10 @@ import pandas as pd
 
 from crv_dagster.config import Profile
 from crv_dagster.factory import solution_checker, student_base_model
-from crv_dagster.orchestration.pipes_launch import PlannedRun, launch_training
-from crv_dagster.orchestration.memo import models_output, reused_models
+from crv_dagster.orchestration.pipes_launch import launch_training
 from crv_dagster.orchestration.metadata import counts, markdown_table
-from crv_dagster.orchestration.partitions import partition_of
 from crv_dagster.orchestration.resources import ProfileResource
-from crv_dagster.orchestration.stage import MLFLOW_LINK, Stage, StageResult, table_stage
+from crv_dagster.orchestration.stage import Stage, StageResult, run_links, table_stage
 from crv_dagster.orchestration.tracking import MlflowTracking
 from crv_dagster.orchestration.types import (
     model_manifest_schema,
@@ -25,9 +23,10 @@ from crv_dagster.orchestration.types import (
     table_asset_args,
 )
 from crv_dagster.training import pairs as pairs_lib
+from crv_dagster.training import plan
 from crv_dagster.training.incorrect import find_incorrect_cots
 from crv_dagster.versions import AssetReads, backend_identity, prompt_text, students, training_by_size
-from crv_dagster.vocabulary import COGPO, COGPO_FROM_RAW, PAIR_TYPES, SFT, SFT_FILTER, SFT_RAW, SFT_RAW_MATCHED
+from crv_dagster.vocabulary import COGPO, PAIR_TYPES, SFT
 
 
 def _pairs_reads(profile: Profile) -> dict:
@@ -55,9 +54,10 @@ def _trained_reads(stage: str):
 
 
 # The training itself runs in crv_dagster.training.job, launched through orchestration/pipes_launch.py
-# with training/launch_command.py's command line; the bodies plan runs with factory's base models.
+# with training/launch_command.py's command line; training/plan.py plans the runs with factory's base models.
 _JOB = (__name__, "crv_dagster.orchestration.pipes_launch", "crv_dagster.training.job",
-        "crv_dagster.training.launch_command", "crv_dagster.training.sft", "crv_dagster.factory")
+        "crv_dagster.training.launch_command", "crv_dagster.training.sft", "crv_dagster.training.plan",
+        "crv_dagster.factory")
 READS = {
     "preference_pairs": AssetReads(
         (__name__, "crv_dagster.training.pairs", "crv_dagster.training.incorrect", "crv_dagster.factory"),
@@ -66,27 +66,7 @@ READS = {
     "cogpo_model": AssetReads(_JOB, _trained_reads("cogpo")),
 }
 
-# Why an SFT baseline can have nothing to train on.
-SFT_EMPTY_REASONS = {SFT_RAW: "no raw CoT reaches the reference answer",
-                     SFT_RAW_MATCHED: "no raw CoT reaches the reference answer",
-                     SFT_FILTER: "the Critic labelled no correct CoT 'medium'"}
-
 GROUP = "training"
-LENGTH_KEYS = ("overlength_dropped", "overlength_truncated", "max_tokens_seen")
-
-
-def _checkpoint_dir(cfg, asset: str, key, method: str, seed: int):
-    return cfg.artifacts_dir / "checkpoints" / asset / key.dataset / key.model_size / method / f"seed-{seed}"
-
-
-def _manifest_row(method: str, seed: int, path, parent: str, finetuning: str, result: dict) -> dict:
-    loss = result.get("loss") or {}
-    return {"method": method, "seed": seed, "path": str(path), "parent": parent, "finetuning": finetuning,
-            "num_examples": result.get("num_examples", result.get("num_pairs")), "steps": result["steps"],
-            "loss_first": loss.get("first"), "loss_last": loss.get("last"),
-            "train_runtime_s": result.get("train_runtime_s")}
-
-
 def _pairs(stage: Stage, problems: pd.DataFrame, verified_set: pd.DataFrame) -> StageResult:
     from transformers import AutoTokenizer  # here, not at the top: importing it takes seconds
 
@@ -120,7 +100,6 @@ def _pairs(stage: Stage, problems: pd.DataFrame, verified_set: pd.DataFrame) -> 
 
 
 def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> list[dg.AssetsDefinition]:
-    tables_dir = profile_.artifacts_dir / "tables"
 
     @dg.asset(
         **table_asset_args(profile_, "preference_pairs", preference_pairs_schema, READS["preference_pairs"]),
@@ -146,58 +125,9 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
                     "without rewriting (sft_filter); once per seed.",
     )
     def sft_model(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
-                  verified_set: pd.DataFrame, raw_cots: pd.DataFrame, critiques: pd.DataFrame) -> dg.Output:
-        from crv_dagster.training.sft import sft_examples
-
-        if (reused := reused_models(context, tables_dir)) is not None:
-            return reused
-        cfg = profile.profile
-        key = partition_of(context)
-        training = cfg.training_for(key.model_size)
-        base = student_base_model(cfg, key.model_size)
-        planned, skipped = [], {}
-        for method in [SFT, *cfg.training.sft_baselines]:
-            if sft_examples(method, verified_set, raw_cots, critiques).empty:
-                if method == SFT:
-                    raise ValueError(f"{SFT}: no CoTs to fine-tune on (verified_set has no suited CoT)")
-                skipped[method] = SFT_EMPTY_REASONS[method]  # a baseline with no data must not cost the CRV model
-                context.log.warning(f"{method} not trained: {skipped[method]}")
-                continue
-            for seed in cfg.seeds:
-                examples = sft_examples(method, verified_set, raw_cots, critiques, seed=seed)
-                params = {"base_model": base, "finetuning": training.finetuning, "seed": seed,
-                          **{f"sft.{k}": v for k, v in training.sft.model_dump().items()},
-                          **({f"lora.{k}": v for k, v in training.lora.model_dump().items()}
-                             if training.finetuning == "lora" else {})}
-                planned.append(PlannedRun("sft", method, seed, base, examples,
-                                          _checkpoint_dir(cfg, "sft_model", key, method, seed), params))
-        rows, meta = [], {}
-        with launch_training(context, mlflow, cfg, key, training, planned) as launched:
-            for item in launched:
-                method, seed, result = item.planned.method, item.planned.seed, item.result
-                lengths = {k: result[k] for k in LENGTH_KEYS}
-                item.run.log_metrics(lengths)
-                context.log.info(f"{method} (seed {seed}): {result['steps']} steps, loss {result['loss']}; "
-                                 f"over max_length: {lengths}")
-                rows.append(_manifest_row(method, seed, item.planned.out_dir, base, training.finetuning, result))
-                if method == SFT and seed == cfg.seeds[0]:
-                    sft_lengths = lengths
-                meta.setdefault(f"{method}_num_examples", result["num_examples"])
-                meta[f"{MLFLOW_LINK}/{method}/seed-{seed}"] = dg.MetadataValue.url(item.run.url)
-        manifest = pd.DataFrame(rows)
-        main = manifest[manifest["method"] == SFT].iloc[0]
-        return models_output(manifest, {
-            "checkpoint": dg.MetadataValue.path(main["path"]),
-            "num_examples": int(main["num_examples"]), "steps": int(main["steps"]), **sft_lengths,
-            **{k: float(main[k]) for k in ("loss_first", "loss_last") if pd.notna(main[k])},
-            **meta,
-            **_launch_metadata(training, launched),
-            "seeds": dg.MetadataValue.json(list(cfg.seeds)),
-            "not_trained": dg.MetadataValue.json(skipped),
-            "checkpoints": markdown_table(manifest, ["method", "seed", "num_examples", "steps", "loss_first",
-                                                     "loss_last"], rows=40),
-            MLFLOW_LINK: meta[f"{MLFLOW_LINK}/{SFT}/seed-{cfg.seeds[0]}"],
-        })
+                  verified_set: pd.DataFrame, raw_cots: pd.DataFrame, critiques: pd.DataFrame):
+        yield from table_stage(context, profile, mlflow, lambda stage: _sft(stage, verified_set, raw_cots, critiques),
+                               own_runs=True, models=True)
 
     @dg.asset(
         **table_asset_args(profile_, "cogpo_model", model_manifest_schema, READS["cogpo_model"]),
@@ -210,70 +140,9 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
                     "same pairs; once per seed.",
     )
     def cogpo_model(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
-                    sft_model: pd.DataFrame, preference_pairs: pd.DataFrame) -> dg.Output:
-        if (reused := reused_models(context, tables_dir)) is not None:
-            return reused
-        cfg = profile.profile
-        key = partition_of(context)
-        training = cfg.training_for(key.model_size)
-        if preference_pairs.empty:
-            raise ValueError("preference_pairs is empty: nothing to train on (see its refused_by_reason metadata)")
-        by_type = preference_pairs["pair_type"].value_counts().to_dict()
-        planned = []
-        for seed in cfg.seeds:
-            # The job computes the reference log-probs with the first method that needs them and hands
-            # them to the others of the same seed (same SFT checkpoint, same pairs); CogPO from the raw-CoT
-            # checkpoint has a reference of its own.
-            for method in cfg.training.preference_methods():
-                sft_path = _sft_checkpoint(sft_model, seed, SFT_RAW if method == COGPO_FROM_RAW else SFT)
-                params = {"sft_model": sft_path, "method": method, "seed": seed, "finetuning": training.finetuning,
-                          **{f"cogpo.{k}": v for k, v in training.cogpo.model_dump().items()},
-                          **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
-                          **{f"pairs_{t}": n for t, n in by_type.items()}}
-                planned.append(PlannedRun("preference", method, seed, sft_path, preference_pairs,
-                                          _checkpoint_dir(cfg, "cogpo_model", key, method, seed), params))
-        rows, meta, reference_s, links = [], {}, [], {}
-        with launch_training(context, mlflow, cfg, key, training, planned) as launched:
-            for item in launched:
-                method, seed, result = item.planned.method, item.planned.seed, item.result
-                if result.get("reference_computed_s") is not None:
-                    reference_s.append(result["reference_computed_s"])
-                context.log.info(f"{method} (seed {seed}): {result['steps']} steps, loss {result['loss']}"
-                                 + (f", per pair kind {result['loss_by_kind_before']} -> "
-                                    f"{result['loss_by_kind_after']}" if result["loss_by_kind_after"] else ""))
-                links[f"{MLFLOW_LINK}/{method}/seed-{seed}"] = dg.MetadataValue.url(item.run.url)
-                item.run.log_metrics({**{k: result[k] for k in LENGTH_KEYS},
-                                      **{f"loss_by_kind/{k}/before": v for k, v in result["loss_by_kind_before"].items()},
-                                      **{f"loss_by_kind/{k}/after": v for k, v in result["loss_by_kind_after"].items()}})
-                rows.append(_manifest_row(method, seed, item.planned.out_dir, item.planned.base_model,
-                                          training.finetuning, result))
-                if seed != cfg.seeds[0]:
-                    continue
-                last = next((h for h in reversed(result["history"]) if f"{method}/rewards/margins" in h), {})
-                meta.update({
-                    f"{method}_loss_first": rows[-1]["loss_first"], f"{method}_loss_last": rows[-1]["loss_last"],
-                    **{f"{method}_{k}": result[k] for k in LENGTH_KEYS},
-                    f"{method}_reward_margin": last.get(f"{method}/rewards/margins"),
-                    f"{method}_reward_accuracy": last.get(f"{method}/rewards/accuracies"),
-                    **({f"{method}_loss_by_kind": dg.MetadataValue.json({"before": result["loss_by_kind_before"],
-                                                                         "after": result["loss_by_kind_after"]})}
-                       if result["loss_by_kind_after"] else {}),
-                    # How often each pair beta reached the loss in each training process.
-                    **({f"{method}_betas_by_rank": dg.MetadataValue.json(result["betas_by_rank"])}
-                       if result.get("betas_by_rank") else {}),
-                })
-        return models_output(pd.DataFrame(rows), {
-            **{k: v for k, v in meta.items() if v is not None},
-            MLFLOW_LINK: links[f"{MLFLOW_LINK}/{COGPO}/seed-{cfg.seeds[0]}"], **links,
-            **_launch_metadata(training, launched),
-            "pairs_by_type": counts(preference_pairs["pair_type"]),
-            # One reference pass per seed's SFT checkpoint, shared by every method that has a reference.
-            "reference_passes": len(reference_s),
-            "reference_logps_s": round(sum(reference_s), 3),
-            "seeds": dg.MetadataValue.json(list(cfg.seeds)),
-            "checkpoints": markdown_table(pd.DataFrame(rows), ["method", "seed", "steps", "loss_first", "loss_last"],
-                                          rows=60),
-        })
+                    sft_model: pd.DataFrame, preference_pairs: pd.DataFrame):
+        yield from table_stage(context, profile, mlflow, lambda stage: _preference(stage, sft_model, preference_pairs),
+                               own_runs=True, models=True)
 
     return [preference_pairs, sft_model, cogpo_model]
 
@@ -284,9 +153,61 @@ def _launch_metadata(training, launched) -> dict:
             "runs_kept_from_earlier_launch": sum(item.reused for item in launched)}
 
 
-def _sft_checkpoint(sft_manifest: pd.DataFrame, seed: int, method: str = SFT) -> str:
-    hit = sft_manifest[(sft_manifest["method"] == method) & (sft_manifest["seed"] == seed)]
-    if hit.empty:
-        raise ValueError(f"sft_model has no '{method}' checkpoint for seed {seed} (it has "
-                         f"{sorted(zip(sft_manifest['method'], sft_manifest['seed']))}): materialise sft_model again")
-    return str(hit["path"].iloc[0])
+def _sft(stage: Stage, verified_set: pd.DataFrame, raw_cots: pd.DataFrame, critiques: pd.DataFrame) -> StageResult:
+    cfg, key = stage.cfg, stage.key
+    training = cfg.training_for(key.model_size)
+    base = student_base_model(cfg, key.model_size)
+    planned, skipped = plan.sft_runs(cfg, key.dataset, key.model_size, base, verified_set, raw_cots, critiques)
+    for method, reason in skipped.items():  # a baseline with no data must not cost the CRV model
+        stage.log.warning(f"{method} not trained: {reason}")
+    rows, links, examples = [], {}, {}
+    with launch_training(stage.context, stage.mlflow, cfg, key, training, planned) as launched:
+        for item in launched:
+            item.run.log_metrics(plan.length_counts(item.result))
+            stage.log.info(plan.describe_result(item.planned, item.result))
+            rows.append(plan.manifest_row(item.planned, training.finetuning, item.result))
+            examples.setdefault(f"{item.planned.method}_num_examples", item.result["num_examples"])
+            links[f"{item.planned.method}/seed-{item.planned.seed}"] = item.run.url
+    manifest = pd.DataFrame(rows)
+    main = manifest[manifest["method"] == SFT].iloc[0]
+    first = next(item for item in launched if item.planned.method == SFT)
+    return StageResult(manifest, {
+        "num_examples": int(main["num_examples"]), "steps": int(main["steps"]), **plan.length_counts(first.result),
+        **{k: float(main[k]) for k in ("loss_first", "loss_last") if pd.notna(main[k])}, **examples,
+    }, {
+        "checkpoint": dg.MetadataValue.path(main["path"]),
+        **run_links(links), **_launch_metadata(training, launched),
+        "seeds": dg.MetadataValue.json(list(cfg.seeds)),
+        "not_trained": dg.MetadataValue.json(skipped),
+        "checkpoints": markdown_table(manifest, ["method", "seed", "num_examples", "steps", "loss_first", "loss_last"],
+                                      rows=40),
+    }, link=first.run.url)
+
+
+def _preference(stage: Stage, sft_manifest: pd.DataFrame, pairs: pd.DataFrame) -> StageResult:
+    cfg, key = stage.cfg, stage.key
+    training = cfg.training_for(key.model_size)
+    planned = plan.preference_runs(cfg, key.dataset, key.model_size, sft_manifest, pairs)
+    rows, summary, reference_s, links = [], {}, [], {}
+    with launch_training(stage.context, stage.mlflow, cfg, key, training, planned) as launched:
+        for item in launched:
+            method, seed, result = item.planned.method, item.planned.seed, item.result
+            if result.get("reference_computed_s") is not None:
+                reference_s.append(result["reference_computed_s"])
+            stage.log.info(plan.describe_result(item.planned, result))
+            item.run.log_metrics(plan.preference_metrics(result))
+            rows.append(plan.manifest_row(item.planned, training.finetuning, result))
+            links[f"{method}/seed-{seed}"] = item.run.url
+            if seed == cfg.seeds[0]:
+                summary.update(plan.preference_summary(method, rows[-1], result))
+    manifest = pd.DataFrame(rows)
+    return StageResult(manifest, {
+        # One reference pass per starting checkpoint and seed, shared by every method that has a reference.
+        "reference_passes": len(reference_s), "reference_logps_s": round(sum(reference_s), 3),
+    }, {
+        **{k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in summary.items()},
+        **run_links(links), **_launch_metadata(training, launched),
+        "pairs_by_type": counts(pairs["pair_type"]),
+        "seeds": dg.MetadataValue.json(list(cfg.seeds)),
+        "checkpoints": markdown_table(manifest, ["method", "seed", "steps", "loss_first", "loss_last"], rows=60),
+    }, link=links[f"{COGPO}/seed-{cfg.seeds[0]}"])

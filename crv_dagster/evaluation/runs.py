@@ -1,0 +1,117 @@
+"""Evaluating one partition: which models, on which problems, with which protocol, and the table
+their scores make.
+
+``eval_scores`` scores the base student and every checkpoint of ``sft_model`` and ``cogpo_model``
+(each seed) on the dataset's held-out split and the profile's benchmarks. ``evaluation_plan`` fixes
+what is the same for every model; ``score_model`` scores one model through a backend the caller
+opens; ``scores_table`` puts the summaries together with the p-values against CogPO. The asset opens
+one MLflow run per model around ``score_model``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import pandas as pd
+
+from crv_dagster.config import EvalProtocol, Profile
+from crv_dagster.evaluation.aggregate import compare_with
+from crv_dagster.evaluation.benchmarks import benchmark_sources, evaluation_sets
+from crv_dagster.evaluation.scoring import generate_answers, summarize
+from crv_dagster.schemas import eval_scores_schema
+from crv_dagster.vocabulary import BASE, COGPO
+
+# What each model's MLflow run shows per benchmark.
+BENCHMARK_METRICS = ("accuracy", "ci_low", "ci_high", "no_answer_share", "truncated_share", "mean_response_tokens")
+
+
+class ScoredModel(NamedTuple):
+    method: str
+    seed: int
+    path: str
+
+
+@dataclass
+class EvaluationPlan:
+    benchmarks: dict[str, pd.DataFrame]  # name -> problems
+    protocols: dict[str, EvalProtocol]  # name -> its protocol (the profile's, with the benchmark's overrides)
+    sources: dict[str, str]  # name -> where its problems came from, pinned
+    params: dict  # the MLflow parameters every model's run shares
+
+    @property
+    def has_code(self) -> bool:
+        """Whether a benchmark is graded by running programs (a sandbox is needed)."""
+        return any("tests" in f and f["tests"].notna().any() for f in self.benchmarks.values())
+
+
+def models_to_score(cfg: Profile, base_model: str, sft_manifest: pd.DataFrame,
+                    cogpo_manifest: pd.DataFrame) -> list[ScoredModel]:
+    """The base student once per seed (its samples are drawn with the seed), then every trained checkpoint."""
+    models = [ScoredModel(BASE, seed, base_model) for seed in cfg.seeds]
+    return models + [ScoredModel(r.method, int(r.seed), r.path)
+                     for r in pd.concat([sft_manifest, cogpo_manifest]).itertuples()]
+
+
+def _crv_params(rewritten: pd.DataFrame, pairs: pd.DataFrame) -> dict:
+    """What the CRV stage did, so that score runs can be told apart in MLflow by their data."""
+    params = {f"crv.action_{k}": int(v) for k, v in rewritten["action"].value_counts().items()}
+    params["crv.num_passed"] = int(rewritten["passed"].sum())
+    params.update({f"pairs_{k}": int(v) for k, v in pairs["pair_type"].value_counts().items()})
+    return params
+
+
+def evaluation_plan(cfg: Profile, dataset: str, model_size: str, problems: pd.DataFrame,
+                    rewritten: pd.DataFrame, pairs: pd.DataFrame) -> EvaluationPlan:
+    evaluation = cfg.evaluation
+    if evaluation.backend is None:
+        raise ValueError(f"profile '{cfg.name}': evaluation.backend is not set (a backend whose model is 'student')")
+    benchmarks = evaluation_sets(cfg, dataset, problems)
+    if not benchmarks:
+        raise ValueError(f"profile '{cfg.name}': nothing to evaluate for {dataset}: its held-out split is "
+                         "empty (datasets.<name>.eval_fraction, evaluation.heldout) and evaluation.benchmarks "
+                         "gives no problems")
+    protocols = {name: evaluation.protocol_for(name) for name in benchmarks}
+    shared = evaluation.protocol.model_dump()
+    params = {**{f"eval.{k}": v for k, v in shared.items()},
+              **{f"eval.{name}.{k}": v for name, p in protocols.items()
+                 for k, v in p.model_dump().items() if v != shared[k]},
+              **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
+              **_crv_params(rewritten, pairs),
+              "finetuning": cfg.training_for(model_size).finetuning,
+              "model_size": model_size, "dataset": dataset}
+    sources = benchmark_sources(cfg, dataset)
+    return EvaluationPlan(benchmarks, protocols, {n: sources[n] for n in benchmarks}, params)
+
+
+def score_model(backend, model: ScoredModel, plan: EvaluationPlan, sandbox=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One model's per-sample details on every benchmark of the plan, and their summary."""
+    details = pd.concat([generate_answers(backend, model.method, name, frame, plan.protocols[name],
+                                          seed=model.seed, sandbox=sandbox)
+                         for name, frame in plan.benchmarks.items()], ignore_index=True)
+    return details, summarize(details).assign(model_path=model.path)
+
+
+def score_metrics(summary: pd.DataFrame) -> dict[str, float]:
+    """A model's summary as MLflow metrics: ``eval/<benchmark>/<metric>`` and the mean accuracy."""
+    metrics = {f"eval/{r.benchmark}/{name}": getattr(r, name) for r in summary.itertuples() for name in BENCHMARK_METRICS}
+    metrics.update({f"eval/{r.benchmark}/cons_at_n": r.cons_at_n for r in summary.itertuples()
+                    if r.cons_at_n is not None and not pd.isna(r.cons_at_n)})
+    metrics["eval/mean/accuracy"] = float(summary["accuracy"].mean())
+    return metrics
+
+
+def describe_scores(model: ScoredModel, summary: pd.DataFrame) -> str:
+    return (f"{model.method} (seed {model.seed}): "
+            + ", ".join(f"{r.benchmark} {100 * r.accuracy:.1f}%" for r in summary.itertuples()))
+
+
+def scores_table(summaries: list[pd.DataFrame], plan: EvaluationPlan, dataset: str, model_size: str) -> pd.DataFrame:
+    """Every model's summary in ``eval_scores``' columns, each score with its p-value against CogPO
+    (same seed and benchmark) and the Holm-adjusted one."""
+    scores = compare_with(pd.concat(summaries, ignore_index=True), COGPO)
+    scores["model_size"], scores["dataset"] = model_size, dataset
+    scores["protocol"] = [json.dumps(plan.protocols[b].model_dump(), sort_keys=True) for b in scores["benchmark"]]
+    scores["benchmark_source"] = [plan.sources[b] for b in scores["benchmark"]]
+    return scores[list(eval_scores_schema.columns)]

@@ -1,0 +1,174 @@
+"""Planning the training runs of one partition, and summarising what they gave.
+
+``sft_model`` trains one run per SFT method and seed, ``cogpo_model`` one per preference method and
+seed; this module decides which runs those are, from what data and which checkpoint, where each
+checkpoint goes, and turns the training job's reports into the manifest rows and the numbers the
+assets show. Nothing here starts a process or talks to Dagster: the launch is
+``orchestration/pipes_launch.py``'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from crv_dagster.config import Profile
+from crv_dagster.vocabulary import COGPO_FROM_RAW, SFT, SFT_FILTER, SFT_RAW, SFT_RAW_MATCHED, SUITED
+
+# Why an SFT baseline can have nothing to train on.
+SFT_EMPTY_REASONS = {SFT_RAW: "no raw CoT reaches the reference answer",
+                     SFT_RAW_MATCHED: "no raw CoT reaches the reference answer",
+                     SFT_FILTER: "the Critic labelled no correct CoT 'medium'"}
+# What the job reports of the examples it dropped or cut to fit max_length.
+LENGTH_KEYS = ("overlength_dropped", "overlength_truncated", "max_tokens_seen")
+
+
+@dataclass
+class PlannedRun:
+    """One run of a launch before it starts: what to train, and what MLflow should show of it."""
+
+    kind: str  # "sft" or "preference"
+    method: str
+    seed: int
+    base_model: str
+    data: pd.DataFrame
+    out_dir: Path
+    params: dict = field(default_factory=dict)
+
+
+def sft_examples(method: str, verified: pd.DataFrame, raw_cots: pd.DataFrame | None = None,
+                 critiques: pd.DataFrame | None = None, seed: int = 0) -> pd.DataFrame:
+    """The (question, answer, cot) rows that ``method`` fine-tunes on; empty when there are none.
+    ``seed`` draws the matched control's subset (one subset per training seed)."""
+    if method == SFT:
+        rows = verified[verified["role"] == SUITED]
+    elif method == SFT_RAW:
+        rows = _needs(raw_cots, "raw_cots", method)
+        rows = rows[rows["is_correct"]]
+    elif method == SFT_RAW_MATCHED:
+        correct = _needs(raw_cots, "raw_cots", method)
+        correct = correct[correct["is_correct"]]
+        size = int((verified["role"] == SUITED).sum())
+        # As many as SFT trains on (all of them when there are fewer): equal rows, so equal steps.
+        rows = correct.sample(n=min(size, len(correct)), random_state=seed).sort_index()
+    elif method == SFT_FILTER:
+        rows = _needs(critiques, "critiques", method)
+        rows = rows[(rows["label"] == "medium") & rows["cot_correct"]]
+    else:
+        raise ValueError(f"unknown SFT method '{method}' (known: {SFT}, {SFT_RAW}, {SFT_FILTER}, {SFT_RAW_MATCHED})")
+    return rows[["question", "answer", "cot"]].reset_index(drop=True)
+
+
+def _needs(frame: pd.DataFrame | None, name: str, method: str) -> pd.DataFrame:
+    if frame is None:
+        raise ValueError(f"{method} trains on {name}, which was not given")
+    return frame
+
+
+def checkpoint_dir(cfg: Profile, asset: str, dataset: str, model_size: str, method: str, seed: int) -> Path:
+    return cfg.artifacts_dir / "checkpoints" / asset / dataset / model_size / method / f"seed-{seed}"
+
+
+def sft_runs(cfg: Profile, dataset: str, model_size: str, base_model: str, verified: pd.DataFrame,
+             raw_cots: pd.DataFrame, critiques: pd.DataFrame) -> tuple[list[PlannedRun], dict[str, str]]:
+    """SFT and each baseline of the profile, once per seed; a baseline with no data is left out
+    (with its reason in the second value) rather than costing the CRV model."""
+    training = cfg.training_for(model_size)
+    planned, skipped = [], {}
+    for method in [SFT, *cfg.training.sft_baselines]:
+        if sft_examples(method, verified, raw_cots, critiques).empty:
+            if method == SFT:
+                raise ValueError(f"{SFT}: no CoTs to fine-tune on (verified_set has no suited CoT)")
+            skipped[method] = SFT_EMPTY_REASONS[method]
+            continue
+        for seed in cfg.seeds:
+            params = {"base_model": base_model, "finetuning": training.finetuning, "seed": seed,
+                      **{f"sft.{k}": v for k, v in training.sft.model_dump().items()},
+                      **({f"lora.{k}": v for k, v in training.lora.model_dump().items()}
+                         if training.finetuning == "lora" else {})}
+            planned.append(PlannedRun("sft", method, seed, base_model,
+                                      sft_examples(method, verified, raw_cots, critiques, seed=seed),
+                                      checkpoint_dir(cfg, "sft_model", dataset, model_size, method, seed), params))
+    return planned, skipped
+
+
+def sft_checkpoint(sft_manifest: pd.DataFrame, seed: int, method: str = SFT) -> str:
+    hit = sft_manifest[(sft_manifest["method"] == method) & (sft_manifest["seed"] == seed)]
+    if hit.empty:
+        raise ValueError(f"sft_model has no '{method}' checkpoint for seed {seed} (it has "
+                         f"{sorted(zip(sft_manifest['method'], sft_manifest['seed']))}): materialise sft_model again")
+    return str(hit["path"].iloc[0])
+
+
+def preference_runs(cfg: Profile, dataset: str, model_size: str, sft_manifest: pd.DataFrame,
+                    pairs: pd.DataFrame) -> list[PlannedRun]:
+    """CogPO and each preference baseline of the profile, once per seed, on the same pairs.
+
+    Every method starts from the seed's ``sft`` checkpoint, except CogPO from the raw-CoT checkpoint
+    (``sft_raw``). The job computes the reference log-probs with the first method that needs them and
+    hands them to the others on the same checkpoint and pairs."""
+    if pairs.empty:
+        raise ValueError("preference_pairs is empty: nothing to train on (see its refused_by_reason metadata)")
+    training = cfg.training_for(model_size)
+    by_type = pairs["pair_type"].value_counts().to_dict()
+    planned = []
+    for seed in cfg.seeds:
+        for method in cfg.training.preference_methods():
+            start = sft_checkpoint(sft_manifest, seed, SFT_RAW if method == COGPO_FROM_RAW else SFT)
+            params = {"sft_model": start, "method": method, "seed": seed, "finetuning": training.finetuning,
+                      **{f"cogpo.{k}": v for k, v in training.cogpo.model_dump().items()},
+                      **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
+                      **{f"pairs_{t}": n for t, n in by_type.items()}}
+            planned.append(PlannedRun("preference", method, seed, start, pairs,
+                                      checkpoint_dir(cfg, "cogpo_model", dataset, model_size, method, seed), params))
+    return planned
+
+
+def manifest_row(run: PlannedRun, finetuning: str, result: dict) -> dict:
+    """A trained run as a row of the model manifest (``model_manifest_schema``)."""
+    loss = result.get("loss") or {}
+    return {"method": run.method, "seed": run.seed, "path": str(run.out_dir), "parent": run.base_model,
+            "finetuning": finetuning, "num_examples": result.get("num_examples", result.get("num_pairs")),
+            "steps": result["steps"], "loss_first": loss.get("first"), "loss_last": loss.get("last"),
+            "train_runtime_s": result.get("train_runtime_s")}
+
+
+def length_counts(result: dict) -> dict[str, int]:
+    return {k: result[k] for k in LENGTH_KEYS}
+
+
+def preference_metrics(result: dict) -> dict[str, float]:
+    """A preference run's numbers for its MLflow run: what max_length did, and the loss per pair
+    kind before and after training."""
+    return {**length_counts(result),
+            **{f"loss_by_kind/{k}/before": v for k, v in result["loss_by_kind_before"].items()},
+            **{f"loss_by_kind/{k}/after": v for k, v in result["loss_by_kind_after"].items()}}
+
+
+def preference_summary(method: str, row: dict, result: dict) -> dict[str, Any]:
+    """What the asset's metadata shows of one preference method (its first seed): losses, the
+    last logged reward margin and accuracy, the loss per pair kind, the betas that reached it."""
+    last = next((h for h in reversed(result["history"]) if f"{method}/rewards/margins" in h), {})
+    out = {f"{method}_loss_first": row["loss_first"], f"{method}_loss_last": row["loss_last"],
+           **{f"{method}_{k}": v for k, v in length_counts(result).items()},
+           f"{method}_reward_margin": last.get(f"{method}/rewards/margins"),
+           f"{method}_reward_accuracy": last.get(f"{method}/rewards/accuracies")}
+    if result["loss_by_kind_after"]:
+        out[f"{method}_loss_by_kind"] = {"before": result["loss_by_kind_before"],
+                                         "after": result["loss_by_kind_after"]}
+    if result.get("betas_by_rank"):  # how often each pair beta reached the loss in each process
+        out[f"{method}_betas_by_rank"] = result["betas_by_rank"]
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def describe_result(run: PlannedRun, result: dict) -> str:
+    """One log line for a finished run."""
+    text = f"{run.method} (seed {run.seed}): {result['steps']} steps, loss {result['loss']}"
+    if result.get("loss_by_kind_after"):
+        text += f", per pair kind {result['loss_by_kind_before']} -> {result['loss_by_kind_after']}"
+    if run.kind == "sft":
+        text += f"; over max_length: {length_counts(result)}"
+    return text
