@@ -98,7 +98,7 @@ def _run_child(mode: str, args) -> dict:
 
 def _model_path(choice: str) -> str:
     from crv_dagster.config import CONFIG_DIR, TinyModel, load_profile_file
-    from crv_dagster.factory import student_base_model
+    from crv_dagster.models.located import student_base_model
     from crv_dagster.models.store import resolve_model
 
     if choice == "demo":

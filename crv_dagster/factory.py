@@ -7,9 +7,7 @@ process or connections they hold.
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
-from pathlib import Path
 
 from crv_dagster.agents.critic import Critic, load_critic_prompt
 from crv_dagster.agents.rethinker import Rethinker, load_rethinker_prompts
@@ -24,29 +22,11 @@ from crv_dagster.config import (
 )
 from crv_dagster.llm.base import SamplingParams
 from crv_dagster.llm.cache import CachedBackend, ResponseCache
-from crv_dagster.models.store import resolve_model
+from crv_dagster.models.located import resolve_profile_model
 from crv_dagster.solutions import SolutionChecker, problem_tests
-
-MODELS_ENV = "CRV_MODELS_DIR"
-
-
-def models_dir(profile: Profile) -> Path:
-    """Converted and built models; ``CRV_MODELS_DIR`` shares one folder between artifact roots."""
-    shared = os.environ.get(MODELS_ENV)
-    return Path(shared) if shared else profile.artifacts_dir / "models"
-
 
 def cache_path(profile: Profile):
     return profile.artifacts_dir / "llm_cache.sqlite"
-
-
-def resolve_profile_model(profile: Profile, model_key: str) -> str:
-    return resolve_model(model_key, profile.models[model_key], models_dir(profile))
-
-
-def student_base_model(profile: Profile, model_size: str) -> str:
-    """The untrained student of a model size, as a path or Hub id."""
-    return resolve_profile_model(profile, profile.model_sizes[model_size].model)
 
 
 def build_backend(profile: Profile, backend_key: str, model_path: str | None = None) -> CachedBackend:

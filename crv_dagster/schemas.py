@@ -30,7 +30,8 @@ _PROBLEM = {"problem_id": _id, "dataset": _text, "question": _text, "answer": _t
 
 problems_schema = pa.DataFrameSchema(
     name="problems",
-    description="One dataset's problems with normalised reference answers, split into train and eval.",
+    description="One dataset's problems with normalised reference answers, split into train and eval; a training "
+                "problem that overlaps a problem it would be scored on is 'contaminated' and never trained on.",
     columns={
         **_PROBLEM,
         "reference_cot": pa.Column(str, nullable=True),
@@ -38,6 +39,8 @@ problems_schema = pa.DataFrameSchema(
         "tests": pa.Column(str, nullable=True, description="code: JSON {cases, func_name}; a program is right "
                                                            "when it passes every case"),
         "split": pa.Column(str, pa.Check.isin(SPLITS)),
+        "contaminated_with": pa.Column(str, nullable=True, description="the problem a contaminated one overlaps: "
+                                                                       "<benchmark>:<problem id>"),
         "source_row": pa.Column(int, pa.Check.ge(1)),
     },
     strict=True,

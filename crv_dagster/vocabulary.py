@@ -89,7 +89,8 @@ def is_evaluated_method(method: str) -> bool:
     return method == BASE or is_trained_method(method)
 
 # Problems and raw CoTs.
-SPLITS = ("train", "eval")
+CONTAMINATED = "contaminated"  # a training problem that overlaps one it would be scored on: never trained on
+SPLITS = ("train", "eval", CONTAMINATED)
 COT_SOURCES = ("dataset", "teacher")
 # `ok`, `no_answer` (complete but commits to no answer), or why a reply had no content (llm.reply).
 COT_STATUSES = ("ok", "no_answer", "truncated", "unfinished_thinking", "empty")

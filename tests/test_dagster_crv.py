@@ -44,7 +44,7 @@ def _table(artifacts, asset, partition):
 def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, instance):
     defs = build_definitions(TEST_PROFILE)
     result, meta, checks = _run(defs, "arith|tiny-a", instance, CRV_ASSETS + TRAINING_ASSETS)
-    assert checks == {"unparsed_share_ok": True, "has_sft_rows": True}
+    assert checks == {"no_contamination": True, "unparsed_share_ok": True, "has_sft_rows": True}
 
     raw = _table(artifacts, "raw_cots", "arith|tiny-a")
     critiques = _table(artifacts, "critiques", "arith|tiny-a")

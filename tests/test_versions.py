@@ -153,8 +153,9 @@ def test_an_edit_to_code_an_asset_runs_recomputes_it_and_nothing_else(tmp_path, 
         # the reason, and a re-run recomputes instead of reusing.
         source_copy("crv_dagster.agents.replies", "\n_LABEL_WORDS['easy'] += ('too short',)\n")
         changed = _statuses(TEST_PROFILE, instance)
-        assert changed["problems"][0] == StaleStatus.FRESH
-        for asset in ("critiques", "rewritten_cots", "verified_set"):
+        # problems is conservatively out of date too: it finds the student (its context length limits
+        # a question) through models.store, which builds the tiny agents from the agents' reply formats.
+        for asset in ("problems", "critiques", "rewritten_cots", "verified_set"):
             status, causes = changed[asset]
             assert status == StaleStatus.STALE
             assert any(c.category == StaleCauseCategory.CODE and "code version" in c.reason for c in causes)
@@ -205,7 +206,7 @@ def test_an_asset_modules_plain_imports_are_part_of_its_code():
     from crv_dagster.code_digest import closure
 
     code = closure(ASSET_READS["sft_model"].modules)
-    # The asset body calls factory.student_base_model; the job's command comes through pipes_launch.
-    assert {"crv_dagster.factory", "crv_dagster.training.launch_command", "crv_dagster.training.job"} <= set(code)
+    # The asset body calls models.located.student_base_model; the job's command comes through pipes_launch.
+    assert {"crv_dagster.models.located", "crv_dagster.training.launch_command", "crv_dagster.training.job"} <= set(code)
     assert not any(m.startswith("crv_dagster.orchestration.") and m not in ASSET_READS["sft_model"].modules
                    for m in code)

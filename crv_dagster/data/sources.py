@@ -12,7 +12,9 @@ import json
 import random
 import re
 from dataclasses import dataclass, field
+from numbers import Number
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -24,11 +26,13 @@ from crv_dagster.config import (
     BuiltinSource,
     ColumnMapping,
     DatasetConfig,
+    DecontaminationConfig,
     FileSource,
     HubSource,
     LiveCodeBenchSource,
 )
 from crv_dagster.data.arith import generate_arith
+from crv_dagster.data.decontaminate import DuplicateFinder
 from crv_dagster.formatting import CODE_ANSWER
 from crv_dagster.sandbox.cases import TestCaseError, problem_cases
 
@@ -170,6 +174,9 @@ def parse_reference_answer(raw: object, answer_format: str) -> str:
     """The reference answer of one row, normalised; raises AnswerFormatError with the reason."""
     if raw is None or (isinstance(raw, float) and pd.isna(raw)):
         raise AnswerFormatError("answer is empty")
+    if isinstance(raw, bool) or not isinstance(raw, (str, Number)):
+        # A list or an object has no one answer to compare with; its text form never matches one.
+        raise AnswerFormatError(f"answer is a {type(raw).__name__} ({str(raw)[:40]}), not text or a number")
     text = str(raw).strip()
     if not text:
         raise AnswerFormatError("answer is empty")
@@ -230,8 +237,41 @@ def _problem_id(dataset: str, question: str) -> str:
     return f"{dataset}-{hashlib.sha256(question.encode()).hexdigest()[:12]}"
 
 
-def build_problems(dataset: str, config: DatasetConfig, table: RawTable) -> ProblemRows:
-    """Map columns, parse answers, de-duplicate and split into train/eval reproducibly."""
+def _unencodable(text: str) -> str | None:
+    """Why ``text`` cannot be stored or hashed as UTF-8 (a lone surrogate from a broken escape), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"text cannot be encoded as UTF-8 ({err.reason} at character {err.start}: {text[err.start]!r})"
+    return None
+
+
+@dataclass
+class TextLimit:
+    """The longest question or CoT a dataset may hold, in the student's tokens."""
+
+    max_tokens: int
+    count: Callable[[str], int]  # tokens of a text
+    what: str  # where the limit comes from, for the rejection reason
+
+    def excess(self, text: str) -> int | None:
+        """The text's token count when it is over the limit, else None."""
+        # A token is at least one byte in byte-level and byte-fallback vocabularies: a text of no
+        # more bytes than the limit is within it without being tokenized.
+        if len(text.encode("utf-8")) <= self.max_tokens:
+            return None
+        tokens = self.count(text)
+        return tokens if tokens > self.max_tokens else None
+
+
+def build_problems(dataset: str, config: DatasetConfig, table: RawTable,
+                   decontamination: DecontaminationConfig | None = None, limit: TextLimit | None = None) -> ProblemRows:
+    """Map columns, parse answers, drop duplicates and split into train/eval reproducibly.
+
+    Each row is checked on its own and a bad one is rejected with its row, field and reason:
+    text that is not UTF-8, an answer that is neither text nor a number, a question or CoT over
+    ``limit``. Duplicates are equal normalised questions, and, with ``decontamination``, questions
+    sharing most of their n-grams with an earlier one (``data/decontaminate.py``)."""
     frame, cols = table.frame, config.columns
     if isinstance(config.source, BuiltinSource):
         cols = cols.model_copy(update={"question": "question", "answer": "answer", "cot": "cot"})
@@ -249,7 +289,9 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable) -> Prob
             f"(set the dataset's `columns` mapping in the profile)"
         )
 
-    accepted, rejected, seen = [], list(table.unreadable), set()
+    accepted, rejected = [], list(table.unreadable)
+    duplicates = (DuplicateFinder(decontamination.ngram, decontamination.near_duplicate) if decontamination
+                  else DuplicateFinder(None))
     for position, row in enumerate(frame.itertuples(index=False)):
         values = dict(zip(frame.columns, row))
         source_row = table.source_rows[position] if table.source_rows else position + 1
@@ -257,6 +299,9 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable) -> Prob
         question = "" if question is None or (isinstance(question, float) and pd.isna(question)) else str(question).strip()
         if not question:
             rejected.append({"source_row": source_row, "field": cols.question, "reason": "question is empty"})
+            continue
+        if (reason := _unencodable(question)) or (limit and (reason := _over(limit, question, "question"))):
+            rejected.append({"source_row": source_row, "field": cols.question, "reason": reason})
             continue
         tests = None
         try:
@@ -266,13 +311,11 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable) -> Prob
                 question = code_question(question, _text(values[cols.starter_code]) if cols.starter_code else "")
             else:
                 answer = parse_reference_answer(turn_text(values[cols.answer], "assistant"), config.answer_format)
+            if reason := _unencodable(answer):
+                raise AnswerFormatError(reason)
         except (AnswerFormatError, TestCaseError) as err:
             rejected.append({"source_row": source_row, "field": cols.answer, "reason": str(err)})
             continue
-        if question in seen:
-            rejected.append({"source_row": source_row, "field": cols.question, "reason": "duplicate question"})
-            continue
-        seen.add(question)
         cot = None
         if cols.cot is not None:
             raw_cot = turn_text(values[cols.cot], "assistant")
@@ -280,8 +323,16 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable) -> Prob
                 cot = str(raw_cot).strip()
                 if config.answer_format == "gsm8k" and cols.cot == cols.answer:
                     cot = gsm8k_rationale(cot) + f"\n\nThe answer is \\boxed{{{answer}}}."
+            if cot is not None and ((reason := _unencodable(cot)) or (limit and (reason := _over(limit, cot, "CoT")))):
+                rejected.append({"source_row": source_row, "field": cols.cot, "reason": reason})
+                continue
         if config.cot_source == "dataset" and cot is None:
             rejected.append({"source_row": source_row, "field": cols.cot, "reason": "chain of thought is empty"})
+            continue
+        if repeated := duplicates.seen(question, source_row):
+            earlier, how = repeated
+            rejected.append({"source_row": source_row, "field": cols.question,
+                             "reason": f"duplicate of row {earlier} ({how})"})
             continue
         pid = str(values[cols.id]) if cols.id is not None else _problem_id(dataset, question)
         choices = None
@@ -309,6 +360,11 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable) -> Prob
     problems = pd.DataFrame(accepted)
     problems["split"] = assign_splits(problems["problem_id"], config.eval_fraction, config.split_seed)
     return ProblemRows(problems, rejected_frame, table.origin)
+
+
+def _over(limit: TextLimit, text: str, what: str) -> str | None:
+    tokens = limit.excess(text)
+    return None if tokens is None else f"{what} is {tokens} tokens, over the limit of {limit.max_tokens} ({limit.what})"
 
 
 def code_tests(values: dict, cols: ColumnMapping) -> str:

@@ -13,20 +13,37 @@ from crv_dagster.data.sources import build_problems, read_source
 HELDOUT = "heldout"
 
 
+def benchmark_sets(cfg: Profile) -> dict[str, pd.DataFrame]:
+    """Every benchmark of the profile, by name, read like a dataset with no CoT column and no split
+    of its own."""
+    sets = {}
+    for name, bench in cfg.evaluation.benchmarks.items():
+        as_dataset = DatasetConfig(source=bench.source, columns=bench.columns, answer_format=bench.answer_format,
+                                   eval_fraction=0.0, max_problems=bench.max_problems, cot_source="teacher",
+                                   split_seed=bench.choice_seed)
+        sets[name] = build_problems(name, as_dataset, read_source(as_dataset)).accepted
+    return sets
+
+
+def heldout_name(dataset: str) -> str:
+    return f"{dataset}_{HELDOUT}"
+
+
 def evaluation_sets(cfg: Profile, dataset: str, problems: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The problems a partition is scored on, by name: the dataset's held-out split (as
     ``<dataset>_heldout``) and every benchmark of the profile; empty sets are left out."""
     sets = {}
     if cfg.evaluation.heldout:
         heldout = problems[problems["split"] == "eval"]
-        sets[f"{dataset}_{HELDOUT}"] = heldout.head(cfg.evaluation.heldout_max_problems or len(heldout))
-    for name, bench in cfg.evaluation.benchmarks.items():
-        # A benchmark is read like a dataset with no CoT column and no split of its own.
-        as_dataset = DatasetConfig(source=bench.source, columns=bench.columns, answer_format=bench.answer_format,
-                                   eval_fraction=0.0, max_problems=bench.max_problems, cot_source="teacher",
-                                   split_seed=bench.choice_seed)
-        sets[name] = build_problems(name, as_dataset, read_source(as_dataset)).accepted
+        sets[heldout_name(dataset)] = heldout.head(cfg.evaluation.heldout_max_problems or len(heldout))
+    sets.update(benchmark_sets(cfg))
     return {name: frame for name, frame in sets.items() if len(frame)}
+
+
+def decontamination_references(cfg: Profile, dataset: str, problems: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """What a dataset's training problems must not overlap: its whole eval split (scored or not)
+    and every benchmark of the profile."""
+    return {heldout_name(dataset): problems[problems["split"] == "eval"], **benchmark_sets(cfg)}
 
 
 def _file_digest(path: str) -> str:

@@ -4,7 +4,7 @@
 import argparse
 
 from crv_dagster.config import load_profile_file, profile_path
-from crv_dagster.factory import resolve_profile_model
+from crv_dagster.models.located import resolve_profile_model
 
 
 def main() -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pandas as pd
 
 from crv_dagster.config import Profile
-from crv_dagster.factory import agent_sampling, build_backend, student_base_model
+from crv_dagster.factory import agent_sampling, build_backend
+from crv_dagster.models.located import student_base_model
 from crv_dagster.formatting import student_messages
 from crv_dagster.llm.base import SamplingParams
 from crv_dagster.solutions import MATH_CHECKER, SolutionChecker

@@ -14,10 +14,9 @@ from crv_dagster.factory import (
     build_critic,
     build_rethinker,
     build_verifier,
-    resolve_profile_model,
     solution_checker,
-    student_base_model,
 )
+from crv_dagster.models.located import resolve_profile_model, student_base_model
 from crv_dagster.orchestration.metadata import image, markdown_table
 from crv_dagster.orchestration.resources import ProfileResource
 from crv_dagster.orchestration.stage import Stage, StageResult, table_stage

@@ -8,7 +8,8 @@ from crv_dagster.config import Profile
 from crv_dagster.evaluation import runs
 from crv_dagster.evaluation.aggregate import pool_seeds
 from crv_dagster.evaluation.report import accuracy_plot, results_markdown
-from crv_dagster.factory import build_backend, code_sandbox, student_base_model
+from crv_dagster.factory import build_backend, code_sandbox
+from crv_dagster.models.located import student_base_model
 from crv_dagster.orchestration.metadata import image, markdown_table
 from crv_dagster.orchestration.partitions import by_dataset, dataset_partitions
 from crv_dagster.orchestration.resources import ProfileResource

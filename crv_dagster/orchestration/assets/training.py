@@ -11,7 +11,8 @@ import dagster as dg
 import pandas as pd
 
 from crv_dagster.config import Profile
-from crv_dagster.factory import solution_checker, student_base_model
+from crv_dagster.factory import solution_checker
+from crv_dagster.models.located import student_base_model
 from crv_dagster.orchestration.pipes_launch import launch_training
 from crv_dagster.orchestration.metadata import counts, markdown_table
 from crv_dagster.orchestration.resources import ProfileResource
@@ -54,10 +55,10 @@ def _trained_reads(stage: str):
 
 
 # The training itself runs in crv_dagster.training.job, launched through orchestration/pipes_launch.py
-# with training/launch_command.py's command line; training/plan.py plans the runs with factory's base models.
+# with training/launch_command.py's command line; training/plan.py plans the runs from the located base models.
 _JOB = (__name__, "crv_dagster.orchestration.pipes_launch", "crv_dagster.training.job",
         "crv_dagster.training.launch_command", "crv_dagster.training.sft", "crv_dagster.training.plan",
-        "crv_dagster.factory")
+        "crv_dagster.models.located")
 READS = {
     "preference_pairs": AssetReads(
         (__name__, "crv_dagster.training.pairs", "crv_dagster.training.incorrect", "crv_dagster.factory"),
