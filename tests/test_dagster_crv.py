@@ -121,6 +121,9 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
         (m, s, b) for m in TEST_EVALUATED_METHODS for s in SEEDS for b in ("arith_heldout", "arith_bench")}
     assert meta["eval_scores"]["results"].startswith("| model size | method | arith_heldout | arith_bench |")
     assert Path(meta["eval_scores"]["per_problem_results"]).exists()
+    lighteval = Path(meta["eval_scores"]["lighteval_results"])  # one results file per model and seed
+    assert {p.parent.name for p in lighteval.glob("results/*/results_*.json")} == {
+        f"{m}-seed-{s}" for m in TEST_EVALUATED_METHODS for s in SEEDS}
     eval_runs = {(r.data.tags["crv.method"], int(r.data.tags["crv.seed"])): r
                  for r in runs if r.data.tags["dagster.asset"] == "eval_scores"}
     assert {r.info.run_name for r in eval_runs.values()} == {

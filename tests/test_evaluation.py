@@ -267,3 +267,41 @@ def test_the_results_table_marks_significance_on_adjusted_p_values():
     assert "after Holm's adjustment" in table
     assert table.count("†") == 2  # the one adjusted p below 0.05, and the caption naming the mark
     assert "| SFT (CRV data) | 40.0 (20.0–60.0) | 40.0 (20.0–60.0)† |" in table  # big, bench: the second column
+
+
+def test_scores_are_written_as_lighteval_writes_them(tmp_path):
+    from crv_dagster.evaluation.lighteval_format import results_document, write_results
+
+    # Four samples per problem, so pass@1 and the majority vote differ: sample k answers right when k < correct[problem].
+    correct = {row.question: n for row, n in zip(PROBLEMS.itertuples(), (4, 3, 1, 0))}
+    answers = dict(zip(PROBLEMS["question"], PROBLEMS["answer"]))
+
+    def reply(prompt, params):
+        question = next(q for q in answers if prompt.startswith(q))
+        return f"So \\boxed{{{answers[question] if params.seed % 1000 < correct[question] else 'wrong'}}}."
+
+    protocol = EvalProtocol(samples=4, temperature=0.6)
+    details = generate_answers(ScriptedBackend(reply), "sft", "toy", PROBLEMS, protocol)
+    summary = summarize(details)
+    document = results_document("sft-seed-0", summary, details, {"toy": protocol.model_dump()}, {"toy": "file:toy"},
+                                100.0, 160.5, {"method": "sft"})
+    path = write_results(tmp_path, document, details, 160.5)
+
+    # lighteval's layout: results/<model>/results_<timestamp>.json, details/<model>/<timestamp>/details_<task>_<timestamp>.parquet
+    assert path.parent == tmp_path / "results" / "sft-seed-0" and re.fullmatch(r"results_[0-9T\-.]+\.json", path.name)
+    read = json.loads(path.read_text())
+    assert set(read) == {"config_general", "results", "versions", "config_tasks"}
+    assert read["config_general"]["model_name"] == "sft-seed-0"
+    assert float(read["config_general"]["total_evaluation_time_secondes"]) == 60.5
+    task = read["results"]["crv|toy|0"]
+    per_problem = np.array([1.0, 0.75, 0.25, 0.0])
+    assert task["pass@1"] == pytest.approx(per_problem.mean())
+    assert task["pass@1_stderr"] == pytest.approx(per_problem.std(ddof=1) / 2)
+    assert task["maj@4"] == pytest.approx(0.5)  # the vote is right on the first two problems
+    assert task["maj@4_stderr"] == pytest.approx(np.array([1, 1, 0, 0]).std(ddof=1) / 2)
+    assert read["results"]["all"] == {k: pytest.approx(v) for k, v in task.items()}
+    assert read["versions"] == {"crv|toy|0": 0}
+    assert read["config_tasks"]["crv|toy"]["generation"]["samples"] == 4
+    stamp = path.stem[len("results_"):]
+    saved = pd.read_parquet(tmp_path / "details" / "sft-seed-0" / stamp / f"details_crv|toy|0_{stamp}.parquet")
+    assert len(saved) == 4 * len(PROBLEMS) and set(saved["problem_id"]) == set(PROBLEMS["problem_id"])

@@ -4,14 +4,16 @@ their scores make.
 ``eval_scores`` scores the base student and every checkpoint of ``sft_model`` and ``cogpo_model``
 (each seed) on the dataset's held-out split and the profile's benchmarks. ``evaluation_plan`` fixes
 what is the same for every model; ``score_model`` scores one model through a backend the caller
-opens; ``scores_table`` puts the summaries together with the p-values against CogPO. The asset opens
-one MLflow run per model around ``score_model``.
+opens; ``scores_table`` puts the summaries together with the p-values against CogPO;
+``lighteval_results`` writes one model's scores in lighteval's layout. The asset opens one MLflow
+run per model around ``score_model``.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
@@ -19,6 +21,7 @@ import pandas as pd
 from crv_dagster.config import EvalProtocol, Profile
 from crv_dagster.evaluation.aggregate import compare_with
 from crv_dagster.evaluation.benchmarks import benchmark_sources, evaluation_sets
+from crv_dagster.evaluation.lighteval_format import results_document, write_results
 from crv_dagster.evaluation.scoring import generate_answers, summarize
 from crv_dagster.schemas import eval_scores_schema
 from crv_dagster.vocabulary import BASE, COGPO
@@ -91,6 +94,17 @@ def score_model(backend, model: ScoredModel, plan: EvaluationPlan, sandbox=None)
                                           seed=model.seed, sandbox=sandbox)
                          for name, frame in plan.benchmarks.items()], ignore_index=True)
     return details, summarize(details).assign(model_path=model.path)
+
+
+def lighteval_results(out_dir: Path, model: ScoredModel, plan: EvaluationPlan, summary: pd.DataFrame,
+                      details: pd.DataFrame, started: float, ended: float) -> Path:
+    """The model's scores as lighteval writes them, under ``out_dir``; returns the results file."""
+    document = results_document(
+        f"{model.method}-seed-{model.seed}", summary, details,
+        {name: protocol.model_dump() for name, protocol in plan.protocols.items()}, plan.sources, started, ended,
+        {"method": model.method, "seed": model.seed, "model_path": model.path,
+         "dataset": plan.params["dataset"], "model_size": plan.params["model_size"]})
+    return write_results(out_dir, document, details, ended)
 
 
 def score_metrics(summary: pd.DataFrame) -> dict[str, float]:

@@ -1,6 +1,8 @@
 """Evaluation: ``eval_scores`` of every model of one partition and seed (the base student, the SFT
 variants, CogPO and its baselines), and ``results``, one dataset's scores of every size pooled over seeds."""
 
+import time
+
 import dagster as dg
 import pandas as pd
 
@@ -74,13 +76,17 @@ def _scores(stage: Stage, problems: pd.DataFrame, sft_model: pd.DataFrame, cogpo
     models = runs.models_to_score(cfg, student_base_model(cfg, key.model_size), sft_model, cogpo_model)
     sandbox = code_sandbox(cfg.sandbox) if todo.has_code else None
     details, summaries, links = [], [], {}
+    lighteval_dir = cfg.artifacts_dir / "evaluation" / key.dataset / key.model_size
     for model in models:
         with stage.mlflow.asset_run(stage.context, cfg, extra_tags={"crv.method": model.method, "crv.seed": model.seed,
                                                                      "crv.report": "score"}) as run:
+            started = time.time()
             with build_backend(cfg, cfg.evaluation.backend, model_path=model.path) as backend:
                 model_details, summary = runs.score_model(backend, model, todo, sandbox)
+            results_file = runs.lighteval_results(lighteval_dir, model, todo, summary, model_details, started, time.time())
             run.log_params({**todo.params, "model_path": model.path, "method": model.method, "seed": model.seed})
             run.log_metrics(runs.score_metrics(summary))
+            run.log_text(results_file.read_text(), f"lighteval/{results_file.name}")
             stage.log.info(f"{runs.describe_scores(model, summary)} ({backend.stats.as_metadata('eval')})")
         links[f"{model.method}/seed-{model.seed}"] = run.url
         details.append(model_details)
@@ -99,6 +105,7 @@ def _scores(stage: Stage, problems: pd.DataFrame, sft_model: pd.DataFrame, cogpo
         "benchmark_sources": dg.MetadataValue.json(todo.sources),
         "seeds": dg.MetadataValue.json(list(cfg.seeds)),
         "per_problem_results": dg.MetadataValue.path(str(detail_path)),
+        "lighteval_results": dg.MetadataValue.path(str(lighteval_dir)),
         "scores": markdown_table(scores, ["method", "seed", "benchmark", "accuracy", "cons_at_n", "ci_low", "ci_high",
                                           "p_vs_cogpo", "p_vs_cogpo_holm", "num_problems", "no_answer_share",
                                           "truncated_share"], rows=80),
