@@ -308,6 +308,14 @@ class DecontaminationConfig(_Strict):
                                               "earlier one is a duplicate and dropped")
 
 
+class ExportConfig(_Strict):
+    """How the curated data is shared (``python -m crv_dagster.export``)."""
+
+    license: str = Field("other", description="the dataset card's license (a Hub license id); the data keeps the "
+                                              "terms of its sources, so say what they allow")
+    tags: list[str] = Field([], description="extra tags for the dataset card")
+
+
 class CotConfig(_Strict):
     """How a chain of thought is kept: a reasoning trace plus a solution, in the student format
     (``crv_dagster/cot.py``)."""
@@ -596,6 +604,7 @@ class Profile(_Strict):
     teacher: TeacherConfig = TeacherConfig()
     cot: CotConfig = CotConfig()
     decontamination: DecontaminationConfig = DecontaminationConfig()
+    export: ExportConfig = ExportConfig()
     crv: CrvConfig = CrvConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()

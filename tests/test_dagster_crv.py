@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from profiles import TEST_EVALUATED_METHODS, TEST_PREFERENCE_METHODS, TEST_PROFILE, TEST_SFT_METHODS
 
@@ -144,6 +145,34 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
         assert run.data.metrics["eval/arith_bench/accuracy"] == pytest.approx(row["accuracy"].iloc[0])
         assert run.data.metrics["eval/arith_bench/cons_at_n"] == pytest.approx(row["cons_at_n"].iloc[0])
         assert run.data.params["model_size"] == "tiny-a" and run.data.params["seed"] == str(seed)
+
+    # Every checkpoint has a model card, with what it scored once eval_scores ran.
+    models = pd.concat([_table(artifacts, "sft_model", "arith|tiny-a"), _table(artifacts, "cogpo_model", "arith|tiny-a")])
+    for row in models.itertuples():
+        card = (Path(row.path) / "README.md").read_text()
+        assert card.startswith("---\nbase_model: ") and f"| method | `{row.method}` |" in card
+        assert "## Scores" in card and "| arith_bench |" in card
+
+    # The curated data as a Hugging Face dataset folder with its card.
+    from datasets import load_from_disk
+
+    from crv_dagster.config import load_profile_file
+    from crv_dagster.export import export
+    facts = export(load_profile_file(TEST_PROFILE), "arith|tiny-a", artifacts / "export")
+    data = load_from_disk(str(artifacts / "export"))
+    verified, pairs = _table(artifacts, "verified_set", "arith|tiny-a"), _table(artifacts, "preference_pairs", "arith|tiny-a")
+    assert set(data) == {"sft", "preference"}
+    assert len(data["sft"]) == (verified["role"] == "suited").sum() and len(data["preference"]) == len(pairs)
+    first = data["sft"][0]["messages"]
+    assert [m["role"] for m in first] == ["user", "assistant"]
+    assert first[1]["content"] == verified.loc[verified["role"] == "suited", "cot"].iloc[0]  # as the student learns it
+    assert set(data["preference"].column_names) >= {"prompt", "chosen", "rejected", "beta", "pair_type"}
+    assert sorted(data["preference"]["beta"]) == sorted(pairs["beta"])
+    card = (artifacts / "export" / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["license"] == "other" and header["configs"][0]["data_files"][0]["split"] == "sft"
+    assert facts["data_versions"]["verified_set"] in card and facts["code_versions"]["critiques"] in card
+    assert facts["counts"]["pairs_by_type"] == pairs["pair_type"].value_counts().to_dict()
 
     # The summary's link opens the runs table on exactly these score runs.
     from crv_dagster.orchestration.tracking import SCORE_FILTER, MlflowTracking

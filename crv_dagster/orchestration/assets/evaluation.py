@@ -11,6 +11,7 @@ from crv_dagster.evaluation import runs
 from crv_dagster.evaluation.aggregate import pool_seeds
 from crv_dagster.evaluation.report import accuracy_plot, results_markdown
 from crv_dagster.factory import build_backend, code_sandbox
+from crv_dagster.model_card import add_scores
 from crv_dagster.models.located import student_base_model
 from crv_dagster.orchestration.metadata import image, markdown_table
 from crv_dagster.orchestration.partitions import by_dataset, dataset_partitions
@@ -21,12 +22,13 @@ from crv_dagster.orchestration.types import table_asset_args
 from crv_dagster.schemas import eval_scores_schema, results_schema
 from crv_dagster.storage import table_path, write_table
 from crv_dagster.versions import AssetReads, backend_identity, students
+from crv_dagster.vocabulary import BASE
 
 GROUP = "evaluation"
 _REPORT = ("crv_dagster.evaluation.aggregate", "crv_dagster.evaluation.report")
 READS = {
     "eval_scores": AssetReads(
-        (__name__, "crv_dagster.evaluation.runs", "crv_dagster.factory",
+        (__name__, "crv_dagster.evaluation.runs", "crv_dagster.factory", "crv_dagster.model_card",
          *_REPORT),
         lambda p: {"evaluation": p.evaluation.model_dump(mode="json"), "seeds": p.seeds,
                    "backend": backend_identity(p, p.evaluation.backend), "students": students(p),
@@ -92,6 +94,9 @@ def _scores(stage: Stage, problems: pd.DataFrame, sft_model: pd.DataFrame, cogpo
         details.append(model_details)
         summaries.append(summary)
     scores = runs.scores_table(summaries, todo, key.dataset, key.model_size)
+    for model in models:
+        if model.method != BASE:  # a trained checkpoint's card gains what it scored
+            add_scores(model.path, scores[(scores["method"] == model.method) & (scores["seed"] == model.seed)])
     detail_path = table_path(cfg.artifacts_dir / "tables", "eval_details", str(key))
     write_table(pd.concat(details, ignore_index=True), detail_path)
     protocol = cfg.evaluation.protocol.model_dump()

@@ -12,6 +12,7 @@ import pandas as pd
 
 from crv_dagster.config import Profile
 from crv_dagster.factory import solution_checker
+from crv_dagster.model_card import write_model_card
 from crv_dagster.models.located import student_base_model
 from crv_dagster.orchestration.pipes_launch import launch_training
 from crv_dagster.orchestration.metadata import counts, markdown_table
@@ -26,7 +27,7 @@ from crv_dagster.orchestration.types import (
 from crv_dagster.training import pairs as pairs_lib
 from crv_dagster.training import plan
 from crv_dagster.training.incorrect import find_incorrect_cots
-from crv_dagster.versions import AssetReads, backend_identity, prompt_text, students, training_by_size
+from crv_dagster.versions import AssetReads, backend_identity, prompt_text, students, table_version, training_by_size
 from crv_dagster.vocabulary import COGPO, PAIR_TYPES, SFT
 
 
@@ -58,7 +59,7 @@ def _trained_reads(stage: str):
 # with training/launch_command.py's command line; training/plan.py plans the runs from the located base models.
 _JOB = (__name__, "crv_dagster.orchestration.pipes_launch", "crv_dagster.training.job",
         "crv_dagster.training.launch_command", "crv_dagster.training.sft", "crv_dagster.training.plan",
-        "crv_dagster.models.located")
+        "crv_dagster.models.located", "crv_dagster.model_card")
 READS = {
     "preference_pairs": AssetReads(
         (__name__, "crv_dagster.training.pairs", "crv_dagster.training.incorrect", "crv_dagster.factory"),
@@ -154,6 +155,14 @@ def _launch_metadata(training, launched) -> dict:
             "runs_kept_from_earlier_launch": sum(item.reused for item in launched)}
 
 
+def _card(stage: Stage, item, row: dict) -> None:
+    what = "chains of thought" if item.planned.kind == "sft" else "preference pairs"
+    write_model_card(item.planned.out_dir, method=row["method"], seed=row["seed"], base_model=row["parent"],
+                     finetuning=row["finetuning"], trained_on=f"{row['num_examples']} {what}",
+                     data_version=table_version(item.planned.data), steps=row["steps"], loss_first=row["loss_first"],
+                     loss_last=row["loss_last"], profile=stage.cfg.name, partition=str(stage.key))
+
+
 def _sft(stage: Stage, verified_set: pd.DataFrame, raw_cots: pd.DataFrame, critiques: pd.DataFrame) -> StageResult:
     cfg, key = stage.cfg, stage.key
     training = cfg.training_for(key.model_size)
@@ -167,6 +176,7 @@ def _sft(stage: Stage, verified_set: pd.DataFrame, raw_cots: pd.DataFrame, criti
             item.run.log_metrics(plan.length_counts(item.result))
             stage.log.info(plan.describe_result(item.planned, item.result))
             rows.append(plan.manifest_row(item.planned, training.finetuning, item.result))
+            _card(stage, item, rows[-1])
             examples.setdefault(f"{item.planned.method}_num_examples", item.result["num_examples"])
             links[f"{item.planned.method}/seed-{item.planned.seed}"] = item.run.url
     manifest = pd.DataFrame(rows)
@@ -198,6 +208,7 @@ def _preference(stage: Stage, sft_manifest: pd.DataFrame, pairs: pd.DataFrame) -
             stage.log.info(plan.describe_result(item.planned, result))
             item.run.log_metrics(plan.preference_metrics(result))
             rows.append(plan.manifest_row(item.planned, training.finetuning, result))
+            _card(stage, item, rows[-1])
             links[f"{method}/seed-{seed}"] = item.run.url
             if seed == cfg.seeds[0]:
                 summary.update(plan.preference_summary(method, rows[-1], result))
