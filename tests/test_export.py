@@ -1,0 +1,59 @@
+"""The export's own paths: pushing to the Hub (against a local double, never the network) and a
+partition that has nothing to export. The export of real tables is checked end to end in
+test_dagster_crv.py."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from hub_double import HubDouble
+from profiles import TEST_PROFILE
+
+from crv_dagster.export import push_to_hub
+
+
+@pytest.fixture(autouse=True)
+def _online_to_the_double(monkeypatch):
+    """The tests run with the Hub offline (conftest); these reach only a local double."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
+def test_push_uploads_every_file_of_the_folder_to_a_private_dataset_repository(tmp_path, monkeypatch):
+    from datasets import Dataset, DatasetDict
+
+    folder = tmp_path / "export"
+    DatasetDict({"sft": Dataset.from_pandas(pd.DataFrame({"problem_id": ["a", "b"]}))}).save_to_disk(str(folder))
+    (folder / "README.md").write_text("---\nlicense: other\ntags: [crv]\n---\n\n# Card\n")
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    with HubDouble() as hub:
+        url = push_to_hub(folder, "lab/crv-data", endpoint=hub.url)
+    assert url.startswith(f"{hub.url}/datasets/lab/crv-data/commit/")
+    assert hub.repos == [{"name": "crv-data", "organization": "lab", "visibility": "private", "type": "dataset"}]
+    local = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert hub.files == local and "README.md" in hub.files
+
+
+def test_a_wrong_token_fails_the_push_and_says_so(tmp_path, monkeypatch):
+    from huggingface_hub.errors import HfHubHTTPError
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "README.md").write_text("---\nlicense: other\n---\n")
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+    with HubDouble() as hub, pytest.raises(HfHubHTTPError, match="401"):
+        push_to_hub(folder, "lab/crv-data", endpoint=hub.url)
+    assert hub.files == {}
+
+
+def test_exporting_a_partition_never_materialised_names_what_to_run(tmp_path):
+    env = {"CRV_ARTIFACTS_ROOT": str(tmp_path / "artifacts"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "crv_dagster.export", "--profile", str(TEST_PROFILE),
+                           "--partition", "arith|tiny-a", "--out", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "partition 'arith|tiny-a' of profile 'test' has no stored problems" in done.stderr
+    assert "--select '*preference_pairs' --partition 'arith|tiny-a'" in done.stderr
+    assert not (tmp_path / "out").exists()
