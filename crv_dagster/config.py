@@ -562,8 +562,17 @@ class SandboxConfig(_Strict):
         "auto", description="namespaces (bubblewrap) where available; 'limits' is resource limits only")
 
 
+class Prices(_Strict):
+    """What generation and training cost, in one currency: the results table's cost column."""
+
+    per_million_prompt_tokens: float = Field(0.0, ge=0.0)
+    per_million_completion_tokens: float = Field(0.0, ge=0.0)
+    per_gpu_hour: float = Field(0.0, ge=0.0, description="per training device and hour")
+
+
 class EvaluationConfig(_Strict):
     backend: str | None = Field(None, description="a key of `backends` whose model is `student`")
+    prices: Prices | None = Field(None, description="prices for the cost column (null: no cost column values)")
     protocol: EvalProtocol = EvalProtocol()
     heldout: bool = Field(True, description="also score the dataset's own eval split")
     heldout_max_problems: int | None = Field(None, gt=0)

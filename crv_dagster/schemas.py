@@ -199,6 +199,12 @@ _SCORE = {
     "mean_response_tokens": pa.Column(float, pa.Check.ge(0)),
     "no_answer_share": _fraction,
     "truncated_share": _fraction,
+    "data_prompt_tokens": pa.Column(int, pa.Check.ge(0), description="prompt tokens of the model calls that made "
+                                                                     "the data this model was trained on"),
+    "data_completion_tokens": pa.Column(int, pa.Check.ge(0), description="completion tokens of those calls"),
+    "train_device_s": pa.Column(float, pa.Check.ge(0), description="training device-seconds, the SFT run it "
+                                                                   "started from included"),
+    "cost": pa.Column(float, nullable=True, description="tokens and device time at evaluation.prices"),
     "problem_scores": pa.Column(str, description="JSON {problem_id: score}: each problem's mean correctness"),
 }
 

@@ -146,6 +146,16 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
         assert run.data.metrics["eval/arith_bench/cons_at_n"] == pytest.approx(row["cons_at_n"].iloc[0])
         assert run.data.params["model_size"] == "tiny-a" and run.data.params["seed"] == str(seed)
 
+    # What each model's data and training cost: nothing for base; the Critic's and Rethinker's tokens
+    # (the dataset gives the raw CoTs) for SFT; and the pairs and its own training on top for CogPO.
+    costs = scores.drop_duplicates(["method", "seed"]).set_index(["method", "seed"])
+    assert costs.loc[("base", 0), ["data_completion_tokens", "train_device_s"]].tolist() == [0, 0]
+    assert costs.loc[("sft", 0), "data_completion_tokens"] > 0 and costs.loc[("sft", 0), "train_device_s"] > 0
+    assert costs.loc[("cogpo", 0), "data_completion_tokens"] >= costs.loc[("sft", 0), "data_completion_tokens"]
+    assert costs.loc[("cogpo", 0), "train_device_s"] > costs.loc[("sft", 0), "train_device_s"]
+    assert costs["cost"].notna().all()
+    assert "| data tokens | training | cost |" in meta["eval_scores"]["results"].splitlines()[0]
+
     # Every checkpoint has a model card, with what it scored once eval_scores ran.
     models = pd.concat([_table(artifacts, "sft_model", "arith|tiny-a"), _table(artifacts, "cogpo_model", "arith|tiny-a")])
     for row in models.itertuples():
@@ -219,7 +229,9 @@ def _scores_of(size: str) -> pd.DataFrame:
                          "num_problems": 4, "num_samples": 1,
                          "mean_response_tokens": 3.0, "no_answer_share": 0.0, "truncated_share": 0.0,
                          "problem_scores": json.dumps(problem_scores), "protocol": "{}",
-                         "cons_at_n": len(right) / 4, "benchmark_source": "builtin:arith (n=16, seed=0)"})
+                         "cons_at_n": len(right) / 4, "benchmark_source": "builtin:arith (n=16, seed=0)",
+                         "data_prompt_tokens": 0 if m == "base" else 1000, "data_completion_tokens": 0 if m == "base" else 3000,
+                         "train_device_s": 0.0 if m == "base" else 10.0 + seed, "cost": None})
     return pd.DataFrame(rows)
 
 

@@ -69,7 +69,11 @@ def _scores(seeds=(0,)):
                                  "p_vs_cogpo": None if method == "cogpo" else 0.2,
                                  "p_vs_cogpo_holm": None if method == "cogpo" else 0.4,
                                  "problem_scores": json.dumps(problem_scores), "protocol": "{}",
-                                 "cons_at_n": right / 20, "benchmark_source": f"file:{bench}.jsonl"})
+                                 "cons_at_n": right / 20, "benchmark_source": f"file:{bench}.jsonl",
+                                 "data_prompt_tokens": 0 if method == "base" else 1000,
+                                 "data_completion_tokens": 0 if method == "base" else 3000,
+                                 "train_device_s": 0.0 if method == "base" else 30.0,
+                                 "cost": 0.0 if method == "base" else 1.25})
     return pd.DataFrame(rows)
 
 
@@ -80,14 +84,15 @@ def test_results_table_has_the_paper_shape():
     results_schema.validate(pooled)
     table = results_markdown(pooled, {"small": "135M", "big": "1.5B"})
     lines = table.splitlines()
-    assert lines[0] == "| model size | method | heldout | bench | average |"
+    assert lines[0] == "| model size | method | heldout | bench | average | data tokens | training | cost |"
     # base gets 2 of 20 right, CogPO 6 of 20 (the first ones): the paired test alone tells them apart,
     # not after adjusting for the table's 8 comparisons, so no mark.
     base = pooled[(pooled["model_size"] == "small") & (pooled["method"] == "base")]
     assert (base["p_vs_cogpo"] < 0.05).all() and (base["p_vs_cogpo_holm"] >= 0.05).all()
-    assert re.fullmatch(r"\| small \(135M\) \| Base \| 10\.0 \(0\.0–25\.0\) \| 10\.0 \(0\.0–25\.0\) \| 10\.0 \(.*\) \|",
-                        lines[2]), lines[2]
+    assert re.fullmatch(r"\| small \(135M\) \| Base \| 10\.0 \(0\.0–25\.0\) \| 10\.0 \(0\.0–25\.0\) \| 10\.0 \(.*\) \| "
+                        r"0 \| 0 s \| 0\.00 \|", lines[2]), lines[2]
     assert lines[4].startswith("|  | SFT + CogPO | 30.0 (10.0–50.0) | 30.0 (10.0–50.0) | 30.0 (")
+    assert lines[4].endswith("| 4.0k | 30 s | 1.25 |")  # what its data and training cost
     assert lines[5].startswith("| big (1.5B) | Base | 30.0")  # blocks ordered by size
     assert "mean over 1 seed;" in table
 
@@ -305,3 +310,32 @@ def test_scores_are_written_as_lighteval_writes_them(tmp_path):
     stamp = path.stem[len("results_"):]
     saved = pd.read_parquet(tmp_path / "details" / "sft-seed-0" / stamp / f"details_crv|toy|0_{stamp}.parquet")
     assert len(saved) == 4 * len(PROBLEMS) and set(saved["problem_id"]) == set(PROBLEMS["problem_id"])
+
+
+def test_each_method_is_charged_for_the_stages_its_data_passed_through_and_its_training():
+    from crv_dagster.config import Prices
+    from crv_dagster.evaluation.accounting import asset_tokens, method_costs
+
+    metadata = {"raw_cots": {"teacher_prompt_tokens": 1000, "teacher_completion_tokens": 9000,
+                             "teacher_new_completion_tokens": 9000, "teacher_cache_hits": 3},
+                "critiques": {"agent_prompt_tokens": 2000, "agent_completion_tokens": 500},
+                "rewritten_cots": {"agent_prompt_tokens": 3000, "agent_completion_tokens": 4000},
+                "preference_pairs": {"student_prompt_tokens": 100, "student_completion_tokens": 200,
+                                     "inject_prompt_tokens": 10, "inject_completion_tokens": 20}}
+    tokens = {asset: asset_tokens(meta) for asset, meta in metadata.items()}
+    assert tokens["raw_cots"] == (1000, 9000)  # this run's share (new_*) is not counted twice
+    manifest = pd.DataFrame({"method": ["sft", "sft_raw", "cogpo", "cogpo_from_raw"], "seed": [0] * 4,
+                             "train_runtime_s": [100.0, 300.0, 50.0, 60.0]})
+    scores = pd.DataFrame({"method": ["base", "sft_raw", "sft_filter", "sft", "cogpo", "cogpo_from_raw"], "seed": [0] * 6})
+    prices = Prices(per_million_prompt_tokens=1.0, per_million_completion_tokens=4.0, per_gpu_hour=3600.0)
+    costed = method_costs(scores, tokens, manifest, processes=2, prices=prices).set_index("method")
+    assert costed.loc["base", ["data_prompt_tokens", "data_completion_tokens", "train_device_s"]].tolist() == [0, 0, 0]
+    assert costed.loc["sft_raw", "data_completion_tokens"] == 9000  # the teacher only
+    assert costed.loc["sft_filter", "data_completion_tokens"] == 9500  # and the Critic
+    assert costed.loc["sft", "data_completion_tokens"] == 13500  # and the Rethinker
+    assert costed.loc["cogpo", "data_completion_tokens"] == 13720  # and the pairs' incorrect CoTs
+    assert costed.loc["sft", "train_device_s"] == 200.0  # two processes
+    assert costed.loc["cogpo", "train_device_s"] == 2 * (50 + 100)  # its SFT run included
+    assert costed.loc["cogpo_from_raw", "train_device_s"] == 2 * (60 + 300)  # from the raw-CoT checkpoint
+    assert costed.loc["sft", "cost"] == pytest.approx(6000 / 1e6 * 1 + 13500 / 1e6 * 4 + 200.0)
+    assert method_costs(scores, tokens, manifest, 1, None)["cost"].isna().all()  # no prices, no cost

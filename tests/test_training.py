@@ -460,7 +460,7 @@ def test_student_samples_come_from_the_partitions_own_student(artifacts, tmp_pat
                                           "    student_samples: 3\n    student_max_new_tokens: 8")
     profile = load_profile_file(path)
     material = _verified(4)[lambda f: f["role"] == "suited"][["problem_id", "question", "answer", "cot"]]
-    found, _ = find_incorrect_cots(profile, "tiny-a", material, logging.getLogger("test"))
+    found, _, _ = find_incorrect_cots(profile, "tiny-a", material, logging.getLogger("test"))
     # 4 problems x 3 samples went to the student (and into the cache); any kept CoT ends wrong.
     assert len(ResponseCache(cache_path(profile))) == 12
     assert all(not is_correct(c.cot, material.set_index("problem_id").loc[c.problem_id, "answer"]) for c in found)
@@ -481,7 +481,7 @@ def test_injected_errors_come_from_the_agent(artifacts, tmp_path):
     path = _profile_with_source(tmp_path, "incorrect_source: inject")
     profile = load_profile_file(path)
     material = _verified(4)[lambda f: f["role"] == "suited"][["problem_id", "question", "answer", "cot"]]
-    found, _ = find_incorrect_cots(profile, "tiny-a", material, logging.getLogger("test"))
+    found, _, _ = find_incorrect_cots(profile, "tiny-a", material, logging.getLogger("test"))
     cache = ResponseCache(cache_path(profile))
     assert len(cache) == 4  # one request per problem, to the agent backend
     assert all(c.source == "inject" for c in found)

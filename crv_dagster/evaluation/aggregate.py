@@ -28,7 +28,8 @@ HOLM = f"p_vs_{COGPO}_holm"
 POOLED_COLUMNS = [*KEYS, "benchmark_source", "accuracy", "ci_low", "ci_high", "cons_at_n", f"p_vs_{COGPO}", HOLM,
                   "seed_std", "num_seeds",
                   "seed_accuracies", "num_problems", "num_samples", "mean_response_tokens", "no_answer_share",
-                  "truncated_share", "problem_scores"]
+                  "truncated_share", "data_prompt_tokens", "data_completion_tokens", "train_device_s", "cost",
+                  "problem_scores"]
 
 
 def pooled_problem_scores(problem_scores: list[str]) -> dict[str, float]:
@@ -57,6 +58,11 @@ def pool_seeds(scores: pd.DataFrame) -> pd.DataFrame:
                      "mean_response_tokens": float(group["mean_response_tokens"].mean()),
                      "no_answer_share": float(group["no_answer_share"].mean()),
                      "truncated_share": float(group["truncated_share"].mean()),
+                     # Every seed trained on the same data; its training time varies: the mean.
+                     "data_prompt_tokens": int(group["data_prompt_tokens"].max()),
+                     "data_completion_tokens": int(group["data_completion_tokens"].max()),
+                     "train_device_s": float(group["train_device_s"].mean()),
+                     "cost": float(group["cost"].mean()) if group["cost"].notna().any() else None,
                      "problem_scores": json.dumps(pooled)})
     frame = pd.DataFrame(rows, columns=[c for c in POOLED_COLUMNS if c not in (f"p_vs_{COGPO}", HOLM)])
     return compare_with(frame, COGPO, by=("dataset", "model_size", "benchmark"))[POOLED_COLUMNS]

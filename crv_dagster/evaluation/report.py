@@ -63,8 +63,11 @@ def results_markdown(scores: pd.DataFrame, sizes: dict[str, str]) -> str:
     if scores.empty:
         return "_(no scores yet)_"
     benchmarks = list(dict.fromkeys(scores["benchmark"]))
-    lines = ["| model size | method | " + " | ".join(benchmarks) + " | average |",
-             "|---|---|" + "---:|" * (len(benchmarks) + 1)]
+    accounted = "data_completion_tokens" in scores
+    priced = accounted and scores["cost"].notna().any()
+    extra = (["data tokens", "training"] if accounted else []) + (["cost"] if priced else [])
+    lines = ["| model size | method | " + " | ".join([*benchmarks, "average", *extra]) + " |",
+             "|---|---|" + "---:|" * (len(benchmarks) + 1 + len(extra))]
     ordered_sizes = sorted(scores["model_size"].unique(), key=lambda s: parameter_count(sizes.get(s, s)))
     for size in ordered_sizes:
         block = scores[scores["model_size"] == size]
@@ -81,13 +84,32 @@ def results_markdown(scores: pd.DataFrame, sizes: dict[str, str]) -> str:
             else:
                 average = f"{100 * rows['accuracy'].mean():.1f}"
             label = f"{size} ({sizes.get(size, '?')})" if i == 0 else ""
-            lines.append(f"| {label} | {method_name(method)} | " + " | ".join(cells) + f" | {average} |")
+            costs = _costs(rows.iloc[0], priced) if accounted else []
+            lines.append(f"| {label} | {method_name(method)} | " + " | ".join([*cells, average, *costs]) + " |")
     seeds = int(scores["num_seeds"].max()) if "num_seeds" in scores else 1
     lines.append("")
     lines.append(f"Accuracy in %, pass@1, mean over {seeds} seed{'s' if seeds > 1 else ''}; in brackets the "
                  "bootstrap 95% interval over problems; † paired bootstrap p < 0.05 against SFT + CogPO after "
-                 "Holm's adjustment for every comparison in this table (p_vs_cogpo_holm).")
+                 "Holm's adjustment for every comparison in this table (p_vs_cogpo_holm)."
+                 + (" Data tokens: prompt and completion tokens of the model calls that made the data the model "
+                    "was trained on; training: device time, the SFT run it started from included"
+                    + ("; cost at evaluation.prices." if priced else ".") if accounted else ""))
     return "\n".join(lines)
+
+
+def _tokens(count: float) -> str:
+    return f"{count / 1e6:.2f}M" if count >= 1e6 else f"{count / 1e3:.1f}k" if count >= 1e3 else f"{int(count)}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.0f} s"
+
+
+def _costs(row, priced: bool) -> list[str]:
+    cells = [_tokens(row["data_prompt_tokens"] + row["data_completion_tokens"]), _duration(row["train_device_s"])]
+    if priced:
+        cells.append("–" if pd.isna(row["cost"]) else f"{row['cost']:.2f}")
+    return cells
 
 
 def accuracy_plot(scores: pd.DataFrame, sizes: dict[str, str]) -> bytes:

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from crv_dagster.config import EvalProtocol, Profile
+from crv_dagster.evaluation.accounting import COLUMNS as COST_COLUMNS
 from crv_dagster.evaluation.aggregate import compare_with
 from crv_dagster.evaluation.benchmarks import benchmark_sources, evaluation_sets
 from crv_dagster.evaluation.lighteval_format import results_document, write_results
@@ -113,6 +114,9 @@ def score_metrics(summary: pd.DataFrame) -> dict[str, float]:
     metrics.update({f"eval/{r.benchmark}/cons_at_n": r.cons_at_n for r in summary.itertuples()
                     if r.cons_at_n is not None and not pd.isna(r.cons_at_n)})
     metrics["eval/mean/accuracy"] = float(summary["accuracy"].mean())
+    # What the model cost, when the summary carries it: the same for every benchmark.
+    metrics.update({f"cost/{name}": summary[name].iloc[0] for name in COST_COLUMNS
+                    if name in summary and pd.notna(summary[name].iloc[0])})
     return metrics
 
 
@@ -122,8 +126,9 @@ def describe_scores(model: ScoredModel, summary: pd.DataFrame) -> str:
 
 
 def scores_table(summaries: list[pd.DataFrame], plan: EvaluationPlan, dataset: str, model_size: str) -> pd.DataFrame:
-    """Every model's summary in ``eval_scores``' columns, each score with its p-value against CogPO
-    (same seed and benchmark) and the Holm-adjusted one."""
+    """Every model's summary (with its costs, ``accounting.method_costs``) in ``eval_scores``'
+    columns, each score with its p-value against CogPO (same seed and benchmark) and the
+    Holm-adjusted one."""
     scores = compare_with(pd.concat(summaries, ignore_index=True), COGPO)
     scores["model_size"], scores["dataset"] = model_size, dataset
     scores["protocol"] = [json.dumps(plan.protocols[b].model_dump(), sort_keys=True) for b in scores["benchmark"]]

@@ -99,11 +99,21 @@ class ResponseCache:
 
 @dataclass
 class CacheStats:
+    """What a backend's requests cost. Tokens count every completion handed out, from the cache or
+    new: what the data took to make. ``new_*`` and ``generation_s`` are this process's own work."""
+
     hits: int = 0
     new_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    new_completion_tokens: int = 0
+    generation_s: float = 0.0
 
-    def as_metadata(self, prefix: str = "llm") -> dict[str, int]:
-        return {f"{prefix}_cache_hits": self.hits, f"{prefix}_new_calls": self.new_calls}
+    def as_metadata(self, prefix: str = "llm") -> dict[str, int | float]:
+        return {f"{prefix}_cache_hits": self.hits, f"{prefix}_new_calls": self.new_calls,
+                f"{prefix}_prompt_tokens": self.prompt_tokens, f"{prefix}_completion_tokens": self.completion_tokens,
+                f"{prefix}_new_completion_tokens": self.new_completion_tokens,
+                f"{prefix}_generation_s": round(self.generation_s, 3)}
 
 
 class CachedBackend:
@@ -142,17 +152,23 @@ class CachedBackend:
                 if on_result is not None:
                     on_result(i, completion)
 
+        started = time.perf_counter()
         if misses:
             completions = self.backend.generate(misses, on_result=store)
             for j, completion in enumerate(completions):
                 if results[pending[miss_keys[j]][0]] is None:  # a backend that did not call back
                     store(j, completion)
-        with self._lock:
-            self.stats.hits += len(requests) - sum(len(p) for p in pending.values())
-            self.stats.new_calls += len(misses)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
             raise RuntimeError(f"backend returned no completion for request(s) {missing[:10]}")
+        with self._lock:
+            self.stats.hits += len(requests) - sum(len(p) for p in pending.values())
+            self.stats.new_calls += len(misses)
+            self.stats.prompt_tokens += sum(r.prompt_tokens for r in results)
+            self.stats.completion_tokens += sum(r.completion_tokens for r in results)
+            self.stats.new_completion_tokens += sum(results[p[0]].completion_tokens for p in pending.values())
+            if misses:
+                self.stats.generation_s += time.perf_counter() - started
         return results  # type: ignore[return-value]
 
     def close(self) -> None:

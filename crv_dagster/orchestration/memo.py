@@ -22,7 +22,7 @@ from dagster._core.definitions.data_version import (  # the provenance Dagster i
 from crv_dagster.storage import table_path
 from crv_dagster.versions import TABLE_VERSION_ATTR, manifest_version, table_version
 
-_COST_SUFFIXES = ("_new_calls", "_cache_hits", "train_runtime_s")
+_COST_SUFFIXES = ("_new_calls", "_cache_hits", "_new_completion_tokens", "_generation_s", "train_runtime_s")
 
 
 def _latest(context: dg.AssetExecutionContext, key: dg.AssetKey):

@@ -34,3 +34,12 @@ def image(png: bytes, alt: str = "plot") -> dg.MetadataValue:
     import base64
 
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def latest_metadata(context: dg.AssetExecutionContext, asset: str) -> dict:
+    """The metadata values of ``asset``'s latest materialisation in this partition ({} when none)."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[context.partition_key]), limit=1).records
+    if not records:
+        return {}
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}

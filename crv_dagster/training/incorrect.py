@@ -25,10 +25,11 @@ from crv_dagster.training.pairs import (
 
 def _incorrect_from(source: str, cfg: Profile, model_size: str, material: pd.DataFrame,
                     checker: SolutionChecker, log):
-    """Incorrect CoTs of one source for the problems in ``material``, and the replies passed over."""
+    """Incorrect CoTs of one source for the problems in ``material``, the replies passed over, and
+    what the model calls cost (``CacheStats.as_metadata``, by the source's name)."""
     pairs_cfg = cfg.training.pairs
     if source == "perturb":
-        return incorrect_by_perturbation(material, pairs_cfg.seed, checker)
+        return (*incorrect_by_perturbation(material, pairs_cfg.seed, checker), {})
     if source == "student":
         if pairs_cfg.student_backend is None:
             raise ValueError(f"profile '{cfg.name}': training.pairs.incorrect_source includes 'student', so "
@@ -39,26 +40,29 @@ def _incorrect_from(source: str, cfg: Profile, model_size: str, material: pd.Dat
             found = incorrect_by_student(material, backend, student_messages, pairs_cfg.student_samples, params,
                                          checker, cfg.cot.trace)
         log.info(f"student samples: {backend.stats.as_metadata('student')}")
-        return found
+        return (*found, backend.stats.as_metadata("student"))
     agent_key = pairs_cfg.inject_backend or cfg.crv.agent_backend
     with build_backend(cfg, agent_key) as backend:
-        return incorrect_by_injection(material, backend, load_inject_prompt(pairs_cfg.inject_prompt),
-                                      agent_sampling(cfg, agent_key, pairs_cfg.inject_max_new_tokens), checker)
+        found = incorrect_by_injection(material, backend, load_inject_prompt(pairs_cfg.inject_prompt),
+                                       agent_sampling(cfg, agent_key, pairs_cfg.inject_max_new_tokens), checker)
+    return (*found, backend.stats.as_metadata("inject"))
 
 
 def find_incorrect_cots(cfg: Profile, model_size: str, material: pd.DataFrame, log,
-                        checker: SolutionChecker = MATH_CHECKER) -> tuple[list, dict[str, dict[str, int]]]:
+                        checker: SolutionChecker = MATH_CHECKER) -> tuple[list, dict[str, dict[str, int]], dict]:
     """Incorrect CoTs for the problems in ``material`` (one correct CoT per problem), from each
     configured source in turn for the problems still without one; per source, the replies passed
-    over by reason. ``checker`` tells a wrong CoT (for code: a program that fails a test)."""
-    found, skipped = [], {}
+    over by reason; and the model calls' costs by source. ``checker`` tells a wrong CoT (for code: a
+    program that fails a test)."""
+    found, skipped, usage = [], {}, {}
     for source in cfg.training.pairs.incorrect_sources:
         have = {c.problem_id for c in found}
         todo = material[~material["problem_id"].isin(have)].reset_index(drop=True)
         if todo.empty:
             break
-        cots, passed_over = _incorrect_from(source, cfg, model_size, todo, checker, log)
+        cots, passed_over, cost = _incorrect_from(source, cfg, model_size, todo, checker, log)
         found += cots
+        usage.update(cost)
         skipped[source] = dict(sorted(passed_over.items()))
         log.info(f"incorrect CoTs from {source}: {len(cots)} of {len(todo)} problems; passed over {skipped[source]}")
-    return found, skipped
+    return found, skipped, usage

@@ -8,12 +8,13 @@ import pandas as pd
 
 from crv_dagster.config import Profile
 from crv_dagster.evaluation import runs
+from crv_dagster.evaluation.accounting import TOKEN_ASSETS, asset_tokens, method_costs
 from crv_dagster.evaluation.aggregate import pool_seeds
 from crv_dagster.evaluation.report import accuracy_plot, results_markdown
 from crv_dagster.factory import build_backend, code_sandbox
 from crv_dagster.model_card import add_scores
 from crv_dagster.models.located import student_base_model
-from crv_dagster.orchestration.metadata import image, markdown_table
+from crv_dagster.orchestration.metadata import image, latest_metadata, markdown_table
 from crv_dagster.orchestration.partitions import by_dataset, dataset_partitions
 from crv_dagster.orchestration.resources import ProfileResource
 from crv_dagster.orchestration.stage import Stage, StageResult, run_links, table_stage
@@ -28,11 +29,14 @@ GROUP = "evaluation"
 _REPORT = ("crv_dagster.evaluation.aggregate", "crv_dagster.evaluation.report")
 READS = {
     "eval_scores": AssetReads(
-        (__name__, "crv_dagster.evaluation.runs", "crv_dagster.factory", "crv_dagster.model_card",
+        (__name__, "crv_dagster.evaluation.runs", "crv_dagster.evaluation.accounting", "crv_dagster.factory",
+         "crv_dagster.model_card",
          *_REPORT),
         lambda p: {"evaluation": p.evaluation.model_dump(mode="json"), "seeds": p.seeds,
                    "backend": backend_identity(p, p.evaluation.backend), "students": students(p),
-                   "eval_fraction": {n: d.eval_fraction for n, d in p.datasets.items()}}),
+                   "eval_fraction": {n: d.eval_fraction for n, d in p.datasets.items()},
+                   # device time counts every training process
+                   "processes": {size: p.training_for(size).launch.num_processes for size in p.model_sizes}}),
     "results": AssetReads((__name__, *_REPORT),
                           lambda p: {"students": {s: c.parameters for s, c in p.model_sizes.items()}}),
 }
@@ -77,6 +81,9 @@ def _scores(stage: Stage, problems: pd.DataFrame, sft_model: pd.DataFrame, cogpo
     todo = runs.evaluation_plan(cfg, key.dataset, key.model_size, problems, rewritten_cots, preference_pairs)
     models = runs.models_to_score(cfg, student_base_model(cfg, key.model_size), sft_model, cogpo_model)
     sandbox = code_sandbox(cfg.sandbox) if todo.has_code else None
+    # What each model's data and training cost: the upstream assets' token counts, the manifests' times.
+    tokens = {asset: asset_tokens(latest_metadata(stage.context, asset)) for asset in TOKEN_ASSETS}
+    trained, processes = pd.concat([sft_model, cogpo_model]), cfg.training_for(key.model_size).launch.num_processes
     details, summaries, links = [], [], {}
     lighteval_dir = cfg.artifacts_dir / "evaluation" / key.dataset / key.model_size
     for model in models:
@@ -85,6 +92,7 @@ def _scores(stage: Stage, problems: pd.DataFrame, sft_model: pd.DataFrame, cogpo
             started = time.time()
             with build_backend(cfg, cfg.evaluation.backend, model_path=model.path) as backend:
                 model_details, summary = runs.score_model(backend, model, todo, sandbox)
+            summary = method_costs(summary, tokens, trained, processes, cfg.evaluation.prices)
             results_file = runs.lighteval_results(lighteval_dir, model, todo, summary, model_details, started, time.time())
             run.log_params({**todo.params, "model_path": model.path, "method": model.method, "seed": model.seed})
             run.log_metrics(runs.score_metrics(summary))

@@ -76,7 +76,7 @@ def _pairs(stage: Stage, problems: pd.DataFrame, verified_set: pd.DataFrame) -> 
     material = pairs_lib.pair_material(verified_set)
     # A code CoT is right or wrong by its problem's tests.
     checker = solution_checker(cfg, problems[problems["problem_id"].isin(material["problem_id"])])
-    incorrect, passed_over = find_incorrect_cots(cfg, stage.key.model_size, material, stage.log, checker)
+    incorrect, passed_over, usage = find_incorrect_cots(cfg, stage.key.model_size, material, stage.log, checker)
     tokenizer = AutoTokenizer.from_pretrained(student_base_model(cfg, stage.key.model_size))
     frame, refused = pairs_lib.build_pairs(verified_set, incorrect, pairs_cfg.betas.model_dump(),
                                            pairs_lib.chat_prompt_renderer(tokenizer), checker)
@@ -91,6 +91,7 @@ def _pairs(stage: Stage, problems: pd.DataFrame, verified_set: pd.DataFrame) -> 
         **{f"incorrect_from_{s}": n for s, n in by_source.items()},
         **{f"passed_over_{s}_{r}": n for s, reasons in passed_over.items() for r, n in reasons.items()},
         "problems_with_incorrect_cot": round(len(incorrect) / len(material), 4) if len(material) else 0.0,
+        **usage,
     }, {
         "pairs_by_type": dg.MetadataValue.json(by_type),
         "refused_by_reason": dg.MetadataValue.json(dict(refused)),
