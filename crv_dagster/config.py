@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crv_dagster.profile_checks import problems_of
-from crv_dagster.vocabulary import COGPO, uniform_method
+from crv_dagster.vocabulary import COGPO, PAIR_TYPES, is_evaluated_method, uniform_method, without_method
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "assets_config"
@@ -405,7 +405,8 @@ class PairsConfig(_Strict):
 
 # `cogpo_uniform` stands for one `cogpo_uniform_<beta>` per beta value of the schedule.
 PreferenceBaseline = Literal["dpo", "dpo_mean_beta", "ipo", "simpo", "orpo", "cogpo_from_raw", "cogpo_reversed",
-                             "cogpo_uniform"]
+                             "cogpo_uniform", "cogpo_without", "cogpo_without_small_gap", "cogpo_without_medium_gap",
+                             "cogpo_without_large_gap"]
 SftBaseline = Literal["sft_raw", "sft_filter", "sft_raw_matched"]
 
 
@@ -417,7 +418,8 @@ class CogpoSettings(TrainerSettings):
         [], description="also train these on the same pairs: from the same SFT checkpoint (dpo, dpo_mean_beta, "
                         "ipo, simpo, orpo; the beta axis: cogpo_reversed, the schedule reversed across the pair "
                         "kinds, and cogpo_uniform, one run per beta of the schedule with that beta for every "
-                        "pair), or from the sft_raw checkpoint (cogpo_from_raw, which needs sft_raw)")
+                        "pair; cogpo_without_<kind>, CogPO on the pairs of the other kinds, or cogpo_without for "
+                        "one run per kind), or from the sft_raw checkpoint (cogpo_from_raw, which needs sft_raw)")
     ipo_tau: float = Field(0.1, gt=0, description="IPO's regularisation (TRL's beta for loss_type ipo)")
     simpo_beta: float = Field(2.0, gt=0, description="SimPO's reward scale (per-token average log-prob)")
     simpo_gamma: float = Field(0.5, ge=0, description="SimPO's target reward margin")
@@ -506,6 +508,8 @@ class TrainingConfig(_Strict):
         for name in self.cogpo.baselines:
             if name == "cogpo_uniform":
                 methods += [uniform_method(b) for b in sorted(set(self.pairs.betas.model_dump().values()))]
+            elif name == "cogpo_without":
+                methods += [without_method(kind) for kind in PAIR_TYPES]
             else:
                 methods.append(name)
         return list(dict.fromkeys(methods))
@@ -570,8 +574,24 @@ class Prices(_Strict):
     per_gpu_hour: float = Field(0.0, ge=0.0, description="per training device and hour")
 
 
+class PrimaryComparison(_Strict):
+    """The comparison an experiment is run to answer, named before it runs: tested as its own family."""
+
+    method: str = COGPO
+    against: list[str] = Field(["sft", "dpo"], min_length=1)
+
+    @model_validator(mode="after")
+    def _methods(self) -> "PrimaryComparison":
+        unknown = [m for m in (self.method, *self.against) if not is_evaluated_method(m)]
+        if unknown:
+            raise ValueError(f"not methods this project evaluates: {unknown}")
+        return self
+
+
 class EvaluationConfig(_Strict):
     backend: str | None = Field(None, description="a key of `backends` whose model is `student`")
+    primary: PrimaryComparison = Field(PrimaryComparison(), description="the primary comparison (default: cogpo "
+                                                                        "against sft and dpo)")
     prices: Prices | None = Field(None, description="prices for the cost column (null: no cost column values)")
     protocol: EvalProtocol = EvalProtocol()
     heldout: bool = Field(True, description="also score the dataset's own eval split")

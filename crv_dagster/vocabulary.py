@@ -49,6 +49,8 @@ COGPO = "cogpo"
 # (the 2x2 of data and preference stage), CogPO with its schedule reversed across the pair kinds, and
 # CogPO with one beta for every pair, once per beta value of the schedule (`cogpo_uniform_<beta>`).
 COGPO_FROM_RAW, COGPO_REVERSED, UNIFORM_PREFIX = "cogpo_from_raw", "cogpo_reversed", "cogpo_uniform_"
+# CogPO with one pair kind left out (`cogpo_without_<kind>`): what that kind of pair adds.
+WITHOUT_PREFIX = "cogpo_without_"
 PREFERENCE_METHODS = (COGPO, "dpo", "dpo_mean_beta", "ipo", "simpo", "orpo", COGPO_FROM_RAW, COGPO_REVERSED)
 # The methods scored against precomputed reference log-probs (SimPO and ORPO have no reference
 # model); every `cogpo_uniform_<beta>` is one too.
@@ -73,16 +75,26 @@ def uniform_beta(method: str) -> float | None:
     return beta if beta > 0 else None
 
 
+def without_method(kind: str) -> str:
+    return f"{WITHOUT_PREFIX}{kind}"
+
+
+def left_out_kind(method: str) -> str | None:
+    """The pair kind a ``cogpo_without_<kind>`` method leaves out, else None."""
+    kind = method[len(WITHOUT_PREFIX):] if method.startswith(WITHOUT_PREFIX) else None
+    return kind if kind in PAIR_TYPES else None
+
+
 def is_preference_method(method: str) -> bool:
-    return method in PREFERENCE_METHODS or uniform_beta(method) is not None
+    return method in PREFERENCE_METHODS or uniform_beta(method) is not None or left_out_kind(method) is not None
 
 
 def is_reference_method(method: str) -> bool:
-    return method in REFERENCE_METHODS or uniform_beta(method) is not None
+    return method in REFERENCE_METHODS or uniform_beta(method) is not None or left_out_kind(method) is not None
 
 
 def is_trained_method(method: str) -> bool:
-    return method in TRAINED_METHODS or uniform_beta(method) is not None
+    return method in TRAINED_METHODS or is_preference_method(method)
 
 
 def is_evaluated_method(method: str) -> bool:

@@ -89,9 +89,11 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     for path in list(sft["path"]) + list(cogpo["path"]):
         assert (Path(path) / "model.safetensors").exists() and (Path(path) / "tokenizer.json").exists()
     assert meta["cogpo_model"]["cogpo_loss_by_kind"]["before"]
-    # One reference pass per SFT checkpoint, not per method: the CRV one, and the raw-CoT one that
-    # cogpo_from_raw starts from; cogpo_from_raw's parent is that checkpoint.
-    assert meta["cogpo_model"]["reference_passes"] == 2 * len(SEEDS)
+    # One reference pass per SFT checkpoint and pairs, not per method: the CRV one, the raw-CoT one
+    # that cogpo_from_raw starts from (its parent), and the one on the pairs left when a kind is left out.
+    assert meta["cogpo_model"]["reference_passes"] == 3 * len(SEEDS)
+    without = cogpo[cogpo["method"] == "cogpo_without_medium_gap"]
+    assert (without["num_examples"] == (pairs["pair_type"] != "medium_gap").sum()).all()
     for seed in SEEDS:
         [raw_sft] = sft.loc[(sft["method"] == "sft_raw") & (sft["seed"] == seed), "path"]
         assert set(cogpo.loc[(cogpo["seed"] == seed) & (cogpo["method"] == "cogpo_from_raw"), "parent"]) == {raw_sft}
@@ -249,6 +251,14 @@ def test_results_of_a_profile_with_one_size(artifacts, instance, tmp_path):
         partition_key="arith", instance=instance)
     assert result.success and list(_table(artifacts, "results", "arith")["model_size"].unique()) == ["tiny-a"]
 
+    # With two sizes in the profile and one evaluated so far, the comparison shows that one and says
+    # which size a backfill would add.
+    result = build_definitions(TEST_PROFILE).resolve_job_def("results_job").execute_in_process(
+        partition_key="arith", instance=instance)
+    [event] = result.asset_materializations_for_node("results")
+    assert event.metadata["model_sizes"].value == ["tiny-a"]
+    assert event.metadata["model_sizes_not_yet_evaluated"].value == ["tiny-b"]
+
 
 def test_results_reads_every_size_of_its_dataset_through_the_partition_mapping(artifacts, instance, monkeypatch,
                                                                                capsys):
@@ -271,6 +281,10 @@ def test_results_reads_every_size_of_its_dataset_through_the_partition_mapping(a
     assert results["seed_std"].iloc[0] == pytest.approx(0.1767767, rel=1e-5)  # std of 0.5 and 0.25
     [event] = result.asset_materializations_for_node("results")
     assert "| tiny-b (2M) | Base | 37.5 (0.0–75.0) |" in event.metadata["results"].value
+    # The profile's primary comparison (CogPO against SFT and DPO; no DPO here), as its own family.
+    primary = event.metadata["primary_comparison"].value
+    assert "| tiny-a | arith_bench | SFT + CogPO vs SFT (CRV data) | +0.0 |" in primary
+    assert "over the 2 comparisons above" in primary
 
     # What `make demo` prints at the end: the dataset's results and the link to the score runs.
     import sys

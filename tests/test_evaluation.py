@@ -339,3 +339,23 @@ def test_each_method_is_charged_for_the_stages_its_data_passed_through_and_its_t
     assert costed.loc["cogpo_from_raw", "train_device_s"] == 2 * (60 + 300)  # from the raw-CoT checkpoint
     assert costed.loc["sft", "cost"] == pytest.approx(6000 / 1e6 * 1 + 13500 / 1e6 * 4 + 200.0)
     assert method_costs(scores, tokens, manifest, 1, None)["cost"].isna().all()  # no prices, no cost
+
+
+def test_the_primary_comparison_is_tested_as_its_own_family():
+    from crv_dagster.config import EvaluationConfig
+    from crv_dagster.evaluation.aggregate import primary_comparisons
+    from crv_dagster.evaluation.report import primary_markdown
+
+    assert EvaluationConfig().primary.model_dump() == {"method": "cogpo", "against": ["sft", "dpo"]}
+    with pytest.raises(ValueError, match="not methods this project evaluates: \\['dpoo'\\]"):
+        EvaluationConfig(primary={"against": ["dpoo"]})
+    pooled = pool_seeds(_scores())
+    primary = primary_comparisons(pooled, "cogpo", ["sft", "dpo"])  # no dpo scored: sft only
+    assert set(primary["against"]) == {"sft"} and len(primary) == 4  # two sizes x two benchmarks
+    row = primary[(primary["model_size"] == "small") & (primary["benchmark"] == "bench")].iloc[0]
+    assert row["difference"] == pytest.approx(0.1) and row["num_problems"] == 20
+    # Holm over this family of 4 only, never below the raw p-value.
+    assert (primary["p_holm"] >= primary["p_value"]).all() and (primary["p_holm"] <= 1).all()
+    table = primary_markdown(primary)
+    assert "| small | bench | SFT + CogPO vs SFT (CRV data) | +10.0 |" in table
+    assert "Holm-adjusted over the 4 comparisons above" in table

@@ -23,7 +23,7 @@ from crv_dagster.orchestration.definitions import build_definitions
 from crv_dagster.orchestration.kubernetes import pod_request
 from crv_dagster.orchestration.partitions import PartitionKey
 from crv_dagster.training.common import CHECKPOINT_MARK
-from crv_dagster.training.job import LAUNCHER_PID_ENV, RESULT_FILE, RunSpec, TrainingJob, run_digest
+from crv_dagster.training.job import LAUNCHER_PID_ENV, RESULT_FILE, RunSpec, TrainingJob, run_digest, stored_result
 from crv_dagster.training.launch_command import free_port, launch_command
 from crv_dagster.training.pairs import build_pairs, chat_prompt_renderer, incorrect_by_perturbation
 from crv_dagster.training.plan import sft_examples
@@ -76,6 +76,9 @@ def _launch(job_file: Path, launch: LaunchConfig) -> dict:
     done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"kind"')]
+    for report in reports:  # the curves are in the result file, as the assets read them
+        assert "history" not in report["result"]
+        report["result"]["history"] = stored_result(report["checkpoint"])["history"]
     return {r["method"]: r for r in reports}
 
 

@@ -24,6 +24,7 @@ from crv_dagster.storage import table_path
 pytestmark = pytest.mark.slow
 
 PROBLEMS = generate_arith(24, seed=11)
+BENCH_PROBLEMS = [p for p in generate_arith(12, seed=12) if p.question not in {q.question for q in PROBLEMS}]
 THROUGH_TRAINING = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs",
                     "sft_model", "cogpo_model"]
 # Columns where an agent's thinking may be kept, for audit.
@@ -61,8 +62,13 @@ def paper_profile(tmp_path, base_url: str, **overrides) -> str:
         profile["backends"][name] = {**agent, "generation": profile["backends"][name]["generation"]}
     profile["backends"]["student"] = {**agent, "model": "student-double"}
     profile["backends"]["student_eval"] = {"kind": "transformers", "model": "student"}
+    # Benchmarks of their own problems (a benchmark made of the training file is all contamination),
+    # compared as whole texts: the arith problems share long template spans by design.
+    bench_file = _write_jsonl(tmp_path / "bench.jsonl", [
+        {"problem": p.question, "solution": p.cot} for p in BENCH_PROBLEMS])
+    profile["decontamination"] = {"ngram": None}
     for name, bench in profile["evaluation"]["benchmarks"].items():
-        bench["source"] = {"kind": "file", "path": math}
+        bench["source"] = {"kind": "file", "path": bench_file}
         bench["columns"] = {"question": "problem", "answer": "solution"}
         bench["answer_format"] = "boxed"
     profile["training"]["launch"] = {"num_processes": 2, "accelerate_config": "accelerate/ddp_cpu.yaml"}

@@ -408,6 +408,31 @@ def test_the_profile_lists_the_beta_axis_and_the_raw_checkpoint_control():
         TrainingConfig(cogpo=CogpoSettings(baselines=["cogpo_from_raw"]))
 
 
+def test_a_left_out_pair_kind_trains_on_the_other_kinds_only(tmp_path):
+    from crv_dagster.config import CogpoSettings, TrainingConfig
+    from crv_dagster.training.cogpo import method_betas
+    from crv_dagster.training.plan import preference_runs
+
+    training = TrainingConfig(cogpo=CogpoSettings(baselines=["cogpo_without"]))
+    assert training.preference_methods() == ["cogpo", "cogpo_without_small_gap", "cogpo_without_medium_gap",
+                                             "cogpo_without_large_gap"]
+    profile = load_profile_file(CONFIG_DIR / "test.yaml").model_copy(update={"training": training, "seeds": [0]})
+    pairs = pd.DataFrame({"pair_type": ["small_gap", "large_gap", "large_gap"], "beta": [1.0, 0.5, 0.5],
+                          "prompt": ["p"] * 3, "chosen": ["c"] * 3, "rejected": ["r"] * 3})
+    manifest = pd.DataFrame({"method": ["sft"], "seed": [0], "path": [str(tmp_path / "sft")]})
+    planned, skipped = preference_runs(profile, "arith", "tiny-a", manifest, pairs)
+    data = {run.method: run.data for run in planned}
+    assert data["cogpo"] is pairs  # the shared pairs, so the shared reference pass
+    assert data["cogpo_without_small_gap"]["pair_type"].tolist() == ["large_gap", "large_gap"]
+    assert data["cogpo_without_large_gap"]["pair_type"].tolist() == ["small_gap"]
+    assert skipped == {}
+    assert data["cogpo_without_medium_gap"].equals(pairs)  # no medium_gap pairs: nothing left out
+    assert method_betas("cogpo_without_small_gap", data["cogpo_without_small_gap"], training.cogpo) == [0.5, 0.5]
+    only_large = pairs[pairs["pair_type"] == "large_gap"]
+    planned, skipped = preference_runs(profile, "arith", "tiny-a", manifest, only_large)
+    assert "cogpo_without_large_gap" in skipped and "cogpo_without_large_gap" not in {r.method for r in planned}
+
+
 def test_reference_log_probs_are_shared_between_methods_and_checked(student, pairs, tmp_path):
     from crv_dagster.training.cogpo import ReferenceLogps
 

@@ -96,3 +96,26 @@ def benchmark_average(rows: pd.DataFrame) -> tuple[float, float, float]:
         return float("nan"), float("nan"), float("nan")
     low, high = bootstrap_mean_of_means(groups)
     return float(np.mean([g.mean() for g in groups])), low, high
+
+
+def primary_comparisons(pooled: pd.DataFrame, method: str, against: list[str]) -> pd.DataFrame:
+    """The profile's primary comparison (``evaluation.primary``): ``method`` against each of
+    ``against``, per model size and benchmark, on the problems both scored. Each row has the
+    difference in accuracy, its paired bootstrap p-value and the Holm-adjusted one over these
+    comparisons only: the primary family, decided before the results were seen."""
+    rows = []
+    for (dataset, size, benchmark), group in pooled.groupby(["dataset", "model_size", "benchmark"], sort=False):
+        scores = {r.method: json.loads(r.problem_scores) for r in group.itertuples()}
+        if method not in scores:
+            continue
+        for other in against:
+            if other not in scores:
+                continue
+            common = sorted(set(scores[method]) & set(scores[other]))
+            ours, theirs = [scores[method][k] for k in common], [scores[other][k] for k in common]
+            rows.append({"dataset": dataset, "model_size": size, "benchmark": benchmark, "method": method,
+                         "against": other, "difference": float(np.mean(ours) - np.mean(theirs)) if common else float("nan"),
+                         "num_problems": len(common), "p_value": paired_bootstrap_p(ours, theirs)})
+    frame = pd.DataFrame(rows, columns=["dataset", "model_size", "benchmark", "method", "against", "difference",
+                                        "num_problems", "p_value"])
+    return frame.assign(p_holm=holm_adjusted(frame["p_value"].tolist()) if len(frame) else [])

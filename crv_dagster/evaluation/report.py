@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from crv_dagster.evaluation.aggregate import benchmark_average
-from crv_dagster.vocabulary import COGPO, EVALUATED_METHODS, uniform_beta
+from crv_dagster.vocabulary import COGPO, EVALUATED_METHODS, left_out_kind, uniform_beta
 
 METHOD_NAMES = {"base": "Base", "sft": "SFT (CRV data)", "sft_raw": "SFT (raw CoTs)",
                 "sft_raw_matched": "SFT (raw CoTs, as many as CRV's)",
@@ -29,16 +29,20 @@ ADJUSTED = f"p_vs_{COGPO}_holm"
 
 
 def method_rank(method: str) -> float:
-    """Where a method's row goes: in the vocabulary's order, the uniform-beta runs just before CogPO,
-    CogPO last."""
+    """Where a method's row goes: in the vocabulary's order, the uniform-beta and left-out-kind runs
+    just before CogPO, CogPO last."""
     if method in METHOD_ORDER:
         return METHOD_ORDER.index(method)
-    return METHOD_ORDER.index(COGPO) - 0.5 if uniform_beta(method) is not None else len(METHOD_ORDER)
+    if uniform_beta(method) is not None or left_out_kind(method) is not None:
+        return METHOD_ORDER.index(COGPO) - 0.5
+    return len(METHOD_ORDER)
 
 
 def method_name(method: str) -> str:
     if (beta := uniform_beta(method)) is not None:
         return f"SFT + CogPO (one beta, {beta:g})"
+    if (kind := left_out_kind(method)) is not None:
+        return f"SFT + CogPO (without {kind.replace('_', ' ')} pairs)"
     return METHOD_NAMES.get(method, method)
 
 
@@ -112,6 +116,20 @@ def _costs(row, priced: bool) -> list[str]:
     return cells
 
 
+def primary_markdown(comparisons: pd.DataFrame) -> str:
+    """The primary comparison as a table: difference in points, p-value, and Holm's over the family."""
+    if comparisons.empty:
+        return "_(the primary comparison has no scores yet)_"
+    lines = ["| model size | benchmark | comparison | difference (points) | p | p, Holm |", "|---|---|---|---:|---:|---:|"]
+    for r in comparisons.itertuples():
+        mark = "†" if r.p_holm < SIGNIFICANT else ""
+        lines.append(f"| {r.model_size} | {r.benchmark} | {method_name(r.method)} vs {method_name(r.against)} | "
+                     f"{100 * r.difference:+.1f} | {r.p_value:.3f} | {r.p_holm:.3f}{mark} |")
+    lines += ["", f"The primary comparison named by the profile (evaluation.primary), tested on its own: paired "
+                  f"bootstrap over problems, Holm-adjusted over the {len(comparisons)} comparisons above; † adjusted p < 0.05."]
+    return "\n".join(lines)
+
+
 def accuracy_plot(scores: pd.DataFrame, sizes: dict[str, str]) -> bytes:
     """Mean accuracy over benchmarks against model size, one line per method, with 95% interval
     bars (PNG bytes)."""
@@ -134,12 +152,20 @@ def accuracy_plot(scores: pd.DataFrame, sizes: dict[str, str]) -> bytes:
         dodge = 0.06 * (i - (len(methods) - 1) / 2)
         x = line["params"].to_numpy() * 10 ** dodge if numeric else np.arange(len(line)) + dodge
         accuracy = line["accuracy"].to_numpy(dtype=float)
-        errors = [100 * np.nan_to_num(accuracy - line["low"].to_numpy(dtype=float)),
-                  100 * np.nan_to_num(line["high"].to_numpy(dtype=float) - accuracy)]
+        # An interval never reaches below 0% or above 100%.
+        low = np.clip(np.nan_to_num(line["low"].to_numpy(dtype=float), nan=accuracy), 0.0, 1.0)
+        high = np.clip(np.nan_to_num(line["high"].to_numpy(dtype=float), nan=accuracy), 0.0, 1.0)
+        errors = [100 * np.maximum(accuracy - low, 0.0), 100 * np.maximum(high - accuracy, 0.0)]
         ax.errorbar(x, 100 * accuracy, yerr=errors, marker="o", capsize=3,
                     label=method_name(method))
     if numeric and frame["params"].nunique() > 1:
         ax.set_xscale("log")
+    # The sizes are the axis: one tick per student, named as the profile names it.
+    ticks = frame.drop_duplicates("model_size").sort_values("params")
+    if numeric:
+        ax.set_xticks(ticks["params"].to_numpy(), [f"{s}\n({sizes.get(s, '?')})" for s in ticks["model_size"]])
+        ax.minorticks_off()
+    ax.set_ylim(0, 100)
     ax.set_xlabel("student parameters")
     ax.set_ylabel("accuracy (%), mean over benchmarks")
     ax.set_title("Accuracy against model size (bars: 95% intervals over problems)", fontsize=9)

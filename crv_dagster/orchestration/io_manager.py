@@ -45,9 +45,18 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         # The upstream partitions this input maps to: the same key, or, through a partition
         # mapping (results <- eval_scores of every size), several; then one table of them all.
         asset = context.asset_key.path[-1]
-        frames = [self._read(table_path(self.base_dir, asset, key), context, key)
-                  for key in sorted(context.asset_partition_keys)]
-        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        keys = sorted(context.asset_partition_keys)
+        if len(keys) == 1:
+            return self._read(table_path(self.base_dir, asset, keys[0]), context, keys[0])
+        # A comparison across sizes reads the sizes materialised so far: a new size is a backfill away.
+        stored = [key for key in keys if table_path(self.base_dir, asset, key).exists()]
+        if not stored:
+            return self._read(table_path(self.base_dir, asset, keys[0]), context, keys[0])  # names what is missing
+        if missing := sorted(set(keys) - set(stored)):
+            context.log.warning(f"{context.asset_key.to_user_string()}: partitions {missing} are not materialised "
+                                "yet; comparing the others (backfill them to include them)")
+        return pd.concat([self._read(table_path(self.base_dir, asset, key), context, key) for key in stored],
+                         ignore_index=True)
 
     def _read(self, path: Path, context: dg.InputContext, where: str) -> pd.DataFrame:
         if not path.exists():

@@ -27,7 +27,7 @@ from dagster._core.errors import DagsterPipesExecutionError  # what a failed Pip
 from crv_dagster.config import CONFIG_DIR, PROJECT_ROOT, LaunchConfig, Profile, TrainingConfig
 from crv_dagster.orchestration.partitions import PartitionKey
 from crv_dagster.orchestration.tracking import MlflowTracking, TrackedRun
-from crv_dagster.training.job import LAUNCHER_PID_ENV, MESSAGE_KIND, RunSpec, TrainingJob, run_digest
+from crv_dagster.training.job import LAUNCHER_PID_ENV, MESSAGE_KIND, RunSpec, TrainingJob, run_digest, stored_result
 from crv_dagster.training.launch_command import free_port, launch_command
 from crv_dagster.training.plan import PlannedRun
 from crv_dagster.versions import table_version
@@ -67,6 +67,10 @@ def _results(messages: list, planned: list[PlannedRun]) -> list[dict]:
     missing = [f"{p.method} (seed {p.seed})" for i, p in enumerate(planned) if i not in by_index]
     if missing:
         raise RuntimeError(f"the training job ended without reporting {', '.join(missing)}")
+    for index, run in enumerate(planned):
+        message = by_index[index]
+        if "history" not in message["result"]:  # the curves travel in the run's result file
+            message["result"]["history"] = stored_result(run.out_dir).get("history", [])
     return [by_index[i] for i in range(len(planned))]
 
 

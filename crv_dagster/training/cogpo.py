@@ -49,6 +49,7 @@ from crv_dagster.vocabulary import (
     COGPO_REVERSED,
     PREFERENCE_METHODS,
     is_preference_method,
+    left_out_kind,
     is_reference_method,
     uniform_beta,
 )
@@ -226,10 +227,10 @@ def reversed_schedule(pairs: pd.DataFrame) -> dict[str, float]:
 
 def method_betas(method: str, pairs: pd.DataFrame, settings: CogpoSettings) -> list[float] | None:
     """The beta of each pair under ``method``: CogPO's per-kind betas (from the raw-CoT checkpoint
-    too), the same schedule reversed across the kinds, one beta for every pair (``cogpo_uniform_<b>``),
+    too, and on the pairs left when one kind is left out), the same schedule reversed across the kinds, one beta for every pair (``cogpo_uniform_<b>``),
     DPO's single beta, or one beta equal to the mean of CogPO's (same scale, no schedule); None for
     losses with no per-pair beta."""
-    if method in (COGPO, COGPO_FROM_RAW):
+    if method in (COGPO, COGPO_FROM_RAW) or left_out_kind(method) is not None:
         return list(pairs["beta"].astype(float))
     if method == COGPO_REVERSED:
         schedule = reversed_schedule(pairs)

@@ -125,6 +125,16 @@ def earlier_result(spec: RunSpec) -> tuple[dict | None, str]:
     return stored["result"], ""
 
 
+def stored_result(out_dir: str | Path) -> dict:
+    """The full result a finished run wrote beside its checkpoint (its curves included)."""
+    path = Path(out_dir) / RESULT_FILE
+    try:
+        return json.loads(path.read_text())["result"]
+    except (OSError, ValueError, KeyError) as err:
+        raise RuntimeError(f"{path}: the training job reported this run but its result file cannot be read "
+                           f"({err}); materialise the asset again to retrain it") from err
+
+
 def _write_result(spec: RunSpec, result: dict) -> None:
     path = Path(spec.out_dir) / RESULT_FILE
     tmp = path.with_suffix(".partial")
@@ -269,7 +279,10 @@ def run_job(job: TrainingJob) -> list[dict]:
             if spec.kind == "preference" and is_reference_method(spec.method) and where not in references:
                 references[where] = _reference_of(result)
             results.append(result)
-            message = {k: v for k, v in result.items() if k != "reference"}
+            # The message stays small: Dagster reads the messages file line by line while it is
+            # written, and a long line written in several pieces can be read half written. The
+            # curves (the long part) are read from the result file by the asset.
+            message = {k: v for k, v in result.items() if k not in ("reference", "history")}
             report.report({"index": index, "method": spec.method, "seed": spec.seed, "checkpoint": spec.out_dir,
                            "reused": reused, "result": message})
         state.wait_for_everyone()

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from crv_dagster.config import Profile
-from crv_dagster.vocabulary import COGPO_FROM_RAW, SFT, SFT_FILTER, SFT_RAW, SFT_RAW_MATCHED, SUITED
+from crv_dagster.vocabulary import COGPO_FROM_RAW, left_out_kind, SFT, SFT_FILTER, SFT_RAW, SFT_RAW_MATCHED, SUITED
 
 # Why an SFT baseline can have nothing to train on.
 SFT_EMPTY_REASONS = {SFT_RAW: "no raw CoT reaches the reference answer",
@@ -104,27 +104,35 @@ def sft_checkpoint(sft_manifest: pd.DataFrame, seed: int, method: str = SFT) -> 
 
 
 def preference_runs(cfg: Profile, dataset: str, model_size: str, sft_manifest: pd.DataFrame,
-                    pairs: pd.DataFrame) -> list[PlannedRun]:
-    """CogPO and each preference baseline of the profile, once per seed, on the same pairs.
+                    pairs: pd.DataFrame) -> tuple[list[PlannedRun], dict[str, str]]:
+    """CogPO and each preference baseline of the profile, once per seed, on the same pairs; and the
+    methods left out with the reason (a left-out pair kind that leaves no pairs).
 
     Every method starts from the seed's ``sft`` checkpoint, except CogPO from the raw-CoT checkpoint
     (``sft_raw``). The job computes the reference log-probs with the first method that needs them and
-    hands them to the others on the same checkpoint and pairs."""
+    hands them to the others on the same checkpoint and pairs; ``cogpo_without_<kind>`` trains on the
+    other kinds' pairs, so it has a reference pass of its own."""
     if pairs.empty:
         raise ValueError("preference_pairs is empty: nothing to train on (see its refused_by_reason metadata)")
     training = cfg.training_for(model_size)
     by_type = pairs["pair_type"].value_counts().to_dict()
+    data, skipped = {}, {}
+    for method in cfg.training.preference_methods():
+        kind = left_out_kind(method)
+        data[method] = pairs if kind is None else pairs[pairs["pair_type"] != kind].reset_index(drop=True)
+        if data[method].empty:
+            skipped[method] = f"every pair is {kind}: nothing is left to train on"
     planned = []
     for seed in cfg.seeds:
-        for method in cfg.training.preference_methods():
+        for method in [m for m in cfg.training.preference_methods() if m not in skipped]:
             start = sft_checkpoint(sft_manifest, seed, SFT_RAW if method == COGPO_FROM_RAW else SFT)
             params = {"sft_model": start, "method": method, "seed": seed, "finetuning": training.finetuning,
                       **{f"cogpo.{k}": v for k, v in training.cogpo.model_dump().items()},
                       **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
                       **{f"pairs_{t}": n for t, n in by_type.items()}}
-            planned.append(PlannedRun("preference", method, seed, start, pairs,
+            planned.append(PlannedRun("preference", method, seed, start, data[method],
                                       checkpoint_dir(cfg, "cogpo_model", dataset, model_size, method, seed), params))
-    return planned
+    return planned, skipped
 
 
 def manifest_row(run: PlannedRun, finetuning: str, result: dict) -> dict:

@@ -147,7 +147,9 @@ def _rewritten_cots(stage: Stage, problems: pd.DataFrame, critiques: pd.DataFram
     png = length_histogram(before, after, f"CoT length, {key.dataset} / {key.model_size}")
     stage.run.log_image_bytes(png, "cot_lengths.png")
     stage.run.log_text(json.dumps(stats, indent=2), "crv_stats.json")
-    side_by_side = frame[frame["action"].isin(["expand", "simplify"])]
+    rewrites = frame[frame["action"].isin(["expand", "simplify"])]
+    # Passing and failing rewrites side by side, the failing ones with why they were dropped.
+    side_by_side = pd.concat([rewrites[rewrites["passed"]].head(2), rewrites[~rewrites["passed"]].head(2)])
     return StageResult(frame, {
         "num_problems": len(frame), "num_passed": int(frame["passed"].sum()),
         "num_dropped": stats["num_dropped"], "rewrite_pass_rate": stats["rewrite_pass_rate"],
@@ -160,7 +162,7 @@ def _rewritten_cots(stage: Stage, problems: pd.DataFrame, critiques: pd.DataFram
         "pass_rate_by_attempt": dg.MetadataValue.json(stats["pass_rate_by_attempt"]),
         "drop_reasons": dg.MetadataValue.json(stats["drop_reasons"]),
         "cot_lengths_tokens": image(png, "CoT lengths in student tokens, before and after"),
-        "side_by_side": markdown_table(side_by_side, ["problem_id", "action", "passed", "original_cot",
+        "side_by_side": markdown_table(side_by_side, ["problem_id", "action", "passed", "drop_reason", "original_cot",
                                                       "rewritten_cot"], rows=4, max_chars=400),
     }, {"max_attempts": cfg.crv.max_attempts, "llm_judge": cfg.crv.verifier.llm_judge,
         "expand_prompt": cfg.crv.rethinker.expand_prompt, "simplify_prompt": cfg.crv.rethinker.simplify_prompt})

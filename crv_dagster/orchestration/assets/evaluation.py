@@ -9,8 +9,8 @@ import pandas as pd
 from crv_dagster.config import Profile
 from crv_dagster.evaluation import runs
 from crv_dagster.evaluation.accounting import TOKEN_ASSETS, asset_tokens, method_costs
-from crv_dagster.evaluation.aggregate import pool_seeds
-from crv_dagster.evaluation.report import accuracy_plot, results_markdown
+from crv_dagster.evaluation.aggregate import pool_seeds, primary_comparisons
+from crv_dagster.evaluation.report import accuracy_plot, primary_markdown, results_markdown
 from crv_dagster.factory import build_backend, code_sandbox
 from crv_dagster.model_card import add_scores
 from crv_dagster.models.located import student_base_model
@@ -32,13 +32,14 @@ READS = {
         (__name__, "crv_dagster.evaluation.runs", "crv_dagster.evaluation.accounting", "crv_dagster.factory",
          "crv_dagster.model_card",
          *_REPORT),
-        lambda p: {"evaluation": p.evaluation.model_dump(mode="json"), "seeds": p.seeds,
+        lambda p: {"evaluation": p.evaluation.model_dump(mode="json", exclude={"primary"}), "seeds": p.seeds,
                    "backend": backend_identity(p, p.evaluation.backend), "students": students(p),
                    "eval_fraction": {n: d.eval_fraction for n, d in p.datasets.items()},
                    # device time counts every training process
                    "processes": {size: p.training_for(size).launch.num_processes for size in p.model_sizes}}),
     "results": AssetReads((__name__, *_REPORT),
-                          lambda p: {"students": {s: c.parameters for s, c in p.model_sizes.items()}}),
+                          lambda p: {"students": {s: c.parameters for s, c in p.model_sizes.items()},
+                                     "primary": p.evaluation.primary.model_dump()}),
 }
 
 
@@ -132,6 +133,7 @@ def _results(stage: Stage, eval_scores: pd.DataFrame) -> StageResult:
     frame = frame.sort_values(["model_size", "method", "benchmark"], kind="stable").reset_index(drop=True)
     frame = frame[list(results_schema.columns)]
     table, png = results_markdown(frame, sizes), accuracy_plot(frame, sizes)
+    primary = primary_comparisons(frame, cfg.evaluation.primary.method, cfg.evaluation.primary.against)
     stage.log.info(f"results for {dataset}: {frame['model_size'].nunique()} model size(s), "
                    f"{frame['method'].nunique()} methods, {frame['benchmark'].nunique()} benchmarks")
     # Its own run, not an asset run: one per dataset, tagged as the report MLflow users look for.
@@ -142,8 +144,11 @@ def _results(stage: Stage, eval_scores: pd.DataFrame) -> StageResult:
         report.log_text(table, "results.md")
         report.log_image_bytes(png, "accuracy_vs_size.png")
         report.log_text(frame.to_csv(index=False), "results.csv")
+        report.log_text(primary_markdown(primary), "primary_comparison.md")
     return StageResult(frame, metadata={
         "results": dg.MetadataValue.md(table),
+        "primary_comparison": dg.MetadataValue.md(primary_markdown(primary)),
         "accuracy_pct_vs_size": image(png, "accuracy (%) against model size, 95% intervals"),
         "model_sizes": dg.MetadataValue.json(sorted(frame["model_size"].unique().tolist())),
+        "model_sizes_not_yet_evaluated": dg.MetadataValue.json(sorted(set(cfg.model_sizes) - set(frame["model_size"]))),
     }, link=report.url)

@@ -199,7 +199,9 @@ def _sft(stage: Stage, verified_set: pd.DataFrame, raw_cots: pd.DataFrame, criti
 def _preference(stage: Stage, sft_manifest: pd.DataFrame, pairs: pd.DataFrame) -> StageResult:
     cfg, key = stage.cfg, stage.key
     training = cfg.training_for(key.model_size)
-    planned = plan.preference_runs(cfg, key.dataset, key.model_size, sft_manifest, pairs)
+    planned, skipped = plan.preference_runs(cfg, key.dataset, key.model_size, sft_manifest, pairs)
+    for method, reason in skipped.items():
+        stage.log.warning(f"{method} not trained: {reason}")
     rows, summary, reference_s, links = [], {}, [], {}
     with launch_training(stage.context, stage.mlflow, cfg, key, training, planned) as launched:
         for item in launched:
@@ -221,6 +223,7 @@ def _preference(stage: Stage, sft_manifest: pd.DataFrame, pairs: pd.DataFrame) -
         **{k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in summary.items()},
         **run_links(links), **_launch_metadata(training, launched),
         "pairs_by_type": counts(pairs["pair_type"]),
+        "not_trained": dg.MetadataValue.json(skipped),
         "seeds": dg.MetadataValue.json(list(cfg.seeds)),
         "checkpoints": markdown_table(manifest, ["method", "seed", "steps", "loss_first", "loss_last"], rows=60),
     }, link=links[f"{COGPO}/seed-{cfg.seeds[0]}"])
