@@ -36,7 +36,7 @@ from crv_dagster.versions import table_version
 from crv_dagster.vocabulary import CONTAMINATED, SUITED
 
 TABLES = ("problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs")
-SPLITS = ("sft", "preference")
+EXPORT_SPLITS = ("sft", "preference")
 
 
 class ExportError(ValueError):
@@ -110,7 +110,7 @@ def dataset_card(profile: Profile, facts: dict, sizes: dict[str, int]) -> str:
         "tags": ["reasoning", "chain-of-thought", "distillation", "preference", "crv", "cogpo", *profile.export.tags],
         "pretty_name": f"CRV data: {facts['partition']} ({profile.name})",
         "configs": [{"config_name": "default",
-                     "data_files": [{"split": s, "path": f"{s}/*.arrow"} for s in SPLITS]}],
+                     "data_files": [{"split": s, "path": f"{s}/*.arrow"} for s in EXPORT_SPLITS]}],
     }
     counts = facts["counts"]
     lines = [
@@ -137,6 +137,8 @@ def dataset_card(profile: Profile, facts: dict, sizes: dict[str, int]) -> str:
         f"- Decontamination ({_ngram_text(facts['decontamination']['ngram'])} against the eval split and the "
         f"profile's benchmarks): contaminated training problems set aside, by benchmark: "
         f"{json.dumps(facts['decontamination']['contaminated_by_benchmark'])}", "",
+        "Data versions are those of the stored tables exported; code versions are those of the code at export "
+        "time, the tables' own when Dagster shows the assets up to date.", "",
         "| table | code version | data version |", "|---|---|---|",
         *[f"| {a} | `{facts['code_versions'][a]}` | `{facts['data_versions'][a]}` |" for a in TABLES], "",
         f"License: `{profile.export.license}` (from the profile's `export.license`); the problems and teacher "

@@ -20,8 +20,10 @@ def write_model_card(folder: str | Path, *, method: str, seed: int, base_model: 
                      trained_on: str, data_version: str, steps: int, loss_first: float | None,
                      loss_last: float | None, profile: str, partition: str) -> Path:
     """``trained_on``: what the data was, counted (``12 chains of thought``, ``96 preference pairs``)."""
-    header = {"base_model": base_model, "library_name": "transformers",
-              "tags": ["crv-dagster", "reasoning", "chain-of-thought", method], "pipeline_tag": "text-generation"}
+    header = {"library_name": "transformers", "pipeline_tag": "text-generation",
+              "tags": ["crv-dagster", "reasoning", "chain-of-thought", method]}
+    if not Path(base_model).exists():  # the Hub reads base_model as a Hub id, never a local folder
+        header = {"base_model": base_model, **header}
     lines = ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "",
              f"# {method} (seed {seed}), {partition}", "",
              f"Trained by crv-dagster (profile `{profile}`) with `{method}` from `{base_model}` "

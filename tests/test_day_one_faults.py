@@ -52,6 +52,17 @@ def _env(tmp_path, home, profile=TEST_PROFILE):
     return env
 
 
+def _gated_profile(tmp_path, server) -> Path:
+    """The test profile with its teacher behind ``server`` (a GatedTeacher)."""
+    profile = yaml.safe_load(TEST_PROFILE.read_text())
+    profile["backends"]["gated"] = {"kind": "openai", "model": "gated", "base_url": server.base_url,
+                                    "api_key_env": None, "timeout_s": 600}
+    profile["teacher"]["backend"] = "gated"
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return path
+
+
 def _materialize(env, selection, partition, **kwargs):
     return subprocess.Popen([DAGSTER, "asset", "materialize", "-m", "crv_dagster", "--select", selection,
                              "--partition", partition], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -79,12 +90,7 @@ def _alive(pid):
 def test_after_a_sigkilled_run_the_same_command_completes(tmp_path, monkeypatch):
     teacher = GatedTeacher()
     with ChatServer(teacher, "gated") as server:
-        profile = yaml.safe_load(TEST_PROFILE.read_text())
-        profile["backends"]["gated"] = {"kind": "openai", "model": "gated", "base_url": server.base_url,
-                                        "api_key_env": None, "timeout_s": 600}
-        profile["teacher"]["backend"] = "gated"
-        path = tmp_path / "profile.yaml"
-        path.write_text(yaml.safe_dump(profile))
+        path = _gated_profile(tmp_path, server)
         home = _home(tmp_path)
         env = _env(tmp_path, home, path)
         monkeypatch.setenv("DAGSTER_HOME", str(home))
@@ -128,12 +134,7 @@ def test_after_a_sigkilled_run_the_same_command_completes(tmp_path, monkeypatch)
 def test_a_run_waiting_on_the_pool_says_which_run_holds_it(tmp_path, monkeypatch):
     teacher = GatedTeacher()
     with ChatServer(teacher, "gated") as server:
-        profile = yaml.safe_load(TEST_PROFILE.read_text())
-        profile["backends"]["gated"] = {"kind": "openai", "model": "gated", "base_url": server.base_url,
-                                        "api_key_env": None, "timeout_s": 600}
-        profile["teacher"]["backend"] = "gated"
-        path = tmp_path / "profile.yaml"
-        path.write_text(yaml.safe_dump(profile))
+        path = _gated_profile(tmp_path, server)
         env = _env(tmp_path, _home(tmp_path), path)
         monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
         first = _materialize(env, "problems,raw_cots", "arith_gen|tiny-a")

@@ -71,7 +71,10 @@ def test_phrasing_many_benchmark_problems_share_is_not_evidence():
 
 def test_normalisation_removes_what_the_project_adds_and_latex_spacing():
     assert normalize("What is $x\\,+\\;y$?\n\nA) 1\nB) 2\n\nAnswer with the letter of the correct option.") == \
-        "what is x y a 1 b 2"
+        "what is x + y a 1 b 2"
+    # Operators and relations are kept: these are different problems.
+    assert normalize("Solve $2x+3=7$.") != normalize("Solve $2x-3=7$.")
+    assert normalize("x > 3") != normalize("x < 3")
     assert normalize("Ｆｕｌｌｗｉｄｔｈ  TEXT") == "fullwidth text"
 
 

@@ -134,7 +134,7 @@ def test_bad_rows_are_counted_with_row_field_and_reason(tmp_path):
     rejected = result.rejected.set_index("source_row")
     assert rejected.loc[5, "reason"] == "question is empty" and rejected.loc[5, "field"] == "q"
     assert rejected.loc[6, "reason"] == "answer is empty" and rejected.loc[6, "field"] == "a"
-    assert rejected.loc[7, "reason"].endswith("(same normalised text)")
+    assert rejected.loc[7, "reason"].endswith("(same text)")
     assert rejected.loc[8, "reason"] == "chain of thought is empty" and rejected.loc[8, "field"] == "sol"
 
 

@@ -35,7 +35,9 @@ _ADDED = [re.compile(re.escape(text), re.IGNORECASE) for text in (
     "Complete this code:",
 )]
 _LATEX_SPACING = re.compile(r"\\(?:[,;:! ]|quad|qquad|left|right|displaystyle|text|mathrm|mbox)(?![a-zA-Z])")
-_NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
+# Operators and relations are words of their own: 2x+3=7 and 2x-3=7 are different problems.
+_OPERATOR = re.compile(r"([+\-*/=<>^])")
+_NON_WORD = re.compile(r"[^\w+\-*/=<>^]+", re.UNICODE)
 
 
 def normalize(text: str) -> str:
@@ -44,7 +46,7 @@ def normalize(text: str) -> str:
     for added in _ADDED:
         text = added.sub(" ", text)
     text = _LATEX_SPACING.sub(" ", text)
-    text = text.replace("$", " ").lower()
+    text = _OPERATOR.sub(r" \1 ", text.replace("$", " ").lower())
     return " ".join(_NON_WORD.sub(" ", text).split())
 
 
@@ -84,8 +86,11 @@ class ReferenceIndex:
                     self._exact.setdefault(text, (benchmark, problem_id))
                 for gram in ngrams(text, n):
                     by_gram[gram].append((benchmark, problem_id))
-        limit = max(3, common_share * total)
-        self._grams = {gram: found[0] for gram, found in by_gram.items() if len(set(found)) <= limit}
+        def common(found: list) -> bool:
+            shared_by = len(set(found))
+            return shared_by > common_share * total and shared_by >= 3
+
+        self._grams = {gram: found[0] for gram, found in by_gram.items() if not common(found)}
         self.common_ngrams = len(by_gram) - len(self._grams)
 
     def match(self, question: str) -> Match | None:
@@ -116,16 +121,18 @@ def mark_contaminated(problems: pd.DataFrame, references: Mapping[str, pd.DataFr
 class DuplicateFinder:
     """Training problems seen so far; ``seen`` says whether a new one repeats one of them."""
 
-    def __init__(self, n: int | None = 8, near_duplicate: float = 0.5):
-        self.n, self.near_duplicate = n, near_duplicate
+    def __init__(self, n: int | None = 8, near_duplicate: float = 0.5, normalise: bool = True):
+        """``normalise=False``: only the same text (stripped) is a duplicate, as a published
+        benchmark's own problems are compared."""
+        self.n, self.near_duplicate, self.normalise = n, near_duplicate, normalise
         self._texts: dict[str, int] = {}
         self._grams: dict[tuple[str, ...], list[int]] = defaultdict(list)
 
     def seen(self, question: str, row: int) -> tuple[int, str] | None:
         """(the earlier row it repeats, how) or None; a problem that repeats nothing is remembered as ``row``."""
-        text = normalize(question)
+        text = normalize(question) if self.normalise else question.strip()
         if text in self._texts:
-            return self._texts[text], "same normalised text"
+            return self._texts[text], "same normalised text" if self.normalise else "same text"
         grams = ngrams(text, self.n)
         if grams:
             shared = Counter(earlier for gram in grams for earlier in self._grams.get(gram, ()))

@@ -291,7 +291,7 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable,
 
     accepted, rejected = [], list(table.unreadable)
     duplicates = (DuplicateFinder(decontamination.ngram, decontamination.near_duplicate) if decontamination
-                  else DuplicateFinder(None))
+                  else DuplicateFinder(None, normalise=False))
     for position, row in enumerate(frame.itertuples(index=False)):
         values = dict(zip(frame.columns, row))
         source_row = table.source_rows[position] if table.source_rows else position + 1
@@ -329,12 +329,8 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable,
         if config.cot_source == "dataset" and cot is None:
             rejected.append({"source_row": source_row, "field": cols.cot, "reason": "chain of thought is empty"})
             continue
-        if repeated := duplicates.seen(question, source_row):
-            earlier, how = repeated
-            rejected.append({"source_row": source_row, "field": cols.question,
-                             "reason": f"duplicate of row {earlier} ({how})"})
-            continue
         pid = str(values[cols.id]) if cols.id is not None else _problem_id(dataset, question)
+        plain_question = question  # before any options are added: what duplicates are judged on
         choices = None
         if config.answer_format == "multiple_choice":
             options = [_text(values[c]) for c in cols.choices]
@@ -344,6 +340,11 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable,
                 continue
             question, answer, choices = shuffle_choices(question, answer, [o for o in options if o],
                                                         random.Random(f"{config.split_seed}:{pid}"))
+        if repeated := duplicates.seen(plain_question, source_row):
+            earlier, how = repeated
+            rejected.append({"source_row": source_row, "field": cols.question,
+                             "reason": f"duplicate of row {earlier} ({how})"})
+            continue
         accepted.append({"problem_id": pid, "dataset": dataset, "question": question, "answer": answer,
                          "reference_cot": cot, "choices": choices, "tests": tests, "source_row": source_row})
         if config.max_problems is not None and len(accepted) >= config.max_problems:

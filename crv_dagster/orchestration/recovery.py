@@ -216,7 +216,10 @@ def pool_waits(instance: dg.DagsterInstance, pid: int, pool: str = POOL) -> list
         if step.assigned_timestamp is not None or not holders:
             continue  # it has its slot, or waits on its own run's steps: the pool's limit, as meant
         run = instance.get_run_by_id(step.run_id)
-        if run is None or run.status not in IN_PROGRESS or _local_pid(instance, run) != pid:
+        if run is None or run.status not in IN_PROGRESS:
+            continue
+        # A run whose first step is the one waiting has no pid tag yet: its start event names it.
+        if (_local_pid(instance, run) or _run_start_pid(instance, run.run_id)) != pid:
             continue
         held = ", ".join(f"run {slot.run_id} (step {slot.step_key})" for slot in holders)
         waits.append((step.run_id, step.step_key,

@@ -259,7 +259,7 @@ def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config:
     """
     if not is_preference_method(method):
         raise ValueError(f"unknown preference method '{method}' (known: {', '.join(PREFERENCE_METHODS)}, "
-                         "cogpo_uniform_<beta>)")
+                         "cogpo_uniform_<beta>, cogpo_without_<kind>)")
     if pairs.empty:
         raise ValueError("no preference pairs: nothing to train on")
     if config.torch_threads:

@@ -115,7 +115,6 @@ def preference_runs(cfg: Profile, dataset: str, model_size: str, sft_manifest: p
     if pairs.empty:
         raise ValueError("preference_pairs is empty: nothing to train on (see its refused_by_reason metadata)")
     training = cfg.training_for(model_size)
-    by_type = pairs["pair_type"].value_counts().to_dict()
     data, skipped = {}, {}
     for method in cfg.training.preference_methods():
         kind = left_out_kind(method)
@@ -129,7 +128,7 @@ def preference_runs(cfg: Profile, dataset: str, model_size: str, sft_manifest: p
             params = {"sft_model": start, "method": method, "seed": seed, "finetuning": training.finetuning,
                       **{f"cogpo.{k}": v for k, v in training.cogpo.model_dump().items()},
                       **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
-                      **{f"pairs_{t}": n for t, n in by_type.items()}}
+                      **{f"pairs_{t}": n for t, n in data[method]["pair_type"].value_counts().items()}}
             planned.append(PlannedRun("preference", method, seed, start, data[method],
                                       checkpoint_dir(cfg, "cogpo_model", dataset, model_size, method, seed), params))
     return planned, skipped

@@ -12,7 +12,7 @@ import pandas as pd
 
 from crv_dagster.config import Profile
 from crv_dagster.factory import solution_checker
-from crv_dagster.model_card import write_model_card
+from crv_dagster.model_card import CARD, write_model_card
 from crv_dagster.models.located import student_base_model
 from crv_dagster.orchestration.pipes_launch import launch_training
 from crv_dagster.orchestration.metadata import counts, markdown_table
@@ -157,6 +157,8 @@ def _launch_metadata(training, launched) -> dict:
 
 
 def _card(stage: Stage, item, row: dict) -> None:
+    if item.reused and (item.planned.out_dir / CARD).is_file():
+        return  # kept from an earlier launch: its card, with any scores it has, stays
     what = "chains of thought" if item.planned.kind == "sft" else "preference pairs"
     write_model_card(item.planned.out_dir, method=row["method"], seed=row["seed"], base_model=row["parent"],
                      finetuning=row["finetuning"], trained_on=f"{row['num_examples']} {what}",
@@ -217,7 +219,7 @@ def _preference(stage: Stage, sft_manifest: pd.DataFrame, pairs: pd.DataFrame) -
                 summary.update(plan.preference_summary(method, rows[-1], result))
     manifest = pd.DataFrame(rows)
     return StageResult(manifest, {
-        # One reference pass per starting checkpoint and seed, shared by every method that has a reference.
+        # One reference pass per starting checkpoint, pairs and seed, shared by every method on them.
         "reference_passes": len(reference_s), "reference_logps_s": round(sum(reference_s), 3),
     }, {
         **{k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in summary.items()},
