@@ -162,7 +162,9 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     models = pd.concat([_table(artifacts, "sft_model", "arith|tiny-a"), _table(artifacts, "cogpo_model", "arith|tiny-a")])
     for row in models.itertuples():
         card = (Path(row.path) / "README.md").read_text()
-        assert card.startswith("---\nbase_model: ") and f"| method | `{row.method}` |" in card
+        header = yaml.safe_load(card.split("---")[1])
+        assert "base_model" not in header  # a local folder is no Hub id; the table names it
+        assert f"| method | `{row.method}` |" in card and f"| trained from | `{row.parent}` |" in card
         assert "## Scores" in card and "| arith_bench |" in card
 
     # The curated data as a Hugging Face dataset folder with its card.

@@ -57,3 +57,21 @@ def test_exporting_a_partition_never_materialised_names_what_to_run(tmp_path):
     assert "partition 'arith|tiny-a' of profile 'test' has no stored problems" in done.stderr
     assert "--select '*preference_pairs' --partition 'arith|tiny-a'" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_card_names_a_hub_base_model_in_its_header_and_gains_scores(tmp_path):
+    import yaml
+
+    from crv_dagster.model_card import add_scores, write_model_card
+
+    card = write_model_card(tmp_path, method="cogpo", seed=1, base_model="Qwen/Qwen2.5-0.5B-Instruct",
+                            finetuning="full", trained_on="96 preference pairs", data_version="abc", steps=6,
+                            loss_first=0.69, loss_last=0.41, profile="paper", partition="gsm8k|qwen-0.5b")
+    assert yaml.safe_load(card.read_text().split("---")[1])["base_model"] == "Qwen/Qwen2.5-0.5B-Instruct"
+    scores = pd.DataFrame({"benchmark": ["gsm8k_heldout"], "accuracy": [0.5], "ci_low": [0.4], "ci_high": [0.6],
+                           "num_problems": [100]})
+    add_scores(tmp_path, scores)
+    add_scores(tmp_path, scores)  # scored again: the section is replaced, not repeated
+    text = card.read_text()
+    assert text.count("## Scores") == 1 and "| gsm8k_heldout | 50.0 | 40.0-60.0 | 100 |" in text
+    assert "| loss | 0.6900 -> 0.4100 |" in text
