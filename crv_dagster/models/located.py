@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 from crv_dagster.config import Profile
 from crv_dagster.data.sources import TextLimit
@@ -33,10 +34,8 @@ def student_base_model(profile: Profile, model_size: str) -> str:
     return resolve_profile_model(profile, profile.model_sizes[model_size].model)
 
 
-def student_text_limit(profile: Profile, dataset: str, model_size: str) -> TextLimit | None:
-    """The longest question or CoT ``dataset`` may hold for the student of ``model_size``: the
-    dataset's ``max_text_tokens``, else the student's context length (None when its config has none).
-    The tokenizer loads only if some text is long enough to need counting."""
+def student_token_counter(profile: Profile, model_size: str) -> Callable[[str], int]:
+    """Tokens of a text in the student's tokenizer, which loads at the first count."""
     path = student_base_model(profile, model_size)
     tokenizer = None
 
@@ -47,6 +46,16 @@ def student_text_limit(profile: Profile, dataset: str, model_size: str) -> TextL
 
             tokenizer = AutoTokenizer.from_pretrained(path)
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return count
+
+
+def student_text_limit(profile: Profile, dataset: str, model_size: str) -> TextLimit | None:
+    """The longest question or CoT ``dataset`` may hold for the student of ``model_size``: the
+    dataset's ``max_text_tokens``, else the student's context length (None when its config has none).
+    The tokenizer loads only if some text is long enough to need counting."""
+    path = student_base_model(profile, model_size)
+    count = student_token_counter(profile, model_size)
 
     configured = profile.datasets[dataset].max_text_tokens
     if configured is not None:

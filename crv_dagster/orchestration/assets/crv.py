@@ -16,7 +16,7 @@ from crv_dagster.factory import (
     build_verifier,
     solution_checker,
 )
-from crv_dagster.models.located import resolve_profile_model, student_base_model
+from crv_dagster.models.located import student_base_model, student_token_counter
 from crv_dagster.orchestration.metadata import image, markdown_table
 from crv_dagster.orchestration.resources import ProfileResource
 from crv_dagster.orchestration.stage import Stage, StageResult, table_stage
@@ -54,14 +54,6 @@ READS = {
     "rewritten_cots": AssetReads(_CODE, _rewrite_reads),
     "verified_set": AssetReads((__name__, "crv_dagster.agents.crv"), lambda p: {"unrewritten": p.crv.unrewritten}),
 }
-
-
-def _token_counter(cfg, model_size: str):
-    """Tokens of a text in the student's tokenizer: how rewrites are measured."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_profile_model(cfg, cfg.model_sizes[model_size].model))
-    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _unparsed_check(frame: pd.DataFrame, cfg) -> list[dg.AssetCheckResult]:
@@ -133,7 +125,7 @@ def _rewritten_cots(stage: Stage, problems: pd.DataFrame, critiques: pd.DataFram
     student_size = cfg.model_sizes[key.model_size].parameters
     # A code CoT's rewrite is verified by running its problem's tests.
     checker = solution_checker(cfg, problems[problems["problem_id"].isin(critiques["problem_id"])])
-    count_tokens = _token_counter(cfg, key.model_size)
+    count_tokens = student_token_counter(cfg, key.model_size)  # how rewrites are measured
     with build_backend(cfg, cfg.crv.agent_backend) as backend, build_verifier(cfg, backend, checker) as verifier:
         rethinker = build_rethinker(cfg, backend)
         n_rewrite = int(critiques["label"].isin(["easy", "hard"]).sum())
