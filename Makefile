@@ -18,7 +18,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo study pipeline test test-fast test-vllm bench-generation dev mlflow-ui bench setup sandbox-tools clean recover
+.PHONY: demo study study-student pipeline test test-fast test-vllm bench-generation dev mlflow-ui bench setup sandbox-tools clean recover
 
 # INFO-level logs: one line per step and the pipeline's own progress messages, not Dagster's debug events.
 LOG_CONFIG := {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -26,10 +26,13 @@ LOG_CONFIG := {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 demo: setup
 	@$(MAKE) --no-print-directory pipeline PROFILE=demo
 
-# The CPU study (assets_config/study.yaml): 300 problems, 210 held out, the SFT variants, CogPO and the
-# DPO controls; 40 minutes on 2 cores.
+# The CPU study (assets_config/study.yaml): 300 problems, 210 held out, the SFT controls, CogPO from
+# both SFT checkpoints, its reversed schedule and DPO; study-student repeats it with the student Critic.
 study: setup
 	@$(MAKE) --no-print-directory pipeline PROFILE=study
+
+study-student: setup
+	@$(MAKE) --no-print-directory pipeline PROFILE=study_student
 
 # The whole graph of one profile's partition, then its dataset's results and the summary.
 pipeline:
