@@ -396,6 +396,10 @@ class PairsConfig(_Strict):
     inject_max_new_tokens: int = Field(REWRITE_TOKENS, gt=0, description="thinking and the rewrite together")
     betas: PairBetas = PairBetas()
     seed: int = 0
+    heldout_problems: int = Field(
+        0, ge=0, description="eval-split problems that get pairs built the same way (heldout_pairs), on which "
+                             "every preference checkpoint's loss, margin and accuracy per pair kind are measured; "
+                             "0: none")
 
     @property
     def incorrect_sources(self) -> list[str]:

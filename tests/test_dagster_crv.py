@@ -16,7 +16,7 @@ from crv_dagster.orchestration.definitions import build_definitions
 from crv_dagster.storage import table_path
 
 CRV_ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set"]
-TRAINING_ASSETS = ["preference_pairs", "sft_model", "cogpo_model", "eval_scores"]
+TRAINING_ASSETS = ["preference_pairs", "heldout_pairs", "sft_model", "cogpo_model", "eval_scores"]
 SEEDS = (0, 1)  # the test profile's seeds
 
 
@@ -98,6 +98,20 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
         [raw_sft] = sft.loc[(sft["method"] == "sft_raw") & (sft["seed"] == seed), "path"]
         assert set(cogpo.loc[(cogpo["seed"] == seed) & (cogpo["method"] == "cogpo_from_raw"), "parent"]) == {raw_sft}
 
+    # Held-out pairs: built by the same chain on eval-split problems only, never trained on, and
+    # every preference checkpoint measured on them per kind, before and after.
+    problems = _table(artifacts, "problems", "arith|tiny-a")
+    heldout = _table(artifacts, "heldout_pairs", "arith|tiny-a")
+    eval_ids = set(problems.loc[problems["split"] == "eval", "problem_id"])
+    assert len(heldout) > 0 and set(heldout["problem_id"]) <= eval_ids
+    assert not set(heldout["problem_id"]) & set(pairs["problem_id"])
+    assert meta["heldout_pairs"]["problem_ids"] == sorted(eval_ids, key=list(problems["problem_id"]).index)
+    assert meta["cogpo_model"]["heldout_pairs"] == len(heldout)
+    by_kind = meta["cogpo_model"]["heldout_by_kind"]
+    for method in TEST_PREFERENCE_METHODS:
+        for kind in set(heldout["pair_type"]):
+            assert f"| {method} | 0 | {kind} |" in by_kind and f"| {method} | 1 | {kind} |" in by_kind
+
     client = MlflowClient(f"sqlite:///{artifacts}/mlflow.db")
     experiment = client.get_experiment_by_name("crv-dagster-test")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -105,7 +119,7 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     # A run per trained model and seed, and per evaluated model and seed.
     evaluated = 1 + len(TEST_SFT_METHODS) + len(TEST_PREFERENCE_METHODS)
     assert sorted(r.data.tags["dagster.asset"] for r in runs) == sorted(
-        CRV_ASSETS + ["preference_pairs"] + ["sft_model"] * len(TEST_SFT_METHODS) * len(SEEDS)
+        CRV_ASSETS + ["preference_pairs", "heldout_pairs"] + ["sft_model"] * len(TEST_SFT_METHODS) * len(SEEDS)
         + ["cogpo_model"] * len(TEST_PREFERENCE_METHODS) * len(SEEDS) + ["eval_scores"] * evaluated * len(SEEDS))
     assert all(r.info.status == "FINISHED" for r in runs)
     [rewrite_run] = [r for r in runs if r.data.tags["dagster.asset"] == "rewritten_cots"]
@@ -116,6 +130,9 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     assert cogpo_run.data.params["beta_large_gap"] == "0.5"
     assert len(client.get_metric_history(cogpo_run.info.run_id, "cogpo/loss")) == 6
     assert "cogpo/rewards/margins" in cogpo_run.data.metrics
+    kind = heldout["pair_type"].iloc[0]
+    assert cogpo_run.data.metrics[f"heldout/{kind}/loss/before"] == pytest.approx(0.6931, abs=1e-3)
+    assert f"heldout/{kind}/accuracy/after" in cogpo_run.data.metrics
     [sft_run] = [r for r in models if r.data.tags["crv.method"] == "sft" and r.data.tags["crv.seed"] == "1"]
     assert len(client.get_metric_history(sft_run.info.run_id, "sft/loss")) == 8
 

@@ -31,38 +31,15 @@ def student_nll(model_path: str, items: Sequence[tuple[str, str, str]], batch_si
     ``max_tokens`` cuts a longer prompt + CoT (its tail is then left out of the mean); NaN for an
     empty CoT.
     """
-    import torch
-
-    from crv_dagster.training.common import load_student
+    from crv_dagster.training.common import completion_logps, load_student
 
     model, tokenizer = load_student(model_path)
     model.eval()
-    out: list[float] = []
-    for start in range(0, len(items), batch_size):
-        batch = items[start:start + batch_size]
-        sequences, masks = [], []
-        for question, answer, cot in batch:
-            prompt = tokenizer.apply_chat_template(student_messages(question, answer), tokenize=False,
-                                                   add_generation_prompt=True)
-            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            cot_ids = tokenizer(adjusted_completion(prompt, cot.strip()), add_special_tokens=False)["input_ids"]
-            ids = (prompt_ids + cot_ids)[:max_tokens] if max_tokens else prompt_ids + cot_ids
-            sequences.append(ids)
-            masks.append(([0] * len(prompt_ids) + [1] * (len(ids) - len(prompt_ids)))[:len(ids)])
-        width = max(len(s) for s in sequences)
-        pad = tokenizer.pad_token_id or 0
-        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences])
-        attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences])
-        scored = torch.tensor([m + [0] * (width - len(m)) for m in masks])
-        with torch.no_grad():
-            logits = model(input_ids=input_ids, attention_mask=attention).logits.float()
-        # Token t is predicted from position t - 1.
-        logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:, None])[..., 0]
-        weight = scored[:, 1:].float()
-        counts = weight.sum(dim=1)
-        nll = -(logps * weight).sum(dim=1) / counts.clamp(min=1)
-        out += [float(v) if c > 0 else math.nan for v, c in zip(nll.tolist(), counts.tolist())]
-    return out
+    prompts = [tokenizer.apply_chat_template(student_messages(question, answer), tokenize=False,
+                                             add_generation_prompt=True) for question, answer, _ in items]
+    completions = [adjusted_completion(prompt, cot.strip()) for prompt, (_, _, cot) in zip(prompts, items)]
+    scored = completion_logps(model, tokenizer, prompts, completions, batch_size, max_tokens)
+    return [-total / count if count else math.nan for total, count in scored]
 
 
 def labels_by_nll(nll: Sequence[float]) -> list[str]:

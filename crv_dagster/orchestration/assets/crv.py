@@ -76,7 +76,7 @@ def _sft_rows_check(frame: pd.DataFrame, cfg) -> list[dg.AssetCheckResult]:
                                 metadata={"num_suited": suited})]
 
 
-def _critiques(stage: Stage, raw_cots: pd.DataFrame) -> StageResult:
+def critiques_stage(stage: Stage, raw_cots: pd.DataFrame) -> StageResult:
     cfg = stage.cfg
     student_size = cfg.model_sizes[stage.key.model_size].parameters
     # The student's own NLL of every CoT it could be trained on: the check on any Critic, and the
@@ -120,7 +120,7 @@ def _critiques(stage: Stage, raw_cots: pd.DataFrame) -> StageResult:
         "critic_max_retries": cfg.crv.critic.max_retries, "agent_model": frame["agent_model"].iloc[0] if len(frame) else ""})
 
 
-def _rewritten_cots(stage: Stage, problems: pd.DataFrame, critiques: pd.DataFrame) -> StageResult:
+def rewritten_cots_stage(stage: Stage, problems: pd.DataFrame, critiques: pd.DataFrame) -> StageResult:
     cfg, key = stage.cfg, stage.key
     student_size = cfg.model_sizes[key.model_size].parameters
     # A code CoT's rewrite is verified by running its problem's tests.
@@ -160,7 +160,7 @@ def _rewritten_cots(stage: Stage, problems: pd.DataFrame, critiques: pd.DataFram
         "expand_prompt": cfg.crv.rethinker.expand_prompt, "simplify_prompt": cfg.crv.rethinker.simplify_prompt})
 
 
-def _verified_set(stage: Stage, rewritten_cots: pd.DataFrame) -> StageResult:
+def verified_set_stage(stage: Stage, rewritten_cots: pd.DataFrame) -> StageResult:
     policy = stage.cfg.crv.unrewritten
     frame = crv.verified_set(rewritten_cots, policy)
     suited = frame[frame["role"] == SUITED]
@@ -193,7 +193,7 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
     )
     def critiques(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                   raw_cots: pd.DataFrame):
-        yield from table_stage(context, profile, mlflow, lambda stage: _critiques(stage, raw_cots), _unparsed_check)
+        yield from table_stage(context, profile, mlflow, lambda stage: critiques_stage(stage, raw_cots), _unparsed_check)
 
     @dg.asset(
         **table_asset_args(profile_, "rewritten_cots", rewritten_cots_schema, READS["rewritten_cots"]),
@@ -206,7 +206,7 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
     )
     def rewritten_cots(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                        problems: pd.DataFrame, critiques: pd.DataFrame):
-        yield from table_stage(context, profile, mlflow, lambda stage: _rewritten_cots(stage, problems, critiques))
+        yield from table_stage(context, profile, mlflow, lambda stage: rewritten_cots_stage(stage, problems, critiques))
 
     @dg.asset(
         **table_asset_args(profile_, "verified_set", verified_set_schema, READS["verified_set"]),
@@ -219,7 +219,7 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
     )
     def verified_set(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                      rewritten_cots: pd.DataFrame):
-        yield from table_stage(context, profile, mlflow, lambda stage: _verified_set(stage, rewritten_cots),
+        yield from table_stage(context, profile, mlflow, lambda stage: verified_set_stage(stage, rewritten_cots),
                                _sft_rows_check)
 
     return [critiques, rewritten_cots, verified_set]

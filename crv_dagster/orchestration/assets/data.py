@@ -97,10 +97,11 @@ def _contamination_check(frame: pd.DataFrame, cfg: Profile) -> list[dg.AssetChec
     )]
 
 
-def _raw_cots(stage: Stage, problems: pd.DataFrame) -> StageResult:
+def raw_cots_stage(stage: Stage, train: pd.DataFrame) -> StageResult:
+    """The teacher's CoTs for the problems in ``train`` (the training split, or heldout_pairs' sample)."""
     cfg, dataset = stage.cfg, stage.key.dataset
     dataset_cfg = cfg.datasets[dataset]
-    train = problems[problems["split"] == "train"].reset_index(drop=True)
+    train = train.reset_index(drop=True)
     checker = solution_checker(cfg, train)
     cache_meta: dict[str, int] = {}
     if dataset_cfg.cot_source == "dataset":
@@ -157,6 +158,7 @@ def build_data_assets(partitions: dg.PartitionsDefinition, profile_: Profile) ->
     )
     def raw_cots(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                  problems: pd.DataFrame):
-        yield from table_stage(context, profile, mlflow, lambda stage: _raw_cots(stage, problems))
+        yield from table_stage(context, profile, mlflow,
+                               lambda stage: raw_cots_stage(stage, problems[problems["split"] == "train"]))
 
     return [problems, raw_cots]

@@ -24,6 +24,7 @@ from crv_dagster.orchestration.types import (
     preference_pairs_schema,
     table_asset_args,
 )
+from crv_dagster.training import heldout as heldout_lib
 from crv_dagster.training import pairs as pairs_lib
 from crv_dagster.training import plan
 from crv_dagster.training.incorrect import find_incorrect_cots
@@ -69,7 +70,7 @@ READS = {
 }
 
 GROUP = "training"
-def _pairs(stage: Stage, problems: pd.DataFrame, verified_set: pd.DataFrame) -> StageResult:
+def pairs_stage(stage: Stage, problems: pd.DataFrame, verified_set: pd.DataFrame) -> StageResult:
     from transformers import AutoTokenizer  # here, not at the top: importing it takes seconds
 
     cfg, pairs_cfg = stage.cfg, stage.cfg.training.pairs
@@ -115,7 +116,7 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
     )
     def preference_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                          problems: pd.DataFrame, verified_set: pd.DataFrame):
-        yield from table_stage(context, profile, mlflow, lambda stage: _pairs(stage, problems, verified_set))
+        yield from table_stage(context, profile, mlflow, lambda stage: pairs_stage(stage, problems, verified_set))
 
     @dg.asset(
         **table_asset_args(profile_, "sft_model", model_manifest_schema, READS["sft_model"]),
@@ -140,11 +141,12 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
         pool="gpu",
         description="CogPO from the SFT checkpoint (reference = SFT model), and the preference baselines the "
                     "profile lists (DPO, DPO with the mean beta, IPO, SimPO, ORPO) from the same checkpoint on the "
-                    "same pairs; once per seed.",
+                    "same pairs; once per seed. Each is measured on heldout_pairs before and after training.",
     )
     def cogpo_model(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
-                    sft_model: pd.DataFrame, preference_pairs: pd.DataFrame):
-        yield from table_stage(context, profile, mlflow, lambda stage: _preference(stage, sft_model, preference_pairs),
+                    sft_model: pd.DataFrame, preference_pairs: pd.DataFrame, heldout_pairs: pd.DataFrame):
+        yield from table_stage(context, profile, mlflow,
+                               lambda stage: _preference(stage, sft_model, preference_pairs, heldout_pairs),
                                own_runs=True, models=True)
 
     return [preference_pairs, sft_model, cogpo_model]
@@ -198,13 +200,30 @@ def _sft(stage: Stage, verified_set: pd.DataFrame, raw_cots: pd.DataFrame, criti
     }, link=first.run.url)
 
 
-def _preference(stage: Stage, sft_manifest: pd.DataFrame, pairs: pd.DataFrame) -> StageResult:
+def _heldout_report(stage: Stage, item, heldout: pd.DataFrame, start_logps: dict) -> dict:
+    """The run's loss, margin and accuracy per pair kind on the held-out pairs, before training (its
+    starting checkpoint, measured once per checkpoint) and after."""
+    start = item.planned.base_model
+    if start not in start_logps:
+        start_logps[start] = heldout_lib.pair_logps(start, heldout)
+    betas = heldout_lib.kind_betas(item.planned.method, item.planned.data, stage.cfg.training.cogpo)
+    after = heldout_lib.pair_logps(str(item.planned.out_dir), heldout)
+    report = {"before": heldout_lib.pair_metrics(heldout, start_logps[start], start_logps[start], betas),
+              "after": heldout_lib.pair_metrics(heldout, after, start_logps[start], betas)}
+    item.run.log_metrics(heldout_lib.mlflow_metrics(report))
+    stage.log.info(f"{item.planned.method} (seed {item.planned.seed}) on {len(heldout)} held-out pairs: "
+                   + "; ".join(f"{kind} accuracy {v['accuracy']:.2f}, loss {v['loss']:.3f}"
+                               for kind, v in report["after"].items()))
+    return report
+
+
+def _preference(stage: Stage, sft_manifest: pd.DataFrame, pairs: pd.DataFrame, heldout: pd.DataFrame) -> StageResult:
     cfg, key = stage.cfg, stage.key
     training = cfg.training_for(key.model_size)
     planned, skipped = plan.preference_runs(cfg, key.dataset, key.model_size, sft_manifest, pairs)
     for method, reason in skipped.items():
         stage.log.warning(f"{method} not trained: {reason}")
-    rows, summary, reference_s, links = [], {}, [], {}
+    rows, summary, reference_s, links, reports, start_logps = [], {}, [], {}, {}, {}
     with launch_training(stage.context, stage.mlflow, cfg, key, training, planned) as launched:
         for item in launched:
             method, seed, result = item.planned.method, item.planned.seed, item.result
@@ -212,16 +231,22 @@ def _preference(stage: Stage, sft_manifest: pd.DataFrame, pairs: pd.DataFrame) -
                 reference_s.append(result["reference_computed_s"])
             stage.log.info(plan.describe_result(item.planned, result))
             item.run.log_metrics(plan.preference_metrics(result))
+            if not heldout.empty:
+                reports[(method, seed)] = _heldout_report(stage, item, heldout, start_logps)
             rows.append(plan.manifest_row(item.planned, training.finetuning, result))
             _card(stage, item, rows[-1])
             links[f"{method}/seed-{seed}"] = item.run.url
             if seed == cfg.seeds[0]:
                 summary.update(plan.preference_summary(method, rows[-1], result))
     manifest = pd.DataFrame(rows)
+    by_kind = heldout_lib.metrics_table(reports)
     return StageResult(manifest, {
         # One reference pass per starting checkpoint, pairs and seed, shared by every method on them.
         "reference_passes": len(reference_s), "reference_logps_s": round(sum(reference_s), 3),
+        "heldout_pairs": len(heldout),
     }, {
+        "heldout_by_kind": markdown_table(by_kind, list(by_kind.columns), rows=200, max_chars=40)
+        if reports else "no held-out pairs (training.pairs.heldout_problems)",
         **{k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in summary.items()},
         **run_links(links), **_launch_metadata(training, launched),
         "pairs_by_type": counts(pairs["pair_type"]),
