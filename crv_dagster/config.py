@@ -275,6 +275,10 @@ class CriticConfig(_Strict):
     max_retries: int = Field(2, ge=0, description="extra tries for replies that name no single label")
     max_new_tokens: int = Field(CRITIC_TOKENS, gt=0, description="thinking and the label together")
     retry_temperature: float = Field(0.7, ge=0.0, description="retries sample, so they can differ")
+    student_solves: bool = Field(
+        True, description="also ask the base student each judged problem (evaluation.backend, under the evaluation "
+                          "protocol) and record whether it solves it (critiques' student_solves): the second check "
+                          "on the Critic's labels; needs evaluation.backend")
 
 
 class RethinkerConfig(_Strict):

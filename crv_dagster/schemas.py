@@ -83,6 +83,10 @@ critiques_schema = pa.DataFrameSchema(
         "student_nll": pa.Column(float, nullable=True,
                                  description="the student's mean negative log-likelihood per token of the CoT "
                                              "after its own prompt (agents/student_view.py)"),
+        "student_solves": pa.Column("boolean", nullable=True,
+                                    description="whether the base student, asked the problem under the evaluation "
+                                                "protocol, answers it right in at least half its samples (empty "
+                                                "without evaluation.backend or crv.critic.student_solves)"),
     },
     strict=True,
     coerce=True,

@@ -57,6 +57,11 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     # The Critic checked against the student: its own NLL of every CoT judged, and how labels relate.
     assert critiques["student_nll"].notna().all() and (critiques["student_nll"] > 0).all()
     assert "labels_by_student_nll_tercile" in meta["critiques"]
+    # ... and whether the base student solves each problem, asked as evaluation asks it.
+    assert critiques["student_solves"].notna().all()
+    solved = meta["critiques"]["labels_by_student_solves"]
+    assert sum(n for labels in solved.values() for n in labels.values()) == len(critiques)
+    assert meta["critiques"]["student_solves_share"] == pytest.approx(critiques["student_solves"].mean())
     assert sum(labels.values()) == len(critiques) and labels["unparsed"] == 0
     assert meta["rewritten_cots"]["actions"]["keep"] == labels["medium"]
     assert len(verified[verified["role"] == "suited"]) == int(rewritten["passed"].sum())

@@ -5,11 +5,12 @@ import math
 import pandas as pd
 import pytest
 import torch
+from scripted import ScriptedBackend
 
 from crv_dagster.agents import crv
 from crv_dagster.agents.critic import StudentCritic
-from crv_dagster.agents.student_view import label_agreement, labels_by_nll, student_nll
-from crv_dagster.config import TinyModel
+from crv_dagster.agents.student_view import label_agreement, labels_by_nll, labels_by_solves, student_nll, student_solves
+from crv_dagster.config import EvalProtocol, TinyModel
 from crv_dagster.cot import Cot
 from crv_dagster.formatting import student_messages
 from crv_dagster.models.store import resolve_model
@@ -71,3 +72,31 @@ def test_critiques_carry_the_students_nll_whichever_critic_labels():
 
 def test_a_budget_shorter_than_the_prompt_measures_nothing(student):
     assert all(math.isnan(v) for v in student_nll(student, ITEMS[:2], max_tokens=3))
+
+
+def test_the_base_student_is_asked_each_problem_as_evaluation_asks_it():
+    problems = pd.DataFrame({"problem_id": ["a", "b", "c"], "question": ["What is 2 + 3?", "What is 4 x 4?",
+                                                                         "Which is prime?"],
+                             "answer": ["5", "16", "B"], "choices": [None, None, '{"A": "4", "B": "7"}']})
+    # Right on the first problem in every sample, on the second in one of three, and the multiple-
+    # choice one is graded by its letter.
+    calls = {"n": 0}
+
+    def reply(prompt, params):
+        calls["n"] += 1
+        if "2 + 3" in prompt:
+            return "\\boxed{5}"
+        if "4 x 4" in prompt:
+            return "\\boxed{16}" if params.seed % 3 == 0 else "\\boxed{15}"
+        return "The answer is (B)."
+
+    protocol = EvalProtocol(samples=3, temperature=0.7)
+    assert student_solves(ScriptedBackend(reply), problems, protocol) == [True, False, True]
+    assert calls["n"] == 9
+    assert labels_by_solves(["easy", "easy", "hard"], [True, False, pd.NA]) == {"solved": {"easy": 1},
+                                                                               "unsolved": {"easy": 1}}
+    assert labels_by_solves(["easy"], [pd.NA]) == {}
+    frame = crv.critique(problems.assign(dataset="d", cot="x", is_correct=True, cot_status="ok"),
+                         StudentCritic([1.0, 2.0, 3.0], "tiny"), "1B", [1.0, 2.0, 3.0], [True, False, True])
+    critiques_schema.validate(frame)
+    assert list(frame["student_solves"]) == [True, False, True]

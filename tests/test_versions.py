@@ -145,7 +145,7 @@ def test_an_edit_to_code_an_asset_runs_recomputes_it_and_nothing_else(tmp_path, 
         # A comment or a docstring is not code; a module no CRV asset imports is not theirs.
         source_copy("crv_dagster.agents.replies", "\n# a note on label words\n")
         source_copy("crv_dagster.training.cogpo", "\nBETA_NOTE = 'scheduled by pair kind'\n")
-        source_copy("crv_dagster.evaluation.scoring", "\nSCORING_NOTE = 1\n")
+        source_copy("crv_dagster.evaluation.report", "\nREPORT_NOTE = 1\n")
         assert {n: s for n, (s, _) in _statuses(TEST_PROFILE, instance).items()} == fresh
         assert _memoized(TEST_PROFILE, instance, "critiques")
 

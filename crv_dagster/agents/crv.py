@@ -50,9 +50,10 @@ def judgeable(raw_cots: pd.DataFrame) -> pd.DataFrame:
 
 
 def critique(raw_cots: pd.DataFrame, critic: Critic, student_size: str,
-             student_nll: Sequence[float] | None = None) -> pd.DataFrame:
-    """The Critic's label of each judgeable raw CoT; ``student_nll``: the student's own NLL of each
-    judgeable CoT, in order, for the ``student_nll`` column (empty without it)."""
+             student_nll: Sequence[float] | None = None, student_solves: Sequence[bool] | None = None) -> pd.DataFrame:
+    """The Critic's label of each judgeable raw CoT; ``student_nll`` and ``student_solves``: the
+    student's own NLL of each judgeable CoT and whether it solves its problem, in order, for the
+    columns of those names (empty without them)."""
     raw_cots = judgeable(raw_cots)
     items = list(zip(raw_cots["question"], raw_cots["answer"], raw_cots["cot"]))
     judgements = critic.judge(items, student_size)
@@ -66,6 +67,8 @@ def critique(raw_cots: pd.DataFrame, critic: Critic, student_size: str,
     frame["attempts"] = [j.attempts for j in judgements]
     frame["agent_model"] = critic.model_id
     frame["student_nll"] = list(student_nll) if student_nll is not None else float("nan")
+    frame["student_solves"] = pd.array(list(student_solves) if student_solves is not None else [pd.NA] * len(frame),
+                                       dtype="boolean")
     return frame[CRITIQUE_COLUMNS].reset_index(drop=True)
 
 

@@ -8,6 +8,10 @@ The ``student`` Critic (``crv.critic.kind: student``) labels by it, with no agen
 the lowest third of NLL is ``easy`` (nothing in it is new to the student, so it likely skips what
 a student would have to learn), the highest third ``hard``, the rest ``medium``. That rule is ours,
 not the paper's; ``critiques``' metadata shows how any Critic's labels line up with the NLL.
+
+``student_solves`` is the other measurement: the base student asked each problem as it is
+evaluated (the evaluation backend and protocol), solved when at least half its samples are right.
+A CoT the Critic calls ``easy`` for a student that cannot solve the problem is a label to doubt.
 """
 
 from __future__ import annotations
@@ -40,6 +44,24 @@ def student_nll(model_path: str, items: Sequence[tuple[str, str, str]], batch_si
     completions = [adjusted_completion(prompt, cot.strip()) for prompt, (_, _, cot) in zip(prompts, items)]
     scored = completion_logps(model, tokenizer, prompts, completions, batch_size, max_tokens)
     return [-total / count if count else math.nan for total, count in scored]
+
+
+def student_solves(backend, problems: pd.DataFrame, protocol, seed: int = 0, sandbox=None) -> list[bool]:
+    """Whether the student behind ``backend`` solves each problem (in order) under ``protocol``: right
+    in at least half its samples. Code problems (a ``tests`` column) are run in ``sandbox``."""
+    from crv_dagster.evaluation.scoring import generate_answers
+
+    details = generate_answers(backend, "base", "critiques", problems, protocol, seed=seed, sandbox=sandbox)
+    rate = details.groupby("problem_id", sort=False)["correct"].mean()
+    return [bool(rate[p] >= 0.5) for p in problems["problem_id"]]
+
+
+def labels_by_solves(labels: Sequence[str], solves: Sequence) -> dict:
+    """The Critic's labels among the problems the student solves and those it does not (empty when
+    nothing was measured)."""
+    frame = pd.DataFrame({"label": list(labels), "solves": list(solves)}).dropna()
+    return {("solved" if solved else "unsolved"): {k: int(v) for k, v in group["label"].value_counts().items()}
+            for solved, group in frame.groupby("solves")}
 
 
 def labels_by_nll(nll: Sequence[float]) -> list[str]:

@@ -1,19 +1,21 @@
 """The CRV stage: ``critiques``, ``rewritten_cots`` and ``verified_set``."""
 
 import json
+from contextlib import nullcontext
 
 import dagster as dg
 import pandas as pd
 
 from crv_dagster.agents import crv
 from crv_dagster.agents.critic import StudentCritic
-from crv_dagster.agents.student_view import label_agreement, student_nll
+from crv_dagster.agents.student_view import label_agreement, labels_by_solves, student_nll, student_solves
 from crv_dagster.config import Profile
 from crv_dagster.factory import (
     build_backend,
     build_critic,
     build_rethinker,
     build_verifier,
+    code_sandbox,
     solution_checker,
 )
 from crv_dagster.models.located import student_base_model, student_token_counter
@@ -47,8 +49,11 @@ def _rewrite_reads(profile: Profile) -> dict:
 
 
 READS = {
-    "critiques": AssetReads(_CODE, lambda p: {
+    "critiques": AssetReads((*_CODE, "crv_dagster.evaluation.scoring"), lambda p: {
         "critic": p.crv.critic.model_dump(mode="json"), "agent": backend_identity(p, p.crv.agent_backend),
+        # the base student asked each problem (student_solves)
+        "evaluation": (backend_identity(p, p.evaluation.backend), p.evaluation.protocol.model_dump(mode="json"),
+                       p.seeds[0], p.sandbox.model_dump(mode="json")) if p.evaluation.backend else None,
         "students": students(p), "nll_max_tokens": p.training.sft.max_length,  # the student measures the CoTs
         "prompts": {"critic": prompt_text(p.crv.critic.prompt)}}),
     "rewritten_cots": AssetReads(_CODE, _rewrite_reads),
@@ -76,27 +81,48 @@ def _sft_rows_check(frame: pd.DataFrame, cfg) -> list[dg.AssetCheckResult]:
                                 metadata={"num_suited": suited})]
 
 
-def critiques_stage(stage: Stage, raw_cots: pd.DataFrame) -> StageResult:
+def _solves(stage: Stage, student: str, judged: pd.DataFrame, problems: pd.DataFrame) -> tuple[list | None, dict]:
+    """Whether the base student solves each judged problem, and its generation's token counts; None
+    where the profile has no evaluation backend or turns the measurement off."""
+    cfg = stage.cfg
+    if cfg.evaluation.backend is None or not cfg.crv.critic.student_solves or judged.empty:
+        return None, {}
+    asked = judged[["problem_id", "question", "answer"]].merge(
+        problems[["problem_id", "choices", "tests"]], on="problem_id", how="left")
+    if asked["tests"].isna().all():
+        asked = asked.drop(columns="tests")  # no code problem: no sandbox needed
+    with build_backend(cfg, cfg.evaluation.backend, model_path=student) as backend, \
+            (code_sandbox(cfg.sandbox) if "tests" in asked else nullcontext()) as sandbox:
+        stage.log.info(f"the base student on the {len(asked)} judged problems ({cfg.evaluation.protocol.samples} "
+                       "sample(s) each)")
+        solves = student_solves(backend, asked, cfg.evaluation.protocol, cfg.seeds[0], sandbox)
+    return solves, backend.stats.as_metadata("student")
+
+
+def critiques_stage(stage: Stage, raw_cots: pd.DataFrame, problems: pd.DataFrame) -> StageResult:
     cfg = stage.cfg
     student_size = cfg.model_sizes[stage.key.model_size].parameters
-    # The student's own NLL of every CoT it could be trained on: the check on any Critic, and the
-    # student Critic's only input.
+    # The student's own NLL of every CoT it could be trained on, and whether it solves the problem:
+    # the checks on any Critic; the NLL is the student Critic's only input.
     judged = crv.judgeable(raw_cots)
     student = student_base_model(cfg, stage.key.model_size)
     nll = student_nll(student, list(zip(judged["question"], judged["answer"], judged["cot"])),
                       max_tokens=cfg.training.sft.max_length)
+    solves, student_stats = _solves(stage, student, judged, problems)
     agent_stats: dict = {}
     if cfg.crv.critic.kind == "student":
         stage.log.info(f"student critic: {len(judged)} CoTs labelled by the NLL terciles of {student}")
-        frame = crv.critique(raw_cots, StudentCritic(nll, student), student_size, nll)
+        frame = crv.critique(raw_cots, StudentCritic(nll, student), student_size, nll, solves)
     else:
         with build_backend(cfg, cfg.crv.agent_backend) as backend:
             critic = build_critic(cfg, backend)
             stage.log.info(f"critic {backend.model_id}: {len(raw_cots)} CoTs, student {student_size}")
-            frame = crv.critique(raw_cots, critic, student_size, nll)
+            frame = crv.critique(raw_cots, critic, student_size, nll, solves)
         agent_stats = backend.stats.as_metadata("agent")
     agreement = label_agreement(frame["label"], frame["student_nll"])
-    stage.log.info(f"the Critic's labels against the student's NLL: {agreement}")
+    by_solves = labels_by_solves(frame["label"], frame["student_solves"])
+    stage.log.info(f"the Critic's labels against the student's NLL: {agreement}; against whether it solves the "
+                   f"problem: {by_solves or 'not measured'}")
     labels, unreadable = crv.label_counts(frame), crv.unreadable_counts(frame)
     unparsed_share = labels["unparsed"] / len(frame) if len(frame) else 0.0
     stage.log.info(f"labels: {labels}; unread Critic replies by reason: {unreadable}")
@@ -108,12 +134,14 @@ def critiques_stage(stage: Stage, raw_cots: pd.DataFrame) -> StageResult:
     return StageResult(frame, {
         "num_critiques": len(frame), "unparsed_share": round(unparsed_share, 4),
         "num_cots_not_judged": len(raw_cots) - len(frame), **{f"label_{k}": v for k, v in labels.items()},
-        **{f"unreadable_{k}": v for k, v in unreadable.items()}, **agent_stats,
+        **{f"unreadable_{k}": v for k, v in unreadable.items()}, **agent_stats, **student_stats,
+        "student_solves_share": float(frame["student_solves"].mean()) if frame["student_solves"].notna().any() else None,
         "mean_student_nll": float(frame["student_nll"].mean()) if frame["student_nll"].notna().any() else None,
         "label_nll_spearman": agreement["spearman"],
     }, {
         "label_distribution": dg.MetadataValue.json(labels),
         "labels_by_student_nll_tercile": dg.MetadataValue.json(agreement["by_nll_tercile"]),
+        "labels_by_student_solves": dg.MetadataValue.json(by_solves),
         "unreadable_replies": dg.MetadataValue.json(unreadable),
         "sample": markdown_table(frame, ["problem_id", "label", "attempts", "reply", "cot"]),
     }, {"student_size": student_size, "critic_kind": cfg.crv.critic.kind, "critic_prompt": cfg.crv.critic.prompt,
@@ -192,8 +220,9 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
         description="The Critic's label for each raw CoT (easy / medium / hard) from the student's perspective.",
     )
     def critiques(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
-                  raw_cots: pd.DataFrame):
-        yield from table_stage(context, profile, mlflow, lambda stage: critiques_stage(stage, raw_cots), _unparsed_check)
+                  problems: pd.DataFrame, raw_cots: pd.DataFrame):
+        yield from table_stage(context, profile, mlflow, lambda stage: critiques_stage(stage, raw_cots, problems),
+                               _unparsed_check)
 
     @dg.asset(
         **table_asset_args(profile_, "rewritten_cots", rewritten_cots_schema, READS["rewritten_cots"]),

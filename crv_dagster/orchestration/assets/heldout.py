@@ -43,7 +43,7 @@ def _heldout_pairs(stage: Stage, problems: pd.DataFrame) -> StageResult:
                            {"pairs_by_type": dg.MetadataValue.json({})})
     stage.log.info(f"held-out pairs: the CRV chain on {len(sample)} eval-split problems")
     raw = data_assets.raw_cots_stage(stage, sample)
-    critiques = crv_assets.critiques_stage(stage, raw.frame)
+    critiques = crv_assets.critiques_stage(stage, raw.frame, problems)
     rewritten = crv_assets.rewritten_cots_stage(stage, problems, critiques.frame)
     verified = crv_assets.verified_set_stage(stage, rewritten.frame)
     pairs = training_assets.pairs_stage(stage, problems, verified.frame)
