@@ -20,9 +20,6 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: demo study study-student pipeline test test-fast test-vllm bench-generation dev mlflow-ui bench setup sandbox-tools clean recover
 
-# INFO-level logs: one line per step and the pipeline's own progress messages, not Dagster's debug events.
-LOG_CONFIG := {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-
 demo: setup
 	@$(MAKE) --no-print-directory pipeline PROFILE=demo
 
@@ -39,11 +36,11 @@ pipeline:
 	CRV_PROFILE=$(PROFILE) $(BIN)/python -m crv_dagster.orchestration.partitions '$(DEMO_PARTITION)'
 	# Runs of this DAGSTER_HOME whose process was killed: mark them failed and free their pool slots.
 	CRV_PROFILE=$(PROFILE) $(BIN)/python -m crv_dagster.orchestration.recovery
-	CRV_PROFILE=$(PROFILE) $(BIN)/dagster asset materialize -m crv_dagster --select '$(SELECT)' \
-	    --partition '$(DEMO_PARTITION)' --config-json '$(LOG_CONFIG)'
+	# `dg launch --assets` runs what `dagster asset materialize --select` runs (that command is superseded).
+	CRV_PROFILE=$(PROFILE) $(BIN)/dg launch -m crv_dagster --assets '$(SELECT)' --partition '$(DEMO_PARTITION)'
 	# `results` is partitioned by dataset alone: it compares every model size of the dataset.
-	CRV_PROFILE=$(PROFILE) $(BIN)/dagster asset materialize -m crv_dagster --select results \
-	    --partition '$(firstword $(subst |, ,$(DEMO_PARTITION)))' --config-json '$(LOG_CONFIG)'
+	CRV_PROFILE=$(PROFILE) $(BIN)/dg launch -m crv_dagster --assets results \
+	    --partition '$(firstword $(subst |, ,$(DEMO_PARTITION)))'
 	CRV_PROFILE=$(PROFILE) $(BIN)/python -m crv_dagster.orchestration.summary --partition '$(DEMO_PARTITION)'
 
 test: setup

@@ -1,6 +1,7 @@
 """The data stage through Dagster: a real instance, real tiny models, a real MLflow store."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -153,19 +154,24 @@ def test_cli_materialize_cogpo_model_and_validate(tmp_path, monkeypatch):
                               env=env, capture_output=True, text=True, timeout=300)
     assert validate.returncode == 0, validate.stderr[-3000:]
 
-    def materialize(selection):
-        run = subprocess.run([dagster, "asset", "materialize", "-m", "crv_dagster", "--select", selection,
-                              "--partition", "arith|tiny-b"],
+    def materialize(command: list[str]) -> str:
+        run = subprocess.run([*command, "-m", "crv_dagster", "--partition", "arith|tiny-b"],
                              env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert run.returncode == 0, run.stderr[-3000:]
+        return run.stdout + run.stderr
 
-    materialize("*verified_set")  # the data and CRV stages, from nothing
+    # The data and CRV stages, from nothing, as `make` runs them: `dg launch`, which prints the
+    # pipeline's INFO lines and neither Dagster's debug events nor a superseded/preview warning.
+    printed = materialize([str(Path(sys.executable).with_name("dg")), "launch", "--assets", "*verified_set"])
+    assert " - INFO - " in printed and "rewritten_cots - " in printed
+    assert " - DEBUG - " not in printed
+    assert not re.search(r"(Supersession|Preview|Beta|Deprecation)Warning", printed), printed[:3000]
     # Then, from an empty DAGSTER_HOME (the tables live under the artifacts root), the models and
-    # their direct parents, as `+cogpo_model` selects them.
+    # their direct parents, as `+cogpo_model` selects them, with the superseded command: the same run.
     shutil.rmtree(env["DAGSTER_HOME"])
     Path(env["DAGSTER_HOME"]).mkdir()
     shutil.copy(PROJECT_ROOT / "dagster.yaml", Path(env["DAGSTER_HOME"]) / "dagster.yaml")
-    materialize("+cogpo_model")
+    materialize([dagster, "asset", "materialize", "--select", "+cogpo_model"])
     manifest = pd.read_parquet(table_path(tmp_path / "artifacts" / "tables", "cogpo_model", "arith|tiny-b"))
     assert set(zip(manifest["method"], manifest["seed"])) == {(m, s) for m in TEST_PREFERENCE_METHODS for s in (0, 1)}
 
