@@ -2,6 +2,7 @@
 of a running `dagster dev`, whose daemon then runs one run per partition, on an instance stored
 in a real PostgreSQL server (`dagster.postgres.yaml`) started for the test."""
 
+import json
 import os
 import shutil
 import signal
@@ -22,8 +23,8 @@ from profiles import TEST_EVALUATED_METHODS
 from crv_dagster.config import PROJECT_ROOT
 from crv_dagster.storage import table_path
 
-ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs", "sft_model",
-          "cogpo_model", "eval_scores"]
+ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs", "heldout_pairs",
+          "sft_model", "cogpo_model", "eval_scores"]
 PARTITIONS = ["arith|tiny-a", "arith|tiny-b"]
 
 LAUNCH = """
@@ -32,6 +33,25 @@ mutation Launch($params: LaunchBackfillParams!) {
     __typename
     ... on LaunchBackfillSuccess { backfillId }
     ... on PythonError { message stack }
+  }
+}"""
+# What the asset pages of the UI show: the partitions to backfill and each materialisation's metadata.
+ASSET_PAGE = """
+query Page($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    ... on AssetNode { partitionKeysByDimension { name partitionKeys } }
+  }
+  assetOrError(assetKey: $key) {
+    ... on Asset {
+      assetMaterializations(limit: 10) {
+        partition
+        metadataEntries {
+          label
+          ... on MarkdownMetadataEntry { mdStr }
+          ... on JsonMetadataEntry { jsonString }
+        }
+      }
+    }
   }
 }"""
 STATUS = """
@@ -105,6 +125,21 @@ def _graphql(url, query, variables):
     return body["data"]
 
 
+def _page(url, asset):
+    return _graphql(url, ASSET_PAGE, {"key": {"path": [asset]}})
+
+
+def _entry(materialization, label):
+    [entry] = [e for e in materialization["metadataEntries"] if e["label"] == label]
+    return entry
+
+
+def _markdown_rows(table: str) -> list[dict]:
+    header, _, *lines = table.splitlines()
+    names = [c.strip() for c in header.strip("|").split("|")]
+    return [dict(zip(names, (c.strip() for c in line.strip("|").split("|")))) for line in lines]
+
+
 def _launch(url, partitions, assets):
     launched = _graphql(url, LAUNCH, {"params": {
         "partitionNames": partitions, "assetSelection": [{"path": [a]} for a in assets], "fromFailure": False,
@@ -168,6 +203,25 @@ def test_backfill_over_model_sizes_through_the_ui_api(dagster_dev, postgres):
     assert "| tiny-a (1M) |" in table and "| tiny-b (2M) |" in table
     provenance = record.asset_materialization.tags
     assert "dagster/input_data_version/eval_scores" in provenance  # lineage, not a path read by hand
+
+    # What the UI shows, read through its GraphQL API. The sizes are partitions to backfill over.
+    page = _page(url, "rewritten_cots")
+    dimensions = {d["name"]: d["partitionKeys"] for d in page["assetNodeOrError"]["partitionKeysByDimension"]}
+    assert dimensions["model_size"] == ["tiny-a", "tiny-b"]
+    # results' plot has the sizes on its axis, accuracy from 0 to 100.
+    [results_page] = _page(url, "results")["assetOrError"]["assetMaterializations"]
+    axes = json.loads(_entry(results_page, "accuracy_plot_axes")["jsonString"])
+    assert axes["x_ticks"] == ["tiny-a\n(1M)", "tiny-b\n(2M)"] and axes["y_range"] == [0.0, 100.0]
+    assert _entry(results_page, "accuracy_pct_vs_size")["mdStr"].startswith("![accuracy (%) against model size")
+    # rewritten_cots' side by side: passing rewrites and failing ones, each failing one with its reason.
+    for materialization in page["assetOrError"]["assetMaterializations"]:
+        shown = _entry(materialization, "side_by_side")["mdStr"]
+        rewritten = pd.read_parquet(table_path(tables, "rewritten_cots", materialization["partition"]))
+        tried = rewritten[rewritten["action"].isin(["expand", "simplify"])]
+        rows = _markdown_rows(shown) if len(tried) else []
+        assert [r["passed"] for r in rows] == (["True"] * min(2, int(tried["passed"].sum()))
+                                               + ["False"] * min(2, int((~tried["passed"]).sum())))
+        assert all(r["drop_reason"] not in ("", "None") for r in rows if r["passed"] == "False")
 
     # The raw CoTs are the student-independent material: the same for both sizes.
     a, b = (pd.read_parquet(table_path(tables, "raw_cots", p)) for p in PARTITIONS)

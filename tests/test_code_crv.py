@@ -217,8 +217,8 @@ def _code_profile(tmp_path, base_url: str) -> str:
     return str(path)
 
 
-ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs", "sft_model",
-          "cogpo_model", "eval_scores"]
+ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs", "heldout_pairs",
+          "sft_model", "cogpo_model", "eval_scores"]
 
 
 @pytest.mark.slow

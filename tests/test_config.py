@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from crv_dagster.config import CONFIG_DIR, ProfileError, load_profile_file
@@ -85,3 +87,12 @@ def test_the_profile_chooses_how_dagster_executes_its_steps(name, executor):
 
     defs = build_definitions(CONFIG_DIR / f"{name}.yaml")
     assert defs.resolve_job_def("crv_pipeline").executor_def.name == executor
+
+
+def test_the_demo_has_two_sizes_to_backfill_over_and_make_demo_runs_one():
+    profile = load_profile_file(CONFIG_DIR / "demo.yaml")
+    assert len(profile.model_sizes) == 2
+    makefile = (CONFIG_DIR.parent / "Makefile").read_text()
+    [partition] = re.findall(r"^DEMO_PARTITION \?= (\S+)$", makefile, flags=re.M)
+    dataset, size = partition.split("|")
+    assert dataset in profile.datasets and size in profile.model_sizes

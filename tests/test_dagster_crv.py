@@ -216,6 +216,14 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     key = url.split("viewStateShareKey=")[1]
     view = json.loads(client.get_experiment(experiment.experiment_id).tags[f"mlflow.sharedViewState.{key}"])
     assert view["searchFilter"] == SCORE_FILTER and "params.`method`" in view["selectedColumns"]
+    # Seeds grouped by size and method; each benchmark's accuracy with its interval as columns.
+    assert [k["groupByData"] for k in view["groupBy"]["groupByKeys"]] == ["model_size", "method"]
+    assert view["groupBy"]["aggregateFunction"] == "average"
+    for benchmark in ("arith_heldout", "arith_bench"):
+        assert {f"metrics.`eval/{benchmark}/{m}`" for m in ("accuracy", "ci_low", "ci_high")} <= set(
+            view["selectedColumns"])
+    grouped = {(r.data.params["model_size"], r.data.params["method"]) for r in eval_runs.values()}
+    assert len(grouped) == len(eval_runs) // len(SEEDS)  # each group holds a method's seeds
     assert {r.info.run_id for r in client.search_runs([experiment.experiment_id], SCORE_FILTER)} == {
         r.info.run_id for r in eval_runs.values()}
 

@@ -114,9 +114,13 @@ def test_seeds_are_pooled_problem_by_problem():
     assert pd.isna(row["p_vs_cogpo"]) and pooled.loc[("small", "base", "bench"), "p_vs_cogpo"] < 0.05
 
 
-def test_accuracy_plot_is_a_png():
-    png = accuracy_plot(pool_seeds(_scores()), {"small": "135M", "big": "1.5B"})
+def test_accuracy_plot_has_the_sizes_on_its_axis_and_no_accuracy_below_zero():
+    pooled = pool_seeds(_scores())
+    png, axes = accuracy_plot(pooled, {"small": "135M", "big": "1.5B"})
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    # One tick per student, smallest first, named as the profile names it: not methods around a size.
+    assert axes["x_ticks"] == ["small\n(135M)", "big\n(1.5B)"]
+    assert axes["y_range"] == [0.0, 100.0] and axes["lines"] == pooled["method"].nunique()
 
 
 @pytest.mark.parametrize("text, value", [("135M", 1.35e8), ("1.5B", 1.5e9), ("7b", 7e9), ("big", float("inf"))])

@@ -275,7 +275,7 @@ def test_dagster_launches_training_in_two_processes_through_pipes(artifacts, tmp
                                  "  launch: {num_processes: 2, accelerate_config: accelerate/ddp_cpu.yaml}\n")
     defs = build_definitions(profile)
     assets = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs",
-              "sft_model", "cogpo_model"]
+              "heldout_pairs", "sft_model", "cogpo_model"]
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("crv_pipeline").execute_in_process(
             partition_key="arith|tiny-a", instance=instance, asset_selection=[dg.AssetKey(a) for a in assets])

@@ -130,9 +130,9 @@ def primary_markdown(comparisons: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def accuracy_plot(scores: pd.DataFrame, sizes: dict[str, str]) -> bytes:
+def accuracy_plot(scores: pd.DataFrame, sizes: dict[str, str]) -> tuple[bytes, dict]:
     """Mean accuracy over benchmarks against model size, one line per method, with 95% interval
-    bars (PNG bytes)."""
+    bars: the PNG, and its axes as drawn (the size ticks, the accuracy range), for the asset to show."""
     from crv_dagster.plots import _figure, figure_png
 
     plt = _figure()
@@ -170,4 +170,6 @@ def accuracy_plot(scores: pd.DataFrame, sizes: dict[str, str]) -> bytes:
     ax.set_ylabel("accuracy (%), mean over benchmarks")
     ax.set_title("Accuracy against model size (bars: 95% intervals over problems)", fontsize=9)
     ax.legend(fontsize=7)
-    return figure_png(fig)
+    axes = {"x_ticks": [t.get_text() for t in ax.get_xticklabels()], "x_label": ax.get_xlabel(),
+            "y_range": [float(v) for v in ax.get_ylim()], "lines": len(methods)}
+    return figure_png(fig), axes

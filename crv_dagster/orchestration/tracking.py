@@ -21,6 +21,21 @@ SHARED_VIEW_TAG = "mlflow.sharedViewState."  # + key: a runs-table view the UI o
 SCORE_COLUMNS = ["params.`dataset`", "params.`model_size`", "params.`method`", "params.`seed`",
                  "metrics.`eval/mean/accuracy`"]
 SCORE_FILTER = "tags.`crv.report` = 'score'"
+# The seeds of one method and size are one group, shown as their mean.
+SCORE_GROUPS = {"aggregateFunction": "average",
+                "groupByKeys": [{"mode": "param", "groupByData": "model_size"},
+                                {"mode": "param", "groupByData": "method"}]}
+
+
+def scores_view(benchmarks: list[str]) -> dict:
+    """The runs-table view of the score runs, as the MLflow UI stores a shared view: seeds grouped
+    by size and method, and each benchmark's accuracy with its 95% interval as columns, best first."""
+    per_benchmark = [f"metrics.`eval/{b}/{m}`" for b in sorted(benchmarks) for m in ("accuracy", "ci_low", "ci_high")]
+    return {"searchFilter": SCORE_FILTER, "orderByKey": "metrics.`eval/mean/accuracy`", "orderByAsc": False,
+            "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs",
+            "selectedColumns": ["attributes.`Run Name`", *SCORE_COLUMNS, *per_benchmark],
+            "groupBy": SCORE_GROUPS, "groupsExpanded": {}, "useGroupedValuesInCharts": True,
+            "runsExpanded": {}, "runsPinned": [], "runsHidden": [], "viewMaximized": False, "runListHidden": False}
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -101,8 +116,8 @@ class MlflowTracking(dg.ConfigurableResource):
             yield run
 
     def scores_view_url(self) -> str | None:
-        """A link to the experiment's runs table showing only the score runs, with their dataset,
-        size, method, seed and mean accuracy as columns, best first; None before any run exists.
+        """A link to the experiment's runs table showing only the score runs (``scores_view``: seeds
+        grouped by size and method, each benchmark's accuracy and interval); None before any run exists.
 
         The view is stored on the experiment as the UI's own shared view state (a tag), so the link
         needs no manual setup in the UI.
@@ -113,12 +128,11 @@ class MlflowTracking(dg.ConfigurableResource):
         found = client.get_experiment_by_name(self.experiment)
         if found is None:
             return None
-        view = {"searchFilter": SCORE_FILTER, "orderByKey": "metrics.`eval/mean/accuracy`", "orderByAsc": False,
-                "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs",
-                "selectedColumns": ["attributes.`Run Name`", *SCORE_COLUMNS], "runsExpanded": {}, "runsPinned": [],
-                "runsHidden": [], "viewMaximized": False, "runListHidden": False}
+        runs = client.search_runs([found.experiment_id], SCORE_FILTER, max_results=5000)
+        benchmarks = {k.split("/")[1] for r in runs for k in r.data.metrics
+                      if k.startswith("eval/") and k.endswith("/accuracy") and k != "eval/mean/accuracy"}
         key = "crv-scores"
-        client.set_experiment_tag(found.experiment_id, SHARED_VIEW_TAG + key, json.dumps(view))
+        client.set_experiment_tag(found.experiment_id, SHARED_VIEW_TAG + key, json.dumps(scores_view(sorted(benchmarks))))
         if found.tags.get(EXPERIMENT_KIND_TAG) is None:
             client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         base = f"{self.ui_url.rstrip('/')}/#/experiments/{found.experiment_id}/runs"

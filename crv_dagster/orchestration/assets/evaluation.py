@@ -132,7 +132,7 @@ def _results(stage: Stage, eval_scores: pd.DataFrame) -> StageResult:
     frame = pool_seeds(eval_scores)
     frame = frame.sort_values(["model_size", "method", "benchmark"], kind="stable").reset_index(drop=True)
     frame = frame[list(results_schema.columns)]
-    table, png = results_markdown(frame, sizes), accuracy_plot(frame, sizes)
+    table, (png, axes) = results_markdown(frame, sizes), accuracy_plot(frame, sizes)
     primary = primary_comparisons(frame, cfg.evaluation.primary.method, cfg.evaluation.primary.against)
     stage.log.info(f"results for {dataset}: {frame['model_size'].nunique()} model size(s), "
                    f"{frame['method'].nunique()} methods, {frame['benchmark'].nunique()} benchmarks")
@@ -149,6 +149,7 @@ def _results(stage: Stage, eval_scores: pd.DataFrame) -> StageResult:
         "results": dg.MetadataValue.md(table),
         "primary_comparison": dg.MetadataValue.md(primary_markdown(primary)),
         "accuracy_pct_vs_size": image(png, "accuracy (%) against model size, 95% intervals"),
+        "accuracy_plot_axes": dg.MetadataValue.json(axes),
         "model_sizes": dg.MetadataValue.json(sorted(frame["model_size"].unique().tolist())),
         "model_sizes_not_yet_evaluated": dg.MetadataValue.json(sorted(set(cfg.model_sizes) - set(frame["model_size"]))),
     }, link=report.url)
