@@ -79,7 +79,9 @@ def test_release_names_map_to_the_cumulative_files():
 def _coder(programs: dict[str, str]):
     """A model that answers each problem with the program given for it, after some reasoning."""
     def reply(prompt, params):
-        question = next(q for q in programs if q in prompt)
+        question = next((q for q in programs if q in prompt), None)
+        if question is None:  # any other question (critiques asks it the training problems): no program
+            return "I am not sure how to solve this one."
         return f"Let me think about the input format first.\n\n```python\n{programs[question]}```\n"
     return ScriptedBackend(reply)
 
@@ -113,7 +115,8 @@ def test_eval_scores_give_a_right_solution_1_and_a_wrong_one_0(tmp_path, artifac
                 result = defs.resolve_job_def("crv_pipeline").execute_in_process(
                     partition_key="arith|tiny-a", instance=instance, asset_selection=[
                         dg.AssetKey(a) for a in ("problems", "raw_cots", "critiques", "rewritten_cots", "verified_set",
-                                                 "preference_pairs", "sft_model", "cogpo_model", "eval_scores")])
+                                                 "preference_pairs", "heldout_pairs", "sft_model", "cogpo_model",
+                                                 "eval_scores")])
                 assert result.success
             scores[served] = pd.read_parquet(table_path(artifacts / "tables", "eval_scores", "arith|tiny-a"))
             details = pd.read_parquet(table_path(artifacts / "tables", "eval_details", "arith|tiny-a"))

@@ -5,18 +5,111 @@ what the tests talk to: a real HTTP server on loopback serving a real model. ``F
 makes it fail chosen requests on purpose, to exercise client retries.
 
     python -m crv_dagster.llm.server --model PATH --port 8000
+
+What it does of the chat completions API, and what it refuses rather than ignore:
+
+- ``model`` must be the served name (otherwise 404, as vLLM answers);
+- ``n`` samples, each with its own seed (``seed``, ``seed + 1``, ...);
+- ``stream: true`` answers with server-sent events (``chat.completion.chunk`` objects, then
+  ``data: [DONE]``; ``stream_options.include_usage`` adds the usage chunk). The model generates
+  the whole reply first and it is then sent in pieces: a client sees the API's stream, not
+  tokens as they are generated;
+- ``max_tokens`` (or ``max_completion_tokens``), ``temperature``, ``top_p`` and ``seed``;
+- any other parameter is a 400 that names it, unless it asks for the API's default (``logprobs:
+  false``, a penalty of 0, ...).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from crv_dagster.llm.base import ChatRequest, SamplingParams
+
+SUPPORTED = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "n",
+             "stream", "stream_options"}
+# Parameters it does not implement but accepts when they ask for what it does anyway.
+DEFAULTS = {"logprobs": False, "presence_penalty": 0, "frequency_penalty": 0, "parallel_tool_calls": None}
+MAX_N = 16
+
+
+class ApiError(Exception):
+    """A request the server refuses: the HTTP status and the API's error object."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.param, self.code = status, param, code
+
+    def body(self) -> dict:
+        kind = "not_found_error" if self.status == 404 else "invalid_request_error"
+        return {"error": {"message": str(self), "type": kind, "param": self.param, "code": self.code}}
+
+
+@dataclass(frozen=True)
+class ChatCall:
+    """One parsed chat completions request: ``n`` generations of the same messages."""
+
+    request: ChatRequest
+    n: int = 1
+    stream: bool = False
+    include_usage: bool = False
+
+    def requests(self) -> list[ChatRequest]:
+        """One request per sample, each with its own seed, so sampled choices differ."""
+        params = self.request.params
+        return [replace(self.request, params=replace(params, seed=params.seed + i)) for i in range(self.n)]
+
+
+def parse_call(body: object, served_name: str) -> ChatCall:
+    """The request ``body`` as a ``ChatCall``, or the ``ApiError`` the API would answer with."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    unsupported = sorted(k for k, v in body.items()
+                         if k not in SUPPORTED and v is not None and not (k in DEFAULTS and v == DEFAULTS[k]))
+    if unsupported:
+        raise ApiError(400, f"this server does not support {', '.join(unsupported)} (it serves "
+                            f"{', '.join(sorted(SUPPORTED))})", param=unsupported[0], code="unsupported_parameter")
+    if not body.get("model"):
+        raise ApiError(400, "model is required", param="model")
+    if body["model"] != served_name:
+        raise ApiError(404, f"The model `{body['model']}` does not exist; this server serves `{served_name}`",
+                       param="model", code="model_not_found")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages):
+        raise ApiError(400, "messages must be a non-empty list of {role, content} objects with text content",
+                       param="messages")
+    n = 1 if body.get("n") is None else body["n"]
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_N:
+        raise ApiError(400, f"n must be an integer from 1 to {MAX_N}", param="n")
+    stream = bool(body.get("stream"))
+    options = body.get("stream_options") or {}
+    if options and not stream:
+        raise ApiError(400, "stream_options is only allowed with stream: true", param="stream_options")
+    if set(options) - {"include_usage"}:
+        raise ApiError(400, f"stream_options supports include_usage only, not {sorted(set(options) - {'include_usage'})}",
+                       param="stream_options")
+    try:
+        params = SamplingParams(
+            max_new_tokens=int(body.get("max_completion_tokens") or body.get("max_tokens") or 256),
+            temperature=float(body.get("temperature") if body.get("temperature") is not None else 0.0),
+            top_p=float(body.get("top_p") if body.get("top_p") is not None else 1.0),
+            seed=int(body.get("seed") or 0))
+    except (TypeError, ValueError) as err:
+        raise ApiError(400, f"bad sampling parameter: {err}") from None
+    request = ChatRequest.of([{"role": m["role"], "content": m["content"]} for m in messages], params)
+    return ChatCall(request, n, stream, bool(options.get("include_usage")))
+
+
+def text_pieces(text: str) -> list[str]:
+    """``text`` in the pieces a stream sends: each word with the space after it."""
+    return re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
 
 
 @dataclass
@@ -98,33 +191,56 @@ class ChatServer:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
                 try:
-                    body = json.loads(raw)
-                    request = ChatRequest.of(
-                        body["messages"],
-                        SamplingParams(
-                            max_new_tokens=int(body.get("max_tokens") or 256),
-                            temperature=float(body.get("temperature", 0.0) or 0.0),
-                            top_p=float(body.get("top_p", 1.0) or 1.0),
-                            seed=int(body.get("seed") or 0),
-                        ),
-                    )
-                except (ValueError, KeyError, TypeError) as err:
-                    self._send(400, {"error": {"message": f"bad request: {err}"}})
+                    call = parse_call(json.loads(raw), server.served_name)
+                except ApiError as err:
+                    self._send(err.status, err.body())
                     return
-                with server._generate_lock:
-                    completion = server.backend.generate([request])[0]
+                except ValueError as err:  # not JSON
+                    self._send(400, ApiError(400, f"the request body is not JSON: {err}").body())
+                    return
+                try:
+                    with server._generate_lock:
+                        completions = server.backend.generate(call.requests())
+                except Exception as err:  # the client is told, rather than left with a closed connection
+                    self._send(500, {"error": {"message": f"generation failed: {type(err).__name__}: {err}",
+                                               "type": "server_error", "param": None, "code": None}})
+                    return
                 with server._lock:
-                    server.completions_served += 1
-                self._send(200, {
-                    "id": f"chatcmpl-{number}",
-                    "object": "chat.completion",
-                    "model": server.served_name,
-                    "choices": [{"index": 0, "finish_reason": completion.finish_reason,
-                                 "message": server.message(completion.text)}],
-                    "usage": {"prompt_tokens": completion.prompt_tokens,
-                              "completion_tokens": completion.completion_tokens,
-                              "total_tokens": completion.prompt_tokens + completion.completion_tokens},
-                })
+                    server.completions_served += len(completions)
+                identity = {"id": f"chatcmpl-{number}", "created": int(time.time()), "model": server.served_name}
+                usage = {"prompt_tokens": completions[0].prompt_tokens,
+                         "completion_tokens": sum(c.completion_tokens for c in completions)}
+                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+                if call.stream:
+                    self._stream(identity, completions, usage if call.include_usage else None)
+                    return
+                self._send(200, {**identity, "object": "chat.completion", "usage": usage,
+                                 "choices": [{"index": i, "finish_reason": c.finish_reason,
+                                              "message": server.message(c.text)}
+                                             for i, c in enumerate(completions)]})
+
+            def _stream(self, identity: dict, completions, usage: dict | None) -> None:
+                """The completions as server-sent events; the connection closes at the end (HTTP/1.0)."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.end_headers()
+
+                def event(choices: list, **extra) -> None:
+                    chunk = {**identity, "object": "chat.completion.chunk", "choices": choices, **extra}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+                for index, completion in enumerate(completions):
+                    message = server.message(completion.text)
+                    event([{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+                    for field_name in ("reasoning", "content"):
+                        for piece in text_pieces(message.get(field_name) or ""):
+                            event([{"index": index, "delta": {field_name: piece}, "finish_reason": None}])
+                    event([{"index": index, "delta": {}, "finish_reason": completion.finish_reason}])
+                if usage is not None:
+                    event([], usage=usage)
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
 
         return Handler
 
