@@ -18,7 +18,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo study study-student pipeline test test-fast test-vllm bench-generation dev mlflow-ui bench setup sandbox-tools clean recover
+.PHONY: demo study study-student gpu-check pipeline test test-fast test-vllm bench-generation dev mlflow-ui bench setup sandbox-tools clean recover
 
 demo: setup
 	@$(MAKE) --no-print-directory pipeline PROFILE=demo
@@ -82,6 +82,11 @@ mlflow-ui: setup
 # After a killed run (see README, "When a run dies"); `make demo` does this first by itself.
 recover: setup
 	$(BIN)/python -m crv_dagster.orchestration.recovery
+
+# SFT, CogPO and DPO steps on tiny students with bf16 and gradient checkpointing on CUDA (CPU without one);
+# benchmarks/gpu_check.py says how to run it on a GPU machine that has only PyTorch.
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py --out artifacts/gpu_check
 
 bench: setup
 	$(BIN)/python benchmarks/cogpo_training.py
