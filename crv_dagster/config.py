@@ -109,13 +109,26 @@ class VllmBackendConfig(_Strict):
 class OpenAIBackendConfig(_Strict):
     kind: Literal["openai"]
     model: str = Field(description="the model name the server knows")
-    base_url: str = Field(description="e.g. http://127.0.0.1:8000/v1")
+    base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1")
+    base_urls: list[str] = Field([], description="several replicas serving the same model, instead of base_url: "
+                                                 "each request goes to the least busy one that is up")
     api_key_env: str | None = Field("OPENAI_API_KEY", description="environment variable holding the key")
-    max_concurrency: int = Field(8, gt=0)
+    max_concurrency: int = Field(8, gt=0, description="requests in flight at once, over all replicas")
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(5, ge=0)
     backoff_s: float = Field(1.0, ge=0)
+    cooldown_s: float = Field(30.0, ge=0, description="how long a replica that failed is left out of rotation")
     generation: GenerationDefaults = GenerationDefaults()
+
+    @model_validator(mode="after")
+    def _one_way_to_name_endpoints(self):
+        if (self.base_url is None) == (not self.base_urls):
+            raise ValueError("give base_url (one endpoint) or base_urls (replicas), not both and not neither")
+        return self
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.base_url] if self.base_url else list(self.base_urls)
 
 
 BackendConfig = Annotated[

@@ -55,9 +55,9 @@ def build_backend(profile: Profile, backend_key: str, model_path: str | None = N
     elif isinstance(cfg, OpenAIBackendConfig):
         from crv_dagster.llm.openai_backend import OpenAIBackend
 
-        backend = OpenAIBackend(cfg.model, cfg.base_url, api_key_env=cfg.api_key_env,
+        backend = OpenAIBackend(cfg.model, cfg.urls, api_key_env=cfg.api_key_env,
                                 max_concurrency=cfg.max_concurrency, timeout_s=cfg.timeout_s,
-                                max_retries=cfg.max_retries, backoff_s=cfg.backoff_s)
+                                max_retries=cfg.max_retries, backoff_s=cfg.backoff_s, cooldown_s=cfg.cooldown_s)
     else:  # pragma: no cover - the config union is closed
         raise TypeError(f"unknown backend kind {cfg!r}")
     return CachedBackend(backend, ResponseCache(cache_path(profile)))

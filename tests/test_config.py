@@ -96,3 +96,16 @@ def test_the_demo_has_two_sizes_to_backfill_over_and_make_demo_runs_one():
     [partition] = re.findall(r"^DEMO_PARTITION \?= (\S+)$", makefile, flags=re.M)
     dataset, size = partition.split("|")
     assert dataset in profile.datasets and size in profile.model_sizes
+
+
+def test_an_openai_backend_names_one_endpoint_or_several_replicas():
+    from pydantic import ValidationError
+
+    from crv_dagster.config import OpenAIBackendConfig
+
+    one = OpenAIBackendConfig(kind="openai", model="m", base_url="http://a/v1")
+    many = OpenAIBackendConfig(kind="openai", model="m", base_urls=["http://a/v1", "http://b/v1"])
+    assert one.urls == ["http://a/v1"] and many.urls == ["http://a/v1", "http://b/v1"]
+    for wrong in ({}, {"base_url": "http://a/v1", "base_urls": ["http://b/v1"]}):
+        with pytest.raises(ValidationError, match="give base_url .one endpoint. or base_urls"):
+            OpenAIBackendConfig(kind="openai", model="m", **wrong)

@@ -125,3 +125,47 @@ def test_cache_in_front_of_the_http_backend_resumes_after_failures(tmp_path, loc
         second = CachedBackend(_client(server, max_concurrency=1, max_retries=1), cache)
         second.generate(_requests(5))
     assert (second.stats.hits, second.stats.new_calls) == (kept, 5 - kept)
+
+
+def test_two_replicas_survive_one_dying_with_nothing_lost_or_generated_twice(local_model, tmp_path):
+    a, b = ChatServer(local_model, "tiny").start(), ChatServer(local_model, "tiny").start()
+    backend = OpenAIBackend("tiny", [a.base_url, b.base_url], api_key_env=None, max_concurrency=2, backoff_s=0.01,
+                            cooldown_s=60)
+    cached = CachedBackend(backend, ResponseCache(tmp_path / "cache.sqlite"))
+    requests = _requests(16)
+    done = []
+
+    def on_result(i, completion):
+        done.append(i)
+        if len(done) == 4:  # replica a dies mid-run; what it had in flight is still answered
+            a.stop()
+
+    try:
+        results = cached.generate(requests, on_result=on_result)
+    finally:
+        b.stop()
+    assert len(results) == 16 and all(r is not None for r in results)
+    assert [r.text for r in results] == [c.text for c in local_model.generate(requests)]
+    # Every request generated once over both replicas, and each stored once.
+    assert a.completions_served + b.completions_served == 16
+    assert len(ResponseCache(tmp_path / "cache.sqlite")) == 16
+    assert backend.served_by == {a.base_url: a.completions_served, b.base_url: b.completions_served}
+    assert 0 < a.completions_served < 16 and b.completions_served > a.completions_served
+    meta = cached.stats.as_metadata("agent")
+    assert (meta["agent_endpoint_0_served"], meta["agent_endpoint_1_served"]) == (a.completions_served,
+                                                                                  b.completions_served)
+    # The dead replica was tried once per request in flight to it and then left out of rotation.
+    [dead] = [e for e in backend.endpoints if e.url == a.base_url]
+    assert dead.failures >= 1 and dead.down_until > 0 and backend.retries == dead.failures
+
+
+def test_a_replica_that_is_down_from_the_start_is_skipped(local_model):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead_url = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    with ChatServer(local_model, "tiny") as live:
+        backend = OpenAIBackend("tiny", [dead_url, live.base_url], api_key_env=None, max_concurrency=1,
+                                backoff_s=0.01)
+        results = backend.generate(_requests(5))
+    assert all(r.text is not None for r in results) and live.completions_served == 5
+    assert backend.served_by == {dead_url: 0, live.base_url: 5} and backend.retries == 1

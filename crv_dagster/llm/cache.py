@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -108,12 +108,16 @@ class CacheStats:
     completion_tokens: int = 0
     new_completion_tokens: int = 0
     generation_s: float = 0.0
+    served_by: dict[str, int] = field(default_factory=dict)  # per replica, for a backend that has several
 
     def as_metadata(self, prefix: str = "llm") -> dict[str, int | float]:
-        return {f"{prefix}_cache_hits": self.hits, f"{prefix}_new_calls": self.new_calls,
-                f"{prefix}_prompt_tokens": self.prompt_tokens, f"{prefix}_completion_tokens": self.completion_tokens,
-                f"{prefix}_new_completion_tokens": self.new_completion_tokens,
-                f"{prefix}_generation_s": round(self.generation_s, 3)}
+        out = {f"{prefix}_cache_hits": self.hits, f"{prefix}_new_calls": self.new_calls,
+               f"{prefix}_prompt_tokens": self.prompt_tokens, f"{prefix}_completion_tokens": self.completion_tokens,
+               f"{prefix}_new_completion_tokens": self.new_completion_tokens,
+               f"{prefix}_generation_s": round(self.generation_s, 3)}
+        if len(self.served_by) > 1:  # endpoint i is the i-th of the backend's base_urls
+            out.update({f"{prefix}_endpoint_{i}_served": n for i, n in enumerate(self.served_by.values())})
+        return out
 
 
 class CachedBackend:
@@ -169,6 +173,7 @@ class CachedBackend:
             self.stats.new_completion_tokens += sum(results[p[0]].completion_tokens for p in pending.values())
             if misses:
                 self.stats.generation_s += time.perf_counter() - started
+            self.stats.served_by = dict(getattr(self.backend, "served_by", {}))
         return results  # type: ignore[return-value]
 
     def close(self) -> None:

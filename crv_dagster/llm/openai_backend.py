@@ -1,5 +1,10 @@
 """Any OpenAI-compatible chat endpoint: ``vllm serve``, SGLang, llama.cpp server, hosted APIs.
 
+A backend may name several endpoints serving the same model (replicas): each request goes to the
+least busy one that is up; a replica that fails (connection refused or dropped, timeout, 5xx,
+429) is out of rotation for ``cooldown_s`` and the request is retried at once on another, so a
+replica that dies loses nothing. ``served_by`` counts what each one answered.
+
 Requests run concurrently on a thread pool. Rate limits (429), server errors (5xx), timeouts
 dropped connections and malformed 200 responses (invalid JSON, no choices: a proxy or an
 overloaded server) are retried with exponential backoff and jitter, honouring ``Retry-After``;
@@ -24,20 +29,39 @@ from crv_dagster.llm.base import BackendError, ChatRequest, Completion, ResultCa
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
+class Endpoint:
+    """One replica: its URL, the requests it has in flight, until when it is out of rotation."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+        self.in_flight = 0
+        self.down_until = 0.0
+        self.served = 0
+        self.failures = 0
+
+
 class OpenAIBackend:
     def __init__(
         self,
         model: str,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         api_key_env: str | None = "OPENAI_API_KEY",
         max_concurrency: int = 8,
         timeout_s: float = 120.0,
         max_retries: int = 5,
         backoff_s: float = 1.0,
+        cooldown_s: float = 30.0,
     ):
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("an openai backend needs at least one base URL")
         self.model = model
-        self.base_url = base_url.rstrip("/")
+        self.endpoints = [Endpoint(url) for url in urls]
+        # The cache knows the backend by its first endpoint: which replica answered does not
+        # change a reply, and adding replicas keeps what is cached.
+        self.base_url = self.endpoints[0].url
+        self.cooldown_s = cooldown_s
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.backoff_s = backoff_s
@@ -58,7 +82,37 @@ class OpenAIBackend:
         return f"openai:{self.base_url}:{self.model}"
 
     def __repr__(self) -> str:  # never show headers (the key)
-        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
+        urls = self.base_url if len(self.endpoints) == 1 else [e.url for e in self.endpoints]
+        return f"OpenAIBackend(model={self.model!r}, base_url={urls!r})"
+
+    @property
+    def served_by(self) -> dict[str, int]:
+        """How many completions each endpoint answered."""
+        return {e.url: e.served for e in self.endpoints}
+
+    def _acquire(self) -> Endpoint:
+        """The least busy endpoint in rotation (the one back soonest when none is), counted busy."""
+        with self._lock:
+            now = time.monotonic()
+            up = [e for e in self.endpoints if e.down_until <= now]
+            chosen = (min(up, key=lambda e: (e.in_flight, e.served)) if up
+                      else min(self.endpoints, key=lambda e: e.down_until))
+            chosen.in_flight += 1
+            return chosen
+
+    def _release(self, endpoint: Endpoint, ok: bool, down_s: float = 0.0) -> None:
+        with self._lock:
+            endpoint.in_flight -= 1
+            if ok:
+                endpoint.served += 1
+            elif down_s:
+                endpoint.failures += 1
+                endpoint.down_until = max(endpoint.down_until, time.monotonic() + down_s)
+
+    def _others_up(self, endpoint: Endpoint) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            return any(e is not endpoint and e.down_until <= now for e in self.endpoints)
 
     def _payload(self, request: ChatRequest) -> dict:
         params = request.params
@@ -82,28 +136,38 @@ class OpenAIBackend:
         return self.backoff_s * (2**attempt) * (0.5 + random.random() / 2)
 
     def complete(self, request: ChatRequest) -> Completion:
-        url = f"{self.base_url}/chat/completions"
-        last_error = ""
+        last_error, url = "", ""
         for attempt in range(self.max_retries + 1):
-            response = None
+            endpoint = self._acquire()
+            url = f"{endpoint.url}/chat/completions"
+            response, down_s = None, 0.0
             try:
                 response = self._client.post(url, json=self._payload(request))
             except (httpx.TimeoutException, httpx.TransportError) as err:
-                last_error = f"{type(err).__name__}: {err}"
+                last_error, down_s = f"{type(err).__name__}: {err}", self.cooldown_s
             else:
                 if response.status_code == 200:
                     try:
-                        return _parse_completion(response)
+                        completion = _parse_completion(response)
                     except MalformedResponse as err:
                         last_error = str(err)
+                    else:
+                        self._release(endpoint, ok=True)
+                        return completion
                 else:
                     last_error = f"HTTP {response.status_code}: {response.text[:300]}"
                     if response.status_code not in RETRYABLE_STATUS:
+                        self._release(endpoint, ok=False)
                         raise BackendError(f"{self!r} at {url} refused the request ({last_error})")
+                    down_s = self._delay(attempt, response) if response.status_code == 429 else self.cooldown_s
+            # One replica alone is retried after a backoff; with others in rotation, at once elsewhere.
+            single = len(self.endpoints) == 1
+            self._release(endpoint, ok=False, down_s=0.0 if single else down_s)
             if attempt < self.max_retries:
                 with self._lock:
                     self.retries += 1
-                time.sleep(self._delay(attempt, response))
+                if single or not self._others_up(endpoint):
+                    time.sleep(self._delay(attempt, response))
         raise BackendError(f"{self!r} at {url}: no answer after {self.max_retries + 1} attempts "
                            f"(last: {last_error})")
 
