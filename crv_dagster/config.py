@@ -91,6 +91,9 @@ class TransformersBackendConfig(_Strict):
     batch_size: int = Field(8, gt=0)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"
+    chunk_size: int = Field(256, gt=0, description="new requests sent to the model at a time: each "
+                                                          "chunk's replies are cached when it ends, and progress is "
+                                                          "logged after each")
     generation: GenerationDefaults = GenerationDefaults()
 
 
@@ -103,6 +106,9 @@ class VllmBackendConfig(_Strict):
     dtype: str = "auto"
     enforce_eager: bool = Field(False, description="no CUDA graphs or torch.compile: slower, but starts at once")
     engine_args: dict[str, Any] = Field({}, description="passed to vllm.LLM as they are, e.g. swap_space")
+    chunk_size: int = Field(1024, gt=0, description="new requests sent to the model at a time: each "
+                                                          "chunk's replies are cached when it ends, and progress is "
+                                                          "logged after each")
     generation: GenerationDefaults = GenerationDefaults()
 
 
@@ -118,6 +124,9 @@ class OpenAIBackendConfig(_Strict):
     max_retries: int = Field(5, ge=0)
     backoff_s: float = Field(1.0, ge=0)
     cooldown_s: float = Field(30.0, ge=0, description="how long a replica that failed is left out of rotation")
+    chunk_size: int = Field(256, gt=0, description="new requests sent to the model at a time: each "
+                                                          "chunk's replies are cached when it ends, and progress is "
+                                                          "logged after each")
     generation: GenerationDefaults = GenerationDefaults()
 
     @model_validator(mode="after")

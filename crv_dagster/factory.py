@@ -60,7 +60,7 @@ def build_backend(profile: Profile, backend_key: str, model_path: str | None = N
                                 max_retries=cfg.max_retries, backoff_s=cfg.backoff_s, cooldown_s=cfg.cooldown_s)
     else:  # pragma: no cover - the config union is closed
         raise TypeError(f"unknown backend kind {cfg!r}")
-    return CachedBackend(backend, ResponseCache(cache_path(profile)))
+    return CachedBackend(backend, ResponseCache(cache_path(profile)), chunk_size=cfg.chunk_size)
 
 
 def default_sampling(profile: Profile, backend_key: str) -> SamplingParams:

@@ -170,3 +170,58 @@ def test_a_damaged_stored_table_names_its_file_and_what_to_do(tmp_path):
     message = str(err.value)
     assert message.startswith(f"{path}: the stored table (asset 'critiques', partition 'arith|tiny-a')")
     assert "materialize its asset again" in message
+
+
+class _Counting:
+    """A model that answers with the request's own question, and can fail on a chosen call (a run killed
+    part way through a long step)."""
+
+    model_id = "counting"
+
+    def __init__(self, fail_on_call: int | None = None):
+        self.calls: list[int] = []
+        self.fail_on_call = fail_on_call
+
+    def generate(self, requests, on_result=None):
+        self.calls.append(len(requests))
+        if len(self.calls) == self.fail_on_call:
+            raise KeyboardInterrupt("killed")
+        out = []
+        for i, request in enumerate(requests):
+            out.append(Completion(f"answer to {request.messages[-1][1]}", "stop", 3, 2))
+            if on_result is not None:
+                on_result(i, out[-1])
+        return out
+
+
+def test_new_requests_go_in_chunks_with_progress_and_a_killed_step_resumes_from_its_last_chunk(tmp_path):
+    from crv_dagster.llm.progress import reporting_to
+
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    requests = _requests(10)
+    lines: list[str] = []
+    killed = CachedBackend(_Counting(fail_on_call=3), cache, chunk_size=3)
+    with reporting_to(lines.append), pytest.raises(KeyboardInterrupt):
+        killed.generate(requests)
+    # Two chunks finished before the third was killed: their replies are kept, and said so.
+    assert killed.backend.calls == [3, 3, 3] and len(cache) == 6
+    assert [line.split(": ", 1)[1].split(" new")[0] for line in lines] == ["3/10", "6/10"]
+    assert all("/s, about " in line and line.endswith(" left") for line in lines)
+
+    lines.clear()
+    again = CachedBackend(_Counting(), cache, chunk_size=3)
+    with reporting_to(lines.append):
+        results = again.generate(requests)
+    assert [r.text for r in results] == [f"answer to {r.messages[-1][1]}" for r in requests]
+    assert again.backend.calls == [3, 1]  # only the four that never finished
+    assert [line.split(": ", 1)[1].split(" new")[0] for line in lines] == ["3/4", "4/4"]
+    assert "(100%)" in lines[-1] and "about 0 s left" in lines[-1]
+    meta = again.stats.as_metadata("teacher")
+    assert meta["teacher_chunks"] == 2 and meta["teacher_cache_hits"] == 6 and meta["teacher_new_calls"] == 4
+    assert meta["teacher_new_calls_per_s"] > 0
+
+
+def test_progress_without_a_step_goes_to_the_python_log(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="crv_dagster.llm.progress"):
+        CachedBackend(_Counting(), ResponseCache(tmp_path / "cache.sqlite"), chunk_size=8).generate(_requests(2))
+    assert "counting: 2/2 new requests (100%)" in caplog.text

@@ -164,6 +164,8 @@ def test_cli_materialize_cogpo_model_and_validate(tmp_path, monkeypatch):
     # pipeline's INFO lines and neither Dagster's debug events nor a superseded/preview warning.
     printed = materialize([str(Path(sys.executable).with_name("dg")), "launch", "--assets", "*verified_set"])
     assert " - INFO - " in printed and "rewritten_cots - " in printed
+    # Generation reports its progress in the step's log: done / total, rate, time left.
+    assert re.search(r"critiques - .*: \d+/\d+ new requests \(100%\), [\d.]+/s, about 0 s left", printed)
     assert " - DEBUG - " not in printed
     assert not re.search(r"(Supersession|Preview|Beta|Deprecation)Warning", printed), printed[:3000]
     # Then, from an empty DAGSTER_HOME (the tables live under the artifacts root), the models and

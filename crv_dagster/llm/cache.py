@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from crv_dagster.llm import progress
 from crv_dagster.llm.base import ChatBackend, ChatRequest, Completion, ResultCallback
+
+# New requests go to the model in chunks of this many (a backend may set its own): each chunk's
+# replies are in the cache when it ends, and progress is reported after each.
+CHUNK_SIZE = 256
 
 
 def cache_key(model_id: str, request: ChatRequest) -> str:
@@ -108,13 +113,16 @@ class CacheStats:
     completion_tokens: int = 0
     new_completion_tokens: int = 0
     generation_s: float = 0.0
+    chunks: int = 0  # of new requests sent to the model
     served_by: dict[str, int] = field(default_factory=dict)  # per replica, for a backend that has several
 
     def as_metadata(self, prefix: str = "llm") -> dict[str, int | float]:
         out = {f"{prefix}_cache_hits": self.hits, f"{prefix}_new_calls": self.new_calls,
                f"{prefix}_prompt_tokens": self.prompt_tokens, f"{prefix}_completion_tokens": self.completion_tokens,
                f"{prefix}_new_completion_tokens": self.new_completion_tokens,
-               f"{prefix}_generation_s": round(self.generation_s, 3)}
+               f"{prefix}_generation_s": round(self.generation_s, 3), f"{prefix}_chunks": self.chunks}
+        if self.new_calls and self.generation_s > 0:
+            out[f"{prefix}_new_calls_per_s"] = round(self.new_calls / self.generation_s, 3)
         if len(self.served_by) > 1:  # endpoint i is the i-th of the backend's base_urls
             out.update({f"{prefix}_endpoint_{i}_served": n for i, n in enumerate(self.served_by.values())})
         return out
@@ -123,9 +131,10 @@ class CacheStats:
 class CachedBackend:
     """Wraps a backend: answers from the cache first, sends only the misses to the model."""
 
-    def __init__(self, backend: ChatBackend, cache: ResponseCache):
+    def __init__(self, backend: ChatBackend, cache: ResponseCache, chunk_size: int = CHUNK_SIZE):
         self.backend = backend
         self.cache = cache
+        self.chunk_size = chunk_size
         self.stats = CacheStats()
         self._lock = threading.Lock()
 
@@ -157,11 +166,16 @@ class CachedBackend:
                     on_result(i, completion)
 
         started = time.perf_counter()
-        if misses:
-            completions = self.backend.generate(misses, on_result=store)
-            for j, completion in enumerate(completions):
+        chunks = 0
+        for first in range(0, len(misses), self.chunk_size):
+            chunk = misses[first:first + self.chunk_size]
+            completions = self.backend.generate(chunk, on_result=lambda j, c, first=first: store(first + j, c))
+            for j, completion in enumerate(completions, start=first):
                 if results[pending[miss_keys[j]][0]] is None:  # a backend that did not call back
                     store(j, completion)
+            chunks += 1
+            progress.report(progress.progress_line(self.model_id, first + len(chunk), len(misses),
+                                                   time.perf_counter() - started))
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
             raise RuntimeError(f"backend returned no completion for request(s) {missing[:10]}")
@@ -171,6 +185,7 @@ class CachedBackend:
             self.stats.prompt_tokens += sum(r.prompt_tokens for r in results)
             self.stats.completion_tokens += sum(r.completion_tokens for r in results)
             self.stats.new_completion_tokens += sum(results[p[0]].completion_tokens for p in pending.values())
+            self.stats.chunks += chunks
             if misses:
                 self.stats.generation_s += time.perf_counter() - started
             self.stats.served_by = dict(getattr(self.backend, "served_by", {}))

@@ -22,6 +22,7 @@ import dagster as dg
 import pandas as pd
 
 from crv_dagster.config import Profile
+from crv_dagster.llm.progress import reporting_to
 from crv_dagster.mlflow_run import TrackedRun
 from crv_dagster.orchestration.memo import models_output, reused_models, reused_table, table_output
 from crv_dagster.orchestration.partitions import PartitionKey, partition_of
@@ -79,10 +80,11 @@ def table_stage(context: dg.AssetExecutionContext, profile: ProfileResource, mlf
         yield reused
     else:
         if own_runs:
-            result = compute(Stage(context, cfg, None, mlflow))
+            with reporting_to(context.log.info):
+                result = compute(Stage(context, cfg, None, mlflow))
             link = result.link
         else:
-            with mlflow.asset_run(context, cfg) as run:
+            with mlflow.asset_run(context, cfg) as run, reporting_to(context.log.info):
                 result = compute(Stage(context, cfg, run, mlflow))
                 run.log_params(result.params)
                 run.log_metrics({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
