@@ -23,16 +23,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _pairs(tokenizer, n: int):
-    import pandas as pd
-
-    from crv_dagster.data.arith import generate_arith
+    from crv_dagster.data.arith import arith_verified_set
     from crv_dagster.training.pairs import build_pairs, chat_prompt_renderer, incorrect_by_perturbation
 
-    problems = generate_arith(n, seed=7)
-    verified = pd.DataFrame({"problem_id": [f"p{i}" for i in range(n)], "dataset": "bench",
-                             "question": [p.question for p in problems], "answer": [p.answer for p in problems],
-                             "cot": [p.cot for p in problems], "role": "suited", "provenance": "original",
-                             "label": "medium", "action": "keep"})
+    verified = arith_verified_set(n, seed=7, dataset="bench")
     wrong, _ = incorrect_by_perturbation(verified, seed=0)
     pairs, _ = build_pairs(verified, wrong, {"small_gap": 1.0, "medium_gap": 0.75, "large_gap": 0.5},
                            chat_prompt_renderer(tokenizer))

@@ -1,6 +1,10 @@
 """Generation throughput of the agent backends: the same agent prompts through transformers one at a
 time, transformers batched, and vLLM's offline engine, side by side in one invocation.
 
+The vLLM backend hands each reply over as its request finishes (it drives the engine step by step
+in its child process); the last arm is one whole ``LLM.chat`` call in this process, which hands
+nothing over until the end: the cost of keeping finished replies is the ratio of the two.
+
 The prompts are the Rethinker's expansion prompt over built-in `arith` CoTs (what the agents spend
 their time on), greedy, with one token budget for every arm. Throughput is completion tokens per
 second of generation (model loading and engine start-up are reported apart). vLLM needs its own
@@ -31,6 +35,30 @@ def agent_requests(n: int, max_new_tokens: int) -> list[ChatRequest]:
                                **agent_fields(task.answer))
         requests.append(ChatRequest.of([{"role": "user", "content": text}], params))
     return requests
+
+
+class WholeChatCall:
+    """vLLM's ``LLM.chat`` on every request at once, in this process: no reply before the last."""
+
+    def __init__(self, model: str, dtype: str):
+        from vllm import LLM
+
+        self.llm = LLM(model=model, dtype=dtype, max_model_len=2048, enforce_eager=True)
+
+    def generate(self, requests):
+        from vllm import SamplingParams as VllmSampling
+
+        from crv_dagster.llm.base import Completion
+
+        params = [VllmSampling(max_tokens=r.params.max_new_tokens, temperature=r.params.temperature) for r in requests]
+        outputs = self.llm.chat([r.message_dicts() for r in requests], params, use_tqdm=False)
+        return [Completion(o.outputs[0].text, o.outputs[0].finish_reason or "stop", len(o.prompt_token_ids),
+                           len(o.outputs[0].token_ids)) for o in outputs]
+
+    def close(self):
+        from crv_dagster.llm.vllm_backend import _shutdown
+
+        _shutdown(self.llm)
 
 
 def timed(make_backend, requests) -> dict:
@@ -66,19 +94,24 @@ def main() -> None:
         "transformers, one at a time (baseline)": lambda: TransformersBackend(args.model, batch_size=1, dtype=args.dtype),
         f"transformers, batches of {args.batch_size}": lambda: TransformersBackend(
             args.model, batch_size=args.batch_size, dtype=args.dtype),
-        "vLLM offline engine": lambda: VllmBackend(args.model, dtype=args.dtype, max_model_len=2048,
-                                                   enforce_eager=True),
+        "vLLM offline engine (replies as they finish)": lambda: VllmBackend(
+            args.model, dtype=args.dtype, max_model_len=2048, enforce_eager=True),
+        "vLLM, one whole LLM.chat call": lambda: WholeChatCall(args.model, args.dtype),
     }
     results = {name: timed(make, requests) for name, make in arms.items()}
     base = results[next(iter(arms))]
     base_rate = base["tokens"] / base["generate_s"]
     print(f"{args.prompts} Rethinker prompts, greedy, max_new_tokens {args.max_new_tokens}, {args.dtype}, "
           f"{os.cpu_count()} CPUs")
-    print(f"{'arm':<42}{'start s':>8}{'gen s':>8}{'tokens':>8}{'tok/s':>8}{'vs baseline':>13}")
+    print(f"{'arm':<46}{'start s':>8}{'gen s':>8}{'tokens':>8}{'tok/s':>8}{'vs baseline':>13}")
     for name, r in results.items():
         rate = r["tokens"] / r["generate_s"]
-        print(f"{name:<42}{r['startup_s']:>8.1f}{r['generate_s']:>8.1f}{r['tokens']:>8}{rate:>8.1f}"
+        print(f"{name:<46}{r['startup_s']:>8.1f}{r['generate_s']:>8.1f}{r['tokens']:>8}{rate:>8.1f}"
               f"{rate / base_rate:>12.2f}x")
+    ours = results["vLLM offline engine (replies as they finish)"]
+    whole = results["vLLM, one whole LLM.chat call"]
+    print(f"replies as they finish / one whole call: "
+          f"{(ours['tokens'] / ours['generate_s']) / (whole['tokens'] / whole['generate_s']):.2f}x throughput")
 
 
 if __name__ == "__main__":

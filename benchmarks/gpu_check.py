@@ -41,16 +41,10 @@ STUDENTS = {"tiny-qwen2": {"architecture": "qwen2", "hidden_size": 128, "num_lay
 
 def _data(tokenizer, n: int):
     """SFT examples and preference pairs (the dataset's CoTs against perturbed wrong ones)."""
-    import pandas as pd
-
-    from crv_dagster.data.arith import generate_arith
+    from crv_dagster.data.arith import arith_verified_set
     from crv_dagster.training.pairs import build_pairs, chat_prompt_renderer, incorrect_by_perturbation
 
-    problems = generate_arith(n, seed=3)
-    verified = pd.DataFrame({"problem_id": [f"p{i}" for i in range(n)], "dataset": "gpu_check",
-                             "question": [p.question for p in problems], "answer": [p.answer for p in problems],
-                             "cot": [p.cot for p in problems], "role": "suited", "provenance": "original",
-                             "label": "medium", "action": "keep"})
+    verified = arith_verified_set(n, seed=3, dataset="gpu_check")
     wrong, _ = incorrect_by_perturbation(verified, seed=0)
     pairs, _ = build_pairs(verified, wrong, {"small_gap": 1.0, "medium_gap": 0.75, "large_gap": 0.5},
                            chat_prompt_renderer(tokenizer))

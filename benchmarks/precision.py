@@ -32,15 +32,9 @@ ARMS = {
 
 
 def _verified(n: int):
-    import pandas as pd
+    from crv_dagster.data.arith import arith_verified_set
 
-    from crv_dagster.data.arith import generate_arith
-
-    problems = generate_arith(n, seed=3)
-    return pd.DataFrame({"problem_id": [f"p{i}" for i in range(n)], "dataset": "bench",
-                         "question": [p.question for p in problems], "answer": [p.answer for p in problems],
-                         "cot": [p.cot for p in problems], "role": "suited", "provenance": "original",
-                         "label": "medium", "action": "keep"})
+    return arith_verified_set(n, seed=3, dataset="bench")
 
 
 def _child(arm: str, model: str, steps: int, out_dir: str) -> dict:

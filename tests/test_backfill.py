@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from postgres_server import PostgresServer
-from profiles import TEST_EVALUATED_METHODS
+from profiles import TEST_PROFILE
 
 from crv_dagster.config import PROJECT_ROOT
 from crv_dagster.storage import table_path
@@ -26,6 +26,10 @@ from crv_dagster.storage import table_path
 ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs", "heldout_pairs",
           "sft_model", "cogpo_model", "eval_scores"]
 PARTITIONS = ["arith|tiny-a", "arith|tiny-b"]
+# The test profile with one seed and one baseline per stage: what is tested here is the backfill
+# through the UI's API on a Postgres instance, not the methods (tests/test_dagster_crv.py has them).
+PROFILE = f"extends: {TEST_PROFILE}\nseeds: [0]\ntraining:\n  sft_baselines: [sft_raw]\n  cogpo: {{baselines: [dpo]}}\n"
+METHODS = ["base", "sft", "sft_raw", "cogpo", "dpo"]
 
 LAUNCH = """
 mutation Launch($params: LaunchBackfillParams!) {
@@ -85,7 +89,9 @@ def dagster_dev(tmp_path, monkeypatch, postgres):
     monkeypatch.setenv("DAGSTER_PG_URL", postgres.url)
     shutil.copy(PROJECT_ROOT / "dagster.postgres.yaml", home / "dagster.yaml")
     port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "DAGSTER_PG_URL": postgres.url, "CRV_PROFILE": "test",
+    profile = tmp_path / "backfill.yaml"
+    profile.write_text(PROFILE)
+    env = {**os.environ, "DAGSTER_HOME": str(home), "DAGSTER_PG_URL": postgres.url, "CRV_PROFILE": str(profile),
            "CRV_ARTIFACTS_ROOT": str(tmp_path / "artifacts")}
     dagster = str(Path(sys.executable).with_name("dagster"))
     subprocess.run([dagster, "instance", "concurrency", "set", "gpu", "1"], env=env, check=True,
@@ -186,7 +192,7 @@ def test_backfill_over_model_sizes_through_the_ui_api(dagster_dev, postgres):
     for partition in PARTITIONS:
         scores = pd.read_parquet(table_path(tables, "eval_scores", partition))
         # Every method of the test profile, for both seeds, each score with its interval.
-        assert set(zip(scores["method"], scores["seed"])) == {(m, s) for m in TEST_EVALUATED_METHODS for s in (0, 1)}
+        assert set(zip(scores["method"], scores["seed"])) == {(m, 0) for m in METHODS}
         assert set(scores["benchmark"]) == {"arith_heldout", "arith_bench"}
         assert ((scores["ci_low"] <= scores["accuracy"]) & (scores["accuracy"] <= scores["ci_high"])).all()
 
@@ -194,9 +200,9 @@ def test_backfill_over_model_sizes_through_the_ui_api(dagster_dev, postgres):
     # mapping, as a backfill of its own.
     _wait(url, _launch(url, ["arith"], ["results"]), log, runs=1)
     results = pd.read_parquet(table_path(tables, "results", "arith"))
-    assert set(results["model_size"]) == {"tiny-a", "tiny-b"} and (results["num_seeds"] == 2).all()
-    # One row per (size, method, benchmark): the seeds pooled.
-    assert len(results) == sum(len(pd.read_parquet(table_path(tables, "eval_scores", p))) for p in PARTITIONS) // 2
+    assert set(results["model_size"]) == {"tiny-a", "tiny-b"} and (results["num_seeds"] == 1).all()
+    # One row per (size, method, benchmark) (with one seed, one per score).
+    assert len(results) == sum(len(pd.read_parquet(table_path(tables, "eval_scores", p))) for p in PARTITIONS)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         [record] = instance.fetch_materializations(dg.AssetKey("results"), limit=1).records
     table = record.asset_materialization.metadata["results"].value
@@ -232,8 +238,7 @@ def test_backfill_over_model_sizes_through_the_ui_api(dagster_dev, postgres):
     experiment = client.get_experiment_by_name("crv-dagster-test").experiment_id
     runs = client.search_runs([experiment], "tags.`dagster.asset` = 'eval_scores'")
     by_key = {(r.data.tags["crv.model_size"], r.data.tags["crv.method"], r.data.tags["crv.seed"]): r for r in runs}
-    assert set(by_key) == {(s, m, str(seed)) for s in ("tiny-a", "tiny-b") for m in TEST_EVALUATED_METHODS
-                           for seed in (0, 1)}
+    assert set(by_key) == {(s, m, "0") for s in ("tiny-a", "tiny-b") for m in METHODS}
     for run in by_key.values():
         assert {"eval/arith_heldout/accuracy", "eval/arith_bench/accuracy", "eval/mean/accuracy"} <= set(run.data.metrics)
         assert run.data.params["beta_large_gap"] == "0.5" and "pairs_large_gap" in run.data.params

@@ -6,6 +6,11 @@ child is started with ``spawn`` (CUDA cannot be forked) and handles one ``genera
 time, each sent whole so vLLM can schedule the batch itself. It is not a daemon: vLLM's engine
 starts processes of its own, which a daemonic process may not. A child that dies is reported as
 an error instead of being waited for.
+
+The child drives the engine itself, as ``LLM.chat`` does (``enqueue_chat``, then ``step`` until
+every request is finished), and sends each completion back the moment its request finishes; the
+parent hands it to ``on_result`` (the response cache stores it) at once. A run killed at hour
+five keeps every reply that finished, not only those of the calls that ended.
 """
 
 from __future__ import annotations
@@ -33,19 +38,30 @@ def _engine_loop(engine_kwargs: dict, inbox, outbox) -> None:
         if job is None:
             _shutdown(llm)
             return
+        requests: list[str] = []
         try:
             conversations = [c for c, _ in job]
             sampling = [
                 VllmSampling(max_tokens=p["max_new_tokens"], temperature=p["temperature"], top_p=p["top_p"], seed=p["seed"])
                 for _, p in job
             ]
-            outputs = llm.chat(conversations, sampling, use_tqdm=False)
-            result = []
-            for out in outputs:
-                best = out.outputs[0]
-                result.append((best.text, best.finish_reason or "stop", len(out.prompt_token_ids), len(best.token_ids)))
-            outbox.put(("ok", result))
+            requests = llm.enqueue_chat(conversations, sampling, use_tqdm=False)
+            # enqueue_chat gives the engine's internal ids (the caller's id, a dash and 8 random
+            # characters); finished outputs carry the caller's id.
+            position = {request_id.rsplit("-", 1)[0]: i for i, request_id in enumerate(requests)}
+            engine = llm.llm_engine
+            while position and engine.has_unfinished_requests():
+                for out in engine.step():
+                    if out.finished and out.request_id in position:
+                        best = out.outputs[0]
+                        outbox.put(("one", (position.pop(out.request_id), best.text, best.finish_reason or "stop",
+                                            len(out.prompt_token_ids), len(best.token_ids))))
+            if position:
+                raise RuntimeError(f"the engine stopped with {len(position)} request(s) unanswered")
+            outbox.put(("done", None))
         except Exception as err:
+            if requests:  # leave nothing of this call running in the engine
+                llm.llm_engine.abort_request(list(requests), internal=True)
             outbox.put(("error", f"{type(err).__name__}: {err}"))
 
 
@@ -99,18 +115,20 @@ class VllmBackend:
         return self._model_id
 
     def generate(self, requests: Sequence[ChatRequest], on_result: ResultCallback | None = None) -> list[Completion]:
-        job = [(r.message_dicts(), vars(r.params)) for r in requests]
-        self._inbox.put(job)
-        status, payload = self._receive()
-        if status != "ok":
-            raise BackendError(f"vLLM generation failed: {payload}")
-        results = []
-        for i, (text, finish, n_prompt, n_out) in enumerate(payload):
-            completion = Completion(text.strip(), "length" if finish == "length" else "stop", n_prompt, n_out)
-            results.append(completion)
-            if on_result is not None:
-                on_result(i, completion)
-        return results
+        if not requests:
+            return []
+        self._inbox.put([(r.message_dicts(), vars(r.params)) for r in requests])
+        results: list[Completion | None] = [None] * len(requests)
+        while True:
+            status, payload = self._receive()
+            if status == "done":
+                return results  # type: ignore[return-value]
+            if status != "one":
+                raise BackendError(f"vLLM generation failed: {payload}")
+            i, text, finish, n_prompt, n_out = payload
+            results[i] = Completion(text.strip(), "length" if finish == "length" else "stop", n_prompt, n_out)
+            if on_result is not None:  # as each request finishes, not when the call ends
+                on_result(i, results[i])
 
     def close(self) -> None:
         if self._proc.is_alive():

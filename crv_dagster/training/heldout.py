@@ -61,6 +61,8 @@ def pair_logps(model_path: str, pairs: pd.DataFrame, batch_size: int = 4) -> pd.
     chosen = completion_logps(model, tokenizer, prompts, [c.strip() for c in pairs["chosen"]], batch_size)
     rejected = completion_logps(model, tokenizer, prompts, [r.strip() for r in pairs["rejected"]], batch_size)
     del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the next checkpoint, or training, needs the memory
     return pd.DataFrame({"chosen": [v for v, _ in chosen], "chosen_tokens": [n for _, n in chosen],
                          "rejected": [v for v, _ in rejected], "rejected_tokens": [n for _, n in rejected]})
 

@@ -85,6 +85,52 @@ def test_sampling_seeds_reach_the_engine(engine):
     assert [x.text for x in a] != [x.text for x in c]
 
 
+# A run of the teacher that is killed mid-generation: half the replies are short, half long.
+KILLED_RUN = """
+import json, sys
+from crv_dagster.formatting import prompt_messages
+from crv_dagster.llm.base import ChatRequest, SamplingParams
+from crv_dagster.llm.cache import CachedBackend, ResponseCache
+from crv_dagster.llm.vllm_backend import VllmBackend
+model, cache, budgets = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+requests = [ChatRequest.of(prompt_messages(q), SamplingParams(max_new_tokens=n)) for q, n in budgets]
+backend = VllmBackend(model, dtype="float32", max_model_len=1024, enforce_eager=True)
+CachedBackend(backend, ResponseCache(cache)).generate(requests)
+"""
+# 4 tokens: finished at once; 900: the engine is still busy with them when the run is killed.
+BUDGETS = [(q, 4 if i % 2 else 900) for i, q in enumerate(QUESTIONS)]
+
+
+def killed_run_requests() -> list[ChatRequest]:
+    return [ChatRequest.of(prompt_messages(q), SamplingParams(max_new_tokens=n)) for q, n in BUDGETS]
+
+
+def test_a_run_killed_mid_generation_keeps_every_finished_reply(smollm2, engine, tmp_path):
+    import json
+
+    cache_file = tmp_path / "cache.sqlite"
+    run = subprocess.Popen([sys.executable, "-c", KILLED_RUN, smollm2, str(cache_file), json.dumps(BUDGETS)],
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        # Killed as soon as the short replies are in the cache, while the long ones are generating.
+        while not (cache_file.exists() and len(ResponseCache(cache_file)) >= len(QUESTIONS) // 2):
+            assert run.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no reply reached the cache"
+            time.sleep(0.2)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(timeout=60)
+    kept = len(ResponseCache(cache_file))
+    assert len(QUESTIONS) // 2 <= kept < len(QUESTIONS)
+    # The re-run takes the finished replies from the cache and generates only the rest.
+    again = CachedBackend(engine, ResponseCache(cache_file))
+    results = again.generate(killed_run_requests())
+    assert again.stats.hits == kept and again.stats.new_calls == len(QUESTIONS) - kept
+    assert [c.completion_tokens for c in results[1::2]] == [4] * (len(QUESTIONS) // 2)
+    assert len(ResponseCache(cache_file)) == len(QUESTIONS)
+
+
 def test_engine_settings_reach_vllm(smollm2, monkeypatch, capfd):
     # max_model_len is the engine's: a prompt longer than it is refused, with the engine's reason.
     backend = VllmBackend(smollm2, dtype="float32", max_model_len=128, enforce_eager=True)
