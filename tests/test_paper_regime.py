@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 PROBLEMS = generate_arith(24, seed=11)
 BENCH_PROBLEMS = [p for p in generate_arith(12, seed=12) if p.question not in {q.question for q in PROBLEMS}]
-THROUGH_TRAINING = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs",
+THROUGH_TRAINING = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs", "heldout_pairs",
                     "sft_model", "cogpo_model"]
 # Columns where an agent's thinking may be kept, for audit.
 AUDIT_COLUMNS = {"reasoning"}
@@ -40,7 +40,8 @@ def _write_jsonl(path, rows):
 def double_server():
     # The teacher thinks at length (about 300 words of guesses and corrections) before a short solution.
     double = ReasoningDouble({p.question: p.answer for p in PROBLEMS}, think_words=300)
-    with ChatServer(double, "qwq-double", reasoning_parser=False) as server:
+    # One server for every role, as one vLLM deployment with two names for the double.
+    with ChatServer(double, ("qwq-double", "student-double"), reasoning_parser=False) as server:
         yield server, double
 
 

@@ -8,7 +8,8 @@ makes it fail chosen requests on purpose, to exercise client retries.
 
 What it does of the chat completions API, and what it refuses rather than ignore:
 
-- ``model`` must be the served name (otherwise 404, as vLLM answers);
+- ``model`` must be one of the served names (otherwise 404, as vLLM answers); several names are
+  aliases of the one model, as with ``vllm serve --served-model-name a b``;
 - ``n`` samples, each with its own seed (``seed``, ``seed + 1``, ...);
 - ``stream: true`` answers with server-sent events (``chat.completion.chunk`` objects, then
   ``data: [DONE]``; ``stream_options.include_usage`` adds the usage chunk). The model generates
@@ -65,7 +66,7 @@ class ChatCall:
         return [replace(self.request, params=replace(params, seed=params.seed + i)) for i in range(self.n)]
 
 
-def parse_call(body: object, served_name: str) -> ChatCall:
+def parse_call(body: object, served_name: str | tuple[str, ...]) -> ChatCall:
     """The request ``body`` as a ``ChatCall``, or the ``ApiError`` the API would answer with."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
@@ -76,9 +77,10 @@ def parse_call(body: object, served_name: str) -> ChatCall:
                             f"{', '.join(sorted(SUPPORTED))})", param=unsupported[0], code="unsupported_parameter")
     if not body.get("model"):
         raise ApiError(400, "model is required", param="model")
-    if body["model"] != served_name:
-        raise ApiError(404, f"The model `{body['model']}` does not exist; this server serves `{served_name}`",
-                       param="model", code="model_not_found")
+    names = (served_name,) if isinstance(served_name, str) else tuple(served_name)
+    if body["model"] not in names:
+        raise ApiError(404, f"The model `{body['model']}` does not exist; this server serves "
+                            + ", ".join(f"`{n}`" for n in names), param="model", code="model_not_found")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
@@ -122,10 +124,11 @@ class FaultPlan:
 
 
 class ChatServer:
-    def __init__(self, backend, served_name: str, host: str = "127.0.0.1", port: int = 0, faults: FaultPlan | None = None,
-                 reasoning_parser: bool = False):
+    def __init__(self, backend, served_name: str | tuple[str, ...], host: str = "127.0.0.1", port: int = 0,
+                 faults: FaultPlan | None = None, reasoning_parser: bool = False):
         self.backend = backend
-        self.served_name = served_name
+        self.served_names = (served_name,) if isinstance(served_name, str) else tuple(served_name)
+        self.served_name = self.served_names[0]  # the name replies carry
         # As `vllm serve --reasoning-parser`: thinking goes to `message.reasoning`, and the content
         # is null when the thinking never ended.
         self.reasoning_parser = reasoning_parser
@@ -162,7 +165,8 @@ class ChatServer:
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/") == "/v1/models":
-                    self._send(200, {"object": "list", "data": [{"id": server.served_name, "object": "model"}]})
+                    self._send(200, {"object": "list", "data": [{"id": name, "object": "model"}
+                                                                for name in server.served_names]})
                 else:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -191,7 +195,7 @@ class ChatServer:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
                 try:
-                    call = parse_call(json.loads(raw), server.served_name)
+                    call = parse_call(json.loads(raw), server.served_names)
                 except ApiError as err:
                     self._send(err.status, err.body())
                     return

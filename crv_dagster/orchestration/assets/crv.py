@@ -1,7 +1,6 @@
 """The CRV stage: ``critiques``, ``rewritten_cots`` and ``verified_set``."""
 
 import json
-from contextlib import nullcontext
 
 import dagster as dg
 import pandas as pd
@@ -91,8 +90,8 @@ def _solves(stage: Stage, student: str, judged: pd.DataFrame, problems: pd.DataF
         problems[["problem_id", "choices", "tests"]], on="problem_id", how="left")
     if asked["tests"].isna().all():
         asked = asked.drop(columns="tests")  # no code problem: no sandbox needed
-    with build_backend(cfg, cfg.evaluation.backend, model_path=student) as backend, \
-            (code_sandbox(cfg.sandbox) if "tests" in asked else nullcontext()) as sandbox:
+    sandbox = code_sandbox(cfg.sandbox) if "tests" in asked else None
+    with build_backend(cfg, cfg.evaluation.backend, model_path=student) as backend:
         stage.log.info(f"the base student on the {len(asked)} judged problems ({cfg.evaluation.protocol.samples} "
                        "sample(s) each)")
         solves = student_solves(backend, asked, cfg.evaluation.protocol, cfg.seeds[0], sandbox)
