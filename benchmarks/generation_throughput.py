@@ -19,22 +19,17 @@ import argparse
 import os
 import time
 
-from crv_dagster.agents.rethinker import RewriteTask, load_rethinker_prompts
+from crv_dagster.agents.rethinker import Rethinker, RewriteTask, load_rethinker_prompts
 from crv_dagster.data.arith import generate_arith
-from crv_dagster.formatting import agent_fields
 from crv_dagster.llm.base import ChatRequest, SamplingParams
 
 
 def agent_requests(n: int, max_new_tokens: int) -> list[ChatRequest]:
-    template = load_rethinker_prompts("rethink_expand.txt", "rethink_simplify.txt")["expand"]
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    requests = []
-    for p in generate_arith(n, seed=7):
-        task = RewriteTask(p.question, p.answer, p.cot, "expand")
-        text = template.render(question=task.question, cot=task.cot, student_size="135M", feedback="",
-                               **agent_fields(task.answer))
-        requests.append(ChatRequest.of([{"role": "user", "content": text}], params))
-    return requests
+    """The Rethinker's own expansion requests (its prompt and layout rules) over built-in CoTs."""
+    prompts = load_rethinker_prompts("rethink_expand.txt", "rethink_simplify.txt")
+    rethinker = Rethinker(None, prompts, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0))
+    return [rethinker.request(RewriteTask(p.question, p.answer, p.cot, "expand"), "135M", attempt=1)
+            for p in generate_arith(n, seed=7)]
 
 
 class WholeChatCall:
