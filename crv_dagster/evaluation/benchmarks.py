@@ -29,13 +29,18 @@ def heldout_name(dataset: str) -> str:
     return f"{dataset}_{HELDOUT}"
 
 
+def heldout_problems(problems: pd.DataFrame, n: int | None = None) -> pd.DataFrame:
+    """The first ``n`` problems of the eval split (all of them for None). The split is a seeded
+    draw, so these are too: the held-out benchmark and the held-out pairs start from the same ones."""
+    return problems[problems["split"] == "eval"].head(len(problems) if n is None else n)
+
+
 def evaluation_sets(cfg: Profile, dataset: str, problems: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The problems a partition is scored on, by name: the dataset's held-out split (as
     ``<dataset>_heldout``) and every benchmark of the profile; empty sets are left out."""
     sets = {}
     if cfg.evaluation.heldout:
-        heldout = problems[problems["split"] == "eval"]
-        sets[heldout_name(dataset)] = heldout.head(cfg.evaluation.heldout_max_problems or len(heldout))
+        sets[heldout_name(dataset)] = heldout_problems(problems, cfg.evaluation.heldout_max_problems)
     sets.update(benchmark_sets(cfg))
     return {name: frame for name, frame in sets.items() if len(frame)}
 
@@ -43,7 +48,7 @@ def evaluation_sets(cfg: Profile, dataset: str, problems: pd.DataFrame) -> dict[
 def decontamination_references(cfg: Profile, dataset: str, problems: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """What a dataset's training problems must not overlap: its whole eval split (scored or not)
     and every benchmark of the profile."""
-    return {heldout_name(dataset): problems[problems["split"] == "eval"], **benchmark_sets(cfg)}
+    return {heldout_name(dataset): heldout_problems(problems), **benchmark_sets(cfg)}
 
 
 def _file_digest(path: str) -> str:

@@ -24,15 +24,10 @@ import numpy as np
 import pandas as pd
 
 from crv_dagster.config import CogpoSettings
+from crv_dagster.evaluation.benchmarks import heldout_problems  # noqa: F401  (the problems the pairs are of)
 from crv_dagster.vocabulary import PAIR_TYPES
 
 METRICS = ("loss", "margin", "accuracy", "logp_accuracy")
-
-
-def heldout_problems(problems: pd.DataFrame, n: int) -> pd.DataFrame:
-    """The first ``n`` problems of the eval split (the split is a seeded draw, so these are too):
-    the same problems the held-out benchmark starts with."""
-    return problems[problems["split"] == "eval"].head(n).reset_index(drop=True)
 
 
 def kind_betas(method: str, train_pairs: pd.DataFrame, settings: CogpoSettings) -> dict[str, float]:

@@ -18,7 +18,7 @@ from crv_dagster.orchestration.resources import ProfileResource
 from crv_dagster.orchestration.stage import Stage, StageResult, table_stage
 from crv_dagster.orchestration.tracking import MlflowTracking
 from crv_dagster.orchestration.types import preference_pairs_schema, table_asset_args
-from crv_dagster.training.heldout import heldout_problems
+from crv_dagster.evaluation.benchmarks import heldout_problems
 from crv_dagster.versions import AssetReads
 
 GROUP = "evaluation"
@@ -26,7 +26,7 @@ GROUP = "evaluation"
 _CHAIN = (data_assets.READS["raw_cots"], crv_assets.READS["critiques"], crv_assets.READS["rewritten_cots"],
           crv_assets.READS["verified_set"], training_assets.READS["preference_pairs"])
 READS = AssetReads(
-    modules=(__name__, "crv_dagster.training.heldout", *dict.fromkeys(m for reads in _CHAIN for m in reads.modules)),
+    modules=(__name__, "crv_dagster.evaluation.benchmarks", *dict.fromkeys(m for reads in _CHAIN for m in reads.modules)),
     profile=lambda p: {"heldout_problems": p.training.pairs.heldout_problems,
                        "chain": [reads.profile(p) for reads in _CHAIN]},
 )
