@@ -32,3 +32,5 @@ def quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.SupersessionWarning)
+    # Dagster calling its own preview APIs (Pipes does, on every training step) is not ours to act on.
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning, module="dagster")
