@@ -5,7 +5,8 @@ asset on the same GPU (training) needs it; a child process that exits frees ever
 child is started with ``spawn`` (CUDA cannot be forked) and handles one ``generate`` call at a
 time, each sent whole so vLLM can schedule the batch itself. It is not a daemon: vLLM's engine
 starts processes of its own, which a daemonic process may not. A child that dies is reported as
-an error instead of being waited for.
+an error instead of being waited for; a parent that dies (a step worker killed with SIGKILL, or by
+the OOM killer) takes the child and its engine with it, so a re-run finds the GPU free.
 
 The child drives the engine itself, as ``LLM.chat`` does (``enqueue_chat``, then ``step`` until
 every request is finished), and sends each completion back the moment its request finishes; the
@@ -16,19 +17,46 @@ five keeps every reply that finished, not only those of the calls that ended.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
+import threading
 from typing import Sequence
 
 from crv_dagster.llm.base import BackendError, ChatRequest, Completion, ResultCallback
 from crv_dagster.llm.identity import model_fingerprint
 
 
+def _exit_with_parent(engine: list) -> None:
+    """Ends this child when its parent ends, however it ended: a child left behind by a killed
+    step keeps its GPU memory, and the re-run's engine or training would then find none."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()  # the parent's sentinel closes when it exits, SIGKILL included
+        # The engine may be mid-step in the main thread; a shutdown that hangs must not keep us.
+        threading.Timer(20, os._exit, args=(1,)).start()
+        try:
+            if engine:
+                _shutdown(engine[0])
+        finally:
+            for proc in mp.active_children():  # the engine core, if the shutdown left it
+                proc.kill()
+            os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _engine_loop(engine_kwargs: dict, inbox, outbox) -> None:
+    engine: list = []  # filled once the engine exists, for the watcher to shut it down
+    _exit_with_parent(engine)
     try:
         from vllm import LLM
         from vllm import SamplingParams as VllmSampling
 
         llm = LLM(**engine_kwargs)
+        engine.append(llm)
     except Exception as err:  # report start-up failures to the parent instead of dying silently
         outbox.put(("error", f"{type(err).__name__}: {err}"))
         return

@@ -6,6 +6,7 @@ engine, the engine settings reach vLLM, and `vllm serve`'s OpenAI-compatible ser
 `openai` backend. `make test-vllm` runs this file in its own environment (.venv-vllm).
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -108,6 +109,8 @@ def killed_run_requests() -> list[ChatRequest]:
 def test_a_run_killed_mid_generation_keeps_every_finished_reply(smollm2, engine, tmp_path):
     import json
 
+    import psutil
+
     cache_file = tmp_path / "cache.sqlite"
     run = subprocess.Popen([sys.executable, "-c", KILLED_RUN, smollm2, str(cache_file), json.dumps(BUDGETS)],
                            start_new_session=True)
@@ -118,8 +121,17 @@ def test_a_run_killed_mid_generation_keeps_every_finished_reply(smollm2, engine,
             assert run.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline, "no reply reached the cache"
             time.sleep(0.2)
+        engine_processes = psutil.Process(run.pid).children(recursive=True)
+        assert engine_processes, "the engine runs in a child process"
+        # Only the run itself, as the OOM killer or `kill -9` of a step worker would: the engine
+        # child and the processes it started must end too, freeing their memory for the re-run.
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=60)
+        _, left = psutil.wait_procs(engine_processes, timeout=60)
+        assert not left, f"engine processes outlived the killed run: {[p.pid for p in left]}"
     finally:
-        os.killpg(run.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of the run's group
+            os.killpg(run.pid, signal.SIGKILL)
         run.wait(timeout=60)
     kept = len(ResponseCache(cache_file))
     assert len(QUESTIONS) // 2 <= kept < len(QUESTIONS)
