@@ -7,6 +7,7 @@ sources and the training settings are the paper profile's.
 """
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -216,3 +217,23 @@ def test_a_critic_budget_too_small_to_finish_thinking_gives_only_unparsed(tmp_pa
     assert meta["critiques"]["unreadable_replies"] == {"truncated": 2 * len(critiques)}
     check = checks["unparsed_share_ok"]
     assert not check.passed and "max_new_tokens" in check.description
+
+
+def test_a_judge_on_its_own_backend_is_counted_as_its_own_role(tmp_path, double_server, monkeypatch):
+    server, _ = double_server
+    monkeypatch.delenv("CRV_ARTIFACTS_ROOT", raising=False)
+    # The judge on a deployment of its own (here: the same server under another backend entry).
+    path = paper_profile(tmp_path, server.base_url, **{"crv.verifier.judge_backend": "judge"})
+    profile = yaml.safe_load(Path(path).read_text())
+    profile["backends"]["judge"] = dict(profile["backends"]["agent"])
+    Path(path).write_text(yaml.safe_dump(profile, sort_keys=False))
+    meta, _ = _materialize(path, "gsm8k|tiny", ["problems", "raw_cots", "critiques", "rewritten_cots"])
+    rewritten = _table(tmp_path, "rewritten_cots", "gsm8k|tiny")
+    verdicts = [v["reason"] for cell in rewritten["verdicts"] for v in json.loads(cell)]
+    # The judge is asked about each attempt the rule-based checks let through, and only those; the
+    # agent's counts are the Rethinker's attempts alone.
+    judged = sum(reason in ("passed", "judge_rejected", "judge_unreadable") for reason in verdicts)
+    assert judged > 0
+    counts = meta["rewritten_cots"]
+    assert counts["judge_new_calls"] == judged and counts["judge_completion_tokens"] > 0
+    assert counts["agent_new_calls"] == len(verdicts)

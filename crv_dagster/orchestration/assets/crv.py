@@ -159,6 +159,9 @@ def rewritten_cots_stage(stage: Stage, problems: pd.DataFrame, critiques: pd.Dat
         stage.log.info(f"rethinker {backend.model_id}: {n_rewrite} CoTs to rewrite, "
                        f"up to {cfg.crv.max_attempts} attempts each")
         frame = crv.refine(critiques, rethinker, verifier, student_size, cfg.crv.max_attempts, count_tokens)
+        # A judge on a backend of its own is counted as its own role; on the agents' backend its
+        # calls are in the agent's counts already.
+        judge_stats = verifier.judge_backend.stats.as_metadata("judge") if verifier.owns_judge_backend else {}
     stats = crv.refine_stats(frame, cfg.crv.max_attempts)
     stage.log.info(f"actions {stats['actions']}; pass rate by attempt {stats['pass_rate_by_attempt']}; "
                    f"dropped {stats['drop_reasons']}")
@@ -175,7 +178,7 @@ def rewritten_cots_stage(stage: Stage, problems: pd.DataFrame, critiques: pd.Dat
         **{f"action_{k}": v for k, v in stats["actions"].items()},
         **{f"pass_rate_{k}": v for k, v in stats["pass_rate_by_attempt"].items()},
         **{f"drop_{k.replace(':', '_')}": v for k, v in stats["drop_reasons"].items()},
-        **lengths, **backend.stats.as_metadata("agent"),
+        **lengths, **backend.stats.as_metadata("agent"), **judge_stats,
     }, {
         "actions": dg.MetadataValue.json(stats["actions"]),
         "pass_rate_by_attempt": dg.MetadataValue.json(stats["pass_rate_by_attempt"]),
