@@ -35,14 +35,15 @@ def student_nll(model_path: str, items: Sequence[tuple[str, str, str]], batch_si
     ``max_tokens`` cuts a longer prompt + CoT (its tail is then left out of the mean); NaN for an
     empty CoT.
     """
-    from crv_dagster.training.common import completion_logps, load_student
+    from crv_dagster.training.logprobs import completion_logps, free_device_memory, load_for_scoring
 
-    model, tokenizer = load_student(model_path)
-    model.eval()
+    model, tokenizer = load_for_scoring(model_path)
     prompts = [tokenizer.apply_chat_template(student_messages(question, answer), tokenize=False,
                                              add_generation_prompt=True) for question, answer, _ in items]
     completions = [adjusted_completion(prompt, cot.strip()) for prompt, (_, _, cot) in zip(prompts, items)]
     scored = completion_logps(model, tokenizer, prompts, completions, batch_size, max_tokens)
+    del model
+    free_device_memory()
     return [-total / count if count else math.nan for total, count in scored]
 
 

@@ -36,38 +36,6 @@ def load_student(path: str, torch_dtype: str = "auto"):
     return model, tokenizer
 
 
-def completion_logps(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 4,
-                     max_tokens: int | None = None) -> list[tuple[float, int]]:
-    """Each completion's summed log-probability after its prompt under ``model``, and the number of
-    completion tokens it sums over (0 for an empty completion). Both texts are tokenized without
-    special tokens, as rendered chat prompts are; ``max_tokens`` cuts a longer prompt + completion
-    (its tail is then left out)."""
-    import torch
-
-    device = next(model.parameters()).device
-    out: list[tuple[float, int]] = []
-    for start in range(0, len(prompts), batch_size):
-        sequences, first = [], []
-        for prompt, completion in zip(prompts[start:start + batch_size], completions[start:start + batch_size]):
-            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            ids = prompt_ids + tokenizer(completion, add_special_tokens=False)["input_ids"]
-            sequences.append(ids[:max_tokens] if max_tokens else ids)
-            first.append(len(prompt_ids))
-        width = max(len(s) for s in sequences)
-        pad = tokenizer.pad_token_id or 0
-        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=device)
-        attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=device)
-        scored = torch.tensor([[int(first[i] <= t < len(s)) for t in range(width)] for i, s in enumerate(sequences)],
-                              device=device)
-        with torch.no_grad():
-            logits = model(input_ids=input_ids, attention_mask=attention).logits.float()
-        # Token t is predicted from position t - 1.
-        logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:, None])[..., 0]
-        weight = scored[:, 1:].float()
-        out += [(float(v), int(c)) for v, c in zip((logps * weight).sum(dim=1).tolist(), weight.sum(dim=1).tolist())]
-    return out
-
-
 def apply_length_policy(frame, lengths: list[int], settings: TrainerSettings, what: str):
     """Rows of ``frame`` whose ``lengths`` (prompt + completion tokens) exceed ``max_length``:
     dropped, or kept for the trainer to cut at ``max_length``, as the profile says. Returns the

@@ -46,18 +46,14 @@ def kind_betas(method: str, train_pairs: pd.DataFrame, settings: CogpoSettings) 
 def pair_logps(model_path: str, pairs: pd.DataFrame, batch_size: int = 4) -> pd.DataFrame:
     """Summed log-probability and token count of every pair's chosen and rejected CoT under the
     checkpoint at ``model_path`` (on a GPU when there is one)."""
-    import torch
+    from crv_dagster.training.logprobs import completion_logps, free_device_memory, load_for_scoring
 
-    from crv_dagster.training.common import completion_logps, load_student
-
-    model, tokenizer = load_student(model_path)
-    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    model, tokenizer = load_for_scoring(model_path)
     prompts = list(pairs["prompt"])
     chosen = completion_logps(model, tokenizer, prompts, [c.strip() for c in pairs["chosen"]], batch_size)
     rejected = completion_logps(model, tokenizer, prompts, [r.strip() for r in pairs["rejected"]], batch_size)
     del model
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()  # the next checkpoint, or training, needs the memory
+    free_device_memory()
     return pd.DataFrame({"chosen": [v for v, _ in chosen], "chosen_tokens": [n for _, n in chosen],
                          "rejected": [v for v, _ in rejected], "rejected_tokens": [n for _, n in rejected]})
 
