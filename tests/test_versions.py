@@ -210,3 +210,8 @@ def test_an_asset_modules_plain_imports_are_part_of_its_code():
     assert {"crv_dagster.models.located", "crv_dagster.training.launch_command", "crv_dagster.training.job"} <= set(code)
     assert not any(m.startswith("crv_dagster.orchestration.") and m not in ASSET_READS["sft_model"].modules
                    for m in code)
+    # cogpo_model scores its checkpoints on the held-out pairs in the step, critiques the student's NLL:
+    # an edit to how either is computed makes them Unsynced.
+    assert {"crv_dagster.training.heldout", "crv_dagster.training.logprobs"} <= set(
+        closure(ASSET_READS["cogpo_model"].modules))
+    assert "crv_dagster.training.logprobs" in closure(ASSET_READS["critiques"].modules)

@@ -66,7 +66,8 @@ READS = {
         (__name__, "crv_dagster.training.pairs", "crv_dagster.training.incorrect", "crv_dagster.factory"),
         _pairs_reads),
     "sft_model": AssetReads(_JOB, _trained_reads("sft")),
-    "cogpo_model": AssetReads(_JOB, _trained_reads("cogpo")),
+    # Every preference checkpoint is also scored on the held-out pairs, in the step itself.
+    "cogpo_model": AssetReads((*_JOB, "crv_dagster.training.heldout"), _trained_reads("cogpo")),
 }
 
 GROUP = "training"
