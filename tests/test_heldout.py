@@ -10,8 +10,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from crv_dagster.config import CogpoSettings
 from crv_dagster.data.arith import generate_arith
+from crv_dagster.evaluation.benchmarks import heldout_problems
 from crv_dagster.training.heldout import (
-    heldout_problems,
     kind_betas,
     metrics_table,
     mlflow_metrics,

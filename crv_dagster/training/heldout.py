@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from crv_dagster.config import CogpoSettings
-from crv_dagster.evaluation.benchmarks import heldout_problems  # noqa: F401  (the problems the pairs are of)
 from crv_dagster.vocabulary import PAIR_TYPES
 
 METRICS = ("loss", "margin", "accuracy", "logp_accuracy")
@@ -49,11 +48,13 @@ def pair_logps(model_path: str, pairs: pd.DataFrame, batch_size: int = 4) -> pd.
     from crv_dagster.training.logprobs import completion_logps, free_device_memory, load_for_scoring
 
     model, tokenizer = load_for_scoring(model_path)
-    prompts = list(pairs["prompt"])
-    chosen = completion_logps(model, tokenizer, prompts, [c.strip() for c in pairs["chosen"]], batch_size)
-    rejected = completion_logps(model, tokenizer, prompts, [r.strip() for r in pairs["rejected"]], batch_size)
+    # Chosen and rejected CoTs in one pass, so the length batches are drawn from both.
+    scored = completion_logps(model, tokenizer, list(pairs["prompt"]) * 2,
+                              [c.strip() for c in pairs["chosen"]] + [r.strip() for r in pairs["rejected"]],
+                              batch_size)
     del model
     free_device_memory()
+    chosen, rejected = scored[:len(pairs)], scored[len(pairs):]
     return pd.DataFrame({"chosen": [v for v, _ in chosen], "chosen_tokens": [n for _, n in chosen],
                          "rejected": [v for v, _ in rejected], "rejected_tokens": [n for _, n in rejected]})
 

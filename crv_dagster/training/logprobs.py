@@ -63,8 +63,9 @@ def length_batches(lengths: list[int], batch_size: int, batch_tokens: int) -> li
     batches: list[list[int]] = []
     for i in order:
         # Sorted longest first, a batch's width is its first sequence's length.
-        if batches and len(batches[-1]) < batch_size and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= batch_tokens:
-            batches[-1].append(i)
+        last = batches[-1] if batches else None
+        if last and len(last) < batch_size and (len(last) + 1) * lengths[last[0]] <= batch_tokens:
+            last.append(i)
         else:
             batches.append([i])
     return batches

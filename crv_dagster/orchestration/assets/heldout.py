@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from crv_dagster.config import Profile
+from crv_dagster.evaluation.benchmarks import heldout_problems
 from crv_dagster.orchestration.assets import crv as crv_assets
 from crv_dagster.orchestration.assets import data as data_assets
 from crv_dagster.orchestration.assets import training as training_assets
@@ -18,7 +19,6 @@ from crv_dagster.orchestration.resources import ProfileResource
 from crv_dagster.orchestration.stage import Stage, StageResult, table_stage
 from crv_dagster.orchestration.tracking import MlflowTracking
 from crv_dagster.orchestration.types import preference_pairs_schema, table_asset_args
-from crv_dagster.evaluation.benchmarks import heldout_problems
 from crv_dagster.versions import AssetReads
 
 GROUP = "evaluation"
