@@ -189,15 +189,26 @@ _SCORE = {
                                   description="where the benchmark's problems came from: Hub name and revision, "
                                               "LiveCodeBench release, or file and content hash"),
     "accuracy": pa.Column(float, pa.Check.in_range(0.0, 1.0), description="pass@1, a fraction"),
-    "ci_low": pa.Column(float, pa.Check.in_range(0.0, 1.0), description="bootstrap 95% interval over problems"),
+    "ci_low": pa.Column(float, pa.Check.in_range(0.0, 1.0),
+                         description="95% interval: over problems in eval_scores (bootstrap), over problems and "
+                                     "training seeds in results (t, see evaluation/statistics.py)"),
     "ci_high": _fraction,
     "cons_at_n": pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True,
                            description="cons@n: share of problems whose majority answer over the samples is "
                                        "right; empty for code"),
+    "diff_vs_cogpo": pa.Column(float, pa.Check.in_range(-1.0, 1.0), nullable=True,
+                               description="accuracy minus CogPO's on the problems both scored (a fraction)"),
+    "diff_vs_cogpo_low": pa.Column(float, nullable=True, description="95% interval of diff_vs_cogpo: low end"),
+    "diff_vs_cogpo_high": pa.Column(float, nullable=True, description="95% interval of diff_vs_cogpo: high end"),
     "p_vs_cogpo": pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True,
-                            description="paired bootstrap p-value against CogPO on the same problems"),
+                            description="two-sided p-value of diff_vs_cogpo = 0: Welch's t, paired on problems, "
+                                        "training seeds counted where compared_as is 'methods'"),
     "p_vs_cogpo_holm": pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True,
                                  description="p_vs_cogpo adjusted (Holm) over every comparison in the same table"),
+    "compared_as": pa.Column(str, pa.Check.isin(["methods", "checkpoints"]), nullable=True,
+                             description="'methods': the test counts training seeds as well as problems; "
+                                         "'checkpoints': a trained side has one seed, so it compares two "
+                                         "checkpoints, not two methods"),
     "num_problems": pa.Column(int, pa.Check.gt(0)),
     "num_samples": pa.Column(int, pa.Check.gt(0)),
     "mean_response_tokens": pa.Column(float, pa.Check.ge(0)),
@@ -227,6 +238,11 @@ results_schema = pa.DataFrameSchema(
     description="eval_scores of every model size of one dataset pooled over seeds: the paper-shaped comparison.",
     columns={**_SCORE,
              "seed_std": pa.Column(float, nullable=True, description="standard deviation of the seeds' accuracies"),
+             "seed_var": pa.Column(float, pa.Check.ge(0), nullable=True,
+                                   description="variance of one checkpoint's accuracy from its training seed alone "
+                                               "(seeds x problems ANOVA; empty with one seed)"),
+             "seed_ms": pa.Column(float, nullable=True, description="the seed mean square of that ANOVA"),
+             "noise_ms": pa.Column(float, nullable=True, description="its residual (problem-level noise) mean square"),
              "num_seeds": pa.Column(int, pa.Check.gt(0)),
              "seed_accuracies": pa.Column(str, description="JSON {seed: accuracy}")},
     unique=["model_size", "method", "benchmark"],

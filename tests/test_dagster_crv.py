@@ -259,7 +259,10 @@ def _scores_of(size: str) -> pd.DataFrame:
             problem_scores = {f"p{i}": float(f"p{i}" in right) for i in range(4)}
             rows.append({"dataset": "arith", "model_size": size, "method": m, "seed": seed, "model_path": "/m",
                          "benchmark": "arith_bench", "accuracy": len(right) / 4, "ci_low": 0.0, "ci_high": 1.0,
+                         "diff_vs_cogpo": None if m == "cogpo" else 0.0, "diff_vs_cogpo_low": None if m == "cogpo" else 0.0,
+                         "diff_vs_cogpo_high": None if m == "cogpo" else 0.0,
                          "p_vs_cogpo": None if m == "cogpo" else 1.0, "p_vs_cogpo_holm": None if m == "cogpo" else 1.0,
+                         "compared_as": None if m == "cogpo" else "checkpoints",
                          "num_problems": 4, "num_samples": 1,
                          "mean_response_tokens": 3.0, "no_answer_share": 0.0, "truncated_share": 0.0,
                          "problem_scores": json.dumps(problem_scores), "protocol": "{}",
@@ -312,7 +315,10 @@ def test_results_reads_every_size_of_its_dataset_through_the_partition_mapping(a
     assert json.loads(results["problem_scores"].iloc[0]) == {"p0": 1.0, "p1": 0.5, "p2": 0.0, "p3": 0.0}
     assert results["seed_std"].iloc[0] == pytest.approx(0.1767767, rel=1e-5)  # std of 0.5 and 0.25
     [event] = result.asset_materializations_for_node("results")
-    assert "| tiny-b (2M) | Base | 37.5 (0.0–75.0) |" in event.metadata["results"].value
+    # The untrained base: a t interval over its 4 problems (3 degrees of freedom), clipped to 0-100%.
+    assert "| tiny-b (2M) | Base | 37.5 (0.0–100.0) |" in event.metadata["results"].value
+    # Two seeds of each trained method that differ exactly as much as problem noise says: compared as methods.
+    assert set(results["compared_as"].dropna()) == {"methods"}
     # The profile's primary comparison (CogPO against SFT and DPO; no DPO here), as its own family.
     primary = event.metadata["primary_comparison"].value
     assert "| tiny-a | arith_bench | SFT + CogPO vs SFT (CRV data) | +0.0 |" in primary
@@ -327,5 +333,5 @@ def test_results_reads_every_size_of_its_dataset_through_the_partition_mapping(a
     monkeypatch.setattr(sys, "argv", ["summary", "--partition", "arith|tiny-a"])
     summary.main()
     printed = capsys.readouterr().out
-    assert "| tiny-b (2M) | Base | 37.5 (0.0–75.0) |" in printed and "mean over 2 seeds" in printed
+    assert "| tiny-b (2M) | Base | 37.5 (0.0–100.0) |" in printed and "mean over 2 seeds" in printed
     assert "/#/experiments/" in printed and "viewStateShareKey=crv-scores" in printed

@@ -7,7 +7,7 @@ import pytest
 from scripted import ScriptedBackend
 
 from crv_dagster.config import EvalProtocol
-from crv_dagster.evaluation.aggregate import pool_seeds
+from crv_dagster.evaluation.aggregate import compare_with, pool_seeds
 from crv_dagster.evaluation.report import accuracy_plot, parameter_count, results_markdown
 from crv_dagster.evaluation.scoring import generate_answers, summarize
 from crv_dagster.schemas import eval_scores_schema, results_schema
@@ -66,15 +66,14 @@ def _scores(seeds=(0,)):
                                  "model_path": "/m", "benchmark": bench, "accuracy": right / 20, "num_problems": 20,
                                  "num_samples": 1, "mean_response_tokens": 10.0, "no_answer_share": 0.0,
                                  "truncated_share": 0.0, "ci_low": 0.0, "ci_high": 1.0,
-                                 "p_vs_cogpo": None if method == "cogpo" else 0.2,
-                                 "p_vs_cogpo_holm": None if method == "cogpo" else 0.4,
                                  "problem_scores": json.dumps(problem_scores), "protocol": "{}",
                                  "cons_at_n": right / 20, "benchmark_source": f"file:{bench}.jsonl",
                                  "data_prompt_tokens": 0 if method == "base" else 1000,
                                  "data_completion_tokens": 0 if method == "base" else 3000,
                                  "train_device_s": 0.0 if method == "base" else 30.0,
                                  "cost": 0.0 if method == "base" else 1.25})
-    return pd.DataFrame(rows)
+    # Each checkpoint against CogPO's of the same size, seed and benchmark, as eval_scores has them.
+    return compare_with(pd.DataFrame(rows), "cogpo", by=("model_size", "seed", "benchmark"))
 
 
 def test_results_table_has_the_paper_shape():
@@ -89,9 +88,13 @@ def test_results_table_has_the_paper_shape():
     # not after adjusting for the table's 8 comparisons, so no mark.
     base = pooled[(pooled["model_size"] == "small") & (pooled["method"] == "base")]
     assert (base["p_vs_cogpo"] < 0.05).all() and (base["p_vs_cogpo_holm"] >= 0.05).all()
-    assert re.fullmatch(r"\| small \(135M\) \| Base \| 10\.0 \(0\.0–25\.0\) \| 10\.0 \(0\.0–25\.0\) \| 10\.0 \(.*\) \| "
+    # One seed: the t interval over problems, 10% +- 2.09 x 6.9 points, clipped at 0.
+    assert re.fullmatch(r"\| small \(135M\) \| Base \| 10\.0 \(0\.0–24\.4\) \| 10\.0 \(0\.0–24\.4\) \| 10\.0 \(.*\) \| "
                         r"0 \| 0 s \| 0\.00 \|", lines[2]), lines[2]
-    assert lines[4].startswith("|  | SFT + CogPO | 30.0 (10.0–50.0) | 30.0 (10.0–50.0) | 30.0 (")
+    assert lines[4].startswith("|  | SFT + CogPO | 30.0 (8.0–52.0) | 30.0 (8.0–52.0) | 30.0 (")
+    # Every difference with its interval beside its p-value; one seed each: checkpoints, and said so.
+    assert "| small | bench | Base | -20.0 | -39.2 to -0.8 | 0.042 | 0.337 |" in table
+    assert set(pooled["compared_as"].dropna()) == {"checkpoints"} and "between two checkpoints" in table
     assert lines[4].endswith("| 4.0k | 30 s | 1.25 |")  # what its data and training cost
     assert lines[5].startswith("| big (1.5B) | Base | 30.0")  # blocks ordered by size
     assert "mean over 1 seed;" in table
@@ -111,7 +114,16 @@ def test_seeds_are_pooled_problem_by_problem():
     assert row["seed_std"] == pytest.approx(np.std([0.3, 0.5], ddof=1))
     assert row["ci_low"] < 0.4 < row["ci_high"]
     assert pooled.loc[("small", "cogpo", "heldout"), "seed_std"] == 0.0
-    assert pd.isna(row["p_vs_cogpo"]) and pooled.loc[("small", "base", "bench"), "p_vs_cogpo"] < 0.05
+    # 0.3 and 0.5 on the same problems: the seeds differ far more than problem noise explains.
+    assert row["seed_var"] > 0 and pooled.loc[("small", "cogpo", "heldout"), "seed_var"] == 0.0
+    # Against the untrained base (2 of 20), that seed spread is what keeps the difference uncertain:
+    # its interval is wider than the one over problems alone, and it still counts as methods compared.
+    base = pooled.loc[("small", "base", "bench")]
+    assert pd.isna(row["p_vs_cogpo"]) and base["compared_as"] == "methods"
+    single = pool_seeds(scores[scores["seed"] == 1]).set_index(["model_size", "method", "benchmark"])
+    alone = single.loc[("small", "base", "bench")]
+    assert alone["compared_as"] == "checkpoints" and alone["p_vs_cogpo"] < 0.01 < base["p_vs_cogpo"]
+    assert base["diff_vs_cogpo_high"] - base["diff_vs_cogpo_low"] > alone["diff_vs_cogpo_high"] - alone["diff_vs_cogpo_low"]
 
 
 def test_accuracy_plot_has_the_sizes_on_its_axis_and_no_accuracy_below_zero():
@@ -223,22 +235,25 @@ def test_bootstrap_interval_on_known_cases():
 
 
 def test_paired_test_finds_a_planted_difference_and_not_an_absent_one():
-    import numpy as np
-
-    from crv_dagster.evaluation.statistics import paired_bootstrap_p
+    from crv_dagster.evaluation.statistics import method_difference, seed_component
 
     rng = np.random.default_rng(1)
     base = (rng.random(200) < 0.4).astype(float)
     better = base.copy()
     better[np.flatnonzero(base == 0)[:30]] = 1.0  # 30 more problems right, nothing else changed
-    assert paired_bootstrap_p(better, base) < 0.01
+    one = seed_component(better[None, :])  # one checkpoint: no seed variance to estimate
+    found = method_difference(better, base, one, one)
+    assert found.p_value < 0.01 and found.low > 0 and found.value == pytest.approx(0.15)
+    assert not found.counts_seeds
     noise = base.copy()
     flip = rng.choice(200, size=20, replace=False)
     noise[flip[:10]], noise[flip[10:]] = 1.0 - noise[flip[:10]], noise[flip[10:]]  # no systematic change
-    assert paired_bootstrap_p(noise, base) > 0.05
-    assert paired_bootstrap_p(base, base) == 1.0
+    assert method_difference(noise, base, one, one).p_value > 0.05
+    assert method_difference(base, base, one, one).p_value == 1.0
+    # Every problem moved the same way: no spread for a t statistic, the sign test's p instead.
+    assert method_difference(np.ones(6), np.zeros(6), one, one).p_value == pytest.approx(2 * 0.5 ** 6)
     with pytest.raises(ValueError, match="same problems"):
-        paired_bootstrap_p(base, base[:10])
+        method_difference(base, base[:10], one, one)
 
 
 def test_scores_carry_their_interval_and_a_paired_p_value_against_cogpo():
@@ -274,8 +289,9 @@ def test_the_results_table_marks_significance_on_adjusted_p_values():
                "p_vs_cogpo_holm"] = 0.01
     table = results_markdown(pooled, {"small": "1B", "big": "7B"})
     assert "after Holm's adjustment" in table
-    assert table.count("†") == 2  # the one adjusted p below 0.05, and the caption naming the mark
-    assert "| SFT (CRV data) | 40.0 (20.0–60.0) | 40.0 (20.0–60.0)† |" in table  # big, bench: the second column
+    results = "\n\n".join(table.split("\n\n")[:2])  # the table and its caption
+    assert results.count("†") == 2  # the one adjusted p below 0.05, and the caption naming the mark
+    assert "| SFT (CRV data) | 40.0 (16.5–63.5) | 40.0 (16.5–63.5)† |" in table  # big, bench: the second column
 
 
 def test_scores_are_written_as_lighteval_writes_them(tmp_path):

@@ -63,7 +63,8 @@ def _cell(accuracy: float, low: float | None, high: float | None, p: float | Non
 def results_markdown(scores: pd.DataFrame, sizes: dict[str, str]) -> str:
     """``scores`` pooled over seeds: model_size, method, benchmark, accuracy, ci_low, ci_high (and
     p_vs_cogpo, num_seeds, problem_scores); ``sizes`` maps size keys to '1.5B'. Cells are accuracy
-    in % with the 95% interval in brackets, † where the paired test against CogPO gives p < 0.05."""
+    in % with the 95% interval in brackets, † where the test against CogPO gives p < 0.05 after Holm;
+    below, each method's difference from CogPO with its interval."""
     if scores.empty:
         return "_(no scores yet)_"
     benchmarks = list(dict.fromkeys(scores["benchmark"]))
@@ -92,12 +93,43 @@ def results_markdown(scores: pd.DataFrame, sizes: dict[str, str]) -> str:
             lines.append(f"| {label} | {method_name(method)} | " + " | ".join([*cells, average, *costs]) + " |")
     seeds = int(scores["num_seeds"].max()) if "num_seeds" in scores else 1
     lines.append("")
-    lines.append(f"Accuracy in %, pass@1, mean over {seeds} seed{'s' if seeds > 1 else ''}; in brackets the "
-                 "bootstrap 95% interval over problems; † paired bootstrap p < 0.05 against SFT + CogPO after "
-                 "Holm's adjustment for every comparison in this table (p_vs_cogpo_holm)."
+    lines.append(f"Accuracy in %, pass@1, mean over {seeds} seed{'s' if seeds > 1 else ''}; in brackets the 95% "
+                 "interval over problems and training seeds (over problems alone for a method with one seed); "
+                 "† p < 0.05 against SFT + CogPO after Holm's adjustment for every comparison in this table "
+                 "(p_vs_cogpo_holm)."
                  + (" Data tokens: prompt and completion tokens of the model calls that made the data the model "
                     "was trained on; training: device time, the SFT run it started from included"
                     + ("; cost at evaluation.prices." if priced else ".") if accounted else ""))
+    if DIFFERENCE in scores:
+        lines += ["", differences_markdown(scores)]
+    return "\n".join(lines)
+
+
+DIFFERENCE = f"diff_vs_{COGPO}"
+
+
+def _compared_as_note(compared_as: pd.Series) -> str:
+    if (compared_as == "checkpoints").any():
+        return (" Where a trained method has one seed, its comparison is between two checkpoints, not two "
+                "methods: how much another training seed would move it is not in the interval or the p-value.")
+    return " Training seeds are counted in every interval and p-value (compared as methods)."
+
+
+def differences_markdown(scores: pd.DataFrame) -> str:
+    """Each method's difference from CogPO in points, its 95% interval, p and Holm's p."""
+    compared = scores[scores[DIFFERENCE].notna()]
+    if compared.empty:
+        return "_(no comparison with SFT + CogPO: it was not scored)_"
+    lines = ["| model size | benchmark | method − SFT + CogPO | difference (points) | 95% interval | p | p, Holm |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for r in compared.itertuples():
+        mark = "†" if r.p_vs_cogpo_holm < SIGNIFICANT else ""
+        lines.append(f"| {r.model_size} | {r.benchmark} | {method_name(r.method)} | {100 * r.diff_vs_cogpo:+.1f} | "
+                     f"{100 * r.diff_vs_cogpo_low:+.1f} to {100 * r.diff_vs_cogpo_high:+.1f} | {r.p_vs_cogpo:.3f} | "
+                     f"{r.p_vs_cogpo_holm:.3f}{mark} |")
+    lines += ["", "Differences against SFT + CogPO on the problems both scored: Welch's t, paired on problems, "
+                  "with the training-seed variance of both methods (evaluation/statistics.py)."
+              + _compared_as_note(compared["compared_as"])]
     return "\n".join(lines)
 
 
@@ -117,16 +149,19 @@ def _costs(row, priced: bool) -> list[str]:
 
 
 def primary_markdown(comparisons: pd.DataFrame) -> str:
-    """The primary comparison as a table: difference in points, p-value, and Holm's over the family."""
+    """The primary comparison as a table: difference in points with its interval, p, and Holm's over the family."""
     if comparisons.empty:
         return "_(the primary comparison has no scores yet)_"
-    lines = ["| model size | benchmark | comparison | difference (points) | p | p, Holm |", "|---|---|---|---:|---:|---:|"]
+    lines = ["| model size | benchmark | comparison | difference (points) | 95% interval | p | p, Holm |",
+             "|---|---|---|---:|---:|---:|---:|"]
     for r in comparisons.itertuples():
         mark = "†" if r.p_holm < SIGNIFICANT else ""
         lines.append(f"| {r.model_size} | {r.benchmark} | {method_name(r.method)} vs {method_name(r.against)} | "
-                     f"{100 * r.difference:+.1f} | {r.p_value:.3f} | {r.p_holm:.3f}{mark} |")
-    lines += ["", f"The primary comparison named by the profile (evaluation.primary), tested on its own: paired "
-                  f"bootstrap over problems, Holm-adjusted over the {len(comparisons)} comparisons above; † adjusted p < 0.05."]
+                     f"{100 * r.difference:+.1f} | {100 * r.ci_low:+.1f} to {100 * r.ci_high:+.1f} | "
+                     f"{r.p_value:.3f} | {r.p_holm:.3f}{mark} |")
+    lines += ["", f"The primary comparison named by the profile (evaluation.primary), tested on its own: Welch's t "
+                  f"paired on problems, training seeds counted, Holm-adjusted over the {len(comparisons)} comparisons "
+                  f"above; † adjusted p < 0.05." + _compared_as_note(comparisons["compared_as"])]
     return "\n".join(lines)
 
 
@@ -168,7 +203,7 @@ def accuracy_plot(scores: pd.DataFrame, sizes: dict[str, str]) -> tuple[bytes, d
     ax.set_ylim(0, 100)
     ax.set_xlabel("student parameters")
     ax.set_ylabel("accuracy (%), mean over benchmarks")
-    ax.set_title("Accuracy against model size (bars: 95% intervals over problems)", fontsize=9)
+    ax.set_title("Accuracy against model size (bars: 95% intervals, problems and seeds)", fontsize=9)
     ax.legend(fontsize=7)
     axes = {"x_ticks": [t.get_text() for t in ax.get_xticklabels()], "x_label": ax.get_xlabel(),
             "y_range": [float(v) for v in ax.get_ylim()], "lines": len(methods)}
