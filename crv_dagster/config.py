@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crv_dagster.profile_checks import problems_of
-from crv_dagster.vocabulary import COGPO, PAIR_TYPES, is_evaluated_method, uniform_method, without_method
+from crv_dagster.vocabulary import COGPO, COGPO_REVERSED, PAIR_TYPES, is_evaluated_method, uniform_method, without_method
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "assets_config"
@@ -608,7 +608,9 @@ class PrimaryComparison(_Strict):
     """The comparison an experiment is run to answer, named before it runs: tested as its own family."""
 
     method: str = COGPO
-    against: list[str] = Field(["sft", "dpo"], min_length=1)
+    # DPO at CogPO's mean beta and CogPO with its schedule reversed isolate the beta schedule itself;
+    # a method the profile does not train is left out of the family when the results are read.
+    against: list[str] = Field(["sft", "dpo", "dpo_mean_beta", COGPO_REVERSED], min_length=1)
 
     @model_validator(mode="after")
     def _methods(self) -> "PrimaryComparison":
@@ -621,7 +623,8 @@ class PrimaryComparison(_Strict):
 class EvaluationConfig(_Strict):
     backend: str | None = Field(None, description="a key of `backends` whose model is `student`")
     primary: PrimaryComparison = Field(PrimaryComparison(), description="the primary comparison (default: cogpo "
-                                                                        "against sft and dpo)")
+                                                                        "against sft, dpo, dpo_mean_beta and "
+                                                                        "cogpo_reversed, those the profile trains)")
     prices: Prices | None = Field(None, description="prices for the cost column (null: no cost column values)")
     protocol: EvalProtocol = EvalProtocol()
     heldout: bool = Field(True, description="also score the dataset's own eval split")

@@ -366,11 +366,12 @@ def test_the_primary_comparison_is_tested_as_its_own_family():
     from crv_dagster.evaluation.aggregate import primary_comparisons
     from crv_dagster.evaluation.report import primary_markdown
 
-    assert EvaluationConfig().primary.model_dump() == {"method": "cogpo", "against": ["sft", "dpo"]}
+    assert EvaluationConfig().primary.model_dump() == {"method": "cogpo",
+                                                       "against": ["sft", "dpo", "dpo_mean_beta", "cogpo_reversed"]}
     with pytest.raises(ValueError, match="not methods this project evaluates: \\['dpoo'\\]"):
         EvaluationConfig(primary={"against": ["dpoo"]})
     pooled = pool_seeds(_scores())
-    primary = primary_comparisons(pooled, "cogpo", ["sft", "dpo"])  # no dpo scored: sft only
+    primary = primary_comparisons(pooled, "cogpo", EvaluationConfig().primary.against)  # of those, sft alone scored
     assert set(primary["against"]) == {"sft"} and len(primary) == 4  # two sizes x two benchmarks
     row = primary[(primary["model_size"] == "small") & (primary["benchmark"] == "bench")].iloc[0]
     assert row["difference"] == pytest.approx(0.1) and row["num_problems"] == 20
