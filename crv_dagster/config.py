@@ -360,6 +360,13 @@ class CrvConfig(_Strict):
         "drop", description="an easy or hard CoT whose rewrite never verified: left out of the SFT data (drop, "
                             "the paper's reading that only suited CoTs are SFT data) or trained on as it was "
                             "(keep_original); it is a pair's unsuited original either way")
+    rescued: Literal["keep", "drop"] = Field(
+        "keep", description="a verified rewrite of an easy or hard CoT whose own answer was wrong (the Rethinker "
+                            "is shown the reference answer; provenance 'rescued'): SFT data and a pair's chosen CoT "
+                            "(keep: the reading that whatever the Verifier passes is SFT data, as the paper checks "
+                            "only the refined CoT), or left out (drop: the reading that CRV refines correct teacher "
+                            "CoTs, as the paper's originals are 'unsuited but correct', so no answer the teacher got "
+                            "wrong is SFT data, as none is in sft_raw)")
     critic: CriticConfig = CriticConfig()
     rethinker: RethinkerConfig = RethinkerConfig()
     verifier: VerifierConfig = VerifierConfig()
@@ -405,15 +412,20 @@ class PairBetas(_Strict):
     large_gap: float = Field(0.5, gt=0)
 
 
-IncorrectSource = Literal["student", "inject", "perturb"]
+IncorrectSource = Literal["student", "sft", "inject", "perturb"]
 
 
 class PairsConfig(_Strict):
     incorrect_source: IncorrectSource | list[IncorrectSource] = Field(
-        "student", description="student: wrong samples of the student; inject: an agent adds one error; "
-                               "perturb: a rule changes the last result (no model needed). A list is tried "
-                               "in order, each for the problems that still have no incorrect CoT")
-    student_backend: str | None = Field(None, description="a key of `backends` used with the student's weights")
+        "student", description="student: wrong samples of the base student; sft: wrong samples of the SFT "
+                               "checkpoint (seeds[0]), which has learned the CoTs' format: on-policy negatives, "
+                               "and preference_pairs then reads sft_model; inject: an agent adds one error to the "
+                               "correct CoT, in its format; perturb: a rule changes the last result (no model "
+                               "needed). A list is tried in order, each for the problems that still have no "
+                               "incorrect CoT; a wrong answer in the other format than the correct CoT (a trace "
+                               "against none) is passed over, counted as format_mismatch")
+    student_backend: str | None = Field(None, description="a key of `backends` used with the student's weights "
+                                                          "(the base student's, or the SFT checkpoint's for sft)")
     student_samples: int = Field(4, gt=0)
     student_temperature: float = Field(1.0, gt=0)
     student_max_new_tokens: int = Field(512, gt=0)
@@ -521,7 +533,9 @@ class TrainingConfig(_Strict):
     sft_baselines: list[SftBaseline] = Field(
         [], description="also fine-tune the base student on these data: sft_raw (raw CoTs that reach the "
                         "reference answer), sft_filter (CoTs the Critic labelled medium, none rewritten), "
-                        "sft_raw_matched (as many of those raw CoTs as sft has rows, seeded: equal data and steps)")
+                        "sft_raw_matched (as many of those raw CoTs as sft has rows, a seeded draw: matched on the "
+                        "row count, so equal steps, not on problems, lengths or labels; sft's rescued rows, "
+                        "crv.rescued, have no counterpart in its pool)")
     torch_threads: int | None = Field(None, gt=0, description="CPU threads for training (None: torch's default)")
 
     @model_validator(mode="after")

@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from crv_dagster.agents.crv import num_rescued
 from crv_dagster.config import Profile, load_active_profile, load_profile_file
 from crv_dagster.formatting import student_messages
 from crv_dagster.storage import read_table, table_path
@@ -82,7 +83,8 @@ def provenance(profile: Profile, partition: str, tables: dict[str, pd.DataFrame]
     from crv_dagster.orchestration.assets import ASSET_READS
     from crv_dagster.versions import code_version
 
-    problems, rewritten = tables["problems"], tables["rewritten_cots"]
+    problems, rewritten, pairs = tables["problems"], tables["rewritten_cots"], tables["preference_pairs"]
+    suited = tables["verified_set"][tables["verified_set"]["role"] == SUITED]
     contaminated = problems.loc[problems["split"] == CONTAMINATED, "contaminated_with"]
     return {
         "profile": profile.name, "profile_hash": profile.config_hash(), "partition": partition,
@@ -96,7 +98,12 @@ def provenance(profile: Profile, partition: str, tables: dict[str, pd.DataFrame]
                    "critic_labels": tables["critiques"]["label"].value_counts().to_dict(),
                    "actions": rewritten["action"].value_counts().to_dict(),
                    "sft_rows": int((tables["verified_set"]["role"] == SUITED).sum()),
-                   "pairs_by_type": tables["preference_pairs"]["pair_type"].value_counts().to_dict()},
+                   "sft_rows_by_provenance": suited["provenance"].value_counts().sort_index().to_dict(),
+                   # Verified rewrites of a wrong original, whether or not the profile made them SFT data.
+                   "rescued": num_rescued(rewritten),
+                   "rescued_policy": profile.crv.rescued,
+                   "pairs_by_type": tables["preference_pairs"]["pair_type"].value_counts().to_dict(),
+                   "pairs_by_rejected_source": pairs["rejected_source"].value_counts().sort_index().to_dict()},
         "drop_reasons": rewritten["drop_reason"].dropna().value_counts().to_dict(),
         "decontamination": {"ngram": profile.decontamination.ngram,
                             "contaminated_by_benchmark": dict(Counter(m.split(":", 1)[0] for m in contaminated))},
@@ -133,7 +140,13 @@ def dataset_card(profile: Profile, facts: dict, sizes: dict[str, int]) -> str:
         f"- Raw CoTs: {counts['raw_cots']} ({counts['raw_cots_correct']} reach the reference answer)",
         f"- Critic labels: {json.dumps(counts['critic_labels'])}; actions: {json.dumps(counts['actions'])}",
         f"- Dropped rewrites by reason: {json.dumps(facts['drop_reasons'])}",
-        f"- Pairs by kind: {json.dumps(counts['pairs_by_type'])}",
+        f"- SFT rows by provenance: {json.dumps(counts['sft_rows_by_provenance'])}",
+        f"- Rescued CoTs (a teacher CoT that reached a wrong answer, rewritten with the reference answer in the "
+        f"Rethinker's prompt and verified): {counts['rescued']}, "
+        + ("SFT data (`crv.rescued: keep`), provenance `rescued`" if counts["rescued_policy"] == "keep"
+           else "left out of the data (`crv.rescued: drop`)"),
+        f"- Pairs by kind: {json.dumps(counts['pairs_by_type'])}; by source of the rejected CoT: "
+        f"{json.dumps(counts['pairs_by_rejected_source'])}",
         f"- Decontamination ({_ngram_text(facts['decontamination']['ngram'])} against the eval split and the "
         f"profile's benchmarks): contaminated training problems set aside, by benchmark: "
         f"{json.dumps(facts['decontamination']['contaminated_by_benchmark'])}", "",

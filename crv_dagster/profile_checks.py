@@ -159,7 +159,7 @@ def _role_budgets(profile) -> list[tuple[str, str | None, int]]:
     if "inject" in pairs.incorrect_sources:
         roles.append(("training.pairs.inject_max_new_tokens", pairs.inject_backend or crv.agent_backend,
                       pairs.inject_max_new_tokens))
-    if "student" in pairs.incorrect_sources:
+    if {"student", "sft"} & set(pairs.incorrect_sources):
         roles.append(("training.pairs.student_max_new_tokens", pairs.student_backend, pairs.student_max_new_tokens))
     roles.append(("evaluation.protocol.max_new_tokens", evaluation.backend, evaluation.protocol.max_new_tokens))
     roles += [(f"evaluation.benchmarks.{name}.protocol.max_new_tokens", evaluation.backend,

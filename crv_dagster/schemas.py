@@ -140,7 +140,8 @@ verified_set_schema = pa.DataFrameSchema(
 
 preference_pairs_schema = pa.DataFrameSchema(
     name="preference_pairs",
-    description="CogPO pairs: prompt (the student's chat template), chosen, rejected, kind and beta.",
+    description="CogPO pairs: prompt (the student's chat template), chosen, rejected (both with a reasoning "
+                "trace or neither), kind, beta, where the rejected CoT came from, and both CoTs' lengths.",
     columns={
         "pair_id": _id,
         "problem_id": _text,
@@ -153,6 +154,10 @@ preference_pairs_schema = pa.DataFrameSchema(
         "chosen": _text,
         "rejected": _text,
         "rejected_source": pa.Column(str, pa.Check.isin(REJECTED_SOURCES)),
+        "chosen_tokens": pa.Column(int, pa.Check.gt(0), description="the chosen completion's length in the "
+                                                                    "student's tokens"),
+        "rejected_tokens": pa.Column(int, pa.Check.gt(0), description="the rejected completion's length in the "
+                                                                      "student's tokens"),
     },
     checks=[pa.Check(lambda df: df["chosen"] != df["rejected"], name="chosen_differs_from_rejected")],
     strict=True,

@@ -21,15 +21,18 @@ REWRITE_ACTIONS = ("expand", "simplify")
 SUITED, UNSUITED_ORIGINAL = "suited", "unsuited_original"
 ROLES = (SUITED, UNSUITED_ORIGINAL)
 # `unrewritten`: an easy or hard original whose rewrite never verified, kept as SFT data by
-# crv.unrewritten: keep_original.
-UNREWRITTEN = "unrewritten"
-PROVENANCES = ("original", "rewritten", UNREWRITTEN)
+# crv.unrewritten: keep_original. `rescued`: a verified rewrite of a CoT whose own answer was wrong
+# (the Rethinker is shown the reference answer), SFT data unless crv.rescued is `drop`.
+UNREWRITTEN, RESCUED = "unrewritten", "rescued"
+PROVENANCES = ("original", "rewritten", UNREWRITTEN, RESCUED)
 KEEP_ORIGINAL = "keep_original"
 UNREWRITTEN_POLICIES = ("drop", KEEP_ORIGINAL)
+RESCUED_POLICIES = ("keep", "drop")
 
-# CogPO's pair kinds, by how far apart chosen and rejected are; and where a rejected CoT came from.
+# CogPO's pair kinds, by how far apart chosen and rejected are; and where a rejected CoT came from
+# (`student`: the base student's samples, `sft`: the SFT checkpoint's, on-policy for CogPO).
 PAIR_TYPES = ("small_gap", "medium_gap", "large_gap")
-INCORRECT_SOURCES = ("student", "inject", "perturb")
+INCORRECT_SOURCES = ("student", "sft", "inject", "perturb")
 REJECTED_SOURCES = ("original", *INCORRECT_SOURCES)
 
 # Trained checkpoints, and everything that is scored (the untrained student as `base`).
@@ -38,7 +41,9 @@ REJECTED_SOURCES = ("original", *INCORRECT_SOURCES)
 # rewriting (`sft_filter`: the paper's ablation without rethinking).
 # `sft_raw_matched` is the matched control: as many raw CoTs as `sft` has rows (a seeded random
 # subset of the correct ones), so the same number of examples and optimizer steps; `sft` minus it is
-# what CRV's selection and rewriting add at equal data and compute.
+# what CRV's selection and rewriting add at equal data and compute. It is matched on the count
+# only: not on problems, lengths or labels, and its pool holds no CoT whose answer was wrong, where
+# `sft` may hold rescued rows (crv.rescued).
 SFT, SFT_RAW, SFT_FILTER, SFT_RAW_MATCHED = "sft", "sft_raw", "sft_filter", "sft_raw_matched"
 SFT_METHODS = (SFT, SFT_RAW, SFT_FILTER, SFT_RAW_MATCHED)
 # Preference methods, all trained from the same `sft` checkpoint on the same pairs. `dpo` uses the

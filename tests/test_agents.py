@@ -209,3 +209,37 @@ def test_a_truncated_rewrite_fails_even_with_the_right_answer():
     assert [v["reason"] for v in json.loads(frame.loc[0, "verdicts"])] == ["truncated", "truncated"]
     assert "cut off at the length limit" in backend.prompts[1]
     assert frame.loc[0, "rewritten_cot"] is None
+
+
+def test_a_verified_rewrite_of_a_wrong_cot_is_rescued_counted_and_selectable():
+    critiques = _critiques(["easy", "easy", "hard"])
+    # p1's teacher CoT reached a wrong answer; the Rethinker, shown the reference, writes a right one.
+    critiques.loc[1, ["cot", "cot_correct"]] = ["1 + 1 = 3.\n\nThe answer is \\boxed{3}.", False]
+
+    def reply(prompt, params):
+        i = next(i for i in range(3) if f"What is {i} + {i}?" in prompt)
+        if "Simplified solution:" in prompt:
+            return f"\\boxed{{{2 * i}}}"
+        return (f"We take {i} and add {i} to it, one unit at a time.\n\nCounting on from {i} by {i} gives {2 * i}."
+                f"\n\nSo {i} + {i} = {2 * i}, and the answer is \\boxed{{{2 * i}}}.")
+
+    rethinker = Rethinker(ScriptedBackend(reply), load_rethinker_prompts("rethink_expand.txt", "rethink_simplify.txt"),
+                          SamplingParams())
+    frame = crv.refine(critiques, rethinker, Verifier(), "1B", max_attempts=1)
+    assert list(frame["passed"]) == [True, True, True]
+    assert crv.refine_stats(frame, 1)["num_rescued"] == 1
+
+    kept = crv.verified_set(frame)
+    verified_set_schema.validate(kept)
+    suited = kept[kept["role"] == "suited"].set_index("problem_id")
+    assert list(suited["provenance"]) == ["rewritten", "rescued", "rewritten"]
+    # A wrong original is never a pair's unsuited (correct) original.
+    assert sorted(kept.loc[kept["role"] == "unsuited_original", "problem_id"]) == ["p0", "p2"]
+    assert crv.rescued_counts(frame, "keep") == {"rescued_kept": 1, "rescued_dropped": 0}
+
+    dropped = crv.verified_set(frame, rescued="drop")
+    assert "rescued" not in set(dropped["provenance"])
+    assert sorted(dropped.loc[dropped["role"] == "suited", "problem_id"]) == ["p0", "p2"]
+    assert crv.rescued_counts(frame, "drop") == {"rescued_kept": 0, "rescued_dropped": 1}
+    with pytest.raises(ValueError, match="crv.rescued"):
+        crv.verified_set(frame, rescued="sometimes")

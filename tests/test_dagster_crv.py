@@ -73,6 +73,16 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     pairs = _table(artifacts, "preference_pairs", "arith|tiny-a")
     assert len(pairs) == meta["preference_pairs"]["num_pairs"] > 0
     assert set(pairs["pair_type"]) <= {"small_gap", "medium_gap", "large_gap"}
+    # Each pair's lengths, their ratio per kind, and where the rejected CoTs came from, in the metadata.
+    assert (pairs["chosen_tokens"] > 0).all() and (pairs["rejected_tokens"] > 0).all()
+    lengths = meta["preference_pairs"]["lengths_by_kind"]
+    for kind, rows in pairs.groupby("pair_type"):
+        ratio = (rows["chosen_tokens"] / rows["rejected_tokens"]).median()
+        assert lengths[kind]["n"] == len(rows) and lengths[kind]["ratio_median"] == pytest.approx(ratio, abs=1e-3)
+        assert meta["preference_pairs"][f"length_ratio_{kind}"] == lengths[kind]["ratio_median"]
+    assert meta["preference_pairs"]["pairs_by_rejected_source"] == pairs["rejected_source"].value_counts().to_dict()
+    assert meta["verified_set"]["num_suited_rescued"] == int(
+        (rewritten["passed"] & rewritten["action"].isin(["expand", "simplify"]) & ~rewritten["original_correct"]).sum())
     # Every SFT variant and preference method, once per seed; the preference methods of a seed all
     # start from that seed's CRV SFT checkpoint.
     sft = _table(artifacts, "sft_model", "arith|tiny-a")
@@ -116,6 +126,10 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     for method in TEST_PREFERENCE_METHODS:
         for kind in set(heldout["pair_type"]):
             assert f"| {method} | 0 | {kind} |" in by_kind and f"| {method} | 1 | {kind} |" in by_kind
+    assert "logratio_margin_after" in by_kind.splitlines()[0]
+    by_source = meta["cogpo_model"]["heldout_by_rejected_source"]
+    for kind, source in set(zip(heldout["pair_type"], heldout["rejected_source"])):
+        assert f"| cogpo | 0 | {kind} | {source} |" in by_source
 
     client = MlflowClient(f"sqlite:///{artifacts}/mlflow.db")
     experiment = client.get_experiment_by_name("crv-dagster-test")
@@ -209,6 +223,8 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     assert header["license"] == "other" and header["configs"][0]["data_files"][0]["split"] == "sft"
     assert facts["data_versions"]["verified_set"] in card and facts["code_versions"]["critiques"] in card
     assert facts["counts"]["pairs_by_type"] == pairs["pair_type"].value_counts().to_dict()
+    assert "Rescued CoTs (a teacher CoT that reached a wrong answer" in card
+    assert facts["counts"]["rescued"] == meta["rewritten_cots"]["num_rescued"]
 
     # The summary's link opens the runs table on exactly these score runs.
     from crv_dagster.orchestration.tracking import SCORE_FILTER, MlflowTracking

@@ -17,18 +17,21 @@ from crv_dagster.training.heldout import (
     mlflow_metrics,
     pair_logps,
     pair_metrics,
+    report,
 )
 from crv_dagster.training.pairs import chat_prompt_renderer, perturb_cot
 
 SCHEDULE = {"small_gap": 1.0, "medium_gap": 0.75, "large_gap": 0.5}
 
 
-def _pairs(kinds, tokenizer=None):
+def _pairs(kinds, tokenizer=None, sources=None):
     rows = []
     for i, (kind, p) in enumerate(zip(kinds, generate_arith(len(kinds), seed=21))):
         prompt = chat_prompt_renderer(tokenizer)(p.question, p.answer) if tokenizer else p.question
+        source = sources[i] if sources else "original" if kind == "small_gap" else "perturb"
         rows.append({"problem_id": f"p{i}", "pair_type": kind, "beta": SCHEDULE[kind], "prompt": prompt,
-                     "chosen": p.cot, "rejected": perturb_cot(p.cot, p.answer, random.Random(i)) or p.cot + " 1"})
+                     "chosen": p.cot, "rejected": perturb_cot(p.cot, p.answer, random.Random(i)) or p.cot + " 1",
+                     "rejected_source": source})
     return pd.DataFrame(rows)
 
 
@@ -70,12 +73,13 @@ def test_metrics_on_a_known_case():
     small, large = out["small_gap"], out["large_gap"]
     assert small["n"] == 2 and small["beta"] == 1.0
     assert small["margin"] == pytest.approx((2.0 + -2.0) / 2)
+    assert small["logratio_margin"] == pytest.approx((2.0 + -2.0) / 2)
     assert small["loss"] == pytest.approx((math.log1p(math.exp(-2.0)) + math.log1p(math.exp(2.0))) / 2)
     assert small["accuracy"] == 0.5
     # Per token: -9/5 > -10/3 on the first pair; -11/5 > -8/3 on the second too.
     assert small["logp_accuracy"] == 1.0
-    assert large == {"n": 1, "beta": 0.5, "loss": pytest.approx(math.log(2)), "margin": 0.0, "accuracy": 0.0,
-                     "logp_accuracy": 0.0}
+    assert large == {"n": 1, "beta": 0.5, "loss": pytest.approx(math.log(2)), "margin": 0.0, "logratio_margin": 0.0,
+                     "accuracy": 0.0, "logp_accuracy": 0.0}
     report = {"before": pair_metrics(pairs, reference, reference, SCHEDULE), "after": out}
     assert report["before"]["small_gap"]["loss"] == pytest.approx(math.log(2))
     table = metrics_table({("cogpo", 0): report})
@@ -110,3 +114,33 @@ def test_pair_logps_are_the_model_s_own_log_probabilities(tiny_model, tmp_path):
     tokenizer.save_pretrained(other)
     after = pair_metrics(pairs, pair_logps(str(other), pairs), logps, SCHEDULE)
     assert any(v["margin"] != 0.0 for v in after.values())
+
+
+def test_the_log_ratio_margin_is_the_margin_without_beta_per_kind_and_source():
+    pairs = _pairs(["large_gap", "large_gap", "large_gap", "small_gap"],
+                   sources=["student", "inject", "inject", "original"])
+    reference = pd.DataFrame({"chosen": [-10.0] * 4, "chosen_tokens": [5] * 4,
+                              "rejected": [-10.0] * 4, "rejected_tokens": [5] * 4})
+    # Both methods move every pair's log-ratios apart by the same 4 nats (0.5 on the last).
+    policy = reference.assign(chosen=[-8.0, -8.0, -8.0, -9.75], rejected=[-12.0, -12.0, -12.0, -10.25])
+    cogpo = report(pairs, reference, policy, SCHEDULE)
+    dpo = report(pairs, reference, policy, dict.fromkeys(SCHEDULE, 0.1))
+    # The scaled margins differ by the betas alone; the log-ratio margins are the same.
+    assert cogpo["after"]["large_gap"]["margin"] == pytest.approx(2.0)
+    assert dpo["after"]["large_gap"]["margin"] == pytest.approx(0.4)
+    for kind, moved in (("large_gap", 4.0), ("small_gap", 0.5)):
+        assert cogpo["after"][kind]["logratio_margin"] == dpo["after"][kind]["logratio_margin"] == pytest.approx(moved)
+    assert cogpo["before"]["large_gap"]["logratio_margin"] == 0.0
+    # Per rejected source, each kind's pairs split by where their rejected CoT came from.
+    by_source = cogpo["after_by_source"]
+    assert sorted(by_source) == ["large_gap/inject", "large_gap/student", "small_gap/original"]
+    assert by_source["large_gap/inject"]["n"] == 2 and by_source["large_gap/student"]["n"] == 1
+    assert by_source["large_gap/inject"]["beta"] == 0.5
+    table = metrics_table({("cogpo", 0): cogpo, ("dpo", 0): dpo}, by_source=True)
+    assert len(table) == 6 and set(table["rejected_source"]) == {"student", "inject", "original"}
+    row = table.set_index(["method", "pair_type", "rejected_source"]).loc[("dpo", "large_gap", "inject")]
+    assert (row["margin_after"], row["logratio_margin_after"]) == (pytest.approx(0.4), pytest.approx(4.0))
+    assert "logratio_margin_after" in metrics_table({("cogpo", 0): cogpo}).columns
+    logged = mlflow_metrics(cogpo)
+    assert logged["heldout/large_gap/logratio_margin/after"] == pytest.approx(4.0)
+    assert logged["heldout/large_gap/student/margin/after"] == pytest.approx(2.0)

@@ -111,7 +111,9 @@ def test_the_paper_profile_on_a_reasoning_double(tmp_path, double_server, monkey
     assert ours.crv == paper.crv and ours.crv.verifier.llm_judge
     assert ours.training.model_copy(update={"launch": paper.training.launch}) == paper.training
     assert ours.teacher == paper.teacher
-    assert set(ours.training.pairs.incorrect_sources) == {"student", "inject"}
+    # Format-matched negatives: the SFT checkpoint's wrong answers (here the student double, which
+    # mostly answers without a trace), then errors injected into the teacher's trace.
+    assert ours.training.pairs.incorrect_sources == ["sft", "inject"]
 
     meta, checks = _materialize(path, "gsm8k|tiny", THROUGH_TRAINING)
     tables = {a: _table(tmp_path, a, "gsm8k|tiny") for a in THROUGH_TRAINING[:6]}
@@ -199,9 +201,25 @@ def test_the_paper_profile_on_a_reasoning_double(tmp_path, double_server, monkey
     # Pairs of all three kinds; rejected CoTs are answers, never thinking, and commit to a wrong answer.
     pairs = tables["preference_pairs"]
     assert set(pairs["pair_type"]) == {"small_gap", "medium_gap", "large_gap"}
-    assert set(pairs["rejected_source"]) >= {"student", "inject"} - {None}
+    assert "inject" in set(pairs["rejected_source"]) and set(pairs["rejected_source"]) <= {"sft", "inject", "original"}
     passed_over = meta["preference_pairs"]["incorrect_replies_passed_over"]
-    assert passed_over["student"].get("truncated", 0) > 0  # the student that never stops
+    assert passed_over["sft"].get("truncated", 0) > 0  # the student that never stops
+    # A student that answers without a trace: its wrong answers were passed over for their format,
+    # and no pair sets a trace against no trace.
+    assert passed_over["sft"].get("format_mismatch", 0) > 0
+    for frame in (pairs, _table(tmp_path, "heldout_pairs", "gsm8k|tiny")):
+        assert all(parse(c).has_trace and parse(r).has_trace for c, r in zip(frame["chosen"], frame["rejected"]))
+    # Every pair carries both lengths; the metadata gives the ratio per kind and the pairs per source.
+    pair_meta = meta["preference_pairs"]
+    assert (pairs["chosen_tokens"] > 0).all() and (pairs["rejected_tokens"] > 0).all()
+    assert set(pair_meta["lengths_by_kind"]) == set(pairs["pair_type"])
+    for kind, rows in pairs.groupby("pair_type"):
+        assert pair_meta[f"length_ratio_{kind}"] == pytest.approx(
+            (rows["chosen_tokens"] / rows["rejected_tokens"]).median(), abs=1e-3)
+    assert pair_meta["pairs_by_rejected_source"] == pairs["rejected_source"].value_counts().to_dict()
+    # Held-out margins are given with and without beta, per kind and per rejected source.
+    assert "logratio_margin_after" in meta["cogpo_model"]["heldout_by_kind"]
+    assert "| rejected_source |" in meta["cogpo_model"]["heldout_by_rejected_source"]
     assert meta["sft_model"]["steps"] > 0 and meta["cogpo_model"]["cogpo_loss_first"] is not None
     assert meta["sft_model"]["training_processes"] == meta["cogpo_model"]["training_processes"] == 2
 

@@ -3,6 +3,7 @@
 import math
 import random
 import re
+from collections import Counter
 
 import pandas as pd
 import pytest
@@ -13,6 +14,9 @@ from trl import DPOConfig, DPOTrainer
 
 from crv_dagster.answers import committed_answer, is_correct
 from crv_dagster.config import CONFIG_DIR, TinyModel, TrainingConfig, load_profile_file
+from crv_dagster.cot import Cot, parse
+from crv_dagster.formatting import student_messages
+from crv_dagster.llm.base import SamplingParams
 from crv_dagster.data.arith import generate_arith
 from crv_dagster.models.store import resolve_model
 from crv_dagster.schemas import model_manifest_schema, preference_pairs_schema
@@ -24,6 +28,8 @@ from crv_dagster.training.pairs import (
     chat_prompt_renderer,
     incorrect_by_perturbation,
     incorrect_by_student,
+    length_ratios,
+    pair_material,
     perturb_cot,
 )
 from crv_dagster.training.plan import sft_examples
@@ -135,6 +141,63 @@ def test_student_samples_keep_only_complete_wrong_answers():
     found, passed_over = incorrect_by_student(problems, backend, student_messages, 2, SamplingParams(temperature=1.0))
     assert [(c.problem_id, c.cot, c.source) for c in found] == [("a", "So \\boxed{3}.", "student")]
     assert dict(passed_over) == {"correct": 2, "no_answer": 1}
+
+
+def _with_traces(verified: pd.DataFrame) -> pd.DataFrame:
+    """The verified set as a reasoning teacher writes it: every CoT a long trace, then its last step
+    as the solution."""
+    def traced(cot: str) -> str:
+        steps = cot.split("\n\n")
+        return Cot(steps[-1], "\n\n".join(["I read the problem twice and list what it gives."] + steps)).text
+    return verified.assign(cot=verified["cot"].map(traced))
+
+
+def test_a_wrong_answer_without_a_trace_is_passed_over_for_one_with_a_trace(tokenizer):
+    verified = _with_traces(_verified(4))
+    material = pair_material(verified)
+    answers = dict(zip(material["question"], material["answer"]))
+    # A student that mostly answers at once, wrong: only its second sample on p1's question thinks.
+    thinking_question = material.loc[material["problem_id"] == "p1", "question"].iloc[0]
+    seen = Counter()
+
+    def reply(prompt, params):
+        question = next(q for q in answers if q in prompt)
+        seen[question] += 1
+        wrong = f"So the result is \\boxed{{{int(answers[question]) + 1}}}."
+        if question == thinking_question and seen[question] == 2:
+            return f"I add them up and carry the one.\n</think>\n\n{wrong}"
+        return wrong
+
+    found, passed_over = incorrect_by_student(material, ScriptedBackend(reply), student_messages, 2,
+                                              SamplingParams(temperature=1.0))
+    assert [(c.problem_id, c.source) for c in found] == [("p1", "student")]
+    assert parse(found[0].cot).has_trace
+    # Every other reply was wrong and usable: passed over for its format alone.
+    assert dict(passed_over) == {"format_mismatch": 7}
+
+    # A source that keeps the format (the rule's slip in the trace) fills in the others.
+    perturbed, _ = incorrect_by_perturbation(material[material["problem_id"] != "p1"], seed=0)
+    pairs, refused = build_pairs(verified, found + perturbed, BETAS, chat_prompt_renderer(tokenizer),
+                                 count_tokens=lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    preference_pairs_schema.validate(pairs)
+    assert not refused and set(pairs["rejected_source"]) == {"student", "perturb", "original"}
+    for pair in pairs.itertuples():
+        assert parse(pair.chosen).has_trace and parse(pair.rejected).has_trace
+        assert pair.chosen_tokens == len(tokenizer(pair.chosen.strip(), add_special_tokens=False)["input_ids"])
+        assert pair.rejected_tokens == len(tokenizer(pair.rejected.strip(), add_special_tokens=False)["input_ids"])
+    # A trace-less wrong answer handed to build_pairs directly is refused and counted, never paired.
+    bare = [IncorrectCot("p0", "So \\boxed{-7}.", "student")]
+    pairs, refused = build_pairs(verified[verified["problem_id"] == "p0"], bare, BETAS, chat_prompt_renderer(tokenizer))
+    assert pairs.empty and dict(refused) == {"large_gap:format_mismatch": 1}
+
+
+def test_length_ratios_per_pair_kind():
+    pairs = pd.DataFrame({"pair_type": ["large_gap", "large_gap", "small_gap"],
+                          "chosen_tokens": [100, 300, 40], "rejected_tokens": [10, 100, 40]})
+    ratios = length_ratios(pairs)
+    assert ratios["large_gap"] == {"n": 2, "chosen_tokens_mean": 200.0, "rejected_tokens_mean": 55.0,
+                                   "ratio_median": 6.5, "ratio_mean": 6.5}
+    assert ratios["small_gap"]["ratio_median"] == 1.0
 
 
 # --------------------------------------------------------------------------- the loss
@@ -510,3 +573,40 @@ def test_injected_errors_come_from_the_agent(artifacts, tmp_path):
     cache = ResponseCache(cache_path(profile))
     assert len(cache) == 4  # one request per problem, to the agent backend
     assert all(c.source == "inject" for c in found)
+
+
+def test_the_sft_source_samples_the_sft_checkpoint_and_leaves_other_formats_to_the_next(artifacts, tmp_path,
+                                                                                      monkeypatch):
+    import logging
+
+    from crv_dagster.llm.cache import CachedBackend, ResponseCache
+    from crv_dagster.training import incorrect
+
+    path = _profile_with_source(tmp_path, "incorrect_source: [sft, perturb]\n    student_backend: student_eval\n"
+                                          "    student_samples: 2")
+    profile = load_profile_file(path)
+    material = pair_material(_with_traces(_verified(4)))
+    answers = dict(zip(material["question"], material["answer"]))
+    thinking_question = material.loc[material["problem_id"] == "p2", "question"].iloc[0]
+
+    def reply(prompt, params):
+        question = next(q for q in answers if q in prompt)
+        wrong = f"So the result is \\boxed{{{int(answers[question]) + 1}}}."
+        return f"Carry the one.\n</think>\n\n{wrong}" if question == thinking_question else wrong
+
+    served = []
+
+    def build_backend(cfg, key, model_path=None):
+        served.append((key, model_path))
+        return CachedBackend(ScriptedBackend(reply), ResponseCache(tmp_path / "replies.sqlite"))
+
+    monkeypatch.setattr(incorrect, "build_backend", build_backend)
+    found, passed_over, usage = incorrect.find_incorrect_cots(profile, "tiny-a", material, logging.getLogger("test"),
+                                                              sft_model="/checkpoints/sft/seed-0")
+    # The SFT checkpoint was served, not the base student.
+    assert served == [("student_eval", "/checkpoints/sft/seed-0")]
+    assert {c.problem_id: c.source for c in found} == {"p0": "perturb", "p1": "perturb", "p2": "sft", "p3": "perturb"}
+    assert passed_over["sft"] == {"format_mismatch": 6} and usage["sft_new_calls"] == 8
+    assert all(parse(c.cot).has_trace for c in found)
+    with pytest.raises(ValueError, match="samples the SFT checkpoint"):
+        incorrect.find_incorrect_cots(profile, "tiny-a", material, logging.getLogger("test"))

@@ -30,6 +30,8 @@ from crv_dagster.vocabulary import (
     CRITIQUE_LABELS,
     REWRITE_ACTIONS,
     KEEP_ORIGINAL,
+    RESCUED,
+    RESCUED_POLICIES,
     SKIP,
     SUITED,
     UNREWRITTEN,
@@ -139,27 +141,45 @@ def refine(critiques: pd.DataFrame, rethinker: Rethinker, verifier: Verifier, st
     return pd.DataFrame(rows, columns=REWRITE_COLUMNS)
 
 
-def verified_set(rewritten: pd.DataFrame, unrewritten: str = "drop") -> pd.DataFrame:
+def verified_set(rewritten: pd.DataFrame, unrewritten: str = "drop", rescued: str = "keep") -> pd.DataFrame:
     """The SFT data (``role == 'suited'``) plus correct but unsuited originals (for CogPO pairs).
 
     ``unrewritten`` says what becomes of a correct easy or hard CoT whose rewrite never verified:
     ``drop`` leaves it out of the SFT data, ``keep_original`` trains on it as it was (provenance
     ``unrewritten``). The paper does not say; ``drop`` reads it as only suited CoTs being SFT data.
+
+    A rewrite that verified although its original's answer was wrong was led there by the reference
+    answer in the Rethinker's prompt: provenance ``rescued``, kept (``rescued='keep'``) or left out
+    (``drop``). Its original is never an unsuited original: it is not correct.
     """
     if unrewritten not in UNREWRITTEN_POLICIES:
         raise ValueError(f"crv.unrewritten: '{unrewritten}' is not one of {UNREWRITTEN_POLICIES}")
+    if rescued not in RESCUED_POLICIES:
+        raise ValueError(f"crv.rescued: '{rescued}' is not one of {RESCUED_POLICIES}")
     out = []
     for r in rewritten.to_dict("records"):
         base = {k: r[k] for k in ("problem_id", "dataset", "question", "answer", "label", "action")}
         failed_rewrite = r["action"] in REWRITE_ACTIONS and not r["passed"] and r["original_correct"]
         if r["passed"]:
-            out.append({**base, "cot": r["rewritten_cot"], "role": SUITED,
-                        "provenance": "original" if r["action"] == "keep" else "rewritten"})
+            provenance = "original" if r["action"] == "keep" else "rewritten" if r["original_correct"] else RESCUED
+            if provenance != RESCUED or rescued == "keep":
+                out.append({**base, "cot": r["rewritten_cot"], "role": SUITED, "provenance": provenance})
         elif failed_rewrite and unrewritten == KEEP_ORIGINAL:
             out.append({**base, "cot": r["original_cot"], "role": SUITED, "provenance": UNREWRITTEN})
         if r["action"] in REWRITE_ACTIONS and r["original_correct"]:
             out.append({**base, "cot": r["original_cot"], "role": UNSUITED_ORIGINAL, "provenance": "original"})
     return pd.DataFrame(out, columns=VERIFIED_COLUMNS)
+
+
+def num_rescued(rewritten: pd.DataFrame) -> int:
+    """Verified rewrites of CoTs whose own answer was wrong."""
+    return int((rewritten["passed"] & rewritten["action"].isin(REWRITE_ACTIONS) & ~rewritten["original_correct"]).sum())
+
+
+def rescued_counts(rewritten: pd.DataFrame, rescued: str) -> dict[str, int]:
+    """Verified rewrites of CoTs whose own answer was wrong, and what became of them."""
+    n = num_rescued(rewritten)
+    return {"rescued_kept": n if rescued == "keep" else 0, "rescued_dropped": n if rescued == "drop" else 0}
 
 
 # --------------------------------------------------------------------------- statistics
@@ -215,4 +235,6 @@ def refine_stats(rewritten: pd.DataFrame, max_attempts: int) -> dict:
         "rewrite_pass_rate": round(float(tried["passed"].mean()), 4) if len(tried) else None,
         "drop_reasons": dict(sorted(drops.items())),
         "num_dropped": int((~rewritten["passed"]).sum()),
+        # Rewrites that verified although the original's answer was wrong (provenance 'rescued').
+        "num_rescued": num_rescued(rewritten),
     }

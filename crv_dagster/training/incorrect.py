@@ -1,8 +1,10 @@
 """Where CogPO's incorrect CoTs come from: the profile's sources, tried in order.
 
-Each source (``student``, ``inject``, ``perturb``; see ``pairs.py``) is asked only for the problems
-the sources before it left without an incorrect CoT; the backends it needs are built here and
-closed when it is done.
+Each source (``student``, ``sft``, ``inject``, ``perturb``; see ``pairs.py``) is asked only for the
+problems the sources before it left without an incorrect CoT in the correct CoT's format; the
+backends it needs are built here and closed when it is done. ``sft`` samples the SFT checkpoint
+(the first seed's), the model CogPO starts from: its wrong answers are on-policy, and it has
+learned the format of the CoTs it was trained on, where a base student may answer without a trace.
 """
 
 from __future__ import annotations
@@ -24,23 +26,26 @@ from crv_dagster.training.pairs import (
 
 
 def _incorrect_from(source: str, cfg: Profile, model_size: str, material: pd.DataFrame,
-                    checker: SolutionChecker, log):
+                    checker: SolutionChecker, log, sft_model: str | None):
     """Incorrect CoTs of one source for the problems in ``material``, the replies passed over, and
     what the model calls cost (``CacheStats.as_metadata``, by the source's name)."""
     pairs_cfg = cfg.training.pairs
     if source == "perturb":
         return (*incorrect_by_perturbation(material, pairs_cfg.seed, checker), {})
-    if source == "student":
+    if source in ("student", "sft"):
         if pairs_cfg.student_backend is None:
-            raise ValueError(f"profile '{cfg.name}': training.pairs.incorrect_source includes 'student', so "
+            raise ValueError(f"profile '{cfg.name}': training.pairs.incorrect_source includes '{source}', so "
                              "training.pairs.student_backend must name a backend whose model is 'student'")
+        if source == "sft" and sft_model is None:
+            raise ValueError("incorrect_source 'sft' samples the SFT checkpoint, and none was given")
+        model_path = student_base_model(cfg, model_size) if source == "student" else sft_model
         params = SamplingParams(max_new_tokens=pairs_cfg.student_max_new_tokens,
                                 temperature=pairs_cfg.student_temperature, seed=pairs_cfg.seed)
-        with build_backend(cfg, pairs_cfg.student_backend, model_path=student_base_model(cfg, model_size)) as backend:
+        with build_backend(cfg, pairs_cfg.student_backend, model_path=model_path) as backend:
             found = incorrect_by_student(material, backend, student_messages, pairs_cfg.student_samples, params,
-                                         checker, cfg.cot.trace)
-        log.info(f"student samples: {backend.stats.as_metadata('student')}")
-        return (*found, backend.stats.as_metadata("student"))
+                                         checker, cfg.cot.trace, source)
+        log.info(f"{source} samples ({model_path}): {backend.stats.as_metadata(source)}")
+        return (*found, backend.stats.as_metadata(source))
     agent_key = pairs_cfg.inject_backend or cfg.crv.agent_backend
     with build_backend(cfg, agent_key) as backend:
         found = incorrect_by_injection(material, backend, load_inject_prompt(pairs_cfg.inject_prompt),
@@ -49,18 +54,19 @@ def _incorrect_from(source: str, cfg: Profile, model_size: str, material: pd.Dat
 
 
 def find_incorrect_cots(cfg: Profile, model_size: str, material: pd.DataFrame, log,
-                        checker: SolutionChecker = MATH_CHECKER) -> tuple[list, dict[str, dict[str, int]], dict]:
+                        checker: SolutionChecker = MATH_CHECKER,
+                        sft_model: str | None = None) -> tuple[list, dict[str, dict[str, int]], dict]:
     """Incorrect CoTs for the problems in ``material`` (one correct CoT per problem), from each
     configured source in turn for the problems still without one; per source, the replies passed
     over by reason; and the model calls' costs by source. ``checker`` tells a wrong CoT (for code: a
-    program that fails a test)."""
+    program that fails a test); ``sft_model``: the SFT checkpoint the ``sft`` source samples."""
     found, skipped, usage = [], {}, {}
     for source in cfg.training.pairs.incorrect_sources:
         have = {c.problem_id for c in found}
         todo = material[~material["problem_id"].isin(have)].reset_index(drop=True)
         if todo.empty:
             break
-        cots, passed_over, cost = _incorrect_from(source, cfg, model_size, todo, checker, log)
+        cots, passed_over, cost = _incorrect_from(source, cfg, model_size, todo, checker, log, sft_model)
         found += cots
         usage.update(cost)
         skipped[source] = dict(sorted(passed_over.items()))

@@ -11,6 +11,13 @@ unsuited) and must commit to a different answer otherwise. For a code problem "c
 answer" is ending with a program, and "the reference answer" is passing every test: a rejected
 code CoT is one whose program fails a test. Pairs that fail are counted, never silently dropped.
 
+Chosen and rejected are in one format: both carry a reasoning trace or neither (``cot.py``). A pair
+whose CoTs differ in format as well as in correctness teaches the format (a student that answers
+without thinking, set against a teacher's long trace, would learn "write a trace"), so an incorrect
+CoT in the other format is passed over, counted as ``format_mismatch``, and the next source is
+asked for that problem; ``build_pairs`` refuses any such pair that still reaches it. Every pair
+records both CoTs' lengths in the student's tokens, so a length gap can be seen beside it.
+
 Every CoT is in the student format (``cot.py``), a trace and a solution, and only its solution is
 graded. An incorrect CoT is made the way a student errs: a mistake in the trace carried through to a
 wrong committed answer (the injecting agent is shown the CoT in the agents' delimiters and answers in
@@ -30,7 +37,7 @@ from typing import Callable
 
 import pandas as pd
 
-from crv_dagster.agents.rethinker import read_rewrite
+from crv_dagster.agents.rethinker import count_words, read_rewrite
 from crv_dagster.cot import Cot, adjusted_completion, agent_view, layout_instruction, parse
 from crv_dagster.formatting import agent_fields, student_messages
 from crv_dagster.llm.base import ChatRequest, SamplingParams
@@ -47,7 +54,7 @@ PAIR_COLUMNS = list(preference_pairs_schema.columns)
 class IncorrectCot:
     problem_id: str
     cot: str
-    source: str  # student | inject | perturb
+    source: str  # student | sft | inject | perturb
 
 
 # --------------------------------------------------------------------------- incorrect CoTs
@@ -56,6 +63,13 @@ class IncorrectCot:
 # Why a reply did not yield an incorrect CoT (besides the reply problems of llm.reply).
 NO_ANSWER = "no_answer"
 CORRECT = "correct"
+# A wrong CoT with a trace where the correct one has none, or the other way round.
+FORMAT_MISMATCH = "format_mismatch"
+
+
+def same_format(a: str, b: str) -> bool:
+    """Whether two stored CoTs both carry a reasoning trace, or neither does."""
+    return parse(a).has_trace == parse(b).has_trace
 
 
 def _verdict_on_wrongness(checker: SolutionChecker, problem_id: str, cot: str, answer: str) -> str | None:
@@ -126,18 +140,24 @@ def incorrect_by_perturbation(problems: pd.DataFrame, seed: int,
     for row in problems.itertuples():
         rng = random.Random(f"{seed}:{row.problem_id}")
         wrong = perturb_cot(row.cot, row.answer, rng)
-        if wrong is not None and _verdict_on_wrongness(checker, row.problem_id, wrong, row.answer) is None:
-            out.append(IncorrectCot(row.problem_id, wrong, "perturb"))
-        else:
+        if wrong is None or _verdict_on_wrongness(checker, row.problem_id, wrong, row.answer) is not None:
             skipped["not_perturbable"] += 1
+        elif not same_format(wrong, row.cot):
+            skipped[FORMAT_MISMATCH] += 1
+        else:
+            out.append(IncorrectCot(row.problem_id, wrong, "perturb"))
     return out, skipped
 
 
-def _first_wrong(cots, checker: SolutionChecker, problem_id: str, answer: str, skipped: Counter) -> str | None:
-    """The first of ``cots`` ((stored CoT, why it is unusable)) that commits to a wrong answer; the
-    others counted by reason."""
+def _first_wrong(cots, checker: SolutionChecker, problem_id: str, answer: str, like: str,
+                 skipped: Counter) -> str | None:
+    """The first of ``cots`` ((stored CoT, why it is unusable)) that commits to a wrong answer in the
+    format of the correct CoT ``like``; the others counted by reason. Wrongness is judged first, so
+    ``format_mismatch`` counts only wrong answers set aside for their format."""
     for cot, problem in cots:
         reason = problem or _verdict_on_wrongness(checker, problem_id, cot, answer)
+        if reason is None and not same_format(cot, like):
+            reason = FORMAT_MISMATCH
         if reason is None:
             return cot
         skipped[reason] += 1
@@ -152,21 +172,21 @@ def student_cot(reply, trace: str = "auto") -> str:
 
 def incorrect_by_student(problems: pd.DataFrame, backend, render_prompt: Callable[[str, str], list[dict]],
                          samples: int, params: SamplingParams, checker: SolutionChecker = MATH_CHECKER,
-                         trace: str = "auto") -> tuple[list[IncorrectCot], Counter]:
-    """The student's own wrong answers: ``samples`` sampled replies per problem, first wrong one
-    kept; the replies passed over, counted by reason. ``render_prompt(question, answer)`` gives
-    the student's messages."""
+                         trace: str = "auto", source: str = "student") -> tuple[list[IncorrectCot], Counter]:
+    """A student's own wrong answers: ``samples`` sampled replies per problem, the first wrong one in
+    the format of the problem's correct CoT kept; the replies passed over, counted by reason.
+    ``render_prompt(question, answer)`` gives the student's messages; ``source`` names the
+    checkpoint that answered (``student``: the base student, ``sft``: the SFT checkpoint)."""
     requests = [ChatRequest.of(render_prompt(q, a), replace(params, seed=params.seed + k))
                 for q, a in zip(problems["question"], problems["answer"]) for k in range(samples)]
     cots = [(student_cot(r, trace), r.problem) for r in map(read_reply, backend.generate(requests))]
     out, skipped = [], Counter()
     for i, row in enumerate(problems.itertuples()):
-        wrong = _first_wrong(cots[i * samples : (i + 1) * samples], checker, row.problem_id, row.answer, skipped)
+        wrong = _first_wrong(cots[i * samples : (i + 1) * samples], checker, row.problem_id, row.answer, row.cot,
+                             skipped)
         if wrong is not None:
-            out.append(IncorrectCot(row.problem_id, wrong, "student"))
+            out.append(IncorrectCot(row.problem_id, wrong, source))
     return out, skipped
-
-
 
 
 def load_inject_prompt(name: str) -> PromptTemplate:
@@ -184,7 +204,8 @@ def incorrect_by_injection(problems: pd.DataFrame, backend, prompt: PromptTempla
     out, skipped = [], Counter()
     for row, completion in zip(problems.itertuples(), backend.generate(requests)):
         rewrite = read_rewrite(read_reply(completion), row.cot)
-        wrong = _first_wrong([(rewrite.cot, rewrite.problem)], checker, row.problem_id, row.answer, skipped)
+        wrong = _first_wrong([(rewrite.cot, rewrite.problem)], checker, row.problem_id, row.answer, row.cot,
+                             skipped)
         if wrong is not None:
             out.append(IncorrectCot(row.problem_id, wrong, "inject"))
     return out, skipped
@@ -206,10 +227,11 @@ def _pair_id(problem_id: str, pair_type: str) -> str:
 
 
 def build_pairs(verified: pd.DataFrame, incorrect: list[IncorrectCot], betas: dict[str, float],
-                render_prompt: Callable[[str, str], str],
-                checker: SolutionChecker = MATH_CHECKER) -> tuple[pd.DataFrame, Counter]:
+                render_prompt: Callable[[str, str], str], checker: SolutionChecker = MATH_CHECKER,
+                count_tokens: Callable[[str], int] = count_words) -> tuple[pd.DataFrame, Counter]:
     """All pairs the material allows, one of each kind per problem, and the count of refused ones.
-    ``render_prompt(question, answer)`` gives the student's prompt text."""
+    ``render_prompt(question, answer)`` gives the student's prompt text; ``count_tokens`` measures
+    the chosen and rejected completions (the student's tokenizer in the pipeline, words by default)."""
     wrong = {c.problem_id: c for c in incorrect}
     refused: Counter = Counter()
     rows = []
@@ -232,12 +254,14 @@ def build_pairs(verified: pd.DataFrame, incorrect: list[IncorrectCot], betas: di
             if reason:
                 refused[f"{pair_type}:{reason}"] += 1
                 continue
+            chosen, rejected = adjusted_completion(prompt, chosen), adjusted_completion(prompt, rejected)
             rows.append({
                 "pair_id": _pair_id(problem_id, pair_type), "problem_id": problem_id, "dataset": first["dataset"],
                 "question": first["question"], "answer": first["answer"], "pair_type": pair_type,
-                "beta": float(betas[pair_type]), "prompt": prompt,
-                "chosen": adjusted_completion(prompt, chosen), "rejected": adjusted_completion(prompt, rejected),
+                "beta": float(betas[pair_type]), "prompt": prompt, "chosen": chosen, "rejected": rejected,
                 "rejected_source": source,
+                # Measured as the held-out metrics score them (training/heldout.pair_logps): stripped.
+                "chosen_tokens": count_tokens(chosen.strip()), "rejected_tokens": count_tokens(rejected.strip()),
             })
     return pd.DataFrame(rows, columns=PAIR_COLUMNS), refused
 
@@ -248,6 +272,8 @@ def _refusal(checker: SolutionChecker, problem_id: str, pair_type: str, chosen: 
         return "chosen_not_correct"
     if chosen.strip() == rejected.strip():
         return "identical"
+    if not same_format(chosen, rejected):
+        return FORMAT_MISMATCH
     rejected_check = checker.check(problem_id, answer, rejected)
     if pair_type == "small_gap":
         if not rejected_check.solved:
@@ -265,3 +291,19 @@ def chat_prompt_renderer(tokenizer) -> Callable[[str], str]:
                                              add_generation_prompt=True)
 
     return render
+
+
+# --------------------------------------------------------------------------- what the pairs hold
+
+
+def length_ratios(pairs: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per pair kind: the pairs, the mean chosen and rejected lengths in tokens, and the chosen /
+    rejected length ratio of each pair, its median and mean (1 where both are alike in length; 10:
+    the chosen CoT ten times the rejected's length)."""
+    out = {}
+    for kind, rows in pairs.groupby("pair_type", sort=True):
+        ratio = rows["chosen_tokens"] / rows["rejected_tokens"].clip(lower=1)
+        out[str(kind)] = {"n": len(rows), "chosen_tokens_mean": round(float(rows["chosen_tokens"].mean()), 1),
+                          "rejected_tokens_mean": round(float(rows["rejected_tokens"].mean()), 1),
+                          "ratio_median": round(float(ratio.median()), 3), "ratio_mean": round(float(ratio.mean()), 3)}
+    return out

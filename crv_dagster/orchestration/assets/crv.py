@@ -30,7 +30,7 @@ from crv_dagster.orchestration.types import (
 )
 from crv_dagster.plots import length_histogram
 from crv_dagster.versions import AssetReads, backend_identity, prompt_text, students
-from crv_dagster.vocabulary import SUITED, UNSUITED_ORIGINAL
+from crv_dagster.vocabulary import PROVENANCES, SUITED, UNSUITED_ORIGINAL
 
 GROUP = "crv"
 _CODE = (__name__, "crv_dagster.agents.crv", "crv_dagster.factory", "crv_dagster.agents.student_view")
@@ -56,7 +56,8 @@ READS = {
         "students": students(p), "nll_max_tokens": p.training.sft.max_length,  # the student measures the CoTs
         "prompts": {"critic": prompt_text(p.crv.critic.prompt)}}),
     "rewritten_cots": AssetReads(_CODE, _rewrite_reads),
-    "verified_set": AssetReads((__name__, "crv_dagster.agents.crv"), lambda p: {"unrewritten": p.crv.unrewritten}),
+    "verified_set": AssetReads((__name__, "crv_dagster.agents.crv"),
+                               lambda p: {"unrewritten": p.crv.unrewritten, "rescued": p.crv.rescued}),
 }
 
 
@@ -175,6 +176,7 @@ def rewritten_cots_stage(stage: Stage, problems: pd.DataFrame, critiques: pd.Dat
     return StageResult(frame, {
         "num_problems": len(frame), "num_passed": int(frame["passed"].sum()),
         "num_dropped": stats["num_dropped"], "rewrite_pass_rate": stats["rewrite_pass_rate"],
+        "num_rescued": stats["num_rescued"],
         **{f"action_{k}": v for k, v in stats["actions"].items()},
         **{f"pass_rate_{k}": v for k, v in stats["pass_rate_by_attempt"].items()},
         **{f"drop_{k.replace(':', '_')}": v for k, v in stats["drop_reasons"].items()},
@@ -191,23 +193,24 @@ def rewritten_cots_stage(stage: Stage, problems: pd.DataFrame, critiques: pd.Dat
 
 
 def verified_set_stage(stage: Stage, rewritten_cots: pd.DataFrame) -> StageResult:
-    policy = stage.cfg.crv.unrewritten
-    frame = crv.verified_set(rewritten_cots, policy)
+    policy, rescued = stage.cfg.crv.unrewritten, stage.cfg.crv.rescued
+    frame = crv.verified_set(rewritten_cots, policy, rescued)
     suited = frame[frame["role"] == SUITED]
     stats = {
         "num_rows": len(frame), "num_suited": len(suited),
         "num_unsuited_originals": int((frame["role"] == UNSUITED_ORIGINAL).sum()),
-        "num_suited_rewritten": int((suited["provenance"] == "rewritten").sum()),
-        "num_suited_original": int((suited["provenance"] == "original").sum()),
+        **{f"num_suited_{p}": int((suited["provenance"] == p).sum()) for p in PROVENANCES},
         **crv.unrewritten_counts(rewritten_cots, policy),
+        **crv.rescued_counts(rewritten_cots, rescued),
         "yield": round(len(suited) / len(rewritten_cots), 4) if len(rewritten_cots) else 0.0,
     }
-    stage.log.info(f"{len(suited)} student-suited CoTs for SFT, {stats['num_unsuited_originals']} unsuited "
-                   "originals for CogPO")
+    stage.log.info(f"{len(suited)} student-suited CoTs for SFT ({stats['num_suited_rescued']} rescued from a wrong "
+                   f"answer; {stats['rescued_dropped']} rescued left out), {stats['num_unsuited_originals']} "
+                   "unsuited originals for CogPO")
     return StageResult(frame, stats, {
-        "unrewritten": policy,
+        "unrewritten": policy, "rescued": rescued,
         "sample": markdown_table(suited, ["problem_id", "provenance", "label", "cot"], max_chars=300),
-    }, {"unrewritten": policy})
+    }, {"unrewritten": policy, "rescued": rescued})
 
 
 def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> list[dg.AssetsDefinition]:
@@ -246,7 +249,8 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
         kinds={"pandas", "parquet"},
         check_specs=[dg.AssetCheckSpec("has_sft_rows", asset="verified_set",
                                        description="At least one student-suited CoT passed verification.")],
-        description="The SFT data (verified, student-suited CoTs) plus the correct but unsuited originals.",
+        description="The SFT data (verified, student-suited CoTs; a rewrite of a CoT whose answer was wrong is "
+                    "'rescued', kept or left out by crv.rescued) plus the correct but unsuited originals.",
     )
     def verified_set(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                      rewritten_cots: pd.DataFrame):

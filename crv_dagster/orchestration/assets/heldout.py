@@ -35,7 +35,7 @@ _KEPT = ("num_cots", "teacher_accuracy", "label_easy", "label_medium", "label_ha
          "num_passed", "num_dropped", "num_suited", "num_unsuited_originals", "num_pairs", "num_refused")
 
 
-def _heldout_pairs(stage: Stage, problems: pd.DataFrame) -> StageResult:
+def _heldout_pairs(stage: Stage, problems: pd.DataFrame, sft_model: pd.DataFrame | None = None) -> StageResult:
     sample = heldout_problems(problems, stage.cfg.training.pairs.heldout_problems)
     if sample.empty:
         stage.log.info("no held-out pairs: training.pairs.heldout_problems is 0 or the eval split is empty")
@@ -46,7 +46,7 @@ def _heldout_pairs(stage: Stage, problems: pd.DataFrame) -> StageResult:
     critiques = crv_assets.critiques_stage(stage, raw.frame, problems)
     rewritten = crv_assets.rewritten_cots_stage(stage, problems, critiques.frame)
     verified = crv_assets.verified_set_stage(stage, rewritten.frame)
-    pairs = training_assets.pairs_stage(stage, problems, verified.frame)
+    pairs = training_assets.pairs_stage(stage, problems, verified.frame, sft_model)
     chain = {**raw.metrics, **critiques.metrics, **rewritten.metrics, **verified.metrics, **pairs.metrics}
     frame = pairs.frame
     return StageResult(frame, {"num_problems": len(sample), **{k: chain[k] for k in _KEPT if k in chain}}, {
@@ -58,7 +58,7 @@ def _heldout_pairs(stage: Stage, problems: pd.DataFrame) -> StageResult:
 
 
 def build_heldout_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> list[dg.AssetsDefinition]:
-    @dg.asset(
+    args = dict(
         **table_asset_args(profile_, "heldout_pairs", preference_pairs_schema, READS),
         group_name=GROUP,
         partitions_def=partitions,
@@ -66,10 +66,19 @@ def build_heldout_assets(partitions: dg.PartitionsDefinition, profile_: Profile)
         pool="gpu",
         description="Preference pairs of eval-split problems (training.pairs.heldout_problems of them), built by the "
                     "same CRV chain as preference_pairs and never trained on: cogpo_model's held-out loss, margin "
-                    "and accuracy per pair kind are measured on them.",
+                    "(scaled by beta and not) and accuracy per pair kind and per rejected source are measured on "
+                    "them.",
     )
-    def heldout_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
-                      problems: pd.DataFrame):
-        yield from table_stage(context, profile, mlflow, lambda stage: _heldout_pairs(stage, problems))
+    # The chain's incorrect CoTs come from the SFT checkpoint too where the training pairs' do.
+    if training_assets.samples_sft(profile_):
+        @dg.asset(**args)
+        def heldout_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
+                          problems: pd.DataFrame, sft_model: pd.DataFrame):
+            yield from table_stage(context, profile, mlflow, lambda stage: _heldout_pairs(stage, problems, sft_model))
+    else:
+        @dg.asset(**args)
+        def heldout_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
+                          problems: pd.DataFrame):
+            yield from table_stage(context, profile, mlflow, lambda stage: _heldout_pairs(stage, problems))
 
     return [heldout_pairs]

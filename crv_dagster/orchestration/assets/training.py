@@ -29,13 +29,15 @@ from crv_dagster.training import pairs as pairs_lib
 from crv_dagster.training import plan
 from crv_dagster.training.incorrect import find_incorrect_cots
 from crv_dagster.versions import AssetReads, backend_identity, prompt_text, students, table_version, training_by_size
-from crv_dagster.vocabulary import COGPO, PAIR_TYPES, SFT
+from crv_dagster.vocabulary import COGPO, PAIR_TYPES, RESCUED, SFT, SFT_RAW_MATCHED, SUITED
 
 
 def _pairs_reads(profile: Profile) -> dict:
     pairs, sources = profile.training.pairs, profile.training.pairs.incorrect_sources
     return {"pairs": pairs.model_dump(mode="json"), "students": students(profile),
-            "student_backend": backend_identity(profile, pairs.student_backend) if "student" in sources else None,
+            "student_backend": (backend_identity(profile, pairs.student_backend)
+                                if {"student", "sft"} & set(sources) else None),
+            "sft_seed": profile.seeds[0] if "sft" in sources else None,  # whose SFT checkpoint is sampled
             "inject_backend": (backend_identity(profile, pairs.inject_backend or profile.crv.agent_backend)
                                if "inject" in sources else None),
             "prompts": {"inject": prompt_text(pairs.inject_prompt)} if "inject" in sources else {}}
@@ -71,31 +73,58 @@ READS = {
 }
 
 GROUP = "training"
-def pairs_stage(stage: Stage, problems: pd.DataFrame, verified_set: pd.DataFrame) -> StageResult:
+def samples_sft(profile: Profile) -> bool:
+    """Whether the pairs sample the SFT checkpoint (incorrect_source 'sft'), so read sft_model."""
+    return "sft" in profile.training.pairs.incorrect_sources
+
+
+def sft_checkpoint(cfg: Profile, sft_manifest: pd.DataFrame | None) -> str | None:
+    """The first seed's SFT checkpoint: the one the ``sft`` source samples."""
+    if sft_manifest is None:
+        return None
+    rows = sft_manifest[(sft_manifest["method"] == SFT) & (sft_manifest["seed"] == cfg.seeds[0])]
+    if rows.empty:
+        raise ValueError(f"sft_model has no {SFT} checkpoint of seed {cfg.seeds[0]} for incorrect_source 'sft'")
+    return str(rows["path"].iloc[0])
+
+
+def pairs_stage(stage: Stage, problems: pd.DataFrame, verified_set: pd.DataFrame,
+                sft_manifest: pd.DataFrame | None = None) -> StageResult:
     from transformers import AutoTokenizer  # here, not at the top: importing it takes seconds
 
     cfg, pairs_cfg = stage.cfg, stage.cfg.training.pairs
     material = pairs_lib.pair_material(verified_set)
     # A code CoT is right or wrong by its problem's tests.
     checker = solution_checker(cfg, problems[problems["problem_id"].isin(material["problem_id"])])
-    incorrect, passed_over, usage = find_incorrect_cots(cfg, stage.key.model_size, material, stage.log, checker)
+    incorrect, passed_over, usage = find_incorrect_cots(cfg, stage.key.model_size, material, stage.log, checker,
+                                                        sft_checkpoint(cfg, sft_manifest))
     tokenizer = AutoTokenizer.from_pretrained(student_base_model(cfg, stage.key.model_size))
-    frame, refused = pairs_lib.build_pairs(verified_set, incorrect, pairs_cfg.betas.model_dump(),
-                                           pairs_lib.chat_prompt_renderer(tokenizer), checker)
+    frame, refused = pairs_lib.build_pairs(
+        verified_set, incorrect, pairs_cfg.betas.model_dump(), pairs_lib.chat_prompt_renderer(tokenizer), checker,
+        lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
     by_type = {t: int((frame["pair_type"] == t).sum()) for t in PAIR_TYPES}
     by_source = Counter(c.source for c in incorrect)
-    stage.log.info(f"{len(frame)} pairs {by_type}; refused {dict(refused)}")
+    by_rejected = {str(k): int(v) for k, v in frame["rejected_source"].value_counts().sort_index().items()}
+    lengths = pairs_lib.length_ratios(frame)
+    stage.log.info(f"{len(frame)} pairs {by_type}; rejected CoTs from {by_rejected}; refused {dict(refused)}; "
+                   "chosen/rejected length ratio (median) by kind "
+                   f"{ {k: v['ratio_median'] for k, v in lengths.items()} }")
     if refused:
         stage.run.log_text(json.dumps(dict(refused), indent=2), "refused_pairs.json")
     return StageResult(frame, {
         "num_pairs": len(frame), **{f"pairs_{t}": n for t, n in by_type.items()},
         "num_refused": sum(refused.values()), "num_incorrect_cots": len(incorrect),
         **{f"incorrect_from_{s}": n for s, n in by_source.items()},
+        **{f"pairs_rejected_from_{s}": n for s, n in by_rejected.items()},
+        **{f"length_ratio_{k}": v["ratio_median"] for k, v in lengths.items()},
         **{f"passed_over_{s}_{r}": n for s, reasons in passed_over.items() for r, n in reasons.items()},
         "problems_with_incorrect_cot": round(len(incorrect) / len(material), 4) if len(material) else 0.0,
         **usage,
     }, {
         "pairs_by_type": dg.MetadataValue.json(by_type),
+        "pairs_by_rejected_source": dg.MetadataValue.json(by_rejected),
+        # Chosen over rejected length, per pair: far from 1, a pair differs in length as well as correctness.
+        "lengths_by_kind": dg.MetadataValue.json(lengths),
         "refused_by_reason": dg.MetadataValue.json(dict(refused)),
         "incorrect_replies_passed_over": dg.MetadataValue.json(passed_over),
         "betas": dg.MetadataValue.json(pairs_cfg.betas.model_dump()),
@@ -106,18 +135,28 @@ def pairs_stage(stage: Stage, problems: pd.DataFrame, verified_set: pd.DataFrame
 
 def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> list[dg.AssetsDefinition]:
 
-    @dg.asset(
+    pairs_args = dict(
         **table_asset_args(profile_, "preference_pairs", preference_pairs_schema, READS["preference_pairs"]),
         group_name=GROUP,
         partitions_def=partitions,
         kinds={"pandas", "parquet"},
         pool="gpu",
         description="CogPO pairs of three kinds (small, medium, large gap), each with its beta; the chosen CoT is "
-                    "checked correct and the rejected one wrong (for code, by running the problem's tests).",
+                    "checked correct and the rejected one wrong (for code, by running the problem's tests), both "
+                    "in one format (a reasoning trace or none); both CoTs' lengths in the student's tokens.",
     )
-    def preference_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
-                         problems: pd.DataFrame, verified_set: pd.DataFrame):
-        yield from table_stage(context, profile, mlflow, lambda stage: pairs_stage(stage, problems, verified_set))
+    # Only a profile whose pairs sample the SFT checkpoint makes them wait for (and go stale with) it.
+    if samples_sft(profile_):
+        @dg.asset(**pairs_args)
+        def preference_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
+                             problems: pd.DataFrame, verified_set: pd.DataFrame, sft_model: pd.DataFrame):
+            yield from table_stage(context, profile, mlflow,
+                                   lambda stage: pairs_stage(stage, problems, verified_set, sft_model))
+    else:
+        @dg.asset(**pairs_args)
+        def preference_pairs(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
+                             problems: pd.DataFrame, verified_set: pd.DataFrame):
+            yield from table_stage(context, profile, mlflow, lambda stage: pairs_stage(stage, problems, verified_set))
 
     @dg.asset(
         **table_asset_args(profile_, "sft_model", model_manifest_schema, READS["sft_model"]),
@@ -126,8 +165,9 @@ def build_training_assets(partitions: dg.PartitionsDefinition, profile_: Profile
         kinds={"pytorch", "huggingface"},
         pool="gpu",
         description="The student fine-tuned (TRL SFT, loss on the CoT only) on the verified, student-suited CoTs "
-                    "(sft), and, as the profile lists, on the raw CoTs (sft_raw) and on the Critic's medium CoTs "
-                    "without rewriting (sft_filter); once per seed.",
+                    "(sft), and, as the profile lists, on the raw CoTs that reach the reference answer (sft_raw), "
+                    "on as many of those as sft has rows, matched on the count only (sft_raw_matched), and on the "
+                    "Critic's medium CoTs without rewriting (sft_filter); once per seed.",
     )
     def sft_model(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                   verified_set: pd.DataFrame, raw_cots: pd.DataFrame, critiques: pd.DataFrame):
@@ -169,6 +209,11 @@ def _card(stage: Stage, item, row: dict) -> None:
                      loss_last=row["loss_last"], profile=stage.cfg.name, partition=str(stage.key))
 
 
+_MATCHED_ON = ("the row count alone: as many correct raw CoTs as sft has rows (a seeded draw per training seed), so "
+               "equal examples and optimizer steps; not the same problems, lengths or labels, and none of sft's "
+               "rescued rows (a wrong teacher CoT rewritten with the reference answer) has a counterpart in its pool")
+
+
 def _sft(stage: Stage, verified_set: pd.DataFrame, raw_cots: pd.DataFrame, critiques: pd.DataFrame) -> StageResult:
     cfg, key = stage.cfg, stage.key
     training = cfg.training_for(key.model_size)
@@ -188,10 +233,15 @@ def _sft(stage: Stage, verified_set: pd.DataFrame, raw_cots: pd.DataFrame, criti
     manifest = pd.DataFrame(rows)
     main = manifest[manifest["method"] == SFT].iloc[0]
     first = next(item for item in launched if item.planned.method == SFT)
+    suited = verified_set[verified_set["role"] == SUITED]
+    matched = ({"sft_raw_matched_is_matched_on": _MATCHED_ON} if SFT_RAW_MATCHED in cfg.training.sft_baselines else {})
     return StageResult(manifest, {
         "num_examples": int(main["num_examples"]), "steps": int(main["steps"]), **plan.length_counts(first.result),
         **{k: float(main[k]) for k in ("loss_first", "loss_last") if pd.notna(main[k])}, **examples,
+        # SFT rows whose teacher CoT was wrong: no raw baseline has them.
+        "sft_rows_rescued": int((suited["provenance"] == RESCUED).sum()),
     }, {
+        **matched,
         "checkpoint": dg.MetadataValue.path(main["path"]),
         **run_links(links), **_launch_metadata(training, launched),
         "seeds": dg.MetadataValue.json(list(cfg.seeds)),
@@ -209,11 +259,11 @@ def _heldout_report(stage: Stage, item, heldout: pd.DataFrame, start_logps: dict
         start_logps[start] = heldout_lib.pair_logps(start, heldout)
     betas = heldout_lib.kind_betas(item.planned.method, item.planned.data, stage.cfg.training.cogpo)
     after = heldout_lib.pair_logps(str(item.planned.out_dir), heldout)
-    report = {"before": heldout_lib.pair_metrics(heldout, start_logps[start], start_logps[start], betas),
-              "after": heldout_lib.pair_metrics(heldout, after, start_logps[start], betas)}
+    report = heldout_lib.report(heldout, start_logps[start], after, betas)
     item.run.log_metrics(heldout_lib.mlflow_metrics(report))
     stage.log.info(f"{item.planned.method} (seed {item.planned.seed}) on {len(heldout)} held-out pairs: "
-                   + "; ".join(f"{kind} accuracy {v['accuracy']:.2f}, loss {v['loss']:.3f}"
+                   + "; ".join(f"{kind} accuracy {v['accuracy']:.2f}, loss {v['loss']:.3f}, log-ratio margin "
+                               f"{v['logratio_margin']:.3f} (x beta {v['beta']:g}: {v['margin']:.3f})"
                                for kind, v in report["after"].items()))
     return report
 
@@ -240,13 +290,16 @@ def _preference(stage: Stage, sft_manifest: pd.DataFrame, pairs: pd.DataFrame, h
             if seed == cfg.seeds[0]:
                 summary.update(plan.preference_summary(method, rows[-1], result))
     manifest = pd.DataFrame(rows)
-    by_kind = heldout_lib.metrics_table(reports)
+    by_kind, by_source = heldout_lib.metrics_table(reports), heldout_lib.metrics_table(reports, by_source=True)
     return StageResult(manifest, {
         # One reference pass per starting checkpoint, pairs and seed, shared by every method on them.
         "reference_passes": len(reference_s), "reference_logps_s": round(sum(reference_s), 3),
         "heldout_pairs": len(heldout),
     }, {
+        # margin is scaled by each method's beta; logratio_margin is not, so it compares methods.
         "heldout_by_kind": markdown_table(by_kind, list(by_kind.columns), rows=200, max_chars=40)
+        if reports else "no held-out pairs (training.pairs.heldout_problems)",
+        "heldout_by_rejected_source": markdown_table(by_source, list(by_source.columns), rows=400, max_chars=40)
         if reports else "no held-out pairs (training.pairs.heldout_problems)",
         **{k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in summary.items()},
         **run_links(links), **_launch_metadata(training, launched),
