@@ -13,7 +13,16 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 # set, dagster.postgres.yaml (`make demo DAGSTER_CONFIG=dagster.postgres.yaml`).
 DAGSTER_CONFIG ?= dagster.yaml
 INSTANCE_STAMP := $(DAGSTER_HOME)/.ready-$(basename $(notdir $(DAGSTER_CONFIG)))
-export HF_HUB_OFFLINE := 1
+# The profile a target runs: PROFILE (`make pipeline PROFILE=...`), else CRV_PROFILE, else demo.
+RUN_PROFILE = $(patsubst assets_config/%.yaml,%,$(or $(PROFILE),$(CRV_PROFILE),demo))
+# Built-in profiles that never touch the Hugging Face Hub run with it off, so a stray download
+# cannot hide inside them. Any other profile may need the Hub (its models and data sets), so the
+# user's environment decides; a value the user set is never overridden (`?=`), and a Hub profile
+# loaded with the Hub off is refused with the reason (crv_dagster/hub_access.py).
+HUBLESS_PROFILES := demo test study study_student
+ifneq ($(filter $(RUN_PROFILE),$(HUBLESS_PROFILES)),)
+export HF_HUB_OFFLINE ?= 1
+endif
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1

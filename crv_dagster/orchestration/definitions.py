@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from crv_dagster.config import active_profile_path, load_profile_file
+from crv_dagster.hub_access import require_hub_when_needed
 from crv_dagster.orchestration.assets.crv import build_crv_assets
 from crv_dagster.orchestration.assets.data import build_data_assets
 from crv_dagster.orchestration.assets.evaluation import build_evaluation_assets
@@ -25,8 +26,12 @@ from crv_dagster.orchestration.resources import ProfileResource
 from crv_dagster.orchestration.tracking import MlflowTracking
 
 
-def build_definitions(profile_file: str | Path) -> dg.Definitions:
+def build_definitions(profile_file: str | Path, run: bool = False) -> dg.Definitions:
+    """``run``: the definitions a run executes (the code location), not a check of the profile:
+    refused when the profile needs the Hugging Face Hub while HF_HUB_OFFLINE turns it off."""
     profile = load_profile_file(profile_file)
+    if run:
+        require_hub_when_needed(profile)
     partitions = build_partitions(profile)
     tables_dir = str(profile.artifacts_dir / "tables")
     assets = (build_data_assets(partitions, profile) + build_crv_assets(partitions, profile)
@@ -61,7 +66,7 @@ def build_definitions(profile_file: str | Path) -> dg.Definitions:
     )
 
 
-defs = build_definitions(active_profile_path())
+defs = build_definitions(active_profile_path(), run=True)
 exit_with_parent()  # a step worker stops when its run's process is killed (see recovery.py)
 quiet_libraries()
 # Dead runs of this instance free their pool slots before this process's run can wait on them.

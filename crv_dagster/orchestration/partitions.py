@@ -62,10 +62,17 @@ def main() -> None:
     check one (exit status 2 with the valid keys when it is not one of them)."""
     import sys
 
-    from crv_dagster.config import load_active_profile
+    from crv_dagster.config import ProfileError, load_active_profile
+    from crv_dagster.hub_access import require_hub_when_needed
 
     profile = load_active_profile()
     if len(sys.argv) > 1:
+        # `make pipeline` checks its partition key here first: the place to stop a run that
+        # would need the Hub while it is off, before Dagster loads anything.
+        try:
+            require_hub_when_needed(profile)
+        except ProfileError as err:
+            sys.exit(f"crv-dagster: {err}")
         try:
             check_partition_key(profile, sys.argv[1])
         except ValueError as err:
