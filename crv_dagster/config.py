@@ -38,12 +38,30 @@ class _Strict(BaseModel):
 # --------------------------------------------------------------------------- models
 
 
+class ModelArchitecture(_Strict):
+    """The numbers of a transformer's ``config.json`` that its GPU memory depends on, for the
+    pre-flight check (``capacity.py``) when the model's own config.json is not on this machine."""
+
+    num_layers: int = Field(gt=0, description="config.json: num_hidden_layers")
+    hidden_size: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    num_kv_heads: int = Field(gt=0, description="config.json: num_key_value_heads")
+    head_dim: int | None = Field(None, gt=0, description="default: hidden_size / num_attention_heads")
+    intermediate_size: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    tie_word_embeddings: bool = False
+    max_position_embeddings: int = Field(gt=0)
+    dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16", description="config.json: torch_dtype")
+
+
 class HubModel(_Strict):
     """A model on the Hugging Face Hub (or any local HF folder)."""
 
     source: Literal["hub"]
     name_or_path: str
     revision: str | None = None
+    architecture: ModelArchitecture | None = Field(
+        None, description="its config.json's numbers, for the GPU memory check where config.json is not at hand")
 
 
 class GgufPackageModel(_Strict):
@@ -663,6 +681,29 @@ class OrchestrationConfig(_Strict):
                                     "whose steps are all reused takes seconds")
 
 
+class Throughput(_Strict):
+    """Tokens per second, measured or assumed, from which the plan turns token budgets into GPU-hours."""
+
+    generation: dict[str, float] = Field({}, description="model key -> generated tokens/s of one engine "
+                                                         "(its tensor-parallel GPUs together), batched")
+    training: dict[str, float] = Field({}, description="model key -> trained tokens/s per GPU")
+
+
+class HardwareConfig(_Strict):
+    """The GPUs a profile is meant for: every vLLM backend and training launch is checked against
+    them when the profile loads (``capacity.py``), before any model is loaded."""
+
+    gpu_memory_gib: float = Field(gt=0, description="memory of one GPU, GiB (an 80 GB H100: 79.6)")
+    gpus_per_node: int = Field(8, gt=0)
+    nodes: int = Field(1, gt=0)
+    vllm_overhead_gib: float = Field(4.0, ge=0, description="per GPU, inside gpu_memory_utilization, besides "
+                                                            "weights and KV cache: CUDA context and graphs, the "
+                                                            "profiling pass's activations, the sampler")
+    training_overhead_gib: float = Field(2.0, ge=0, description="per GPU: CUDA context, NCCL buffers, "
+                                                                "allocator fragmentation")
+    throughput: Throughput = Throughput()
+
+
 class TrackingConfig(_Strict):
     tracking_uri: str | None = Field(None, description="default: sqlite store under the artifacts root")
     experiment: str = "crv-dagster"
@@ -687,6 +728,8 @@ class Profile(_Strict):
     sandbox: SandboxConfig = SandboxConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
     tracking: TrackingConfig = TrackingConfig()
+    hardware: HardwareConfig | None = Field(None, description="the GPUs this profile is for; every vLLM backend "
+                                                              "and training launch must fit them (none: no check)")
 
     @field_validator("seeds")
     @classmethod
@@ -805,6 +848,13 @@ def load_profile_file(path: str | os.PathLike) -> Profile:
     problems = problems_of(profile, PROJECT_ROOT)
     if problems:
         raise ProfileError("\n".join([f"{path}: invalid profile"] + [f"  {p}" for p in problems]))
+    from crv_dagster.capacity import capacity_problems  # it reads this module's classes
+
+    too_big = capacity_problems(profile)
+    if too_big:
+        raise ProfileError("\n".join([f"{path}: does not fit the GPUs it declares (hardware: "
+                                       f"{profile.hardware.gpus_per_node} x {profile.hardware.gpu_memory_gib:g} GiB a "
+                                       f"node, {profile.hardware.nodes} node(s))"] + [f"  {p}" for p in too_big]))
     return profile
 
 
