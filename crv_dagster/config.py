@@ -838,7 +838,9 @@ def _read_profile_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return _merged(_read_profile_yaml(parent_path, (*seen, path.resolve())), raw)
 
 
-def load_profile_file(path: str | os.PathLike) -> Profile:
+def load_profile_file(path: str | os.PathLike, check_capacity: bool = True) -> Profile:
+    """The validated profile; with ``check_capacity``, also refused when a backend or training launch
+    cannot fit the GPUs it declares (the plan command loads it without, to show every figure)."""
     path = Path(path)
     raw = _read_profile_yaml(path)
     try:
@@ -850,7 +852,7 @@ def load_profile_file(path: str | os.PathLike) -> Profile:
         raise ProfileError("\n".join([f"{path}: invalid profile"] + [f"  {p}" for p in problems]))
     from crv_dagster.capacity import capacity_problems  # it reads this module's classes
 
-    too_big = capacity_problems(profile)
+    too_big = capacity_problems(profile) if check_capacity else []
     if too_big:
         raise ProfileError("\n".join([f"{path}: does not fit the GPUs it declares (hardware: "
                                        f"{profile.hardware.gpus_per_node} x {profile.hardware.gpu_memory_gib:g} GiB a "
