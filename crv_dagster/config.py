@@ -232,6 +232,11 @@ class ColumnMapping(_Strict):
     private_tests: str | None = Field(
         None, description="code: a second column of test cases (LiveCodeBench: 'private_test_cases')")
     starter_code: str | None = Field(None, description="code: the column with the code to complete")
+    tests: str | None = Field(None, description="code: a column of APPS-style test cases, JSON {inputs, outputs} "
+                                                "(OpenThoughts, TACO), instead of LiveCodeBench's in `answer`")
+    reasoning: str | None = Field(None, description="a column with the teacher's thinking alone (OpenThoughts' "
+                                                    "deepseek_reasoning): the CoT is <think>reasoning</think> "
+                                                    "then the `cot` column's solution")
     metadata: str | None = Field(None, description="code: the column with JSON metadata (func_name)")
 
 
@@ -264,13 +269,32 @@ class DatasetConfig(_Strict):
     max_text_tokens: int | None = Field(
         None, gt=0, description="a question or CoT longer than this, in the student's tokens, is rejected with its "
                                 "row (null: the student's context length)")
+    sample_seed: int | None = Field(
+        None, description="with max_problems: take them in an order seeded per problem instead of the source's "
+                          "first rows, so a set sorted by domain gives a mixed sample and a larger max_problems "
+                          "holds a smaller one's problems (a data-scale axis)")
+    format_column: str | None = Field(
+        None, description="a column naming each row's kind (OpenThoughts' domain): its answer format is "
+                          "formats[value] instead of answer_format, so one dataset mixes math, code and science")
+    formats: dict[str, AnswerFormat] = Field({}, description="format_column's values -> answer formats; a row "
+                                                             "whose value is not here is rejected with its row")
 
     @model_validator(mode="after")
     def _cot_column_when_needed(self) -> "DatasetConfig":
         if self.cot_source == "dataset" and self.columns.cot is None and not isinstance(self.source, BuiltinSource):
             raise ValueError("cot_source 'dataset' needs columns.cot (the column holding the CoT)")
+        if (self.format_column is None) != (not self.formats):
+            raise ValueError("format_column and formats go together: the column, and its values' answer formats")
+        if "multiple_choice" in self.formats.values():
+            raise ValueError("formats: multiple_choice needs the options' columns on every row; use answer_format")
         _check_choices(self.answer_format, self.columns, self.source)
         return self
+
+    def format_of(self, value: object) -> str | None:
+        """The answer format of a row whose format_column holds ``value`` (None: not one of formats)."""
+        if self.format_column is None:
+            return self.answer_format
+        return self.formats.get(str(value).strip()) if value is not None else None
 
 
 # --------------------------------------------------------------------------- the rest
@@ -810,10 +834,14 @@ def profile_path(name: str) -> Path:
 
 
 def _merged(base: dict, override: dict) -> dict:
-    """``override`` laid over ``base``: mappings merge key by key, anything else (lists, null) replaces."""
+    """``override`` laid over ``base``: mappings merge key by key, anything else (lists) replaces; a
+    null over a mapping removes it (a dataset or model size the extending profile leaves out)."""
     out = dict(base)
     for key, value in override.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        if value is None and isinstance(out.get(key), dict):
+            del out[key]
+        else:
+            out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 

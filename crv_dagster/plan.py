@@ -44,6 +44,7 @@ PUBLISHED_ROWS = {
     ("Idavidrein/gpqa", "gpqa_diamond", "train"): 198,
     ("bespokelabs/Bespoke-Stratos-17k", None, "train"): 16710,
     ("open-thoughts/OpenThoughts-114k", None, "train"): 113957,
+    ("open-thoughts/OpenThoughts-114k", "metadata", "train"): 113957,
     ("livecodebench", "release_v1", None): 400, ("livecodebench", "release_v2", None): 511,
     ("livecodebench", "release_v3", None): 612, ("livecodebench", "release_v4", None): 713,
     ("livecodebench", "release_v5", None): 880, ("livecodebench", "release_v6", None): 1055,

@@ -74,7 +74,7 @@ def test_unsharded_full_fine_tuning_of_the_3b_student_is_refused_and_zero3_fits(
         load_profile_file(path)
 
 
-@pytest.mark.parametrize("name", ["paper", "paper_lora", "paper_k8s"])
+@pytest.mark.parametrize("name", ["paper", "paper_lora", "paper_k8s", "paper_r1", "paper_smoke"])
 def test_the_shipped_gpu_profiles_fit_their_hardware(name):
     fits, unknown = capacity_report(load_profile_file(CONFIG_DIR / f"{name}.yaml"))
     assert not unknown and fits and all(f.fits for f in fits)
@@ -87,3 +87,15 @@ def test_the_shipped_gpu_profiles_fit_their_hardware(name):
 def test_profiles_without_hardware_are_not_checked():
     fits, unknown = capacity_report(load_profile_file(CONFIG_DIR / "demo.yaml"))
     assert fits == [] and unknown == []
+
+
+def test_the_r1_profiles_read_r1_traces_in_one_mixed_partition_per_data_scale():
+    r1 = load_profile_file(CONFIG_DIR / "paper_r1.yaml")
+    assert list(r1.datasets) == ["r1_2k", "r1_8k", "r1_32k"]
+    assert [d.max_problems for d in r1.datasets.values()] == [2000, 8000, 32000]
+    for data in r1.datasets.values():
+        assert data.cot_source == "dataset" and data.columns.reasoning == "deepseek_reasoning"
+        assert set(data.formats.values()) == {"boxed", "code"} and data.sample_seed == 0
+    smoke = load_profile_file(CONFIG_DIR / "paper_smoke.yaml")
+    assert list(smoke.model_sizes) == ["qwen2.5-0.5b"] and smoke.seeds == [42]
+    assert smoke.training.pairs.incorrect_source == r1.training.pairs.incorrect_source  # the same graph

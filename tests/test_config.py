@@ -5,7 +5,8 @@ import pytest
 from crv_dagster.config import CONFIG_DIR, ProfileError, load_profile_file
 
 
-@pytest.mark.parametrize("name", ["demo", "paper", "paper_lora", "paper_k8s", "study", "study_student", "test"])
+@pytest.mark.parametrize("name", ["demo", "paper", "paper_lora", "paper_k8s", "paper_r1", "paper_smoke", "study",
+                                  "study_student", "test"])
 def test_shipped_profiles_validate(name):
     profile = load_profile_file(CONFIG_DIR / f"{name}.yaml")
     assert profile.name == name

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -198,3 +199,46 @@ def test_splits_are_seeded_and_independent_of_row_order():
     assert dict(zip(shuffled, assign_splits(shuffled, 0.2, seed=7))) == splits
     assert sum(s == "eval" for s in splits.values()) == 10
     assert dict(zip(ids, assign_splits(ids, 0.2, seed=8))) != splits
+
+
+def _openthoughts(**extra) -> DatasetConfig:
+    """OpenThoughts-114k's `metadata` layout: the thinking and the solution in their own columns, a
+    domain per row, APPS-style test cases for code (a sample of its rows' shapes, written here)."""
+    return DatasetConfig(
+        source={"kind": "file", "path": str(Path(__file__).parent / "data" / "openthoughts_metadata_sample.jsonl")},
+        columns={"question": "problem", "answer": "ground_truth_solution", "cot": "deepseek_solution",
+                 "reasoning": "deepseek_reasoning", "tests": "test_cases", "starter_code": "starter_code"},
+        format_column="domain", formats={"math": "boxed", "code": "code", "biology": "boxed", "chemistry": "boxed"},
+        cot_source="dataset", eval_fraction=0.0, **extra)
+
+
+def test_one_dataset_mixes_math_code_and_science_by_each_rows_domain():
+    result = build_problems("r1", _openthoughts(), read_source(_openthoughts()))
+    accepted = result.accepted.set_index("source_row")
+    assert sorted(accepted.index) == [1, 2, 4]
+    assert accepted.loc[1, "answer"] == "5" and accepted.loc[4, "answer"] == "mitochondria"
+    # The teacher's thinking becomes the trace, the solution follows it.
+    assert all(cot.startswith("<think>\n") and "\n</think>\n\n" in cot for cot in accepted["reference_cot"])
+    tests = json.loads(accepted.loc[2, "tests"])
+    assert tests["cases"] == [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"},
+                              {"input": "4 5", "output": "9", "testtype": "stdin"}]
+    reasons = dict(zip(result.rejected["source_row"], result.rejected["reason"]))
+    assert "call-based tests (fn_name 'add') are not run here" in reasons[3]
+    assert reasons[5] == "answer is empty" or "empty" in reasons[5]
+    assert reasons[6] == "'puzzle' is not one of formats ['biology', 'chemistry', 'code', 'math']"
+
+
+def test_a_seeded_sample_mixes_kinds_and_nests_across_sizes():
+    def ids(count: int) -> list[str]:
+        config = _openthoughts(max_problems=count, sample_seed=7)
+        return list(build_problems("r1", config, read_source(config)).accepted["problem_id"])
+
+    two, three = ids(2), ids(3)
+    assert len(two) == 2 and set(two) < set(three)
+    first_rows = _openthoughts(max_problems=2)
+    assert list(build_problems("r1", first_rows, read_source(first_rows)).accepted["source_row"]) == [1, 2]
+
+
+def test_formats_need_their_column():
+    with pytest.raises(ValueError, match="format_column and formats go together"):
+        DatasetConfig(source={"kind": "file", "path": "x.jsonl"}, columns={"cot": "c"}, formats={"math": "boxed"})

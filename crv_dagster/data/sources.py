@@ -34,7 +34,7 @@ from crv_dagster.config import (
 from crv_dagster.data.arith import generate_arith
 from crv_dagster.data.decontaminate import DuplicateFinder
 from crv_dagster.formatting import CODE_ANSWER
-from crv_dagster.sandbox.cases import TestCaseError, problem_cases
+from crv_dagster.sandbox.cases import TestCaseError, apps_cases, problem_cases
 
 
 class DataSourceError(ValueError):
@@ -281,7 +281,8 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable,
         detail = f"; every line was rejected: {table.unreadable[:3]}" if table.unreadable else ""
         raise DataSourceError(f"{table.origin}: the source has no rows{detail}")
     required = [c for c in (cols.question, cols.answer, cols.cot, cols.id, *(cols.choices or []), cols.private_tests,
-                            cols.starter_code, cols.metadata) if c is not None]
+                            cols.starter_code, cols.metadata, cols.tests, cols.reasoning, config.format_column)
+                if c is not None]
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DataSourceError(
@@ -304,13 +305,19 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable,
             rejected.append({"source_row": source_row, "field": cols.question, "reason": reason})
             continue
         tests = None
+        answer_format = config.format_of(values[config.format_column]) if config.format_column else config.answer_format
+        if answer_format is None:
+            rejected.append({"source_row": source_row, "field": config.format_column,
+                             "reason": f"'{values[config.format_column]}' is not one of formats "
+                                       f"{sorted(config.formats)}"})
+            continue
         try:
-            if config.answer_format == "code":
+            if answer_format == "code":
                 tests = code_tests(values, cols)
                 answer = CODE_ANSWER
                 question = code_question(question, _text(values[cols.starter_code]) if cols.starter_code else "")
             else:
-                answer = parse_reference_answer(turn_text(values[cols.answer], "assistant"), config.answer_format)
+                answer = parse_reference_answer(turn_text(values[cols.answer], "assistant"), answer_format)
             if reason := _unencodable(answer):
                 raise AnswerFormatError(reason)
         except (AnswerFormatError, TestCaseError) as err:
@@ -321,7 +328,9 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable,
             raw_cot = turn_text(values[cols.cot], "assistant")
             if raw_cot is not None and not (isinstance(raw_cot, float) and pd.isna(raw_cot)) and str(raw_cot).strip():
                 cot = str(raw_cot).strip()
-                if config.answer_format == "gsm8k" and cols.cot == cols.answer:
+                if cols.reasoning is not None and (thinking := _text(values[cols.reasoning])):
+                    cot = f"<think>\n{thinking}\n</think>\n\n{cot}"
+                if answer_format == "gsm8k" and cols.cot == cols.answer:
                     cot = gsm8k_rationale(cot) + f"\n\nThe answer is \\boxed{{{answer}}}."
             if cot is not None and ((reason := _unencodable(cot)) or (limit and (reason := _over(limit, cot, "CoT")))):
                 rejected.append({"source_row": source_row, "field": cols.cot, "reason": reason})
@@ -347,8 +356,10 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable,
             continue
         accepted.append({"problem_id": pid, "dataset": dataset, "question": question, "answer": answer,
                          "reference_cot": cot, "choices": choices, "tests": tests, "source_row": source_row})
-        if config.max_problems is not None and len(accepted) >= config.max_problems:
+        if config.max_problems is not None and config.sample_seed is None and len(accepted) >= config.max_problems:
             break
+    if config.max_problems is not None and config.sample_seed is not None:
+        accepted = sampled(accepted, config.max_problems, config.sample_seed)
 
     rejected_frame = pd.DataFrame(rejected, columns=["source_row", "field", "reason"]).sort_values(
         "source_row", kind="stable").reset_index(drop=True)
@@ -363,6 +374,16 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable,
     return ProblemRows(problems, rejected_frame, table.origin)
 
 
+def sampled(accepted: list[dict], count: int, seed: int) -> list[dict]:
+    """``count`` problems in an order seeded per problem id, in source order: a larger count holds a
+    smaller one's problems, and a source sorted by kind gives a mix."""
+    def rank(row: dict) -> str:
+        return hashlib.sha256(f"{seed}:{row['problem_id']}".encode()).hexdigest()
+
+    chosen = {id(row) for row in sorted(accepted, key=rank)[:count]}
+    return [row for row in accepted if id(row) in chosen]
+
+
 def _over(limit: TextLimit, text: str, what: str) -> str | None:
     tokens = limit.excess(text)
     return None if tokens is None else f"{what} is {tokens} tokens, over the limit of {limit.max_tokens} ({limit.what})"
@@ -370,6 +391,12 @@ def _over(limit: TextLimit, text: str, what: str) -> str | None:
 
 def code_tests(values: dict, cols: ColumnMapping) -> str:
     """A code problem's tests as stored in ``problems.tests``: JSON {cases, func_name}."""
+    if cols.tests is not None:
+        cases = apps_cases(values[cols.tests] if not (isinstance(values[cols.tests], float)
+                                                      and pd.isna(values[cols.tests])) else None, cols.tests)
+        if not cases:
+            raise TestCaseError("no test cases")
+        return json.dumps({"cases": [c.as_json() for c in cases], "func_name": None})
     record = {"public_test_cases": values[cols.answer],
               "private_test_cases": values[cols.private_tests] if cols.private_tests else None,
               "metadata": values[cols.metadata] if cols.metadata else None}

@@ -76,6 +76,32 @@ def parse_cases(field: str | list | None, where: str) -> list[TestCase]:
     return cases
 
 
+def apps_cases(field: str | dict | None, where: str) -> list[TestCase]:
+    """Test cases in the APPS layout (TACO, OpenThoughts' ``test_cases``): JSON ``{"inputs": [...],
+    "outputs": [...]}``, each input a program's standard input and each output what it must print.
+    Call-based tests (an ``fn_name``) call a top-level function, which this sandbox's harness (a
+    ``class Solution`` method, as LiveCodeBench) does not: they are refused, so the row is counted."""
+    if field is None or (isinstance(field, str) and not field.strip()):
+        return []
+    try:
+        record = json.loads(field) if isinstance(field, str) else field
+    except json.JSONDecodeError as err:
+        raise TestCaseError(f"{where}: not JSON ({err})") from None
+    if not isinstance(record, dict) or not {"inputs", "outputs"} <= set(record):
+        raise TestCaseError(f"{where}: expected {{inputs, outputs}}")
+    if record.get("fn_name"):
+        raise TestCaseError(f"{where}: call-based tests (fn_name '{record['fn_name']}') are not run here")
+    inputs, outputs = record["inputs"], record["outputs"]
+    if not isinstance(inputs, list) or not isinstance(outputs, list) or len(inputs) != len(outputs):
+        raise TestCaseError(f"{where}: inputs and outputs must be lists of the same length")
+    return [TestCase(_joined(i), _joined(o), "stdin") for i, o in zip(inputs, outputs)]
+
+
+def _joined(value) -> str:
+    # APPS keeps some stdin inputs and outputs as lists of lines.
+    return "\n".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def problem_cases(record: dict, where: str = "problem") -> tuple[list[TestCase], str | None]:
     """All test cases of a ``code_generation_lite`` record (public, then private) and the function
     name for functional tests (``metadata.func_name``)."""
