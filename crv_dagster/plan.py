@@ -7,7 +7,8 @@ money.
 Token figures are upper bounds (every call uses its whole budget, every CoT is rewritten on every
 attempt, every problem yields every pair kind): what a run can cost at most. Where the response
 cache holds calls of the same model and budget, their mean tokens give the expected figures beside
-the bounds. Problem counts come from the partition's ``problems`` table when one exists, else from
+the bounds (``--measured-from`` reads another run's cache: a smoke run's measures the full run's).
+Problem counts come from the partition's ``problems`` table when one exists, else from
 ``max_problems``, else from the published size of the source (``PUBLISHED_ROWS``). GPU-hours need
 ``hardware.throughput``; a run whose backends or launches do not fit the declared GPUs exits with 2.
 """
@@ -159,9 +160,10 @@ def _model_of(profile: Profile, backend_name: str | None, size: str) -> tuple[st
     return backend_name, model
 
 
-def _cache_means(profile: Profile) -> dict[tuple[str, int], tuple[float, float, int]]:
-    """(model id, max_new_tokens) -> mean prompt and completion tokens and count of cached calls."""
-    path = profile.artifacts_dir / "llm_cache.sqlite"
+def _cache_means(profile: Profile, path: Path | None = None) -> dict[tuple[str, int], tuple[float, float, int]]:
+    """(model id, max_new_tokens) -> mean prompt and completion tokens and count of cached calls, from
+    ``path`` or the profile's own response cache."""
+    path = path or profile.artifacts_dir / "llm_cache.sqlite"
     if not path.is_file():
         return {}
     means: dict[tuple[str, int], list] = {}
@@ -294,7 +296,7 @@ def _training(profile: Profile, dataset: str, size: str, train: int) -> list[Tra
     return out
 
 
-def make_plan(profile: Profile, partition: str | None = None) -> Plan:
+def make_plan(profile: Profile, partition: str | None = None, measured_from: Path | None = None) -> Plan:
     keys = [f"{d}|{s}" for d in profile.datasets for s in profile.model_sizes]
     if partition is not None:
         if partition not in keys:
@@ -302,7 +304,7 @@ def make_plan(profile: Profile, partition: str | None = None) -> Plan:
         keys = [partition]
     counts = {d: problem_counts(profile, d) for d in profile.datasets}
     plan = Plan(profile.name, keys, counts)
-    means = _cache_means(profile)
+    means = _cache_means(profile, measured_from)
     first_sizes = {d: next(iter(profile.model_sizes)) for d in profile.datasets}
     for key in keys:
         dataset, size = key.split("|")
@@ -385,11 +387,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", required=True, help="a profile name (assets_config/NAME.yaml) or a YAML path")
     parser.add_argument("--partition", help="one 'dataset|size' key (default: every partition)")
     parser.add_argument("--json", dest="json_path", help="also write the plan as JSON to this file")
+    parser.add_argument("--measured-from", type=Path, help="the expected tokens from another run's response cache "
+                                                          "(e.g. artifacts/paper_smoke/llm_cache.sqlite): same models, "
+                                                          "same budgets")
     args = parser.parse_args(argv)
     path = Path(args.profile) if args.profile.endswith((".yaml", ".yml")) else profile_path(args.profile)
     try:
         profile = load_profile_file(path, check_capacity=False)
-        plan = make_plan(profile, args.partition)
+        plan = make_plan(profile, args.partition, args.measured_from)
     except ProfileError as err:
         print(err, file=sys.stderr)
         return 2

@@ -68,3 +68,9 @@ def test_cached_calls_give_expected_tokens_beside_the_bounds(tmp_path, monkeypat
     assert expected.expected_completion_tokens == 50 * bound.calls
     assert expected.expected_prompt_tokens == 100 * bound.calls
     assert expected.completion_tokens_max == bound.calls * budget
+    # Another profile's plan, measured from this run's cache (a smoke run's, for the full run).
+    other = load_profile_file(CONFIG_DIR / "demo.yaml")
+    monkeypatch.setenv("CRV_ARTIFACTS_ROOT", str(tmp_path / "elsewhere"))
+    assert next(c for c in make_plan(other, key).calls if c.role == "rethinker").expected_completion_tokens is None
+    measured = make_plan(other, key, measured_from=cache.path)
+    assert next(c for c in measured.calls if c.role == "rethinker").expected_completion_tokens == 50 * bound.calls
