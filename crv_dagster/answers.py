@@ -34,10 +34,10 @@ _LAST_NUMBER = re.compile(r"(" + _NUMBER + r")")
 _PLAIN_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)(/\d+)?$")
 
 
-def find_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), nested braces included; MATH's
-    brace-less ``\\boxed 5`` counts too."""
-    found: list[tuple[int, str]] = []
+def _last_boxed(text: str) -> tuple[int, int, str] | None:
+    """Start, end and content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), nested braces
+    included; MATH's brace-less ``\\boxed 5`` counts too."""
+    found: list[tuple[int, int, str]] = []
     for match in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
         depth = 1
         for i in range(match.end(), len(text)):
@@ -46,11 +46,18 @@ def find_boxed(text: str) -> str | None:
             elif text[i] == "}":
                 depth -= 1
                 if depth == 0:
-                    found.append((match.start(), text[match.end():i].strip()))
+                    found.append((match.start(), i + 1, text[match.end():i].strip()))
                     break
     for match in _BARE_BOXED.finditer(text):
-        found.append((match.start(), match.group(1)))
-    return max(found)[1] if found else None
+        found.append((match.start(), match.end(), match.group(1)))
+    return max(found) if found else None
+
+
+def find_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), nested braces included; MATH's
+    brace-less ``\\boxed 5`` counts too."""
+    last = _last_boxed(text)
+    return last[2] if last else None
 
 
 _BARE_BOXED = re.compile(r"\\boxed[ \t]+([^\s${}]+)")
@@ -78,6 +85,15 @@ def committed_answer(text: str | None) -> str | None:
     if marks:
         return normalize_answer(marks[-1])
     return None
+def committed_answer_end(text: str | None) -> int | None:
+    """Where the answer ``committed_answer`` reads ends in ``text``; None when it commits to none."""
+    if not text:
+        return None
+    last = _last_boxed(text)
+    if last and last[2]:
+        return last[1]
+    marks = list(_GSM8K_MARK.finditer(text))
+    return marks[-1].end(1) if marks else None
 
 
 def extract_answer(text: str | None, last_number_fallback: bool = True) -> str | None:

@@ -109,7 +109,8 @@ class VllmBackend:
         try:
             import vllm  # noqa: F401  (fail early, in the parent, with a clear message)
         except ImportError:
-            raise BackendError("the vllm backend needs vLLM: pip install 'crv-dagster[vllm]' on a GPU machine") from None
+            raise BackendError("the vllm backend needs vLLM: `make setup-gpu` on a GPU machine "
+                               "(the project's gpu extra under constraints-gpu.txt)") from None
         kwargs = dict(model=name_or_path, tensor_parallel_size=tensor_parallel_size,
                       gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, seed=seed,
                       enforce_eager=enforce_eager, **(engine_args or {}))
