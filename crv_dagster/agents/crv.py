@@ -19,6 +19,7 @@ from crv_dagster.agents.rethinker import (
     count_words,
     failure_feedback,
     rewrite_problem,
+    trailing_problem,
 )
 from crv_dagster.agents.verifier import Verdict, Verifier
 from crv_dagster.formatting import is_code
@@ -108,8 +109,10 @@ def refine(critiques: pd.DataFrame, rethinker: Rethinker, verifier: Verifier, st
                  for r in pending]
         rewrites = rethinker.rewrite(tasks, student_size, attempt)
         # A reply that is unusable or not laid out as asked, or a rewrite that does not do what it was
-        # asked, fails before the Verifier (and its judge) spends anything on it.
-        shape = [rw.problem or rewrite_problem(r["original_cot"], rw.cot, r["action"], count_tokens)
+        # asked, fails before the Verifier (and its judge) spends anything on it. Trailing text is
+        # looked for first: it also makes a rewrite longer, and "not expanded" would misname it.
+        shape = [rw.problem or trailing_problem(r["original_cot"], rw.cot, r["answer"])
+                 or rewrite_problem(r["original_cot"], rw.cot, r["action"], count_tokens)
                  for r, rw in zip(pending, rewrites)]
         to_verify = [i for i, problem in enumerate(shape) if problem is None]
         checked = verifier.verify([(pending[i]["problem_id"], pending[i]["question"], pending[i]["answer"],

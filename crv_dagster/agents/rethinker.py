@@ -6,8 +6,8 @@ the agents' delimiters and returns both in the same ones (``cot.read_layout``), 
 ``<think>`` tags, which its own thinking uses. A rewrite must do what it was asked, measured on the
 trace (on the solution of a CoT without one): an expansion has more tokens and no fewer steps
 (paragraphs) than its original, a simplification fewer tokens and no more steps, and its solution
-may not be a comment on the original instead of a solution. A retry is told why the previous
-rewrite failed.
+may not be a comment on the original instead of a solution, nor go on past its final answer or talk
+about the rewriting (``trailing_text``). A retry is told why the previous rewrite failed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from crv_dagster.agents.replies import clean_reasoning
-from crv_dagster.cot import NOT_IN_LAYOUT, agent_view, layout_instruction, parse, read_layout
+from crv_dagster.answers import committed_answer_end
+from crv_dagster.cot import NOT_IN_LAYOUT, agent_view, layout_instruction, parse, read_layout, solution_of
 from crv_dagster.formatting import agent_fields, is_code
 from crv_dagster.llm.base import ChatRequest, SamplingParams
 from crv_dagster.llm.reply import Reply, read_reply
@@ -66,6 +67,9 @@ def failure_feedback(reason: str, predicted: str | None, answer: str, detail: st
     if reason == NOT_A_SOLUTION:
         return ("A previous reply commented on the original solution instead of solving the problem. "
                 "Write only the solution itself, step by step.")
+    if reason == TRAILING_TEXT:
+        return ("A previous rewrite went on after its final answer or talked about the rewriting. End with the "
+                "final answer and write nothing after it.")
     if reason == NOT_IN_LAYOUT:
         return ("A previous reply was not laid out as asked. Put the whole reasoning between <reasoning> and "
                 "</reasoning> and the final solution between <solution> and </solution>, once each.")
@@ -114,6 +118,63 @@ def rewrite_problem(original: str, rewrite: str, action: str,
     shorter = count_tokens(new) < count_tokens(old)
     if action == "simplify" and not (shorter and count_steps(new) <= count_steps(old)):
         return NOT_SIMPLIFIED
+    return None
+
+
+TRAILING_TEXT = "trailing_text"
+
+# Where the rule below ends the answer's sentence: a sentence mark followed by a space, or a new line.
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+_LAST_FENCE = re.compile(r"```[^\n]*\n.*?```", re.DOTALL)
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+_WORD = re.compile(r"[A-Za-z0-9]+")
+# Words about the rewriting itself, or addressed to whoever asked for it: a small agent's reply
+# often ends with such a report ("your answer was expanded in 125 lines"), which is no step of a
+# solution. Narrow on purpose: "rewrite the equation as" or "the simplified expression" are maths.
+_META = re.compile(
+    r"\byour\s+(?:answer|solution|response|reasoning|rewrite|explanation)\s+(?:was|is|has|had|were)\b"
+    r"|\b(?:this|the|my|above)\s+rewrite\b(?!\s+(?:of|as)\b)"
+    r"|\b(?:rewritten|revised|expanded|simplified|refined|improved)\s+"
+    r"(?:version|solution|reasoning|explanation|response|chain of thought|cot)\b"
+    r"|\b(?:I|we)\s+(?:have\s+)?(?:rewritten|rewrote|expanded|simplified|rephrased|revised)\s+"
+    r"(?:the|this|your|my)\s+(?:original|solution|reasoning|explanation|answer|response|cot)\b"
+    r"|\b(?:completed|written|expanded|simplified|done)\s+in\s+(?:only\s+)?\d+\s+(?:lines|words|tokens|paragraphs)\b",
+    re.IGNORECASE,
+)
+
+
+def _words_after_answer(solution: str, answer: str) -> int | None:
+    """Words in ``solution`` past its answer: for code, past the last fenced block (the program that
+    is graded); for maths, past the sentence that holds the committed answer. Closing markup (``$``,
+    ``\\]``, a fence) is no word. None when there is no answer to measure from."""
+    if is_code(answer):
+        fences = list(_LAST_FENCE.finditer(solution))
+        end = fences[-1].end() if fences else None
+    else:
+        end = committed_answer_end(solution)
+        if end is not None:
+            stop = _SENTENCE_END.search(solution, end)
+            end = stop.end() if stop else len(solution)
+    if end is None:
+        return None
+    return len(_WORD.findall(_LATEX_COMMAND.sub(" ", solution[end:])))
+
+
+def trailing_problem(original: str, rewrite: str, answer: str) -> str | None:
+    """``trailing_text`` when a rewrite (or an injected error) of the stored CoT ``original`` goes on
+    past its final answer, or talks about the rewriting; None otherwise.
+
+    A solution ends with its answer's sentence (for code, its final program) unless the original
+    itself went on after its answer (an explanation after the program, MATH's "I hope it is
+    correct"): a rewrite may then do so too. Only the solution is read for the end; the whole
+    rewrite, trace included, for words about the rewriting that the original does not have.
+    """
+    after = _words_after_answer(solution_of(rewrite), answer)
+    if after and not _words_after_answer(solution_of(original), answer):
+        return TRAILING_TEXT
+    original_meta = {m.group(0).lower() for m in _META.finditer(original or "")}
+    if any(m.group(0).lower() not in original_meta for m in _META.finditer(rewrite or "")):
+        return TRAILING_TEXT
     return None
 
 

@@ -25,7 +25,7 @@ from crv_dagster.solutions import MATH_CHECKER, SolutionChecker
 class Verdict:
     passed: bool
     # passed | no_answer | wrong_answer | tests_failed | judge_rejected | judge_unreadable |
-    # judge_<reply problem>; the Rethinker's own checks add truncated, not_expanded, ... (see crv.refine)
+    # judge_<reply problem>; the Rethinker's own checks add truncated, trailing_text, ... (see crv.refine)
     reason: str
     extracted: str | None  # the committed answer, or the final program
     detail: str = ""  # for code: the tests passed and the first failure

@@ -37,7 +37,7 @@ from typing import Callable
 
 import pandas as pd
 
-from crv_dagster.agents.rethinker import count_words, read_rewrite
+from crv_dagster.agents.rethinker import count_words, read_rewrite, trailing_problem
 from crv_dagster.cot import Cot, adjusted_completion, agent_view, layout_instruction, parse
 from crv_dagster.formatting import agent_fields, student_messages
 from crv_dagster.llm.base import ChatRequest, SamplingParams
@@ -204,7 +204,8 @@ def incorrect_by_injection(problems: pd.DataFrame, backend, prompt: PromptTempla
     out, skipped = [], Counter()
     for row, completion in zip(problems.itertuples(), backend.generate(requests)):
         rewrite = read_rewrite(read_reply(completion), row.cot)
-        wrong = _first_wrong([(rewrite.cot, rewrite.problem)], checker, row.problem_id, row.answer, row.cot,
+        problem = rewrite.problem or trailing_problem(row.cot, rewrite.cot, row.answer)
+        wrong = _first_wrong([(rewrite.cot, problem)], checker, row.problem_id, row.answer, row.cot,
                              skipped)
         if wrong is not None:
             out.append(IncorrectCot(row.problem_id, wrong, "inject"))
