@@ -9,11 +9,26 @@ import argparse
 
 import pandas as pd
 
+from crv_dagster.agents.roles import describe_agents, rewrite_outcome
 from crv_dagster.config import load_active_profile
 from crv_dagster.evaluation.report import results_markdown
 from crv_dagster.orchestration.partitions import check_partition_key
 from crv_dagster.orchestration.tracking import MlflowTracking
 from crv_dagster.storage import table_path
+
+
+def agents_summary(profile, tables, datasets) -> str:
+    """Who wrote the SFT data and how often their rewrites verified, per partition that has
+    rewrites: a small agent's output is not to be read as what the paper's agents write."""
+    lines = []
+    for dataset in datasets:
+        for size in profile.model_sizes:
+            path = table_path(tables, "rewritten_cots", f"{dataset}|{size}")
+            if path.exists():
+                lines.append(f"  {dataset}|{size}: {rewrite_outcome(pd.read_parquet(path))}")
+    if not lines:
+        return ""
+    return "\n".join([describe_agents(profile), *lines, ""])
 
 
 def main() -> None:
@@ -36,6 +51,9 @@ def main() -> None:
         print(f"Results on {dataset}, profile '{profile.name}':\n")
         print(results_markdown(pd.read_parquet(path), sizes))
         print()
+    agents = agents_summary(profile, tables, datasets)
+    if agents:
+        print(agents)
     if shown:
         print(f"Per-problem answers: {tables / 'eval_details'}")
     else:

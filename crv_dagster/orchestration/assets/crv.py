@@ -7,6 +7,7 @@ import pandas as pd
 
 from crv_dagster.agents import crv
 from crv_dagster.agents.critic import StudentCritic
+from crv_dagster.agents.roles import describe_agents
 from crv_dagster.agents.student_view import label_agreement, labels_by_solves, student_nll, student_solves
 from crv_dagster.config import Profile
 from crv_dagster.factory import (
@@ -139,6 +140,7 @@ def critiques_stage(stage: Stage, raw_cots: pd.DataFrame, problems: pd.DataFrame
         "mean_student_nll": float(frame["student_nll"].mean()) if frame["student_nll"].notna().any() else None,
         "label_nll_spearman": agreement["spearman"],
     }, {
+        "agents": describe_agents(cfg),
         "label_distribution": dg.MetadataValue.json(labels),
         "labels_by_student_nll_tercile": dg.MetadataValue.json(agreement["by_nll_tercile"]),
         "labels_by_student_solves": dg.MetadataValue.json(by_solves),
@@ -186,6 +188,7 @@ def rewritten_cots_stage(stage: Stage, problems: pd.DataFrame, critiques: pd.Dat
         "pass_rate_by_attempt": dg.MetadataValue.json(stats["pass_rate_by_attempt"]),
         "drop_reasons": dg.MetadataValue.json(stats["drop_reasons"]),
         "cot_lengths_tokens": image(png, "CoT lengths in student tokens, before and after"),
+        "agents": describe_agents(cfg),
         "side_by_side": markdown_table(side_by_side, ["problem_id", "action", "passed", "drop_reason", "original_cot",
                                                       "rewritten_cot"], rows=4, max_chars=400),
     }, {"max_attempts": cfg.crv.max_attempts, "llm_judge": cfg.crv.verifier.llm_judge,
@@ -214,6 +217,9 @@ def verified_set_stage(stage: Stage, rewritten_cots: pd.DataFrame) -> StageResul
 
 
 def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> list[dg.AssetsDefinition]:
+    # Descriptions name the profile's agents: the demo's are the 135M student itself.
+    agents = describe_agents(profile_)
+
     @dg.asset(
         **table_asset_args(profile_, "critiques", critiques_schema, READS["critiques"]),
         group_name=GROUP,
@@ -222,7 +228,8 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
         pool="gpu",
         check_specs=[dg.AssetCheckSpec("unparsed_share_ok", asset="critiques",
                                        description="Few enough Critic replies could not be read as a label.")],
-        description="The Critic's label for each raw CoT (easy / medium / hard) from the student's perspective.",
+        description="The Critic's label for each raw CoT (easy / medium / hard) from the student's perspective. "
+                    + agents,
     )
     def critiques(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                   problems: pd.DataFrame, raw_cots: pd.DataFrame):
@@ -236,7 +243,8 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
         kinds={"pandas", "parquet"},
         pool="gpu",
         description="Easy CoTs expanded, hard ones simplified, medium kept; each rewrite verified (a code CoT by "
-                    "running its problem's tests), retried on failure.",
+                    "running its problem's tests), retried on failure; how many verified is `rewrite_pass_rate`. "
+                    + agents,
     )
     def rewritten_cots(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                        problems: pd.DataFrame, critiques: pd.DataFrame):
@@ -250,7 +258,7 @@ def build_crv_assets(partitions: dg.PartitionsDefinition, profile_: Profile) -> 
         check_specs=[dg.AssetCheckSpec("has_sft_rows", asset="verified_set",
                                        description="At least one student-suited CoT passed verification.")],
         description="The SFT data (verified, student-suited CoTs; a rewrite of a CoT whose answer was wrong is "
-                    "'rescued', kept or left out by crv.rescued) plus the correct but unsuited originals.",
+                    "'rescued', kept or left out by crv.rescued) plus the correct but unsuited originals. " + agents,
     )
     def verified_set(context: dg.AssetExecutionContext, profile: ProfileResource, mlflow: MlflowTracking,
                      rewritten_cots: pd.DataFrame):
