@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -225,3 +226,40 @@ def test_progress_without_a_step_goes_to_the_python_log(tmp_path, caplog):
     with caplog.at_level("INFO", logger="crv_dagster.llm.progress"):
         CachedBackend(_Counting(), ResponseCache(tmp_path / "cache.sqlite"), chunk_size=8).generate(_requests(2))
     assert "counting: 2/2 new requests (100%)" in caplog.text
+
+
+class _Slow(_Counting):
+    """Each reply takes ``delay_s``: one chunk that lasts longer than the report interval."""
+
+    def __init__(self, delay_s: float):
+        super().__init__()
+        self.delay_s = delay_s
+
+    def generate(self, requests, on_result=None):
+        out = []
+        for i, request in enumerate(requests):
+            time.sleep(self.delay_s)
+            out.append(Completion(f"answer to {request.messages[-1][1]}", "stop", 3, 2))
+            if on_result is not None:
+                on_result(i, out[-1])
+        return out
+
+
+def test_a_long_chunk_still_reports_its_progress_at_the_interval(tmp_path, monkeypatch):
+    from crv_dagster.llm import progress
+
+    monkeypatch.setattr(progress, "REPORT_EVERY_S", 0.1)
+    lines: list[str] = []
+    backend = CachedBackend(_Slow(delay_s=0.25), ResponseCache(tmp_path / "cache.sqlite"), chunk_size=256)
+    with progress.reporting_to(lines.append):
+        backend.generate(_requests(4))
+    # One chunk of four: without the interval, a single line at its end.
+    assert len(lines) >= 5
+    assert lines[0].startswith("counting: 0/4 new requests") and "no reply finished yet" in lines[0]
+    during = [line for line in lines[1:-1] if not line.startswith("counting: 0/4")]
+    assert during and all("/s, about " in line and line.endswith(" left") for line in during)
+    assert lines[-1].startswith("counting: 4/4 new requests (100%)")
+    # Nothing is reported once the call has returned.
+    count = len(lines)
+    time.sleep(0.3)
+    assert len(lines) == count

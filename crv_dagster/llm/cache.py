@@ -8,6 +8,7 @@ several processes (parallel partitions) share one cache file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import threading
@@ -158,8 +159,11 @@ class CachedBackend:
         misses = [requests[positions[0]] for positions in pending.values()]
         miss_keys = list(pending)
 
+        heartbeat = progress.Heartbeat(self.model_id, len(misses))
+
         def store(j: int, completion: Completion) -> None:
             self.cache.put(miss_keys[j], self.model_id, misses[j], completion)
+            heartbeat.advance()
             for i in pending[miss_keys[j]]:
                 results[i] = completion
                 if on_result is not None:
@@ -167,15 +171,15 @@ class CachedBackend:
 
         started = time.perf_counter()
         chunks = 0
-        for first in range(0, len(misses), self.chunk_size):
-            chunk = misses[first:first + self.chunk_size]
-            completions = self.backend.generate(chunk, on_result=lambda j, c, first=first: store(first + j, c))
-            for j, completion in enumerate(completions, start=first):
-                if results[pending[miss_keys[j]][0]] is None:  # a backend that did not call back
-                    store(j, completion)
-            chunks += 1
-            progress.report(progress.progress_line(self.model_id, first + len(chunk), len(misses),
-                                                   time.perf_counter() - started))
+        with heartbeat if misses else contextlib.nullcontext():
+            for first in range(0, len(misses), self.chunk_size):
+                chunk = misses[first:first + self.chunk_size]
+                completions = self.backend.generate(chunk, on_result=lambda j, c, first=first: store(first + j, c))
+                for j, completion in enumerate(completions, start=first):
+                    if results[pending[miss_keys[j]][0]] is None:  # a backend that did not call back
+                        store(j, completion)
+                chunks += 1
+                progress.report(heartbeat.line())
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
             raise RuntimeError(f"backend returned no completion for request(s) {missing[:10]}")
