@@ -53,6 +53,22 @@ def _last_boxed(text: str) -> tuple[int, int, str] | None:
     return max(found) if found else None
 
 
+def answer_closed(text: str, thinking_open: bool = False) -> bool:
+    """Whether a reply being written has reached its final answer: a closed ``\\boxed{...}`` after
+    its thinking. A box inside a ``<think>`` section that is still open (opened in the reply, or by
+    the prompt when ``thinking_open``) does not count: a reasoning model tries answers there."""
+    head, close, solution = text.rpartition("</think>")
+    if not close and (thinking_open or "<think>" in text):
+        return False
+    for match in re.finditer(r"\\(?:boxed|fbox)\s*\{", solution):
+        depth = 1
+        for char in solution[match.end():]:
+            depth += (char == "{") - (char == "}")
+            if depth == 0:
+                return True
+    return False
+
+
 def find_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), nested braces included; MATH's
     brace-less ``\\boxed 5`` counts too."""

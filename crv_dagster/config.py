@@ -101,6 +101,9 @@ class GenerationDefaults(_Strict):
     temperature: float = Field(0.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = 0
+    stop_at_answer: bool = Field(False, description="transformers backends: end a reply once its \\boxed{} answer "
+                                                    "is closed (outside <think>), finish_reason 'stop'; saves the "
+                                                    "tokens a small model writes after its answer")
 
 
 class TransformersBackendConfig(_Strict):
@@ -635,6 +638,9 @@ class EvalProtocol(_Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(512, gt=0)
     seed: int = 0
+    stop_at_answer: bool = Field(False, description="transformers backends: end an answer once its \\boxed{} is "
+                                                    "closed, as the grader reads no further (the first box outside "
+                                                    "<think> is then the answer)")
     last_number_fallback: bool = Field(
         True, description="with no \\boxed{}, '####' or 'the answer is', take the last number of the response "
                           "(never for multiple choice; a response cut at max_new_tokens has no answer)")

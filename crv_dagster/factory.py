@@ -65,7 +65,8 @@ def build_backend(profile: Profile, backend_key: str, model_path: str | None = N
 
 def default_sampling(profile: Profile, backend_key: str) -> SamplingParams:
     gen = profile.backends[backend_key].generation
-    return SamplingParams(max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p, seed=gen.seed)
+    return SamplingParams(max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p, seed=gen.seed,
+                          stop_at_answer=gen.stop_at_answer)
 
 
 def agent_sampling(profile: Profile, backend_key: str, max_new_tokens: int | None) -> SamplingParams:

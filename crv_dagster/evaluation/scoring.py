@@ -39,7 +39,7 @@ SEED_STRIDE = 1000
 
 def protocol_params(protocol: EvalProtocol) -> SamplingParams:
     return SamplingParams(max_new_tokens=protocol.max_new_tokens, temperature=protocol.temperature,
-                          top_p=protocol.top_p, seed=protocol.seed)
+                          top_p=protocol.top_p, seed=protocol.seed, stop_at_answer=protocol.stop_at_answer)
 
 
 def _tests_of(row) -> str | None:

@@ -20,6 +20,9 @@ class SamplingParams:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+    # Stop a reply once its final answer (a closed \boxed{}, outside any <think> section) is written:
+    # a hint the local transformers backend follows to save CPU time; servers get no such stop.
+    stop_at_answer: bool = False
 
     @property
     def greedy(self) -> bool:
@@ -40,7 +43,10 @@ class ChatRequest:
 
     def canonical(self) -> str:
         """A stable text form of the request, the basis of its cache key."""
-        return json.dumps({"messages": self.message_dicts(), "params": asdict(self.params)}, sort_keys=True)
+        params = asdict(self.params)
+        if not params["stop_at_answer"]:  # requests made before it existed keep their cache keys
+            del params["stop_at_answer"]
+        return json.dumps({"messages": self.message_dicts(), "params": params}, sort_keys=True)
 
 
 @dataclass(frozen=True)

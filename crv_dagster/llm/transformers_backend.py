@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from crv_dagster.answers import answer_closed
 from crv_dagster.llm.base import ChatRequest, Completion, ResultCallback, SamplingParams
 from crv_dagster.llm.identity import model_fingerprint
 
@@ -69,19 +70,27 @@ class TransformersBackend:
         else:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=None)
             torch.manual_seed(params.seed)
+        answered = None
+        if params.stop_at_answer:
+            answered = _AnswerWritten(self.tokenizer, enc["input_ids"].shape[1],
+                                      [_thinking_open(p) for p in prompts])
+            kwargs["stopping_criteria"] = [answered]
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
         eos_ids = self.model.generation_config.eos_token_id
         eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids]) | {self.tokenizer.eos_token_id}
         completions = []
-        for row, mask in zip(new_tokens.tolist(), enc["attention_mask"]):
+        for index, (row, mask) in enumerate(zip(new_tokens.tolist(), enc["attention_mask"])):
             length, stopped = 0, False
             for token in row:
                 length += 1
                 if token in eos_ids:
                     stopped = True
                     break
+            if answered is not None and index in answered.done and answered.done[index] <= length:
+                # The answer was written: the reply ends there, as a stop sequence would end it.
+                length, stopped = answered.done[index], True
             text = self.tokenizer.decode(row[:length], skip_special_tokens=True).strip()
             completions.append(
                 Completion(text=text, finish_reason="stop" if stopped else "length",
@@ -94,3 +103,35 @@ class TransformersBackend:
 
         self.model = None
         gc.collect()
+
+
+def _thinking_open(prompt: str) -> bool:
+    """Whether the chat template's generation prompt opened a ``<think>`` section the reply closes."""
+    head, opened, tail = prompt.rpartition("<think>")
+    return bool(opened) and "</think>" not in tail
+
+
+class _AnswerWritten:
+    """A stopping criterion that ends each sequence once its final answer is written
+    (``answers.answer_closed``), remembering how many new tokens it had then."""
+
+    def __init__(self, tokenizer, prompt_length: int, thinking_open: list[bool]):
+        self.tokenizer, self.prompt_length, self.thinking_open = tokenizer, prompt_length, thinking_open
+        self.done: dict[int, int] = {}
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        new = input_ids[:, self.prompt_length:]
+        stop = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for row in range(input_ids.shape[0]):
+            if row in self.done:
+                stop[row] = True
+                continue
+            # Only a token that closes a brace can finish a box: decode the whole reply only then.
+            if "}" not in self.tokenizer.decode(new[row, -1:]):
+                continue
+            if answer_closed(self.tokenizer.decode(new[row], skip_special_tokens=True), self.thinking_open[row]):
+                self.done[row] = new.shape[1]
+                stop[row] = True
+        return stop
