@@ -82,11 +82,17 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-dev: setup
-	$(BIN)/dagster dev -m crv_dagster -h 127.0.0.1 -p 3000
+# `dg dev` (not the superseded `dagster dev`), started in DAGSTER_HOME: from the checkout, Dagster
+# warns that the dagster.yaml it finds there "will not be used" (the instance reads the link to it
+# in DAGSTER_HOME). A CRV_PROFILE given as a relative path is made absolute first.
+dev: setup $(INSTANCE_STAMP)
+	case "$$CRV_PROFILE" in *.yaml|*.yml) export CRV_PROFILE="$$(realpath "$$CRV_PROFILE")";; esac; \
+	cd "$(DAGSTER_HOME)" && "$(CURDIR)/$(BIN)/dg" dev -m crv_dagster -h 127.0.0.1 -p 3000
 
+# Under a supervisor: Ctrl-C stops the server and its workers, not the server alone.
 mlflow-ui: setup
-	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/artifacts/$${CRV_PROFILE:-demo}/mlflow.db" -h 127.0.0.1 -p 5000
+	$(BIN)/python -m crv_dagster.supervise -- $(BIN)/mlflow ui \
+	    --backend-store-uri "sqlite:///$(CURDIR)/artifacts/$${CRV_PROFILE:-demo}/mlflow.db" -h 127.0.0.1 -p 5000
 
 # After a killed run (see README, "When a run dies"); `make demo` does this first by itself.
 recover: setup
