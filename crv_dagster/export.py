@@ -45,6 +45,12 @@ class ExportError(ValueError):
 
 
 def _tables(profile: Profile, partition: str) -> dict[str, pd.DataFrame]:
+    from crv_dagster.orchestration.partitions import check_partition_key
+
+    try:  # a key of another profile, or without its size, has no tables for a different reason
+        check_partition_key(profile, partition)
+    except ValueError as err:
+        raise ExportError(str(err)) from None
     tables, missing = {}, []
     for asset in TABLES:
         path = table_path(profile.artifacts_dir / "tables", asset, partition)
@@ -171,11 +177,14 @@ def export(profile: Profile, partition: str, out: Path) -> dict:
     tables = _tables(profile, partition)
     frames = {"sft": sft_rows(tables["verified_set"]), "preference": preference_rows(tables["preference_pairs"])}
     data = DatasetDict({split: Dataset.from_pandas(frame, preserve_index=False) for split, frame in frames.items()})
-    out.mkdir(parents=True, exist_ok=True)
-    data.save_to_disk(str(out))
     facts = provenance(profile, partition, tables)
-    (out / "README.md").write_text(dataset_card(profile, facts, {s: len(f) for s, f in frames.items()}))
-    (out / "provenance.json").write_text(json.dumps(facts, indent=2, default=str))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        data.save_to_disk(str(out))
+        (out / "README.md").write_text(dataset_card(profile, facts, {s: len(f) for s, f in frames.items()}))
+        (out / "provenance.json").write_text(json.dumps(facts, indent=2, default=str))
+    except OSError as err:
+        raise ExportError(f"cannot write the export to {out}: {err.strerror or err}; choose another --out") from None
     return facts
 
 

@@ -75,3 +75,30 @@ def test_a_model_card_names_a_hub_base_model_in_its_header_and_gains_scores(tmp_
     text = card.read_text()
     assert text.count("## Scores") == 1 and "| gsm8k_heldout | 50.0 | 40.0-60.0 | 100 |" in text
     assert "| loss | 0.6900 -> 0.4100 |" in text
+
+
+@pytest.mark.parametrize("key", ["arith|smollm2-135m", "arith", "nope|tiny-a"])
+def test_a_key_that_is_not_the_profiles_is_answered_with_the_valid_keys(key, artifacts, capsys):
+    from crv_dagster.export import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--profile", str(TEST_PROFILE), "--partition", key, "--out", "unused"])
+    message = str(exited.value.code)
+    assert f"'{key}' is not a partition of profile 'test'" in message and "arith|tiny-a, " in message
+    assert "no stored" not in message
+
+
+def test_an_unwritable_out_is_an_error_message_not_a_traceback(artifacts, tmp_path, monkeypatch):
+    from crv_dagster import export
+
+    frame = pd.DataFrame({"text": ["a"]})
+    monkeypatch.setattr(export, "_tables", lambda profile, partition: {"verified_set": None, "preference_pairs": None})
+    monkeypatch.setattr(export, "sft_rows", lambda verified: frame)
+    monkeypatch.setattr(export, "preference_rows", lambda pairs: frame)
+    monkeypatch.setattr(export, "provenance", lambda profile, partition, tables: {})
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as exited:
+        export.main(["--profile", str(TEST_PROFILE), "--partition", "arith|tiny-a", "--out", str(blocker / "out")])
+    assert str(exited.value.code).startswith(f"crv-dagster export: cannot write the export to {blocker / 'out'}: ")
+    assert "choose another --out" in str(exited.value.code)
