@@ -232,3 +232,12 @@ def test_a_step_waiting_on_the_pool_names_the_run_that_holds_it_and_a_dead_holde
         assert recover(instance, log=lambda line: None) == [holder.run_id]
         assert storage.claim_concurrency_slot(POOL, waiting.run_id, "critiques").is_claimed
         assert pool_waits(instance, os.getpid()) == []
+
+        # A run that marked itself failed when a signal stopped it, while its killed step worker
+        # still held the slot: recovery frees it too, and leaves a running run's slot alone.
+        instance.report_run_failed(instance.get_run_by_id(waiting.run_id), "stopped by SIGTERM")
+        third = _started_run(instance, os.getpid())
+        assert not storage.claim_concurrency_slot(POOL, third.run_id, "raw_cots").is_claimed
+        assert recover(instance, log=lambda line: None) == [waiting.run_id]
+        assert storage.claim_concurrency_slot(POOL, third.run_id, "raw_cots").is_claimed
+        assert recover(instance, log=lambda line: None) == []

@@ -192,7 +192,24 @@ def recover(instance: dg.DagsterInstance, tracking_uri: str | None = None, log=p
         log(f"run {dead.run_id}: process {dead.pid} is gone; marked failed, pool slots freed, "
             f"{ended} MLflow run(s) ended as FAILED")
         recovered.append(dead.run_id)
+    for run_id in free_ended_runs_slots(instance):
+        log(f"run {run_id}: it has ended but still held a slot of pool '{POOL}'; freed")
+        recovered.append(run_id)
     return recovered
+
+
+def free_ended_runs_slots(instance: dg.DagsterInstance, pool: str | None = None) -> list[str]:
+    """Free the slots still held by runs that have ended. A run stopped by a signal marks itself
+    failed, but a step worker killed with it never gives its slot back, and every later run's GPU
+    steps would wait for it."""
+    info = instance.event_log_storage.get_concurrency_info(pool or POOL)
+    freed = []
+    for run_id in dict.fromkeys(slot.run_id for slot in info.claimed_slots):
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.status not in IN_PROGRESS:
+            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+            freed.append(run_id)
+    return freed
 
 
 POOL = "gpu"
