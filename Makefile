@@ -94,7 +94,7 @@ mlflow-ui: setup
 	$(BIN)/python -m crv_dagster.supervise -- $(BIN)/mlflow ui \
 	    --backend-store-uri "sqlite:///$(CURDIR)/artifacts/$${CRV_PROFILE:-demo}/mlflow.db" -h 127.0.0.1 -p 5000
 
-# After a killed run (see README, "When a run dies"); `make demo` does this first by itself.
+# After a killed run (docs/usage.md, "When a run dies"); `make demo` does this first by itself.
 recover: setup
 	$(BIN)/python -m crv_dagster.orchestration.recovery
 
@@ -134,7 +134,7 @@ bench: setup
 setup: $(STAMP) $(INSTANCE_STAMP) sandbox-tools
 
 # The code sandbox's namespaces (crv_dagster/sandbox) need bubblewrap, from Debian's packages.
-# Without it (or without root) programs run under resource limits only: see the README.
+# Without it (or without root) programs run under resource limits only: see docs/code.md.
 sandbox-tools:
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	    && { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } \
