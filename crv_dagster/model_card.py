@@ -18,18 +18,22 @@ SCORES_HEADING = "## Scores"
 
 def write_model_card(folder: str | Path, *, method: str, seed: int, base_model: str, finetuning: str,
                      trained_on: str, data_version: str, steps: int, loss_first: float | None,
-                     loss_last: float | None, profile: str, partition: str) -> Path:
-    """``trained_on``: what the data was, counted (``12 chains of thought``, ``96 preference pairs``)."""
+                     loss_last: float | None, profile: str, partition: str,
+                     trained_from: str | None = None) -> Path:
+    """``trained_on``: what the data was, counted (``12 chains of thought``, ``96 preference pairs``);
+    ``trained_from``: how the card names ``base_model`` (default: as it is)."""
+    trained_from = trained_from or base_model
     header = {"library_name": "transformers", "pipeline_tag": "text-generation",
               "tags": ["crv-dagster", "reasoning", "chain-of-thought", method]}
-    if not Path(base_model).exists():  # the Hub reads base_model as a Hub id, never a local folder
+    # The Hub reads base_model as a Hub id, never a local folder (one that is gone included).
+    if not Path(base_model).is_absolute() and not Path(base_model).exists():
         header = {"base_model": base_model, **header}
     lines = ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "",
              f"# {method} (seed {seed}), {partition}", "",
-             f"Trained by crv-dagster (profile `{profile}`) with `{method}` from `{base_model}` "
+             f"Trained by crv-dagster (profile `{profile}`) with `{method}` from `{trained_from}` "
              f"({finetuning} fine-tuning).", "",
              "| | |", "|---|---|",
-             f"| method | `{method}` |", f"| seed | {seed} |", f"| trained from | `{base_model}` |",
+             f"| method | `{method}` |", f"| seed | {seed} |", f"| trained from | `{trained_from}` |",
              f"| training data | {trained_on}, data version `{data_version}` |",
              f"| optimizer steps | {steps} |",
              f"| loss | {_number(loss_first)} -> {_number(loss_last)} |", ""]

@@ -68,7 +68,8 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     for verdicts, attempts in zip(rewritten["verdicts"], rewritten["attempts"]):
         assert len(json.loads(verdicts)) == attempts
     assert meta["rewritten_cots"]["cot_lengths_tokens"].startswith("![CoT lengths")
-    assert "| problem_id | action |" in meta["rewritten_cots"]["side_by_side"]
+    assert "rewrites verified; dropped by reason:" in meta["rewritten_cots"]["side_by_side"]
+    assert meta["rewritten_cots"]["agents"].startswith("The agents (Critic and Rethinker) are tiny-agent")
 
     pairs = _table(artifacts, "preference_pairs", "arith|tiny-a")
     assert len(pairs) == meta["preference_pairs"]["num_pairs"] > 0
@@ -180,9 +181,14 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     assert sources["arith_bench"] == "builtin:arith (n=4, seed=5)"
     for (method, seed), run in eval_runs.items():
         row = scores[(scores["method"] == method) & (scores["seed"] == seed) & (scores["benchmark"] == "arith_bench")]
-        assert run.data.metrics["eval/arith_bench/accuracy"] == pytest.approx(row["accuracy"].iloc[0])
-        assert run.data.metrics["eval/arith_bench/cons_at_n"] == pytest.approx(row["cons_at_n"].iloc[0])
+        assert run.data.metrics["acc/arith_bench"] == pytest.approx(100 * row["accuracy"].iloc[0])
+        assert run.data.metrics["cons/arith_bench"] == pytest.approx(100 * row["cons_at_n"].iloc[0])
         assert run.data.params["model_size"] == "tiny-a" and run.data.params["seed"] == str(seed)
+    # The same unit in Dagster's scores table as in MLflow and `results`: percent.
+    first = scores.iloc[0]
+    assert "| method | seed | benchmark | accuracy % |" in meta["eval_scores"]["scores"]
+    assert f"| {first['method']} | {first['seed']} | {first['benchmark']} | {round(100 * first['accuracy'], 1)} |" in (
+        meta["eval_scores"]["scores"])
 
     # What each model's data and training cost: nothing for base; the Critic's and Rethinker's tokens
     # (the dataset gives the raw CoTs) for SFT; and the pairs and its own training on top for CogPO.
@@ -200,7 +206,11 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
         card = (Path(row.path) / "README.md").read_text()
         header = yaml.safe_load(card.split("---")[1])
         assert "base_model" not in header  # a local folder is no Hub id; the table names it
-        assert f"| method | `{row.method}` |" in card and f"| trained from | `{row.parent}` |" in card
+        assert f"| method | `{row.method}` |" in card
+        # Named as a reader elsewhere can place it: the student by its model, a checkpoint under the root.
+        assert str(artifacts) not in card
+        assert ("| trained from | `tiny-a (random weights), the untrained tiny-a student` |" in card
+                or f"| trained from | `{Path(row.parent).relative_to(artifacts)} (under" in card)
         assert "## Scores" in card and "| arith_bench |" in card
 
     # The curated data as a Hugging Face dataset folder with its card.
@@ -231,14 +241,16 @@ def test_crv_and_training_end_to_end_then_a_rerun_from_the_cache(artifacts, inst
     url = MlflowTracking(tracking_uri=f"sqlite:///{artifacts}/mlflow.db", experiment="crv-dagster-test").scores_view_url()
     key = url.split("viewStateShareKey=")[1]
     view = json.loads(client.get_experiment(experiment.experiment_id).tags[f"mlflow.sharedViewState.{key}"])
-    assert view["searchFilter"] == SCORE_FILTER and "params.`method`" in view["selectedColumns"]
-    # Seeds grouped by size and method; each benchmark's accuracy with its interval as columns.
-    assert [k["groupByData"] for k in view["groupBy"]["groupByKeys"]] == ["model_size", "method"]
+    assert view["searchFilter"] == SCORE_FILTER and "attributes.`Run Name`" in view["selectedColumns"]
+    # Seeds grouped by method and size; each benchmark's accuracy with its interval as columns.
+    assert [k["groupByData"] for k in view["groupBy"]["groupByKeys"]] == ["group"]
     assert view["groupBy"]["aggregateFunction"] == "average"
     for benchmark in ("arith_heldout", "arith_bench"):
-        assert {f"metrics.`eval/{benchmark}/{m}`" for m in ("accuracy", "ci_low", "ci_high")} <= set(
-            view["selectedColumns"])
-    grouped = {(r.data.params["model_size"], r.data.params["method"]) for r in eval_runs.values()}
+        assert {f"metrics.`{m}/{benchmark}`" for m in ("acc", "ci_lo", "ci_hi")} <= set(view["selectedColumns"])
+    grouped = {r.data.params["group"] for r in eval_runs.values()}
+    # Two datasets in the test profile: a group names the method, the size and the dataset.
+    assert {r.data.params["group"] for r in eval_runs.values() if r.data.params["method"] == "sft"} == {
+        "sft · 1M · arith"}
     assert len(grouped) == len(eval_runs) // len(SEEDS)  # each group holds a method's seeds
     assert {r.info.run_id for r in client.search_runs([experiment.experiment_id], SCORE_FILTER)} == {
         r.info.run_id for r in eval_runs.values()}

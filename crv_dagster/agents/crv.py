@@ -126,7 +126,10 @@ def refine(critiques: pd.DataFrame, rethinker: Rethinker, verifier: Verifier, st
             r["attempts"] = attempt
             r["reasoning"] = rw.reply.reasoning
             # A program is in the rewrite itself; the verdict keeps what the tests said of it.
+            # Each attempt's text is kept: a dropped rewrite has no rewritten_cot, and why it was
+            # dropped cannot be seen without it (the reply as it came where it was not laid out or was cut).
             r["verdicts"].append({"attempt": attempt, "passed": verdict.passed, "reason": verdict.reason,
+                                  "text": text or rw.reply.content or rw.reply.reasoning,
                                   "extracted": None if is_code(r["answer"]) else verdict.extracted,
                                   **({"detail": verdict.detail} if verdict.detail else {})})
             if verdict.passed:

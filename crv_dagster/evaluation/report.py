@@ -165,6 +165,15 @@ def primary_markdown(comparisons: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _offset_from_tick(ax, fig) -> float:
+    """How far the farthest point lies from its nearest size tick, as a share of the axis' width."""
+    fig.canvas.draw()
+    ticks = ax.transData.transform([(t, 0) for t in ax.get_xticks()])[:, 0]
+    width = ax.bbox.width
+    points = [ax.transData.transform((x, 0))[0] for line in ax.lines for x in line.get_xdata()]
+    return round(float(max((min(abs(p - t) for t in ticks) for p in points), default=0.0) / width), 3)
+
+
 def accuracy_plot(scores: pd.DataFrame, sizes: dict[str, str]) -> tuple[bytes, dict]:
     """Mean accuracy over benchmarks against model size, one line per method, with 95% interval
     bars: the PNG, and its axes as drawn (the size ticks, the accuracy range), for the asset to show."""
@@ -179,32 +188,44 @@ def accuracy_plot(scores: pd.DataFrame, sizes: dict[str, str]) -> tuple[bytes, d
         points.append({"model_size": size, "method": method, "accuracy": mean, "low": low, "high": high,
                        "params": parameter_count(sizes.get(size, size))})
     frame = pd.DataFrame(points)
-    numeric = frame["params"].ne(float("inf")).all()
+    # A log axis of parameters where there are sizes to spread; else one slot per size, so that a
+    # single size's methods sit around its tick (on a linear axis of one value, the dodge below
+    # became the whole axis and put the methods at its edges).
+    numeric = frame["params"].ne(float("inf")).all() and frame["params"].nunique() > 1
+    slots = {size: i for i, size in enumerate(frame.drop_duplicates("model_size").sort_values("params")["model_size"])}
     methods = sorted(frame["method"].unique(), key=method_rank)
     for i, method in enumerate(methods):
         line = frame[frame["method"] == method].sort_values("params")
         # Methods side by side at each size, so that their bars do not hide each other.
         dodge = 0.06 * (i - (len(methods) - 1) / 2)
-        x = line["params"].to_numpy() * 10 ** dodge if numeric else np.arange(len(line)) + dodge
+        x = (line["params"].to_numpy() * 10 ** dodge if numeric
+             else line["model_size"].map(slots).to_numpy(dtype=float) + dodge)
         accuracy = line["accuracy"].to_numpy(dtype=float)
         # An interval never reaches below 0% or above 100%.
         low = np.clip(np.nan_to_num(line["low"].to_numpy(dtype=float), nan=accuracy), 0.0, 1.0)
         high = np.clip(np.nan_to_num(line["high"].to_numpy(dtype=float), nan=accuracy), 0.0, 1.0)
         errors = [100 * np.maximum(accuracy - low, 0.0), 100 * np.maximum(high - accuracy, 0.0)]
-        ax.errorbar(x, 100 * accuracy, yerr=errors, marker="o", capsize=3,
+        # Drawn over the axes' frame: a point at 0% is not hidden under the x axis.
+        ax.errorbar(x, 100 * accuracy, yerr=errors, marker="o", capsize=3, clip_on=False, zorder=3,
                     label=method_name(method))
-    if numeric and frame["params"].nunique() > 1:
-        ax.set_xscale("log")
     # The sizes are the axis: one tick per student, named as the profile names it.
     ticks = frame.drop_duplicates("model_size").sort_values("params")
+    labels = [f"{s}\n({sizes.get(s, '?')})" for s in ticks["model_size"]]
     if numeric:
-        ax.set_xticks(ticks["params"].to_numpy(), [f"{s}\n({sizes.get(s, '?')})" for s in ticks["model_size"]])
+        ax.set_xscale("log")
+        ax.set_xticks(ticks["params"].to_numpy(), labels)
         ax.minorticks_off()
-    ax.set_ylim(0, 100)
+    else:
+        ax.set_xticks(list(slots.values()), labels)
+        ax.set_xlim(-0.5, len(slots) - 0.5)
+    # A margin below 0 and above 100, so that points there stand clear of the frame.
+    ax.set_ylim(-4, 104)
+    ax.set_yticks(range(0, 101, 20))
     ax.set_xlabel("student parameters")
     ax.set_ylabel("accuracy (%), mean over benchmarks")
     ax.set_title("Accuracy against model size (bars: 95% intervals, problems and seeds)", fontsize=9)
     ax.legend(fontsize=7)
     axes = {"x_ticks": [t.get_text() for t in ax.get_xticklabels()], "x_label": ax.get_xlabel(),
-            "y_range": [float(v) for v in ax.get_ylim()], "lines": len(methods)}
+            "y_range": [float(v) for v in ax.get_ylim()], "lines": len(methods),
+            "max_offset_from_tick": _offset_from_tick(ax, fig)}
     return figure_png(fig), axes

@@ -108,12 +108,28 @@ def lighteval_results(out_dir: Path, model: ScoredModel, plan: EvaluationPlan, s
     return write_results(out_dir, document, details, ended)
 
 
+# MLflow metric names of a benchmark's scores, statistic first: the runs table cuts a column header
+# to about 15 characters, and "eval/<benchmark>/..." left accuracy and both interval ends alike.
+# Shares are logged in percent, as Dagster's tables show them.
+SCORE_METRIC_NAMES = {"accuracy": "acc", "ci_low": "ci_lo", "ci_high": "ci_hi", "no_answer_share": "no_answer",
+                      "truncated_share": "truncated", "mean_response_tokens": "tokens", "cons_at_n": "cons"}
+_NOT_A_SHARE = {"mean_response_tokens"}
+MEAN_ACCURACY = "acc/mean"
+
+
+def score_metric(name: str, benchmark: str) -> str:
+    """The MLflow metric of ``name`` (a column of the summary) on ``benchmark``."""
+    return f"{SCORE_METRIC_NAMES[name]}/{benchmark}"
+
+
 def score_metrics(summary: pd.DataFrame) -> dict[str, float]:
-    """A model's summary as MLflow metrics: ``eval/<benchmark>/<metric>`` and the mean accuracy."""
-    metrics = {f"eval/{r.benchmark}/{name}": getattr(r, name) for r in summary.itertuples() for name in BENCHMARK_METRICS}
-    metrics.update({f"eval/{r.benchmark}/cons_at_n": r.cons_at_n for r in summary.itertuples()
-                    if r.cons_at_n is not None and not pd.isna(r.cons_at_n)})
-    metrics["eval/mean/accuracy"] = float(summary["accuracy"].mean())
+    """A model's summary as MLflow metrics: ``acc/<benchmark>``, ``ci_lo/<benchmark>``, ... (see
+    ``SCORE_METRIC_NAMES``; shares in percent) and the mean accuracy ``acc/mean``."""
+    unit = lambda name: 1.0 if name in _NOT_A_SHARE else 100.0  # noqa: E731
+    metrics = {score_metric(name, r.benchmark): unit(name) * getattr(r, name)
+               for r in summary.itertuples() for name in (*BENCHMARK_METRICS, "cons_at_n")
+               if getattr(r, name) is not None and not pd.isna(getattr(r, name))}
+    metrics[MEAN_ACCURACY] = 100.0 * float(summary["accuracy"].mean())
     # What the model cost, when the summary carries it: the same for every benchmark.
     metrics.update({f"cost/{name}": summary[name].iloc[0] for name in COST_COLUMNS
                     if name in summary and pd.notna(summary[name].iloc[0])})

@@ -13,27 +13,41 @@ from typing import Any, Iterator, Mapping
 
 import dagster as dg
 
+from crv_dagster.evaluation.runs import MEAN_ACCURACY, score_metric
 from crv_dagster.mlflow_run import TrackedRun, ensure_sqlite_store
 
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 SHARED_VIEW_TAG = "mlflow.sharedViewState."  # + key: a runs-table view the UI opens from a link
-# What a score run shows in the runs table: the columns a comparison across methods needs.
-SCORE_COLUMNS = ["params.`dataset`", "params.`model_size`", "params.`method`", "params.`seed`",
-                 "metrics.`eval/mean/accuracy`"]
+# What a score run shows in the runs table: its name (method, seed, partition) and the mean accuracy.
+# No parameter columns: a group row has no single value for them and shows "-".
+SCORE_COLUMNS = ["attributes.`Run Name`", f"metrics.`{MEAN_ACCURACY}`"]
 SCORE_FILTER = "tags.`crv.report` = 'score'"
-# The seeds of one method and size are one group, shown as their mean.
-SCORE_GROUPS = {"aggregateFunction": "average",
-                "groupByKeys": [{"mode": "param", "groupByData": "model_size"},
-                                {"mode": "param", "groupByData": "method"}]}
+# The seeds of one method and size are one group, shown as their mean. The UI names a group by
+# "key: value" pairs cut to the column's width, but a group of one key by its value alone: so one
+# parameter, `group`, holds the method and size (score_group).
+SCORE_GROUP_PARAM = "group"
+SCORE_GROUPS = {"aggregateFunction": "average", "groupByKeys": [{"mode": "param", "groupByData": SCORE_GROUP_PARAM}]}
+
+
+def score_group(profile, dataset: str, model_size: str, method: str) -> str:
+    """A score run's group: its method and the student's size as the agents are told it ("sft · 135M"),
+    with the dataset where the profile has several (they share the experiment)."""
+    parts = [method, profile.model_sizes[model_size].parameters]
+    if len({cfg.parameters for cfg in profile.model_sizes.values()}) < len(profile.model_sizes):
+        parts[1] = model_size  # two sizes told the same parameter count
+    if len(profile.datasets) > 1:
+        parts.append(dataset)
+    return " · ".join(parts)
 
 
 def scores_view(benchmarks: list[str]) -> dict:
     """The runs-table view of the score runs, as the MLflow UI stores a shared view: seeds grouped
-    by size and method, and each benchmark's accuracy with its 95% interval as columns, best first."""
-    per_benchmark = [f"metrics.`eval/{b}/{m}`" for b in sorted(benchmarks) for m in ("accuracy", "ci_low", "ci_high")]
-    return {"searchFilter": SCORE_FILTER, "orderByKey": "metrics.`eval/mean/accuracy`", "orderByAsc": False,
+    by method and size, and each benchmark's accuracy with its 95% interval as columns, best first."""
+    per_benchmark = [f"metrics.`{score_metric(m, b)}`" for b in sorted(benchmarks)
+                     for m in ("accuracy", "ci_low", "ci_high")]
+    return {"searchFilter": SCORE_FILTER, "orderByKey": f"metrics.`{MEAN_ACCURACY}`", "orderByAsc": False,
             "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs",
-            "selectedColumns": ["attributes.`Run Name`", *SCORE_COLUMNS, *per_benchmark],
+            "selectedColumns": [*SCORE_COLUMNS, *per_benchmark],
             "groupBy": SCORE_GROUPS, "groupsExpanded": {}, "useGroupedValuesInCharts": True,
             "runsExpanded": {}, "runsPinned": [], "runsHidden": [], "viewMaximized": False, "runListHidden": False}
 
@@ -129,8 +143,9 @@ class MlflowTracking(dg.ConfigurableResource):
         if found is None:
             return None
         runs = client.search_runs([found.experiment_id], SCORE_FILTER, max_results=5000)
-        benchmarks = {k.split("/")[1] for r in runs for k in r.data.metrics
-                      if k.startswith("eval/") and k.endswith("/accuracy") and k != "eval/mean/accuracy"}
+        accuracy = score_metric("accuracy", "")
+        benchmarks = {k[len(accuracy):] for r in runs for k in r.data.metrics
+                      if k.startswith(accuracy) and k != MEAN_ACCURACY}
         key = "crv-scores"
         client.set_experiment_tag(found.experiment_id, SHARED_VIEW_TAG + key, json.dumps(scores_view(sorted(benchmarks))))
         if found.tags.get(EXPERIMENT_KIND_TAG) is None:

@@ -1,6 +1,7 @@
 """The CRV stage: ``critiques``, ``rewritten_cots`` and ``verified_set``."""
 
 import json
+import re
 
 import dagster as dg
 import pandas as pd
@@ -100,6 +101,43 @@ def _solves(stage: Stage, student: str, judged: pd.DataFrame, problems: pd.DataF
     return solves, backend.stats.as_metadata("student")
 
 
+def _fenced(text: str, max_chars: int) -> str:
+    text = text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+    # A fence longer than any run of backticks inside, so a CoT's own code block stays inside it.
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def side_by_side(frame: pd.DataFrame, passed: int = 2, per_reason: int = 1, max_chars: int = 1500) -> str:
+    """Originals and their rewrites, one after the other in fenced blocks (line breaks as written):
+    a few that verified and, for every reason a rewrite was dropped, its first example, with the
+    text of the attempt that failed so."""
+    rewrites = frame[frame["action"].isin(["expand", "simplify"])]
+    if rewrites.empty:
+        return "_(no CoT was rewritten)_"
+    samples = []  # (heading, original, (attempt, text) pairs)
+    for row in rewrites[rewrites["passed"]].head(passed).itertuples():
+        samples.append((f"{row.problem_id} · {row.action} · verified on attempt {row.final_attempt}",
+                        row.original_cot, [(row.final_attempt, row.rewritten_cot)]))
+    shown: dict[str, int] = {}
+    for row in rewrites[~rewrites["passed"]].itertuples():
+        for verdict in json.loads(row.verdicts):
+            reason = verdict["reason"]
+            if shown.get(reason, 0) >= per_reason:
+                continue
+            shown[reason] = shown.get(reason, 0) + 1
+            samples.append((f"{row.problem_id} · {row.action} · attempt {verdict['attempt']} dropped: {reason}",
+                            row.original_cot, [(verdict["attempt"], verdict.get("text", ""))]))
+    counts = crv.refine_stats(frame, int(frame["attempts"].max() or 1))["drop_reasons"]
+    out = [f"{int(rewrites['passed'].sum())} of {len(rewrites)} rewrites verified; dropped by reason: "
+           f"{counts or 'none'}. Below: up to {passed} verified, and one failed attempt per reason."]
+    for heading, original, attempts in samples:
+        out.append(f"#### {heading}\n\nOriginal:\n\n{_fenced(original, max_chars)}")
+        for attempt, text in attempts:
+            out.append(f"Rewrite (attempt {attempt}):\n\n{_fenced(text or '(no text)', max_chars)}")
+    return "\n\n".join(out)
+
+
 def critiques_stage(stage: Stage, raw_cots: pd.DataFrame, problems: pd.DataFrame) -> StageResult:
     cfg = stage.cfg
     student_size = cfg.model_sizes[stage.key.model_size].parameters
@@ -172,9 +210,6 @@ def rewritten_cots_stage(stage: Stage, problems: pd.DataFrame, critiques: pd.Dat
     png = length_histogram(before, after, f"CoT length, {key.dataset} / {key.model_size}")
     stage.run.log_image_bytes(png, "cot_lengths.png")
     stage.run.log_text(json.dumps(stats, indent=2), "crv_stats.json")
-    rewrites = frame[frame["action"].isin(["expand", "simplify"])]
-    # Passing and failing rewrites side by side, the failing ones with why they were dropped.
-    side_by_side = pd.concat([rewrites[rewrites["passed"]].head(2), rewrites[~rewrites["passed"]].head(2)])
     return StageResult(frame, {
         "num_problems": len(frame), "num_passed": int(frame["passed"].sum()),
         "num_dropped": stats["num_dropped"], "rewrite_pass_rate": stats["rewrite_pass_rate"],
@@ -189,8 +224,7 @@ def rewritten_cots_stage(stage: Stage, problems: pd.DataFrame, critiques: pd.Dat
         "drop_reasons": dg.MetadataValue.json(stats["drop_reasons"]),
         "cot_lengths_tokens": image(png, "CoT lengths in student tokens, before and after"),
         "agents": describe_agents(cfg),
-        "side_by_side": markdown_table(side_by_side, ["problem_id", "action", "passed", "drop_reason", "original_cot",
-                                                      "rewritten_cot"], rows=4, max_chars=400),
+        "side_by_side": dg.MetadataValue.md(side_by_side(frame)),
     }, {"max_attempts": cfg.crv.max_attempts, "llm_judge": cfg.crv.verifier.llm_judge,
         "expand_prompt": cfg.crv.rethinker.expand_prompt, "simplify_prompt": cfg.crv.rethinker.simplify_prompt})
 

@@ -18,7 +18,7 @@ from crv_dagster.orchestration.metadata import image, latest_metadata, markdown_
 from crv_dagster.orchestration.partitions import by_dataset, dataset_partitions
 from crv_dagster.orchestration.resources import ProfileResource
 from crv_dagster.orchestration.stage import Stage, StageResult, run_links, table_stage
-from crv_dagster.orchestration.tracking import MlflowTracking
+from crv_dagster.orchestration.tracking import SCORE_GROUP_PARAM, MlflowTracking, score_group
 from crv_dagster.orchestration.types import table_asset_args
 from crv_dagster.schemas import eval_scores_schema, results_schema
 from crv_dagster.storage import table_path, write_table
@@ -76,6 +76,16 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, profile_: Profi
     return [eval_scores, results]
 
 
+# Shares shown in percent, as `results` and MLflow show them (the table itself keeps fractions).
+PERCENT_COLUMNS = {"accuracy": "accuracy %", "cons_at_n": "cons@n %", "ci_low": "ci_low %", "ci_high": "ci_high %",
+                   "no_answer_share": "no answer %", "truncated_share": "truncated %"}
+
+
+def _in_percent(scores: pd.DataFrame) -> pd.DataFrame:
+    return scores.assign(**{shown: (100 * scores[column].astype(float)).round(1)
+                            for column, shown in PERCENT_COLUMNS.items()})
+
+
 def _scores(stage: Stage, problems: pd.DataFrame, sft_model: pd.DataFrame, cogpo_model: pd.DataFrame,
             rewritten_cots: pd.DataFrame, preference_pairs: pd.DataFrame) -> StageResult:
     cfg, key = stage.cfg, stage.key
@@ -95,7 +105,8 @@ def _scores(stage: Stage, problems: pd.DataFrame, sft_model: pd.DataFrame, cogpo
                 model_details, summary = runs.score_model(backend, model, todo, sandbox)
             summary = method_costs(summary, tokens, trained, processes, cfg.evaluation.prices)
             results_file = runs.lighteval_results(lighteval_dir, model, todo, summary, model_details, started, time.time())
-            run.log_params({**todo.params, "model_path": model.path, "method": model.method, "seed": model.seed})
+            run.log_params({**todo.params, "model_path": model.path, "method": model.method, "seed": model.seed,
+                            SCORE_GROUP_PARAM: score_group(cfg, key.dataset, key.model_size, model.method)})
             run.log_metrics(runs.score_metrics(summary))
             run.log_text(results_file.read_text(), f"lighteval/{results_file.name}")
             stage.log.info(f"{runs.describe_scores(model, summary)} ({backend.stats.as_metadata('eval')})")
@@ -120,18 +131,26 @@ def _scores(stage: Stage, problems: pd.DataFrame, sft_model: pd.DataFrame, cogpo
         "seeds": dg.MetadataValue.json(list(cfg.seeds)),
         "per_problem_results": dg.MetadataValue.path(str(detail_path)),
         "lighteval_results": dg.MetadataValue.path(str(lighteval_dir)),
-        "scores": markdown_table(scores, ["method", "seed", "benchmark", "accuracy", "cons_at_n", "ci_low", "ci_high",
-                                          "p_vs_cogpo", "p_vs_cogpo_holm", "num_problems", "no_answer_share",
-                                          "truncated_share"], rows=80),
+        "scores": markdown_table(_in_percent(scores), ["method", "seed", "benchmark", *PERCENT_COLUMNS.values(),
+                                                        "p_vs_cogpo", "p_vs_cogpo_holm", "num_problems"], rows=80),
     }, link=stage.mlflow.scores_view_url() or next(iter(links.values())))
+
+
+def results_frame(eval_scores: pd.DataFrame) -> pd.DataFrame:
+    """``results``' table: the scores pooled over seeds, by size and method, with the benchmarks in
+    the order eval_scores has them (the held-out split, then the profile's), so that both assets'
+    tables read alike (sorted by name, arith_bench came before arith_heldout here only)."""
+    order = {bench: i for i, bench in enumerate(dict.fromkeys(eval_scores["benchmark"]))}
+    frame = pool_seeds(eval_scores).sort_values(
+        ["model_size", "method", "benchmark"], key=lambda c: c.map(order) if c.name == "benchmark" else c,
+        kind="stable").reset_index(drop=True)
+    return frame[list(results_schema.columns)]
 
 
 def _results(stage: Stage, eval_scores: pd.DataFrame) -> StageResult:
     cfg, dataset = stage.cfg, str(stage.context.partition_key)
     sizes = {k: v.parameters for k, v in cfg.model_sizes.items()}
-    frame = pool_seeds(eval_scores)
-    frame = frame.sort_values(["model_size", "method", "benchmark"], kind="stable").reset_index(drop=True)
-    frame = frame[list(results_schema.columns)]
+    frame = results_frame(eval_scores)
     table, (png, axes) = results_markdown(frame, sizes), accuracy_plot(frame, sizes)
     primary = primary_comparisons(frame, cfg.evaluation.primary.method, cfg.evaluation.primary.against)
     stage.log.info(f"results for {dataset}: {frame['model_size'].nunique()} model size(s), "

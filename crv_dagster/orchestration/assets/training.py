@@ -6,14 +6,16 @@ Hugging Face folders under ``<artifacts>/checkpoints/<asset>/<dataset>/<size>/<m
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
+from crv_dagster.agents.roles import model_name
 from crv_dagster.config import Profile
 from crv_dagster.factory import solution_checker
 from crv_dagster.model_card import CARD, write_model_card
-from crv_dagster.models.located import student_base_model
+from crv_dagster.models.located import models_dir, student_base_model
 from crv_dagster.orchestration.pipes_launch import launch_training
 from crv_dagster.orchestration.metadata import counts, markdown_table
 from crv_dagster.orchestration.resources import ProfileResource
@@ -199,11 +201,28 @@ def _launch_metadata(training, launched) -> dict:
             "runs_kept_from_earlier_launch": sum(item.reused for item in launched)}
 
 
+def trained_from(cfg: Profile, model_size: str, parent: str) -> str:
+    """How a model card names the checkpoint a model was trained from: the student by its model's
+    name, a checkpoint of this run by its path under the artifacts root. An absolute local path
+    means nothing on the machine a card is read on."""
+    path = Path(parent)
+    if not path.is_absolute():
+        return parent  # a Hub id
+    for root, named in ((models_dir(cfg), None), (cfg.artifacts_dir, "artifacts")):
+        if path.is_relative_to(root):
+            if named is None:
+                key = cfg.model_sizes[model_size].model
+                return f"{model_name(cfg, key)}, the untrained {model_size} student"
+            return f"{path.relative_to(root)} (under the {named} root of profile {cfg.name})"
+    return parent
+
+
 def _card(stage: Stage, item, row: dict) -> None:
     if item.reused and (item.planned.out_dir / CARD).is_file():
         return  # kept from an earlier launch: its card, with any scores it has, stays
     what = "chains of thought" if item.planned.kind == "sft" else "preference pairs"
     write_model_card(item.planned.out_dir, method=row["method"], seed=row["seed"], base_model=row["parent"],
+                     trained_from=trained_from(stage.cfg, stage.key.model_size, row["parent"]),
                      finetuning=row["finetuning"], trained_on=f"{row['num_examples']} {what}",
                      data_version=table_version(item.planned.data), steps=row["steps"], loss_first=row["loss_first"],
                      loss_last=row["loss_last"], profile=stage.cfg.name, partition=str(stage.key))
