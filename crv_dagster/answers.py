@@ -56,10 +56,17 @@ def _last_boxed(text: str) -> tuple[int, int, str] | None:
 def answer_closed(text: str, thinking_open: bool = False) -> bool:
     """Whether a reply being written has reached its final answer: a closed ``\\boxed{...}`` after
     its thinking. A box inside a ``<think>`` section that is still open (opened in the reply, or by
-    the prompt when ``thinking_open``) does not count: a reasoning model tries answers there."""
+    the prompt when ``thinking_open``) does not count: a reasoning model tries answers there. A
+    rewrite laid out as ``<reasoning>`` then ``<solution>`` is done when its solution, holding the
+    box, has closed."""
     head, close, solution = text.rpartition("</think>")
     if not close and (thinking_open or "<think>" in text):
         return False
+    if "<reasoning>" in solution or "<solution>" in solution:
+        # An agent's rewrite laid out in sections: its answer is written once its solution closes.
+        head, opened, solution = solution.rpartition("<solution>")
+        if not opened or "</solution>" not in solution:
+            return False
     for match in re.finditer(r"\\(?:boxed|fbox)\s*\{", solution):
         depth = 1
         for char in solution[match.end():]:

@@ -20,6 +20,9 @@ from crv_dagster.llm.transformers_backend import TransformersBackend, _AnswerWri
     ("maybe \\boxed{3}", True, False),                     # the prompt opened the thinking
     ("maybe \\boxed{3}</think>\nThe answer", True, False),
     ("no answer yet", False, False),
+    ("<reasoning>so \\boxed{3}</reasoning>", False, False),  # a rewrite's sections: the solution is to come
+    ("<reasoning>r</reasoning>\n<solution>so \\boxed{3}", False, False),
+    ("<reasoning>r</reasoning>\n<solution>so \\boxed{3}</solution>", False, True),
 ])
 def test_a_reply_has_written_its_answer_only_once_a_box_closes_after_the_thinking(text, thinking_open, closed):
     assert answer_closed(text, thinking_open) is closed
