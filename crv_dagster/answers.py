@@ -108,6 +108,8 @@ def committed_answer(text: str | None) -> str | None:
     if marks:
         return normalize_answer(marks[-1])
     return None
+
+
 def committed_answer_end(text: str | None) -> int | None:
     """Where the answer ``committed_answer`` reads ends in ``text``; None when it commits to none."""
     if not text:
