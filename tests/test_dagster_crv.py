@@ -362,4 +362,9 @@ def test_results_reads_every_size_of_its_dataset_through_the_partition_mapping(a
     summary.main()
     printed = capsys.readouterr().out
     assert "| tiny-b (2M) | Base | 37.5 (0.0–100.0) |" in printed and "mean over 2 seeds" in printed
+    # The headline first: SFT against base and CogPO against SFT, each with its interval (the same
+    # problems right here), then what a run this small can and cannot show.
+    assert ("SFT on CRV data against the base student (tiny-a): +0.0 points on 4 problems of arith_bench, "
+            "95% interval +0.0 to +0.0 (includes zero).") in printed
+    assert "What this run can show:" in printed and "with 2 seeds" in printed
     assert "/#/experiments/" in printed and "viewStateShareKey=crv-scores" in printed

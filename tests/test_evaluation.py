@@ -403,3 +403,22 @@ def test_the_primary_comparison_is_tested_as_its_own_family():
     table = primary_markdown(primary)
     assert "| small | bench | SFT + CogPO vs SFT (CRV data) | +10.0 |" in table
     assert "Holm-adjusted over the 4 comparisons above" in table
+
+
+def test_the_headline_says_what_happened_in_words_and_numbers():
+    from crv_dagster.evaluation.report import accuracy_plot, headline
+
+    pooled = pool_seeds(_scores())
+    lines = headline(pooled, "heldout")
+    # Per size: SFT against base (2 -> 4 of 20), CogPO against SFT (4 -> 6 of 20), with intervals.
+    assert len(lines) == 4
+    assert lines[0] == ("SFT on CRV data against the base student (small): +10.0 points on 20 problems of heldout, "
+                        "95% interval -4.4 to +24.4 (includes zero; one seed: two checkpoints compared).")
+    assert lines[1].startswith("CogPO against SFT (small): +10.0 points on 20 problems of heldout")
+    # A held-out set named as the graph names it reads as such; an unscored one gives way to the first.
+    renamed = pooled.assign(benchmark=pooled["benchmark"].replace({"heldout": "arith_heldout"}))
+    assert "on 20 held-out problems" in headline(renamed, "arith_heldout")[0]
+    assert headline(pooled, "no such benchmark") == lines
+    # The plot carries the same lines under its axes.
+    png, axes = accuracy_plot(pooled, {"small": "135M", "big": "1.5B"}, note=lines)
+    assert axes["note"] == lines and png[:4] == b"\x89PNG"

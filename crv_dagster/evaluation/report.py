@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from crv_dagster.evaluation.aggregate import benchmark_average
+from crv_dagster.evaluation.aggregate import benchmark_average, difference
 from crv_dagster.vocabulary import COGPO, EVALUATED_METHODS, left_out_kind, uniform_beta
 
 METHOD_NAMES = {"base": "Base", "sft": "SFT (CRV data)", "sft_raw": "SFT (raw CoTs)",
@@ -148,6 +148,35 @@ def _costs(row, priced: bool) -> list[str]:
     return cells
 
 
+# The comparisons a reader of any run asks about first: did SFT on CRV's data teach the student
+# anything, and what did the preference stage add to that.
+HEADLINE_PAIRS = (("sft", "base", "SFT on CRV data against the base student"),
+                  (COGPO, "sft", "CogPO against SFT"))
+
+
+def headline(scores: pd.DataFrame, benchmark: str) -> list[str]:
+    """The headline of a results table in words and numbers, one line per model size and
+    comparison of ``HEADLINE_PAIRS`` on ``benchmark`` (the dataset's held-out problems; where it
+    was not scored, the table's first benchmark): the difference in points with its 95% interval,
+    and whether it compares methods or checkpoints."""
+    lines = []
+    if benchmark not in set(scores["benchmark"]) and len(scores):
+        benchmark = scores["benchmark"].iloc[0]
+    where = "held-out problems" if benchmark.endswith("_heldout") else f"problems of {benchmark}"
+    rows = scores[scores["benchmark"] == benchmark]
+    for size, block in rows.groupby("model_size", sort=False):
+        by_method = {r["method"]: r for _, r in block.iterrows()}
+        for ours, theirs, label in HEADLINE_PAIRS:
+            if ours not in by_method or theirs not in by_method:
+                continue
+            estimate, count = difference(by_method[ours], by_method[theirs])
+            excludes = "excludes" if estimate.low > 0 or estimate.high < 0 else "includes"
+            lines.append(f"{label} ({size}): {100 * estimate.value:+.1f} points on {count} {where}, "
+                         f"95% interval {100 * estimate.low:+.1f} to {100 * estimate.high:+.1f} ({excludes} zero"
+                         + ("" if estimate.counts_seeds else "; one seed: two checkpoints compared") + ").")
+    return lines
+
+
 def primary_markdown(comparisons: pd.DataFrame) -> str:
     """The primary comparison as a table: difference in points with its interval, p, and Holm's over the family."""
     if comparisons.empty:
@@ -174,9 +203,10 @@ def _offset_from_tick(ax, fig) -> float:
     return round(float(max((min(abs(p - t) for t in ticks) for p in points), default=0.0) / width), 3)
 
 
-def accuracy_plot(scores: pd.DataFrame, sizes: dict[str, str]) -> tuple[bytes, dict]:
+def accuracy_plot(scores: pd.DataFrame, sizes: dict[str, str], note: list[str] | None = None) -> tuple[bytes, dict]:
     """Mean accuracy over benchmarks against model size, one line per method, with 95% interval
-    bars: the PNG, and its axes as drawn (the size ticks, the accuracy range), for the asset to show."""
+    bars: the PNG, and its axes as drawn (the size ticks, the accuracy range), for the asset to show.
+    ``note`` (the ``headline`` lines) is printed under the plot."""
     from crv_dagster.plots import _figure, figure_png
 
     plt = _figure()
@@ -225,7 +255,12 @@ def accuracy_plot(scores: pd.DataFrame, sizes: dict[str, str]) -> tuple[bytes, d
     ax.set_ylabel("accuracy (%), mean over benchmarks")
     ax.set_title("Accuracy against model size (bars: 95% intervals, problems and seeds)", fontsize=9)
     ax.legend(fontsize=7)
+    if note:
+        # The headline under the axes, so the plot says in numbers what its bars show.
+        fig.set_size_inches(6.0, 3.8 + 0.22 * len(note))
+        fig.text(0.01, 0.01, "\n".join(note), fontsize=6.5, va="bottom", ha="left", wrap=True)
+        fig.subplots_adjust(bottom=0.18 + 0.06 * len(note))
     axes = {"x_ticks": [t.get_text() for t in ax.get_xticklabels()], "x_label": ax.get_xlabel(),
             "y_range": [float(v) for v in ax.get_ylim()], "lines": len(methods),
-            "max_offset_from_tick": _offset_from_tick(ax, fig)}
+            "max_offset_from_tick": _offset_from_tick(ax, fig), "note": list(note or [])}
     return figure_png(fig), axes

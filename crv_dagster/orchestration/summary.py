@@ -11,7 +11,8 @@ import pandas as pd
 
 from crv_dagster.agents.roles import describe_agents, rewrite_outcome
 from crv_dagster.config import load_active_profile
-from crv_dagster.evaluation.report import results_markdown
+from crv_dagster.evaluation.benchmarks import heldout_name
+from crv_dagster.evaluation.report import headline, results_markdown
 from crv_dagster.orchestration.partitions import check_partition_key
 from crv_dagster.orchestration.tracking import MlflowTracking
 from crv_dagster.storage import table_path
@@ -31,6 +32,20 @@ def agents_summary(profile, tables, datasets) -> str:
     return "\n".join([describe_agents(profile), *lines, ""])
 
 
+def scope(results: pd.DataFrame, profile) -> str:
+    """What a run of this size can and cannot show, from its own numbers."""
+    seeds = int(results["num_seeds"].max())
+    problems = int(results["num_problems"].min())
+    students = ", ".join(f"{size} ({c.parameters})" for size, c in profile.model_sizes.items()
+                         if size in set(results["model_size"]))
+    return (f"What this run can show: whether training moved {students} on these problems, to within the "
+            f"intervals above ({problems}+ problems a benchmark). What it cannot: "
+            + ("with one seed, whether another training seed would give the same (each comparison is between two "
+               "checkpoints); " if seeds == 1 else f"with {seeds} seeds, more than a rough seed-to-seed spread; ")
+            + "differences of a few points, which need hundreds of problems; and what CRV and CogPO do at the "
+              "paper's scale (0.5B-7B students, a 32B agent: docs/gpu.md).")
+
+
 def main() -> None:
     profile = load_active_profile()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -48,8 +63,14 @@ def main() -> None:
         if not path.exists():
             continue
         shown = True
+        results = pd.read_parquet(path)
         print(f"Results on {dataset}, profile '{profile.name}':\n")
-        print(results_markdown(pd.read_parquet(path), sizes))
+        lines = headline(results, heldout_name(dataset))
+        if lines:
+            print("\n".join(f"  {line}" for line in lines) + "\n")
+        print(results_markdown(results, sizes))
+        print()
+        print(scope(results, profile))
         print()
     agents = agents_summary(profile, tables, datasets)
     if agents:

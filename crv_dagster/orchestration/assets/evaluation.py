@@ -10,7 +10,8 @@ from crv_dagster.config import Profile
 from crv_dagster.evaluation import runs
 from crv_dagster.evaluation.accounting import TOKEN_ASSETS, asset_tokens, method_costs
 from crv_dagster.evaluation.aggregate import pool_seeds, primary_comparisons
-from crv_dagster.evaluation.report import accuracy_plot, primary_markdown, results_markdown
+from crv_dagster.evaluation.benchmarks import heldout_name
+from crv_dagster.evaluation.report import accuracy_plot, headline, primary_markdown, results_markdown
 from crv_dagster.factory import build_backend, code_sandbox
 from crv_dagster.model_card import add_scores
 from crv_dagster.models.located import student_base_model
@@ -37,7 +38,7 @@ READS = {
                    "eval_fraction": {n: d.eval_fraction for n, d in p.datasets.items()},
                    # device time counts every training process
                    "processes": {size: p.training_for(size).launch.num_processes for size in p.model_sizes}}),
-    "results": AssetReads((__name__, *_REPORT),
+    "results": AssetReads((__name__, "crv_dagster.evaluation.benchmarks", *_REPORT),
                           lambda p: {"students": {s: c.parameters for s, c in p.model_sizes.items()},
                                      "primary": p.evaluation.primary.model_dump()}),
 }
@@ -151,7 +152,8 @@ def _results(stage: Stage, eval_scores: pd.DataFrame) -> StageResult:
     cfg, dataset = stage.cfg, str(stage.context.partition_key)
     sizes = {k: v.parameters for k, v in cfg.model_sizes.items()}
     frame = results_frame(eval_scores)
-    table, (png, axes) = results_markdown(frame, sizes), accuracy_plot(frame, sizes)
+    lines = headline(frame, heldout_name(dataset))
+    table, (png, axes) = results_markdown(frame, sizes), accuracy_plot(frame, sizes, note=lines)
     primary = primary_comparisons(frame, cfg.evaluation.primary.method, cfg.evaluation.primary.against)
     stage.log.info(f"results for {dataset}: {frame['model_size'].nunique()} model size(s), "
                    f"{frame['method'].nunique()} methods, {frame['benchmark'].nunique()} benchmarks")
@@ -165,6 +167,7 @@ def _results(stage: Stage, eval_scores: pd.DataFrame) -> StageResult:
         report.log_text(frame.to_csv(index=False), "results.csv")
         report.log_text(primary_markdown(primary), "primary_comparison.md")
     return StageResult(frame, metadata={
+        "headline": dg.MetadataValue.md("\n".join(f"- {line}" for line in lines) or "_(no SFT and base scores yet)_"),
         "results": dg.MetadataValue.md(table),
         "primary_comparison": dg.MetadataValue.md(primary_markdown(primary)),
         "accuracy_pct_vs_size": image(png, "accuracy (%) against model size, 95% intervals"),
