@@ -258,7 +258,7 @@ def test_bootstrap_interval_on_known_cases():
 
 
 def test_paired_test_finds_a_planted_difference_and_not_an_absent_one():
-    from crv_dagster.evaluation.statistics import method_difference, seed_component
+    from crv_dagster.evaluation.statistics import method_difference, method_estimate, seed_component
 
     rng = np.random.default_rng(1)
     base = (rng.random(200) < 0.4).astype(float)
@@ -275,6 +275,15 @@ def test_paired_test_finds_a_planted_difference_and_not_an_absent_one():
     assert method_difference(base, base, one, one).p_value == 1.0
     # Every problem moved the same way: no spread for a t statistic, the sign test's p instead.
     assert method_difference(np.ones(6), np.zeros(6), one, one).p_value == pytest.approx(2 * 0.5 ** 6)
+    # Its interval agrees with that test: 4 of 4 problems moved is no evidence, 40 of 40 is; and no
+    # difference of scores in [0, 1] reaches past 1.
+    four, forty = (method_difference(np.ones(n), np.zeros(n), one, one) for n in (4, 40))
+    assert four.low < 0 < four.high and four.p_value > 0.05
+    assert forty.low > 0 and forty.p_value < 0.05
+    assert method_difference([1, 1, 0, 0], [0, 0, 0, 0], one, one).high == 1.0
+    # An accuracy of none in 40 is not known to be exactly 0: Clopper-Pearson's 0 to 8.8%.
+    none = method_estimate(np.zeros((1, 40)))
+    assert none.low == 0.0 and none.high == pytest.approx(1 - 0.025 ** (1 / 40))
     with pytest.raises(ValueError, match="same problems"):
         method_difference(base, base[:10], one, one)
 

@@ -51,6 +51,16 @@ def test_the_criterion_stops_a_row_at_the_token_that_closes_its_box(tiny_model):
     assert "kept talking" not in tokenizer.decode(rows[0][:at])
 
 
+def test_a_sectioned_rewrite_stops_once_its_solution_closes(tiny_model):
+    tokenizer = TransformersBackend(tiny_model, batch_size=1).tokenizer
+    reply = "<reasoning>Add: 2 + 3 = 5.</reasoning>\n<solution>So \\boxed{5}.</solution>\nI expanded it."
+    row = tokenizer(reply, add_special_tokens=False).input_ids
+    criterion = _AnswerWritten(tokenizer, prompt_length=0, thinking_open=[False])
+    stopped = next(step for step in range(1, len(row) + 1) if criterion(torch.tensor([row[:step]]), None)[0])
+    text = tokenizer.decode(row[:stopped])
+    assert text.rstrip().endswith("</solution>") and "expanded" not in text
+
+
 def test_generation_still_runs_with_the_hint_and_a_prompt_that_opens_thinking(tiny_model):
     backend = TransformersBackend(tiny_model, batch_size=2)
     request = ChatRequest.of([{"role": "user", "content": "2 + 3?"}], SamplingParams(max_new_tokens=6))

@@ -4,8 +4,9 @@ A benchmark score is a mean over problems (each problem's own score being its me
 One checkpoint's score varies with the problems drawn: its interval resamples problems
 (``bootstrap_interval``). A *method*'s score varies as well with the training seed: two checkpoints
 of one method trained on the same data with different seeds differ by a point or more, and a test
-that ignores this compares checkpoints, not methods (a simulation in ``benchmarks/seed_calibration.py``
-rejects a true null in about 40% of runs with 3 seeds of 2 points' spread).
+that ignores this compares checkpoints, not methods (in the simulation of
+``benchmarks/seed_calibration.py``, 500 problems and 3 seeds 2 points apart, the problems-only test
+rejected a true null in 19% of runs).
 
 ``method_estimate`` and ``method_difference`` count both. From each method's seeds x problems table
 of scores, a two-way analysis of variance separates the seed component (how much one checkpoint's
@@ -157,17 +158,27 @@ class Estimate:
     counts_seeds: bool
 
 
+def _all_alike(count: int, level: float) -> float:
+    """Clopper-Pearson's bound for ``count`` of ``count`` alike: the smallest share of such problems
+    in the population that is still compatible, at ``level``, with seeing no exception."""
+    return ((1 - level) / 2) ** (1 / count)
+
+
 def welch(value: float, terms: list[tuple[float, float]], counts_seeds: bool, level: float,
-           signs: np.ndarray | None = None) -> Estimate:
-    """``value`` with variance the sum of independent ``terms`` (variance, df), Satterthwaite's df."""
+          moved: int | None = None) -> Estimate:
+    """``value`` with variance the sum of independent ``terms`` (variance, df), Satterthwaite's df.
+    ``moved``: for a paired difference, how many problems moved (used when they all moved alike)."""
     variance = sum(v for v, _ in terms)
     if variance <= 0:
-        if value == 0 or signs is None:
+        if value == 0 or not moved:
             return Estimate(value, 0.0, math.inf, value, value, 1.0 if value == 0 else 0.0, counts_seeds)
-        # Every problem moved the same way by the same amount: no spread for a t statistic, so the
-        # sign test's exact p-value on the problems that moved.
-        moved = int(np.count_nonzero(signs))
-        return Estimate(value, 0.0, math.inf, value, value, float(min(1.0, 2 * 0.5 ** moved)), counts_seeds)
+        # Every problem moved the same way by the same amount: no spread for a t statistic. The sign
+        # test's exact p-value, and an interval that allows, at the same level, for the share of
+        # problems that would not have moved so (Clopper-Pearson on "moved alike"): 4 of 4 problems
+        # is no evidence, 40 of 40 is.
+        other_end = value * (2 * _all_alike(moved, level) - 1)
+        low, high = sorted((other_end, value))
+        return Estimate(value, 0.0, math.inf, low, high, float(min(1.0, 2 * 0.5 ** moved)), counts_seeds)
     denominator = sum(v ** 2 / d for v, d in terms if v > 0 and math.isfinite(d))
     df = variance ** 2 / denominator if denominator > 0 else math.inf
     se = math.sqrt(variance)
@@ -189,8 +200,12 @@ def method_estimate(per_seed, trained: bool = True, level: float = 0.95) -> Esti
     if component.trained and component.estimated and component.variance > 0:
         terms.append((component.variance / component.seeds, component.df))
     estimate = welch(float(pooled.mean()), terms, component.estimated, level)
-    return Estimate(estimate.value, estimate.se, estimate.df, max(0.0, estimate.low), min(1.0, estimate.high),
-                    estimate.p_value, estimate.counts_seeds)
+    low, high = max(0.0, estimate.low), min(1.0, estimate.high)
+    if estimate.se == 0 and estimate.value in (0.0, 1.0):
+        # None solved (or all): no spread for a t interval; Clopper-Pearson's for n of n alike.
+        bound = _all_alike(pooled.size, level)
+        low, high = (0.0, 1 - bound) if estimate.value == 0 else (bound, 1.0)
+    return Estimate(estimate.value, estimate.se, estimate.df, low, high, estimate.p_value, estimate.counts_seeds)
 
 
 def method_difference(ours, theirs, ours_seeds: SeedComponent, theirs_seeds: SeedComponent,
@@ -208,5 +223,8 @@ def method_difference(ours, theirs, ours_seeds: SeedComponent, theirs_seeds: See
     diff = a - b
     problem_term = (float(diff.var(ddof=1)) / diff.size if diff.size > 1 else 0.0, diff.size - 1.0)
     counts_seeds = ours_seeds.estimated and theirs_seeds.estimated
-    return welch(float(diff.mean()), [problem_term, *seed_terms(ours_seeds, theirs_seeds)], counts_seeds,
-                 level, signs=np.sign(diff))
+    estimate = welch(float(diff.mean()), [problem_term, *seed_terms(ours_seeds, theirs_seeds)], counts_seeds,
+                     level, moved=int(np.count_nonzero(diff)))
+    # Scores are in [0, 1], so no difference lies outside [-1, 1].
+    return Estimate(estimate.value, estimate.se, estimate.df, max(-1.0, estimate.low), min(1.0, estimate.high),
+                    estimate.p_value, estimate.counts_seeds)

@@ -128,8 +128,10 @@ class _AnswerWritten:
             if row in self.done:
                 stop[row] = True
                 continue
-            # Only a token that closes a brace can finish a box: decode the whole reply only then.
-            if "}" not in self.tokenizer.decode(new[row, -1:]):
+            # Only a token that closes a brace (a box) or a tag (a rewrite's </solution>) can finish
+            # an answer: decode the whole reply only then.
+            last = self.tokenizer.decode(new[row, -1:])
+            if "}" not in last and ">" not in last:
                 continue
             if answer_closed(self.tokenizer.decode(new[row], skip_special_tokens=True), self.thinking_open[row]):
                 self.done[row] = new.shape[1]
