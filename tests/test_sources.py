@@ -209,7 +209,7 @@ def _openthoughts(**extra) -> DatasetConfig:
         columns={"question": "problem", "answer": "ground_truth_solution", "cot": "deepseek_solution",
                  "reasoning": "deepseek_reasoning", "tests": "test_cases", "starter_code": "starter_code"},
         format_column="domain", formats={"math": "boxed", "code": "code", "biology": "boxed", "chemistry": "boxed"},
-        cot_source="dataset", eval_fraction=0.0, **extra)
+        cot_source="dataset", **{"eval_fraction": 0.0, **extra})
 
 
 def test_one_dataset_mixes_math_code_and_science_by_each_rows_domain():
@@ -229,12 +229,16 @@ def test_one_dataset_mixes_math_code_and_science_by_each_rows_domain():
 
 
 def test_a_seeded_sample_mixes_kinds_and_nests_across_sizes():
-    def ids(count: int) -> list[str]:
-        config = _openthoughts(max_problems=count, sample_seed=7)
-        return list(build_problems("r1", config, read_source(config)).accepted["problem_id"])
+    def rows(name: str, count: int, seed: int) -> pd.DataFrame:
+        config = _openthoughts(max_problems=count, sample_seed=seed, eval_fraction=0.5)
+        return build_problems(name, config, read_source(config)).accepted.set_index("source_row")
 
-    two, three = ids(2), ids(3)
-    assert len(two) == 2 and set(two) < set(three)
+    for seed in range(20):
+        # Two data scales are two datasets of one source: the smaller's problems, and each one's
+        # split, are the larger's, whatever the seed.
+        small, large = rows("r1_2k", 2, seed), rows("r1_8k", 3, seed)
+        assert len(small) == 2 and set(small.index) < set(large.index)
+        assert (small["split"] == large.loc[small.index, "split"]).all()
     first_rows = _openthoughts(max_problems=2)
     assert list(build_problems("r1", first_rows, read_source(first_rows)).accepted["source_row"]) == [1, 2]
 

@@ -355,7 +355,10 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable,
                              "reason": f"duplicate of row {earlier} ({how})"})
             continue
         accepted.append({"problem_id": pid, "dataset": dataset, "question": question, "answer": answer,
-                         "reference_cot": cot, "choices": choices, "tests": tests, "source_row": source_row})
+                         "reference_cot": cot, "choices": choices, "tests": tests, "source_row": source_row,
+                         # The same problem in another dataset of the same source (another data scale)
+                         # gets the same key: what a sample and a split must not depend on the name for.
+                         "sample_key": hashlib.sha256(plain_question.encode()).hexdigest()})
         if config.max_problems is not None and config.sample_seed is None and len(accepted) >= config.max_problems:
             break
     if config.max_problems is not None and config.sample_seed is not None:
@@ -370,15 +373,21 @@ def build_problems(dataset: str, config: DatasetConfig, table: RawTable,
             f"'{cols.answer}', format '{config.answer_format}'); rejected: {reasons}"
         )
     problems = pd.DataFrame(accepted)
-    problems["split"] = assign_splits(problems["problem_id"], config.eval_fraction, config.split_seed)
+    keys = problems.pop("sample_key")
+    if config.sample_seed is None:
+        problems["split"] = assign_splits(problems["problem_id"], config.eval_fraction, config.split_seed)
+    else:
+        # Each problem on its own side of a fixed threshold, so that a larger sample's training and
+        # held-out problems hold a smaller one's (a rank among the sample's own would not).
+        problems["split"] = threshold_splits(keys, config.eval_fraction, config.split_seed)
     return ProblemRows(problems, rejected_frame, table.origin)
 
 
 def sampled(accepted: list[dict], count: int, seed: int) -> list[dict]:
-    """``count`` problems in an order seeded per problem id, in source order: a larger count holds a
-    smaller one's problems, and a source sorted by kind gives a mix."""
+    """``count`` problems in an order seeded per problem (its question, not the dataset's name), in
+    source order: a larger count holds a smaller one's problems, and a source sorted by kind gives a mix."""
     def rank(row: dict) -> str:
-        return hashlib.sha256(f"{seed}:{row['problem_id']}".encode()).hexdigest()
+        return hashlib.sha256(f"{seed}:{row['sample_key']}".encode()).hexdigest()
 
     chosen = {id(row) for row in sorted(accepted, key=rank)[:count]}
     return [row for row in accepted if id(row) in chosen]
@@ -436,6 +445,16 @@ def shuffle_choices(question: str, correct: str, incorrect: list[str], rng: rand
     rendered = f"{question}\n\n{lines}\n\n{CHOICE_INSTRUCTION}"
     answer = letters[options.index(correct)]
     return rendered, answer, json.dumps(dict(zip(letters, options)))
+
+
+def threshold_splits(keys: pd.Series, eval_fraction: float, seed: int) -> list[str]:
+    """A problem is held out when its seeded hash falls below ``eval_fraction``: its split depends on
+    nothing else, so it is the same in every sample that holds it (the share is ``eval_fraction``
+    on average, not exactly)."""
+    def share(key: str) -> float:
+        return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:12], 16) / 16 ** 12
+
+    return ["eval" if share(key) < eval_fraction else "train" for key in keys]
 
 
 def assign_splits(problem_ids: pd.Series, eval_fraction: float, seed: int) -> list[str]:
