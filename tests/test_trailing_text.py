@@ -34,6 +34,9 @@ PROGRAM = "```python\nprint(sum(map(int, input().split())))\n```"
     "\\[\n\\boxed{5}\n\\]",
     "#### 5",
     "The answer is \\boxed{5}.\n```",
+    "\\begin{aligned} x &= \\boxed{5}\n\\end{aligned}",  # the environment closes on the next line
+    "The simplified version of 10/2 is \\boxed{5}.",      # maths, not a word about the rewrite
+    "Make sure your answer is a whole number: \\boxed{5}.",
 ])
 def test_legitimate_endings_pass(ending):
     assert trailing_problem(ORIGINAL, f"{STEPS}\n\n{ending}", "5") is None

@@ -126,16 +126,18 @@ TRAILING_TEXT = "trailing_text"
 # Where the rule below ends the answer's sentence: a sentence mark followed by a space, or a new line.
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
 _LAST_FENCE = re.compile(r"```[^\n]*\n.*?```", re.DOTALL)
-_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+# LaTeX that closes what the answer stands in (\end{aligned}) names an environment, not a word.
+_LATEX_COMMAND = re.compile(r"\\(?:begin|end)\s*\{[^}]*\}|\\[A-Za-z]+")
 _WORD = re.compile(r"[A-Za-z0-9]+")
 # Words about the rewriting itself, or addressed to whoever asked for it: a small agent's reply
 # often ends with such a report ("your answer was expanded in 125 lines"), which is no step of a
 # solution. Narrow on purpose: "rewrite the equation as" or "the simplified expression" are maths.
 _META = re.compile(
-    r"\byour\s+(?:answer|solution|response|reasoning|rewrite|explanation)\s+(?:was|is|has|had|were)\b"
+    # Past tense only: "make sure your answer is an integer" is part of a solution.
+    r"\byour\s+(?:answer|solution|response|reasoning|rewrite|explanation)\s+(?:was|were|has\s+been|had\s+been)\b"
     r"|\b(?:this|the|my|above)\s+rewrite\b(?!\s+(?:of|as)\b)"
     r"|\b(?:rewritten|revised|expanded|simplified|refined|improved)\s+"
-    r"(?:version|solution|reasoning|explanation|response|chain of thought|cot)\b"
+    r"(?:version|solution|reasoning|explanation|response|chain of thought|cot)\b(?!\s+of\b)"
     r"|\b(?:I|we)\s+(?:have\s+)?(?:rewritten|rewrote|expanded|simplified|rephrased|revised)\s+"
     r"(?:the|this|your|my)\s+(?:original|solution|reasoning|explanation|answer|response|cot)\b"
     r"|\b(?:completed|written|expanded|simplified|done)\s+in\s+(?:only\s+)?\d+\s+(?:lines|words|tokens|paragraphs)\b",
