@@ -103,7 +103,10 @@ class GenerationDefaults(_Strict):
     seed: int = 0
     stop_at_answer: bool = Field(False, description="transformers backends: end a reply once its \\boxed{} answer "
                                                     "is closed (outside <think>), finish_reason 'stop'; saves the "
-                                                    "tokens a small model writes after its answer")
+                                                    "tokens a small model writes after its answer. Only for the "
+                                                    "roles whose reply ends with an answer (teacher, Rethinker, "
+                                                    "error injector): a Critic's label or a judge's verdict never "
+                                                    "stops early")
 
 
 class TransformersBackendConfig(_Strict):

@@ -69,14 +69,21 @@ def default_sampling(profile: Profile, backend_key: str) -> SamplingParams:
                           stop_at_answer=gen.stop_at_answer)
 
 
-def agent_sampling(profile: Profile, backend_key: str, max_new_tokens: int | None) -> SamplingParams:
+def agent_sampling(profile: Profile, backend_key: str, max_new_tokens: int | None,
+                   writes_answer: bool = True) -> SamplingParams:
+    """A role's sampling on a backend. ``writes_answer``: whether the role's reply ends with a boxed
+    answer (the teacher, the Rethinker, the error injector); a Critic's label or a judge's verdict
+    does not, and must not be cut at a box it may quote."""
     params = default_sampling(profile, backend_key)
+    if not writes_answer:
+        params = replace(params, stop_at_answer=False)
     return replace(params, max_new_tokens=max_new_tokens) if max_new_tokens else params
 
 
 def build_critic(profile: Profile, backend: CachedBackend) -> Critic:
     cfg = profile.crv.critic
-    return Critic(backend, load_critic_prompt(cfg.prompt), agent_sampling(profile, profile.crv.agent_backend, cfg.max_new_tokens),
+    return Critic(backend, load_critic_prompt(cfg.prompt),
+                  agent_sampling(profile, profile.crv.agent_backend, cfg.max_new_tokens, writes_answer=False),
                   max_retries=cfg.max_retries, retry_temperature=cfg.retry_temperature)
 
 
@@ -97,7 +104,8 @@ def build_verifier(profile: Profile, agent_backend: CachedBackend,
     key = cfg.judge_backend or profile.crv.agent_backend
     own = key != profile.crv.agent_backend
     backend = build_backend(profile, key) if own else agent_backend
-    return Verifier(backend, load_judge_prompt(cfg.judge_prompt), agent_sampling(profile, key, cfg.max_new_tokens),
+    return Verifier(backend, load_judge_prompt(cfg.judge_prompt),
+                    agent_sampling(profile, key, cfg.max_new_tokens, writes_answer=False),
                     owns_judge_backend=own, checker=checker)
 
 

@@ -78,3 +78,13 @@ def test_requests_without_the_hint_keep_their_cache_keys():
                                                          "seed": 0}
     hinted = ChatRequest.of([{"role": "user", "content": "hi"}], SamplingParams(max_new_tokens=8, stop_at_answer=True))
     assert hinted.canonical() != request.canonical()
+
+
+def test_only_the_roles_that_write_an_answer_stop_at_it():
+    from crv_dagster.config import CONFIG_DIR, load_profile_file
+    from crv_dagster.factory import agent_sampling
+
+    study = load_profile_file(CONFIG_DIR / "study.yaml")  # its agent backend stops at answers
+    assert agent_sampling(study, "agent", 160).stop_at_answer  # the Rethinker, the teacher, inject
+    # A Critic's label or a judge's verdict may quote a box: it is never cut there.
+    assert not agent_sampling(study, "agent", 8, writes_answer=False).stop_at_answer
