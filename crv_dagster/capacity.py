@@ -7,10 +7,12 @@ heads split over the ranks) must fit in ``gpu_memory_utilization`` of one GPU; v
 only after minutes of loading weights. Training: AdamW in mixed precision keeps 16 bytes a trained
 parameter (bf16 weights and gradients, fp32 master weights and two moments), sharded over the
 processes under ZeRO-3 or FSDP; LoRA keeps the frozen weights at 2 bytes and trains only its
-adapters; activations follow Korthikanti et al. 2022 (34 x tokens x hidden bytes a layer, only each
-layer's input with gradient checkpointing) and the logits take 8 bytes a token and vocabulary entry
-(bf16 logits, their fp32 log-softmax): at 16k tokens and 150k words they outweigh a small model.
-These are estimates meant to err on the side of refusing; ``docs/gpu.md`` shows them for the paper.
+adapters; activations are counted as in Korthikanti et al. 2022 with Qwen's SwiGLU MLP instead of a
+4h GeLU one (17 x hidden + 8 x intermediate bytes a token and layer, bf16, only each layer's input
+with gradient checkpointing), and the logits take 10 bytes a token and vocabulary entry (bf16
+logits, their fp32 copy for the loss, its fp32 gradient): at 16k tokens and 150k words they
+outweigh a small model. These are estimates from the shapes, not measurements (``make gpu-check``
+measures): ``docs/gpu.md`` shows them for the paper.
 """
 
 from __future__ import annotations
@@ -37,8 +39,7 @@ from crv_dagster.config import (
 GIB = 2 ** 30
 BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 ADAMW_BYTES = 16  # per trained parameter: bf16 weights 2 + bf16 grads 2 + fp32 master 4 + two fp32 moments 8
-LOGIT_BYTES = 8  # per token and vocabulary entry: bf16 logits and their fp32 log-softmax
-ACTIVATION_BYTES = 34  # per token, hidden unit and layer, bf16, attention without the s^2 term (flash/SDPA)
+LOGIT_BYTES = 10  # per token and vocabulary entry: bf16 logits, their fp32 copy for the loss, its fp32 gradient
 
 
 @dataclass(frozen=True)
@@ -230,10 +231,13 @@ def training_fit(what: str, model: str, arch: Architecture, settings: TrainerSet
         per_param = ADAMW_BYTES - (12 if shard == "zero3-offload" else 0)  # master weights and moments on the CPU
         states = params * per_param / shards / GIB
     tokens = settings.per_device_train_batch_size * settings.max_length * (2 if pairs else 1)
+    # bf16 bytes a token keeps in one layer: attention (flash/SDPA: no seq^2 term) and norms about
+    # 17 hidden, the SwiGLU MLP its input and four intermediate-sized tensors.
+    per_layer = 17 * arch.hidden_size + 8 * arch.intermediate_size
     if settings.gradient_checkpointing:
-        activations = (arch.num_layers * tokens * arch.hidden_size * 2 + ACTIVATION_BYTES * tokens * arch.hidden_size)
+        activations = arch.num_layers * tokens * arch.hidden_size * 2 + tokens * per_layer
     else:
-        activations = arch.num_layers * ACTIVATION_BYTES * tokens * arch.hidden_size
+        activations = arch.num_layers * tokens * per_layer
     activations /= GIB
     logits = tokens * arch.vocab_size * LOGIT_BYTES / GIB
     gathered = (2 * arch.layer_parameters() * 2 / GIB) if shards > 1 else 0.0  # a layer in use, the next prefetched

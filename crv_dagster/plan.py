@@ -266,8 +266,9 @@ def _eval_calls(profile: Profile, dataset: str, size: str, held: int, means: dic
     for name, (count, protocol) in sets.items():
         calls = models * count * protocol.samples
         expected = _expected(means, profile, model, protocol.max_new_tokens, calls)
+        question = profile.datasets[dataset].max_text_tokens or ASSUMED_QUESTION_TOKENS
         out.append(Calls("eval_scores", partition, f"student on {name}", backend, model, calls,
-                         calls * ASSUMED_QUESTION_TOKENS, calls * protocol.max_new_tokens, *expected,
+                         calls * question, calls * protocol.max_new_tokens, *expected,
                          gpu_hours_max=_gpu_hours(profile, backend, model, calls * protocol.max_new_tokens),
                          note=f"{models} models (base and {methods - 1} methods, {len(profile.seeds)} seeds) x "
                               f"{count} problems x {protocol.samples} samples"
@@ -317,6 +318,10 @@ def make_plan(profile: Profile, partition: str | None = None, measured_from: Pat
         plan.calls += _eval_calls(profile, dataset, size, held, means)
         plan.training += _training(profile, dataset, size, train)
     plan.memory, plan.unchecked = capacity_report(profile)
+    # A count the plan could not know is a hole in its bounds: say so where the totals are.
+    plan.unchecked += [f"{c.asset} {c.partition} {c.role}: problem count unknown, not in the totals"
+                       for c in plan.calls if c.note.endswith("problem count unknown")]
+    plan.unchecked += [f"problems of {d}: {c['from']}" for d, c in counts.items() if c["train"] is None]
     generation = sum(c.gpu_hours_max or 0 for c in plan.calls)
     trained = sum(t.gpu_hours_max or 0 for t in plan.training)
     prompt = sum(c.prompt_tokens_max for c in plan.calls)

@@ -2,6 +2,7 @@
 loads, with the backend or launch, the numbers and the fix; the shipped paper profiles fit."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -63,8 +64,9 @@ def test_a_preference_batch_whose_logits_do_not_fit_is_refused(tmp_path):
         load_profile_file(path)
     lines = [l for l in str(refused.value).splitlines() if "DOES NOT FIT" in l]
     assert len(lines) == 4 and all(l.lstrip().startswith("cogpo_model qwen2.5-") for l in lines)
-    assert all("logits 74.2" in l and "per_device_train_batch_size 1 with gradient_accumulation_steps x2" in l
-               for l in lines)
+    # Two pairs of 16k tokens: 65,536 tokens of 150k-word logits at 10 bytes, about 93 GiB.
+    assert all(re.search(r"logits 92\.[78]", l) and "per_device_train_batch_size 1 with gradient_accumulation_steps x2"
+               in l for l in lines)
 
 
 def test_unsharded_full_fine_tuning_of_the_3b_student_is_refused_and_zero3_fits(tmp_path):

@@ -74,3 +74,12 @@ def test_cached_calls_give_expected_tokens_beside_the_bounds(tmp_path, monkeypat
     assert next(c for c in make_plan(other, key).calls if c.role == "rethinker").expected_completion_tokens is None
     measured = make_plan(other, key, measured_from=cache.path)
     assert next(c for c in measured.calls if c.role == "rethinker").expected_completion_tokens == 50 * bound.calls
+
+
+def test_a_count_the_plan_cannot_know_is_named_not_hidden(tmp_path, capsys):
+    variant = tmp_path / "unknown_bench.yaml"
+    variant.write_text(yaml.safe_dump({"extends": str(CONFIG_DIR / "paper.yaml"), "evaluation": {"benchmarks": {
+        "private": {"source": {"kind": "hub", "name": "someone/private-set", "split": "test"},
+                    "columns": {"question": "q", "answer": "a"}}}}}))
+    assert main(["--profile", str(variant), "--partition", "math|qwen2.5-0.5b"]) == 0
+    assert "not checked: eval_scores math|qwen2.5-0.5b student on private: problem count unknown" in capsys.readouterr().out
