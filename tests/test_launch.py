@@ -181,7 +181,8 @@ def test_the_paper_profiles_train_each_size_as_configured():
     launches = {s: paper.training_for(s).launch for s in paper.model_sizes}
     assert {s: (l.num_processes, l.accelerate_config) for s, l in launches.items()} == {
         "qwen2.5-0.5b": (8, "accelerate/ddp.yaml"), "qwen2.5-1.5b": (8, "accelerate/ddp.yaml"),
-        "qwen2.5-3b": (8, "accelerate/ddp.yaml"), "qwen2.5-7b": (8, "accelerate/zero3.yaml")}
+        # the 3B student sharded like the 7B: unsharded, it does not fit an 80 GB GPU (tests/test_capacity.py)
+        "qwen2.5-3b": (8, "accelerate/zero3.yaml"), "qwen2.5-7b": (8, "accelerate/zero3.yaml")}
     lora = load_profile_file(CONFIG_DIR / "paper_lora.yaml")
     assert lora.name == "paper_lora" and lora.datasets.keys() == paper.datasets.keys()
     for size in lora.model_sizes:
