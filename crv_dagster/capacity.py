@@ -22,19 +22,14 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from typing import Any
+
 import yaml
 
-from crv_dagster.config import (
-    CONFIG_DIR,
-    STUDENT,
-    HardwareConfig,
-    HubModel,
-    ModelArchitecture,
-    Profile,
-    TinyModel,
-    TrainerSettings,
-    VllmBackendConfig,
-)
+from crv_dagster.vocabulary import STUDENT
+
+# The profile's objects are read by their fields, not imported: config.py runs this check when a
+# profile loads, so this module must not import it back.
 
 GIB = 2 ** 30
 BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
@@ -71,7 +66,7 @@ class Architecture:
                    dtype=dtype if dtype in BYTES else "bfloat16", source=source)
 
     @classmethod
-    def from_profile(cls, spec: ModelArchitecture, source: str) -> "Architecture":
+    def from_profile(cls, spec: Any, source: str) -> "Architecture":
         return cls(num_layers=spec.num_layers, hidden_size=spec.hidden_size, num_attention_heads=spec.num_attention_heads,
                    num_kv_heads=spec.num_kv_heads, head_dim=spec.head_dim or spec.hidden_size // spec.num_attention_heads,
                    intermediate_size=spec.intermediate_size, vocab_size=spec.vocab_size,
@@ -110,18 +105,18 @@ def _local_config(name_or_path: str, revision: str | None) -> Path | None:
     return Path(cached) if isinstance(cached, str) else None
 
 
-def architecture_of(profile: Profile, model_key: str) -> Architecture | None:
+def architecture_of(profile: Any, model_key: str) -> Architecture | None:
     """The model's architecture: its config.json where it is on this machine, else the profile's
     ``models.<key>.architecture``; a tiny model's from its own settings; None when neither is known."""
     spec = profile.models[model_key]
-    if isinstance(spec, HubModel):
+    if spec.source == "hub":
         path = _local_config(spec.name_or_path, spec.revision)
         if path is not None:
             return Architecture.from_config_json(json.loads(path.read_text()), str(path))
         if spec.architecture is not None:
             return Architecture.from_profile(spec.architecture, f"models.{model_key}.architecture")
         return None
-    if isinstance(spec, TinyModel):
+    if spec.source == "tiny":
         return Architecture(num_layers=spec.num_layers, hidden_size=spec.hidden_size,
                             num_attention_heads=spec.num_heads, num_kv_heads=spec.num_heads,
                             head_dim=spec.hidden_size // spec.num_heads, intermediate_size=4 * spec.hidden_size,
@@ -157,7 +152,7 @@ class Fit:
         return asdict(self)
 
 
-def vllm_fit(name: str, backend: VllmBackendConfig, model: str, arch: Architecture, hardware: HardwareConfig) -> Fit:
+def vllm_fit(name: str, backend: Any, model: str, arch: Architecture, hardware: Any) -> Fit:
     """Memory of one GPU of a vLLM engine: weights, overhead and one full-length sequence of KV cache."""
     tp = backend.tensor_parallel_size
     dtype = backend.dtype if backend.dtype in BYTES else arch.dtype
@@ -196,12 +191,13 @@ def vllm_fit(name: str, backend: VllmBackendConfig, model: str, arch: Architectu
                notes=notes, architecture_source=arch.source)
 
 
-def sharding(accelerate_config: str | None) -> str:
-    """'zero3', 'fsdp' (both shard weights, gradients and optimizer states), 'zero3-offload' or 'none'."""
+def sharding(accelerate_config: str | None, config_dir: Path) -> str:
+    """'zero3', 'fsdp' (both shard weights, gradients and optimizer states), 'zero3-offload' or 'none'
+    (a relative ``accelerate_config`` is under ``config_dir``, as the launch reads it)."""
     if not accelerate_config:
         return "none"
     path = Path(accelerate_config)
-    path = path if path.is_absolute() else CONFIG_DIR / path
+    path = path if path.is_absolute() else config_dir / path
     if not path.is_file():
         return "none"
     config = yaml.safe_load(path.read_text()) or {}
@@ -215,12 +211,11 @@ def sharding(accelerate_config: str | None) -> str:
     return "none"
 
 
-def training_fit(what: str, model: str, arch: Architecture, settings: TrainerSettings, *, lora: bool,
-                 lora_rank: int, lora_modules: list[str], processes: int, accelerate_config: str | None,
-                 pairs: bool, hardware: HardwareConfig, settings_key: str) -> Fit:
+def training_fit(what: str, model: str, arch: Architecture, settings: Any, *, lora: bool,
+                 lora_rank: int, lora_modules: list[str], processes: int, shard: str,
+                 pairs: bool, hardware: Any, settings_key: str) -> Fit:
     """Memory of one training process: states, activations at ``max_length`` and the logits."""
     params = arch.parameters()
-    shard = sharding(accelerate_config)
     shards = processes if shard.startswith(("zero3", "fsdp")) else 1
     if lora:
         weights = params * 2 / shards / GIB
@@ -271,19 +266,20 @@ def training_fit(what: str, model: str, arch: Architecture, settings: TrainerSet
                available_gib=hardware.gpu_memory_gib, fits=fits, fix=fix, notes=notes, architecture_source=arch.source)
 
 
-def _student_models(profile: Profile) -> list[tuple[str, str]]:
+def _student_models(profile: Any) -> list[tuple[str, str]]:
     return [(size, cfg.model) for size, cfg in profile.model_sizes.items()]
 
 
-def capacity_report(profile: Profile) -> tuple[list[Fit], list[str]]:
+def capacity_report(profile: Any, config_dir: Path) -> tuple[list[Fit], list[str]]:
     """Every vLLM backend (per student, for ``model: student``) and every training launch (per model
-    size: SFT and the preference stage) against ``profile.hardware``, and what could not be checked."""
+    size: SFT and the preference stage) against ``profile.hardware``, and what could not be checked;
+    ``config_dir`` holds the accelerate configs the launches name."""
     hardware = profile.hardware
     if hardware is None:
         return [], []
     fits, unknown = [], []
     for name, backend in profile.backends.items():
-        if not isinstance(backend, VllmBackendConfig):
+        if backend.kind != "vllm":
             continue
         models = [m for _, m in _student_models(profile)] if backend.model == STUDENT else [backend.model]
         for model in dict.fromkeys(models):
@@ -305,12 +301,12 @@ def capacity_report(profile: Profile) -> tuple[list[Fit], list[str]]:
                 f"{asset} {size} ({key}, {training.finetuning}, {training.launch.num_processes} process(es))", model,
                 arch, settings, lora=training.finetuning == "lora", lora_rank=training.lora.r,
                 lora_modules=training.lora.target_modules, processes=training.launch.num_processes,
-                accelerate_config=training.launch.accelerate_config, pairs=pairs, hardware=hardware,
+                shard=sharding(training.launch.accelerate_config, config_dir), pairs=pairs, hardware=hardware,
                 settings_key=key))
     return fits, unknown
 
 
-def capacity_problems(profile: Profile) -> list[str]:
+def capacity_problems(profile: Any, config_dir: Path) -> list[str]:
     """One line per backend or launch that cannot fit the declared hardware: what, the numbers, the fix."""
-    fits, _ = capacity_report(profile)
+    fits, _ = capacity_report(profile, config_dir)
     return [fit.describe() + (f" ({'; '.join(fit.notes)})" if fit.notes else "") for fit in fits if not fit.fits]

@@ -16,15 +16,15 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from crv_dagster.capacity import capacity_problems
 from crv_dagster.profile_checks import problems_of
-from crv_dagster.vocabulary import COGPO, COGPO_REVERSED, PAIR_TYPES, is_evaluated_method, uniform_method, without_method
+from crv_dagster.vocabulary import COGPO, COGPO_REVERSED, PAIR_TYPES, STUDENT, is_evaluated_method, uniform_method, without_method
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "assets_config"
 PROFILE_ENV = "CRV_PROFILE"
 ARTIFACTS_ENV = "CRV_ARTIFACTS_ROOT"
 DEFAULT_PROFILE = "demo"
-STUDENT = "student"  # as a backend's model: the weights of the partition's student
 
 
 class ProfileError(ValueError):
@@ -887,9 +887,7 @@ def load_profile_file(path: str | os.PathLike, check_capacity: bool = True) -> P
     problems = problems_of(profile, PROJECT_ROOT)
     if problems:
         raise ProfileError("\n".join([f"{path}: invalid profile"] + [f"  {p}" for p in problems]))
-    from crv_dagster.capacity import capacity_problems  # it reads this module's classes
-
-    too_big = capacity_problems(profile) if check_capacity else []
+    too_big = capacity_problems(profile, CONFIG_DIR) if check_capacity else []
     if too_big:
         raise ProfileError("\n".join([f"{path}: does not fit the GPUs it declares (hardware: "
                                        f"{profile.hardware.gpus_per_node} x {profile.hardware.gpu_memory_gib:g} GiB a "

@@ -317,7 +317,7 @@ def make_plan(profile: Profile, partition: str | None = None, measured_from: Pat
             plan.calls += _stage_calls(profile, dataset, size, heldout, "heldout_pairs", first, means)
         plan.calls += _eval_calls(profile, dataset, size, held, means)
         plan.training += _training(profile, dataset, size, train)
-    plan.memory, plan.unchecked = capacity_report(profile)
+    plan.memory, plan.unchecked = capacity_report(profile, CONFIG_DIR)
     # A count the plan could not know is a hole in its bounds: say so where the totals are.
     plan.unchecked += [f"{c.asset} {c.partition} {c.role}: problem count unknown, not in the totals"
                        for c in plan.calls if c.note.endswith("problem count unknown")]

@@ -111,3 +111,5 @@ SPLITS = ("train", "eval", CONTAMINATED)
 COT_SOURCES = ("dataset", "teacher")
 # `ok`, `no_answer` (complete but commits to no answer), or why a reply had no content (llm.reply).
 COT_STATUSES = ("ok", "no_answer", "truncated", "unfinished_thinking", "empty")
+
+STUDENT = "student"  # as a backend's model: the weights of the partition's student

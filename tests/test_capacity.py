@@ -78,7 +78,7 @@ def test_unsharded_full_fine_tuning_of_the_3b_student_is_refused_and_zero3_fits(
 
 @pytest.mark.parametrize("name", ["paper", "paper_lora", "paper_k8s", "paper_r1", "paper_smoke"])
 def test_the_shipped_gpu_profiles_fit_their_hardware(name):
-    fits, unknown = capacity_report(load_profile_file(CONFIG_DIR / f"{name}.yaml"))
+    fits, unknown = capacity_report(load_profile_file(CONFIG_DIR / f"{name}.yaml"), CONFIG_DIR)
     assert not unknown and fits and all(f.fits for f in fits)
     kinds = {f.kind for f in fits}
     assert kinds == {"vllm", "training"}
@@ -87,7 +87,7 @@ def test_the_shipped_gpu_profiles_fit_their_hardware(name):
 
 
 def test_profiles_without_hardware_are_not_checked():
-    fits, unknown = capacity_report(load_profile_file(CONFIG_DIR / "demo.yaml"))
+    fits, unknown = capacity_report(load_profile_file(CONFIG_DIR / "demo.yaml"), CONFIG_DIR)
     assert fits == [] and unknown == []
 
 
