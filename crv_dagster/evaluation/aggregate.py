@@ -49,12 +49,6 @@ def seed_table(problem_scores: list[str]) -> tuple[list[str], np.ndarray]:
     return common, np.array([[s[k] for k in common] for s in per_seed], dtype=float).reshape(len(per_seed), len(common))
 
 
-def pooled_problem_scores(problem_scores: list[str]) -> dict[str, float]:
-    """Mean over seeds of each problem's score, over the problems every seed scored."""
-    common, table = seed_table(problem_scores)
-    return dict(zip(common, table.mean(axis=0).tolist())) if common else {}
-
-
 def pool_seeds(scores: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, model size, method, benchmark) of per-seed ``eval_scores`` rows, with
     intervals, differences and p-values against CogPO that count the training seeds."""

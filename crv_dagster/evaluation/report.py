@@ -26,6 +26,7 @@ METHOD_ORDER = [m for m in EVALUATED_METHODS if m != COGPO] + [COGPO]
 SIGNIFICANT = 0.05
 # Significance is marked on the p-values adjusted for the number of comparisons the table makes.
 ADJUSTED = f"p_vs_{COGPO}_holm"
+DIFFERENCE = f"diff_vs_{COGPO}"
 
 
 def method_rank(method: str) -> float:
@@ -105,9 +106,6 @@ def results_markdown(scores: pd.DataFrame, sizes: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-DIFFERENCE = f"diff_vs_{COGPO}"
-
-
 def _compared_as_note(compared_as: pd.Series) -> str:
     if (compared_as == "checkpoints").any():
         return (" Where a trained method has one seed, its comparison is between two checkpoints, not two "
@@ -115,18 +113,26 @@ def _compared_as_note(compared_as: pd.Series) -> str:
     return " Training seeds are counted in every interval and p-value (compared as methods)."
 
 
+def _differences_table(rows: list[tuple], header: str) -> list[str]:
+    """Markdown rows of differences in points: (size, benchmark, comparison, difference, low, high,
+    p, Holm's p), † where Holm's p < 0.05."""
+    lines = [f"| model size | benchmark | {header} | difference (points) | 95% interval | p | p, Holm |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for size, benchmark, label, value, low, high, p, holm in rows:
+        mark = "†" if holm < SIGNIFICANT else ""
+        lines.append(f"| {size} | {benchmark} | {label} | {100 * value:+.1f} | {100 * low:+.1f} to {100 * high:+.1f} | "
+                     f"{p:.3f} | {holm:.3f}{mark} |")
+    return lines
+
+
 def differences_markdown(scores: pd.DataFrame) -> str:
     """Each method's difference from CogPO in points, its 95% interval, p and Holm's p."""
     compared = scores[scores[DIFFERENCE].notna()]
     if compared.empty:
         return "_(no comparison with SFT + CogPO: it was not scored)_"
-    lines = ["| model size | benchmark | method − SFT + CogPO | difference (points) | 95% interval | p | p, Holm |",
-             "|---|---|---|---:|---:|---:|---:|"]
-    for r in compared.itertuples():
-        mark = "†" if r.p_vs_cogpo_holm < SIGNIFICANT else ""
-        lines.append(f"| {r.model_size} | {r.benchmark} | {method_name(r.method)} | {100 * r.diff_vs_cogpo:+.1f} | "
-                     f"{100 * r.diff_vs_cogpo_low:+.1f} to {100 * r.diff_vs_cogpo_high:+.1f} | {r.p_vs_cogpo:.3f} | "
-                     f"{r.p_vs_cogpo_holm:.3f}{mark} |")
+    lines = _differences_table([(r.model_size, r.benchmark, method_name(r.method), r.diff_vs_cogpo, r.diff_vs_cogpo_low,
+                                 r.diff_vs_cogpo_high, r.p_vs_cogpo, r.p_vs_cogpo_holm)
+                                for r in compared.itertuples()], "method − SFT + CogPO")
     lines += ["", "Differences against SFT + CogPO on the problems both scored: Welch's t, paired on problems, "
                   "with the training-seed variance of both methods (evaluation/statistics.py)."
               + _compared_as_note(compared["compared_as"])]
@@ -181,13 +187,9 @@ def primary_markdown(comparisons: pd.DataFrame) -> str:
     """The primary comparison as a table: difference in points with its interval, p, and Holm's over the family."""
     if comparisons.empty:
         return "_(the primary comparison has no scores yet)_"
-    lines = ["| model size | benchmark | comparison | difference (points) | 95% interval | p | p, Holm |",
-             "|---|---|---|---:|---:|---:|---:|"]
-    for r in comparisons.itertuples():
-        mark = "†" if r.p_holm < SIGNIFICANT else ""
-        lines.append(f"| {r.model_size} | {r.benchmark} | {method_name(r.method)} vs {method_name(r.against)} | "
-                     f"{100 * r.difference:+.1f} | {100 * r.ci_low:+.1f} to {100 * r.ci_high:+.1f} | "
-                     f"{r.p_value:.3f} | {r.p_holm:.3f}{mark} |")
+    lines = _differences_table([(r.model_size, r.benchmark, f"{method_name(r.method)} vs {method_name(r.against)}",
+                                 r.difference, r.ci_low, r.ci_high, r.p_value, r.p_holm)
+                                for r in comparisons.itertuples()], "comparison")
     lines += ["", f"The primary comparison named by the profile (evaluation.primary), tested on its own: Welch's t "
                   f"paired on problems, training seeds counted, Holm-adjusted over the {len(comparisons)} comparisons "
                   f"above; † adjusted p < 0.05." + _compared_as_note(comparisons["compared_as"])]

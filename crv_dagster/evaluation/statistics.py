@@ -92,7 +92,7 @@ class SeedComponent:
             return float("nan")
         return max(0.0, (self.seed_ms - self.residual_ms) / self.problems)
 
-    def _pieces(self) -> tuple[float, float]:
+    def moments(self) -> tuple[float, float]:
         """(variance estimate before truncation, the denominator of its Satterthwaite df)."""
         estimate = (self.seed_ms - self.residual_ms) / self.problems
         denominator = ((self.seed_ms / self.problems) ** 2 / (self.seeds - 1)
@@ -104,7 +104,7 @@ class SeedComponent:
         """Satterthwaite's degrees of freedom of ``variance`` (a difference of two mean squares)."""
         if not (self.trained and self.estimated) or self.variance <= 0:
             return math.inf
-        estimate, denominator = self._pieces()
+        estimate, denominator = self.moments()
         return estimate ** 2 / denominator
 
 
@@ -133,7 +133,7 @@ def seed_terms(ours: SeedComponent, theirs: SeedComponent) -> list[tuple[float, 
     if ours.trained and theirs.trained and ours.estimated and theirs.estimated:
         weights = np.array([ours.seeds - 1, theirs.seeds - 1], dtype=float)
         weights /= weights.sum()
-        pieces = [c._pieces() for c in (ours, theirs)]
+        pieces = [c.moments() for c in (ours, theirs)]
         variance = float(sum(w * e for w, (e, _) in zip(weights, pieces)))
         if variance <= 0:
             return []
