@@ -89,10 +89,10 @@ dev: setup $(INSTANCE_STAMP)
 	case "$$CRV_PROFILE" in *.yaml|*.yml) export CRV_PROFILE="$$(realpath "$$CRV_PROFILE")";; esac; \
 	cd "$(DAGSTER_HOME)" && "$(CURDIR)/$(BIN)/dg" dev -m crv_dagster -h 127.0.0.1 -p 3000
 
-# Under a supervisor: Ctrl-C stops the server and its workers, not the server alone.
+# The active profile's store (its tracking_uri, or the SQLite file under CRV_ARTIFACTS_ROOT or its
+# artifacts root), under a supervisor: Ctrl-C stops the server and its workers, not the server alone.
 mlflow-ui: setup
-	$(BIN)/python -m crv_dagster.supervise -- $(BIN)/mlflow ui \
-	    --backend-store-uri "sqlite:///$(CURDIR)/artifacts/$${CRV_PROFILE:-demo}/mlflow.db" -h 127.0.0.1 -p 5000
+	CRV_PROFILE=$(RUN_PROFILE) $(BIN)/python -m crv_dagster.mlflow_ui
 
 # After a killed run (docs/usage.md, "When a run dies"); `make demo` does this first by itself.
 recover: setup

@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def _pairs(tokenizer, n: int):
     from crv_dagster.data.arith import arith_verified_set
-    from crv_dagster.training.pairs import build_pairs, chat_prompt_renderer, incorrect_by_perturbation
+    from crv_dagster.preference.pairs import build_pairs, chat_prompt_renderer, incorrect_by_perturbation
 
     verified = arith_verified_set(n, seed=7, dataset="bench")
     wrong, _ = incorrect_by_perturbation(verified, seed=0)
@@ -43,7 +43,7 @@ def _child(mode: str, model_path: str, steps: int, n_pairs: int, threads: int) -
     from trl import DPOConfig
 
     from crv_dagster.training.cogpo import BetaCollator, CogPOTrainer, pair_dataset
-    from crv_dagster.training.common import load_student
+    from crv_dagster.models.loading import load_student
 
     torch.set_num_threads(threads)
     model, tokenizer = load_student(model_path)

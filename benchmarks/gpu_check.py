@@ -42,7 +42,7 @@ STUDENTS = {"tiny-qwen2": {"architecture": "qwen2", "hidden_size": 128, "num_lay
 def _data(tokenizer, n: int):
     """SFT examples and preference pairs (the dataset's CoTs against perturbed wrong ones)."""
     from crv_dagster.data.arith import arith_verified_set
-    from crv_dagster.training.pairs import build_pairs, chat_prompt_renderer, incorrect_by_perturbation
+    from crv_dagster.preference.pairs import build_pairs, chat_prompt_renderer, incorrect_by_perturbation
 
     verified = arith_verified_set(n, seed=3, dataset="gpu_check")
     wrong, _ = incorrect_by_perturbation(verified, seed=0)
@@ -64,7 +64,7 @@ def _reloads(path: str, on_gpu: bool) -> dict:
     """The checkpoint loads, and a forward pass on it gives finite logits."""
     import torch
 
-    from crv_dagster.training.common import load_student
+    from crv_dagster.models.loading import load_student
 
     model, tokenizer = load_student(path)
     device = "cuda" if on_gpu else "cpu"

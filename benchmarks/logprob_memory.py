@@ -1,5 +1,5 @@
 """Peak memory of scoring completions: the sliced log-softmax with length batches
-(``training/logprobs.completion_logps``) against the whole-tensor computation it replaced.
+(``models/logprobs.completion_logps``) against the whole-tensor computation it replaced.
 
 The whole-tensor arm is the previous code: batches of ``batch_size`` in the order given, padded to
 the longest, a float32 copy of every logit, then its log-softmax over the whole batch. Both arms
@@ -28,7 +28,7 @@ ARMS = ("whole", "sliced")
 
 
 def whole_tensor_logps(model, tokenizer, prompts, completions, batch_size=4):
-    """The computation before ``training/logprobs``: kept here as the baseline."""
+    """The computation before ``models/logprobs``: kept here as the baseline."""
     import torch
 
     out = []
@@ -76,8 +76,8 @@ def _peak_kib() -> int:
 def _child(arm: str, dtype: str, model_path: str, sequences: int, tokens: int) -> dict:
     import torch
 
-    from crv_dagster.training.common import load_student
-    from crv_dagster.training.logprobs import completion_logps
+    from crv_dagster.models.loading import load_student
+    from crv_dagster.models.logprobs import completion_logps
 
     torch.set_num_threads(os.cpu_count() or 1)
     model, tokenizer = load_student(model_path, dtype)

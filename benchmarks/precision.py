@@ -43,8 +43,8 @@ def _child(arm: str, model: str, steps: int, out_dir: str) -> dict:
 
     from crv_dagster.config import TrainingConfig
     from crv_dagster.training.cogpo import train_preference
-    from crv_dagster.training.common import load_student
-    from crv_dagster.training.pairs import build_pairs, chat_prompt_renderer, incorrect_by_perturbation
+    from crv_dagster.models.loading import load_student
+    from crv_dagster.preference.pairs import build_pairs, chat_prompt_renderer, incorrect_by_perturbation
     from crv_dagster.training.plan import sft_examples
     from crv_dagster.training.sft import train_sft
 

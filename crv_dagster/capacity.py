@@ -28,8 +28,8 @@ import yaml
 
 from crv_dagster.vocabulary import STUDENT
 
-# The profile's objects are read by their fields, not imported: config.py runs this check when a
-# profile loads, so this module must not import it back.
+# The profile's objects are read by their fields, not imported: the config package runs this check
+# when a profile loads, so this module must not import it back.
 
 GIB = 2 ** 30
 BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}

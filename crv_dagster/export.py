@@ -32,6 +32,7 @@ import yaml
 from crv_dagster.agents.crv import num_rescued
 from crv_dagster.config import Profile, load_active_profile, load_profile_file
 from crv_dagster.formatting import student_messages
+from crv_dagster.partition_keys import check_partition_key
 from crv_dagster.storage import read_table, table_path
 from crv_dagster.versions import table_version
 from crv_dagster.vocabulary import CONTAMINATED, SUITED
@@ -45,8 +46,6 @@ class ExportError(ValueError):
 
 
 def _tables(profile: Profile, partition: str) -> dict[str, pd.DataFrame]:
-    from crv_dagster.orchestration.partitions import check_partition_key
-
     try:  # a key of another profile, or without its size, has no tables for a different reason
         check_partition_key(profile, partition)
     except ValueError as err:

@@ -13,7 +13,6 @@ from crv_dagster.agents.critic import Critic, load_critic_prompt
 from crv_dagster.agents.rethinker import Rethinker, load_rethinker_prompts
 from crv_dagster.agents.verifier import Verifier, load_judge_prompt
 from crv_dagster.config import (
-    STUDENT,
     OpenAIBackendConfig,
     Profile,
     SandboxConfig,
@@ -24,6 +23,7 @@ from crv_dagster.llm.base import SamplingParams
 from crv_dagster.llm.cache import CachedBackend, ResponseCache
 from crv_dagster.models.located import resolve_profile_model
 from crv_dagster.solutions import SolutionChecker, problem_tests
+from crv_dagster.vocabulary import STUDENT
 
 def cache_path(profile: Profile):
     return profile.artifacts_dir / "llm_cache.sqlite"

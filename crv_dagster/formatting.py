@@ -41,7 +41,3 @@ def agent_fields(answer: str) -> dict[str, str]:
     if is_code(answer):
         return {"answer": CODE_REFERENCE, "finish": CODE_FINISH}
     return {"answer": answer, "finish": BOXED_FINISH}
-
-
-def completion_messages(cot: str) -> list[dict[str, str]]:
-    return [{"role": "assistant", "content": cot.strip()}]

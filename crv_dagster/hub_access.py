@@ -17,8 +17,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from crv_dagster.config import PROJECT_ROOT, STUDENT, HubSource, LiveCodeBenchSource, Profile, ProfileError
+from crv_dagster.config import PROJECT_ROOT, HubSource, LiveCodeBenchSource, Profile, ProfileError
 from crv_dagster.profile_checks import _local_path
+from crv_dagster.vocabulary import STUDENT
 
 # datasets' own builders: with local data files they read from disk, not from the Hub.
 _PACKAGED_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas", "sql", "xml", "webdataset",

@@ -26,7 +26,6 @@ from pathlib import Path
 from crv_dagster.capacity import Fit, capacity_report
 from crv_dagster.config import (
     CONFIG_DIR,
-    STUDENT,
     HubModel,
     LiveCodeBenchSource,
     Profile,
@@ -34,6 +33,7 @@ from crv_dagster.config import (
     load_profile_file,
     profile_path,
 )
+from crv_dagster.vocabulary import STUDENT
 
 # Rows of the public sets the shipped profiles read (their dataset cards), for a plan made before
 # anything is downloaded: (Hub name or LiveCodeBench release, config, split) -> rows.

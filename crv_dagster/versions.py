@@ -29,8 +29,9 @@ from typing import Any, Callable
 import pandas as pd
 
 from crv_dagster.code_digest import code_digest
-from crv_dagster.config import STUDENT, Profile
+from crv_dagster.config import Profile
 from crv_dagster.llm.identity import weights_digest
+from crv_dagster.vocabulary import STUDENT
 
 HASH_CHARS = 16
 

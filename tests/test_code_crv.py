@@ -24,7 +24,7 @@ from crv_dagster.llm.server import ChatServer
 from crv_dagster.orchestration.definitions import build_definitions
 from crv_dagster.solutions import SolutionChecker
 from crv_dagster.storage import table_path
-from crv_dagster.training.pairs import IncorrectCot, build_pairs, incorrect_by_perturbation
+from crv_dagster.preference.pairs import IncorrectCot, build_pairs, incorrect_by_perturbation
 
 # Statement, tests, right program, buggy program (each bug fails at least one test).
 STDIN = "stdin"

@@ -32,7 +32,7 @@ from crv_dagster.llm.reply import read_reply
 from crv_dagster.prompts import TEACHER_FIELDS, TEACHER_OPTIONAL, load_prompt
 from crv_dagster.schemas import raw_cots_schema, verified_set_schema
 from crv_dagster.solutions import MATH_CHECKER
-from crv_dagster.training.pairs import build_pairs, incorrect_by_injection, perturb_cot
+from crv_dagster.preference.pairs import build_pairs, incorrect_by_injection, perturb_cot
 from crv_dagster.training.sft import sft_records
 
 DATA = Path(__file__).parent / "data"
@@ -64,7 +64,7 @@ def test_a_template_that_opens_think_in_the_prompt_does_not_see_it_twice():
         def apply_chat_template(self, messages, tokenize, add_generation_prompt):
             return f"<user>{messages[-1]['content']}</user><think>\n"
 
-    from crv_dagster.training.pairs import chat_prompt_renderer
+    from crv_dagster.preference.pairs import chat_prompt_renderer
 
     records = sft_records(pd.DataFrame({"question": ["Q"], "answer": ["14"], "cot": [text]}),
                           chat_prompt_renderer(Template()))
@@ -249,7 +249,7 @@ def test_a_rewrite_that_never_passes_is_dropped_or_kept_as_the_profile_says(poli
         assert counts == {"unrewritten_dropped": 0, "unrewritten_kept": 1}
     # The kept original is the medium-gap pair's chosen CoT already: no second, identical pair.
     wrong = perturb_cot(original, "14", random.Random(0))
-    from crv_dagster.training.pairs import IncorrectCot
+    from crv_dagster.preference.pairs import IncorrectCot
 
     pairs, _ = build_pairs(verified, [IncorrectCot("p", wrong, "perturb")], {"small_gap": 1.0, "medium_gap": 0.75,
                                                                             "large_gap": 0.5}, lambda q, a: q)

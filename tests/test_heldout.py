@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from crv_dagster.config import CogpoSettings
 from crv_dagster.data.arith import generate_arith
 from crv_dagster.evaluation.benchmarks import heldout_problems
-from crv_dagster.training.heldout import (
+from crv_dagster.evaluation.heldout_pairs import (
     kind_betas,
     metrics_table,
     mlflow_metrics,
@@ -19,7 +19,7 @@ from crv_dagster.training.heldout import (
     pair_metrics,
     report,
 )
-from crv_dagster.training.pairs import chat_prompt_renderer, perturb_cot
+from crv_dagster.preference.pairs import chat_prompt_renderer, perturb_cot
 
 SCHEDULE = {"small_gap": 1.0, "medium_gap": 0.75, "large_gap": 0.5}
 

@@ -21,11 +21,11 @@ from crv_dagster.config import CONFIG_DIR, PROJECT_ROOT, LaunchConfig, ProfileEr
 from crv_dagster.models.store import resolve_model
 from crv_dagster.orchestration.definitions import build_definitions
 from crv_dagster.orchestration.kubernetes import pod_request
-from crv_dagster.orchestration.partitions import PartitionKey
+from crv_dagster.partition_keys import PartitionKey
 from crv_dagster.training.common import CHECKPOINT_MARK
 from crv_dagster.training.job import LAUNCHER_PID_ENV, RESULT_FILE, RunSpec, TrainingJob, run_digest, stored_result
 from crv_dagster.training.launch_command import free_port, launch_command
-from crv_dagster.training.pairs import build_pairs, chat_prompt_renderer, incorrect_by_perturbation
+from crv_dagster.preference.pairs import build_pairs, chat_prompt_renderer, incorrect_by_perturbation
 from crv_dagster.training.plan import sft_examples
 
 # Two processes on a CPU against one: the same global batches, summed in float32 in another order.

@@ -4,8 +4,8 @@ same numbers in whatever batches and slices they are computed."""
 import pytest
 import torch
 
-from crv_dagster.training import logprobs
-from crv_dagster.training.logprobs import completion_logps, length_batches, load_for_scoring, token_logps
+from crv_dagster.models import logprobs
+from crv_dagster.models.logprobs import completion_logps, length_batches, load_for_scoring, token_logps
 
 
 def test_the_sliced_log_softmax_is_the_whole_one(monkeypatch):

@@ -4,11 +4,12 @@ import socket
 
 import httpx
 import pytest
+from faulty_proxy import FaultPlan, FaultyProxy
 
 from crv_dagster.llm.base import BackendError, ChatRequest, SamplingParams
 from crv_dagster.llm.cache import CachedBackend, ResponseCache
 from crv_dagster.llm.openai_backend import OpenAIBackend
-from crv_dagster.llm.server import ChatServer, FaultPlan
+from crv_dagster.llm.server import ChatServer
 from crv_dagster.llm.transformers_backend import TransformersBackend
 
 
@@ -41,10 +42,10 @@ def test_served_completions_equal_local_generation(local_model):
 
 def test_retries_429_and_5xx_then_succeeds(local_model):
     faults = FaultPlan(status_by_request={1: 500, 2: 429, 3: 503, 5: 502})
-    with ChatServer(local_model, "tiny", faults=faults) as server:
+    with ChatServer(local_model, "tiny") as upstream, FaultyProxy(upstream.base_url, faults) as server:
         client = _client(server, max_concurrency=1, max_retries=3)
         results = client.generate(_requests(3))
-        assert server.completions_served == 3
+        assert upstream.completions_served == 3
         assert server.requests_seen == 7
     assert client.retries == 4
     assert [c.text for c in results] == [c.text for c in local_model.generate(_requests(3))]
@@ -52,7 +53,7 @@ def test_retries_429_and_5xx_then_succeeds(local_model):
 
 def test_gives_up_after_max_retries(local_model):
     faults = FaultPlan(status_by_request={n: 503 for n in range(1, 10)})
-    with ChatServer(local_model, "tiny", faults=faults) as server:
+    with ChatServer(local_model, "tiny") as upstream, FaultyProxy(upstream.base_url, faults) as server:
         client = _client(server, max_retries=2)
         with pytest.raises(BackendError, match="3 attempts.*HTTP 503"):
             client.complete(_requests(1)[0])
@@ -60,7 +61,8 @@ def test_gives_up_after_max_retries(local_model):
 
 
 def test_a_200_with_invalid_json_is_retried_and_named(local_model):
-    with ChatServer(local_model, "tiny", faults=FaultPlan(malformed_requests={1, 3, 4})) as server:
+    with ChatServer(local_model, "tiny") as upstream, \
+            FaultyProxy(upstream.base_url, FaultPlan(malformed_requests={1, 3, 4})) as server:
         client = _client(server, max_retries=1)
         assert client.complete(_requests(1)[0]).completion_tokens > 0  # request 1 broken, 2 fine
         assert client.retries == 1
@@ -71,7 +73,8 @@ def test_a_200_with_invalid_json_is_retried_and_named(local_model):
 
 
 def test_client_errors_are_not_retried(local_model):
-    with ChatServer(local_model, "tiny", faults=FaultPlan(status_by_request={1: 400})) as server:
+    with ChatServer(local_model, "tiny") as upstream, \
+            FaultyProxy(upstream.base_url, FaultPlan(status_by_request={1: 400})) as server:
         client = _client(server, max_retries=5)
         with pytest.raises(BackendError, match="refused.*HTTP 400"):
             client.complete(_requests(1)[0])
@@ -79,7 +82,8 @@ def test_client_errors_are_not_retried(local_model):
 
 
 def test_timeouts_are_retried(local_model):
-    with ChatServer(local_model, "tiny", faults=FaultPlan(delay_by_request={1: 1.5})) as server:
+    with ChatServer(local_model, "tiny") as upstream, \
+            FaultyProxy(upstream.base_url, FaultPlan(delay_by_request={1: 1.5})) as server:
         client = _client(server, timeout_s=0.5, max_retries=2)
         assert client.complete(_requests(1)[0]).completion_tokens > 0
         assert client.retries == 1
@@ -115,7 +119,7 @@ def test_api_key_from_environment_is_sent_but_never_shown(monkeypatch, local_mod
 def test_cache_in_front_of_the_http_backend_resumes_after_failures(tmp_path, local_model):
     # Two of five requests fail for good on the first pass; the three that succeeded are kept.
     faults = FaultPlan(status_by_request={2: 500, 3: 500, 4: 500, 5: 500})
-    with ChatServer(local_model, "tiny", faults=faults) as server:
+    with ChatServer(local_model, "tiny") as upstream, FaultyProxy(upstream.base_url, faults) as server:
         cache = ResponseCache(tmp_path / "c.sqlite")
         first = CachedBackend(_client(server, max_concurrency=1, max_retries=1), cache)
         with pytest.raises(BackendError):

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from crv_dagster.config import CONFIG_DIR, ProfileError, load_profile_file
-from crv_dagster.orchestration.partitions import check_partition_key
+from crv_dagster.partition_keys import check_partition_key
 
 
 def _profile(tmp_path, edit, name="test") -> str:

@@ -1,11 +1,13 @@
 """Reading reasoning-model replies: thinking split off, cut and unfinished replies refused."""
 
+from collections import Counter
+
 import pytest
 from reasoning_double import THINK_MARKER, TRACE_MARKER, ReasoningDouble
 
 from crv_dagster.llm.base import ChatRequest, Completion, SamplingParams
 from crv_dagster.llm.openai_backend import OpenAIBackend
-from crv_dagster.llm.reply import count_problems, read_reply
+from crv_dagster.llm.reply import read_reply
 from crv_dagster.llm.server import ChatServer
 
 
@@ -33,7 +35,7 @@ def test_thinking_is_kept_for_audit_and_a_cut_reply_keeps_all_its_text():
     assert read_reply(Completion("is it 5?</think>4")).reasoning == "is it 5?"
     assert read_reply(Completion("is it 5? maybe", "length")).reasoning == "is it 5? maybe"
     replies = [read_reply(Completion(t, f)) for t, f in [("x", "length"), ("y", "length"), ("<think>z", "stop"), ("ok", "stop")]]
-    assert count_problems(replies) == {"truncated": 2, "unfinished_thinking": 1}
+    assert Counter(r.problem for r in replies if r.problem) == {"truncated": 2, "unfinished_thinking": 1}
 
 
 @pytest.mark.parametrize("reasoning_parser", [False, True])

@@ -38,6 +38,17 @@ def sandbox():
     return Sandbox(LIMITS, isolation="namespaces" if namespaces_available() else "limits", concurrency=2)
 
 
+@pytest.fixture(autouse=True)
+def this_process_is_unharmed():
+    """After every test of this module, whatever it ran: this process, its parent and the signal
+    handlers pytest installed are as they were (a sandbox escape could kill or re-signal them)."""
+    before = (os.getpid(), os.getppid(), signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    yield
+    # A parent that died would leave this process re-parented (to init or a subreaper).
+    assert (os.getpid(), os.getppid(), signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    os.kill(before[1], 0)  # and the parent itself is still there
+
+
 def _leftover_processes() -> list[str]:
     """Processes of the sandbox's uids still alive."""
     out = subprocess.run(["ps", "-eo", "uid=,pid=,comm="], capture_output=True, text=True).stdout
@@ -258,10 +269,3 @@ def test_the_command_line_prints_one_verdict_per_test(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "crv_dagster.sandbox", str(program), "--tests", str(program)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "cannot read test cases" in bad.stderr
-
-
-def test_the_test_process_is_unharmed():
-    """Last, after every attack above: this process and its parent are still here."""
-    assert os.getppid() != 1
-    os.kill(os.getpid(), 0)
-    assert signal.getsignal(signal.SIGTERM) is not None

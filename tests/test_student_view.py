@@ -15,7 +15,7 @@ from crv_dagster.cot import Cot
 from crv_dagster.formatting import student_messages
 from crv_dagster.models.store import resolve_model
 from crv_dagster.schemas import critiques_schema
-from crv_dagster.training.common import load_student
+from crv_dagster.models.loading import load_student
 
 ITEMS = [("What is 2 + 3?", "5", "2 + 3 = 5.\n\nThe answer is \\boxed{5}."),
          ("What is 4 x 4?", "16", Cot("So it is \\boxed{16}.", "4 x 4: four fours make 16.").text),

@@ -16,7 +16,7 @@ from crv_dagster.formatting import CODE_ANSWER
 from crv_dagster.llm.base import SamplingParams
 from crv_dagster.prompts import INJECT_FIELDS, INJECT_OPTIONAL, load_prompt
 from crv_dagster.schemas import rewritten_cots_schema
-from crv_dagster.training.pairs import incorrect_by_injection
+from crv_dagster.preference.pairs import incorrect_by_injection
 
 STEPS = "Ann has 3 apples and buys 2 more.\n\n3 + 2 = 5."
 ORIGINAL = f"{STEPS}\n\nThe answer is \\boxed{{5}}."

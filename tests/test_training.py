@@ -22,7 +22,7 @@ from crv_dagster.models.store import resolve_model
 from crv_dagster.schemas import model_manifest_schema, preference_pairs_schema
 from crv_dagster.training.cogpo import BetaCollator, CogPOTrainer, cogpo_loss, pair_dataset, train_preference
 from crv_dagster.training.common import CHECKPOINT_MARK
-from crv_dagster.training.pairs import (
+from crv_dagster.preference.pairs import (
     IncorrectCot,
     build_pairs,
     chat_prompt_renderer,
@@ -357,7 +357,7 @@ def test_rows_over_max_length_are_dropped_or_truncated_and_counted(student, tmp_
 
 
 def test_students_load_in_the_configured_precision(student):
-    from crv_dagster.training.common import load_student, resolve_dtype
+    from crv_dagster.models.loading import load_student, resolve_dtype
 
     assert resolve_dtype("auto") == (torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
                                      else torch.float32)
@@ -416,7 +416,7 @@ def test_the_matched_control_trains_on_as_many_raw_cots_as_sft_for_as_many_steps
 
 
 def test_dpo_mean_beta_uses_one_beta_equal_to_the_mean_of_cogpos(student, pairs, tmp_path):
-    from crv_dagster.training.cogpo import method_betas
+    from crv_dagster.methods import method_betas
 
     settings = _training().cogpo
     mean = float(pairs["beta"].mean())
@@ -438,7 +438,7 @@ def test_dpo_mean_beta_uses_one_beta_equal_to_the_mean_of_cogpos(student, pairs,
 
 
 def test_the_reversed_and_uniform_schedules_reach_the_loss(student, pairs, tmp_path):
-    from crv_dagster.training.cogpo import method_betas, reversed_schedule
+    from crv_dagster.methods import method_betas, reversed_schedule
 
     settings = _training().cogpo
     kinds = pairs.groupby("pair_type")["beta"].first().to_dict()
@@ -473,7 +473,7 @@ def test_the_profile_lists_the_beta_axis_and_the_raw_checkpoint_control():
 
 def test_a_left_out_pair_kind_trains_on_the_other_kinds_only(tmp_path):
     from crv_dagster.config import CogpoSettings, TrainingConfig
-    from crv_dagster.training.cogpo import method_betas
+    from crv_dagster.methods import method_betas
     from crv_dagster.training.plan import preference_runs
 
     training = TrainingConfig(cogpo=CogpoSettings(baselines=["cogpo_without"]))
@@ -542,7 +542,7 @@ def test_student_samples_come_from_the_partitions_own_student(artifacts, tmp_pat
 
     from crv_dagster.factory import cache_path
     from crv_dagster.llm.cache import ResponseCache
-    from crv_dagster.training.incorrect import find_incorrect_cots
+    from crv_dagster.preference.incorrect import find_incorrect_cots
 
     path = _profile_with_source(tmp_path, "incorrect_source: student\n    student_backend: student_eval\n"
                                           "    student_samples: 3\n    student_max_new_tokens: 8")
@@ -564,7 +564,7 @@ def test_injected_errors_come_from_the_agent(artifacts, tmp_path):
 
     from crv_dagster.factory import cache_path
     from crv_dagster.llm.cache import ResponseCache
-    from crv_dagster.training.incorrect import find_incorrect_cots
+    from crv_dagster.preference.incorrect import find_incorrect_cots
 
     path = _profile_with_source(tmp_path, "incorrect_source: inject")
     profile = load_profile_file(path)
@@ -580,7 +580,7 @@ def test_the_sft_source_samples_the_sft_checkpoint_and_leaves_other_formats_to_t
     import logging
 
     from crv_dagster.llm.cache import CachedBackend, ResponseCache
-    from crv_dagster.training import incorrect
+    from crv_dagster.preference import incorrect
 
     path = _profile_with_source(tmp_path, "incorrect_source: [sft, perturb]\n    student_backend: student_eval\n"
                                           "    student_samples: 2")

@@ -153,12 +153,13 @@ def test_an_edit_to_code_an_asset_runs_recomputes_it_and_nothing_else(tmp_path, 
         # the reason, and a re-run recomputes instead of reusing.
         source_copy("crv_dagster.agents.replies", "\n_LABEL_WORDS['easy'] += ('too short',)\n")
         changed = _statuses(TEST_PROFILE, instance)
-        # problems is conservatively out of date too: it finds the student (its context length limits
-        # a question) through models.store, which builds the tiny agents from the agents' reply formats.
-        for asset in ("problems", "critiques", "rewritten_cots", "verified_set"):
+        for asset in ("critiques", "rewritten_cots", "verified_set"):
             status, causes = changed[asset]
             assert status == StaleStatus.STALE
             assert any(c.category == StaleCauseCategory.CODE and "code version" in c.reason for c in causes)
+        # problems finds the student (its context length limits a question) through models, which
+        # build the tiny agents from the prompt files alone, not from how replies are read.
+        assert changed["problems"][0] == StaleStatus.FRESH
         assert not _memoized(TEST_PROFILE, instance, "critiques")
         assert _memoized(TEST_PROFILE, instance, "critiques")  # and the new result is reused in turn
 
@@ -212,6 +213,6 @@ def test_an_asset_modules_plain_imports_are_part_of_its_code():
                    for m in code)
     # cogpo_model scores its checkpoints on the held-out pairs in the step, critiques the student's NLL:
     # an edit to how either is computed makes them Unsynced.
-    assert {"crv_dagster.training.heldout", "crv_dagster.training.logprobs"} <= set(
+    assert {"crv_dagster.evaluation.heldout_pairs", "crv_dagster.models.logprobs"} <= set(
         closure(ASSET_READS["cogpo_model"].modules))
-    assert "crv_dagster.training.logprobs" in closure(ASSET_READS["critiques"].modules)
+    assert "crv_dagster.models.logprobs" in closure(ASSET_READS["critiques"].modules)

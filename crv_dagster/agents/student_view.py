@@ -35,7 +35,7 @@ def student_nll(model_path: str, items: Sequence[tuple[str, str, str]], batch_si
     ``max_tokens`` cuts a longer prompt + CoT (its tail is then left out of the mean); NaN for an
     empty CoT.
     """
-    from crv_dagster.training.logprobs import completion_logps, free_device_memory, load_for_scoring
+    from crv_dagster.models.logprobs import completion_logps, free_device_memory, load_for_scoring
 
     model, tokenizer = load_for_scoring(model_path)
     prompts = [tokenizer.apply_chat_template(student_messages(question, answer), tokenize=False,

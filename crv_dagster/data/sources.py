@@ -20,8 +20,6 @@ import pandas as pd
 
 from crv_dagster.answers import find_boxed, normalize_answer
 from crv_dagster.config import (
-    LIVECODEBENCH_COLUMNS,
-    LIVECODEBENCH_REPO,
     PROJECT_ROOT,
     BuiltinSource,
     ColumnMapping,
@@ -35,6 +33,13 @@ from crv_dagster.data.arith import generate_arith
 from crv_dagster.data.decontaminate import DuplicateFinder
 from crv_dagster.formatting import CODE_ANSWER
 from crv_dagster.sandbox.cases import TestCaseError, apps_cases, problem_cases
+
+# LiveCodeBench's Hub repository, and how its records are read: the answer is the public tests,
+# plus the private ones.
+LIVECODEBENCH_REPO = "livecodebench/code_generation_lite"
+LIVECODEBENCH_COLUMNS = {"question": "question_content", "answer": "public_test_cases",
+                         "private_tests": "private_test_cases", "starter_code": "starter_code",
+                         "metadata": "metadata", "id": "question_id"}
 
 
 class DataSourceError(ValueError):

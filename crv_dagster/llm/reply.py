@@ -22,9 +22,7 @@ replies here, and counts the unusable ones by these reasons.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable
 
 from crv_dagster.llm.base import Completion
 
@@ -76,8 +74,3 @@ def read_reply(completion: Completion) -> Reply:
         # A reasoning parser leaves the content empty when the thinking never ended.
         return Reply("", reasoning, UNFINISHED_THINKING if reasoning else EMPTY)
     return Reply(answer, reasoning, None)
-
-
-def count_problems(replies: Iterable[Reply]) -> dict[str, int]:
-    """How many replies were unusable, by reason (reasons with no reply are left out)."""
-    return dict(sorted(Counter(r.problem for r in replies if r.problem).items()))

@@ -27,7 +27,7 @@ import json
 import re
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from crv_dagster.llm.base import ChatRequest, SamplingParams
@@ -114,25 +114,15 @@ def text_pieces(text: str) -> list[str]:
     return re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
 
 
-@dataclass
-class FaultPlan:
-    """Which request numbers (1-based, counted over all POSTs) fail, and how."""
-
-    status_by_request: dict[int, int] = field(default_factory=dict)
-    delay_by_request: dict[int, float] = field(default_factory=dict)
-    malformed_requests: set[int] = field(default_factory=set)  # answered 200 with a body that is not JSON
-
-
 class ChatServer:
     def __init__(self, backend, served_name: str | tuple[str, ...], host: str = "127.0.0.1", port: int = 0,
-                 faults: FaultPlan | None = None, reasoning_parser: bool = False):
+                 reasoning_parser: bool = False):
         self.backend = backend
         self.served_names = (served_name,) if isinstance(served_name, str) else tuple(served_name)
         self.served_name = self.served_names[0]  # the name replies carry
         # As `vllm serve --reasoning-parser`: thinking goes to `message.reasoning`, and the content
         # is null when the thinking never ended.
         self.reasoning_parser = reasoning_parser
-        self.faults = faults or FaultPlan()
         self.requests_seen = 0
         self.completions_served = 0
         self._lock = threading.Lock()
@@ -176,21 +166,6 @@ class ChatServer:
                 with server._lock:
                     server.requests_seen += 1
                     number = server.requests_seen
-                if number in server.faults.delay_by_request:
-                    time.sleep(server.faults.delay_by_request[number])
-                if number in server.faults.status_by_request:
-                    status = server.faults.status_by_request[number]
-                    headers = {"Retry-After": "0"} if status == 429 else None
-                    self._send(status, {"error": {"message": f"injected failure {status}"}}, headers)
-                    return
-                if number in server.faults.malformed_requests:
-                    data = b'{"choices": [{"message": '  # cut off, as a broken proxy would
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    return
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return

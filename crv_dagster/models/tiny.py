@@ -114,12 +114,11 @@ def warmup_label(cot: str) -> str:
 
 
 def _warmup_examples(tokenizer, seed: int) -> list[tuple[list[int], int]]:
-    from crv_dagster.agents.critic import load_critic_prompt
-    from crv_dagster.agents.verifier import load_judge_prompt
     from crv_dagster.data.arith import generate_arith
+    from crv_dagster.prompts import CRITIC_FIELDS, JUDGE_FIELDS, load_prompt
 
-    critic = load_critic_prompt("critic.txt")
-    judge = load_judge_prompt("verify_judge.txt")
+    critic = load_prompt("critic.txt", required=CRITIC_FIELDS)
+    judge = load_prompt("verify_judge.txt", required=JUDGE_FIELDS)
     examples = []
     for i, problem in enumerate(generate_arith(120, seed=seed + 99)):
         size = WARMUP_STUDENT_SIZES[i % len(WARMUP_STUDENT_SIZES)]

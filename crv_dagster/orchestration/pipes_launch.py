@@ -25,7 +25,7 @@ import dagster as dg
 from dagster._core.errors import DagsterPipesExecutionError  # what a failed Pipes process raises
 
 from crv_dagster.config import CONFIG_DIR, PROJECT_ROOT, LaunchConfig, Profile, TrainingConfig
-from crv_dagster.orchestration.partitions import PartitionKey
+from crv_dagster.partition_keys import PartitionKey
 from crv_dagster.orchestration.tracking import MlflowTracking, TrackedRun
 from crv_dagster.training.job import LAUNCHER_PID_ENV, MESSAGE_KIND, RunSpec, TrainingJob, run_digest, stored_result
 from crv_dagster.training.launch_command import free_port, launch_command

@@ -25,7 +25,8 @@ from crv_dagster.config import Profile
 from crv_dagster.llm.progress import reporting_to
 from crv_dagster.mlflow_run import TrackedRun
 from crv_dagster.orchestration.memo import models_output, reused_models, reused_table, table_output
-from crv_dagster.orchestration.partitions import PartitionKey, partition_of
+from crv_dagster.orchestration.partitions import partition_of
+from crv_dagster.partition_keys import PartitionKey
 from crv_dagster.orchestration.resources import ProfileResource
 from crv_dagster.orchestration.tracking import MlflowTracking
 

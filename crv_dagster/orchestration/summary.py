@@ -13,7 +13,7 @@ from crv_dagster.agents.roles import describe_agents, rewrite_outcome
 from crv_dagster.config import load_active_profile
 from crv_dagster.evaluation.benchmarks import heldout_name
 from crv_dagster.evaluation.report import headline, results_markdown
-from crv_dagster.orchestration.partitions import check_partition_key
+from crv_dagster.partition_keys import check_partition_key
 from crv_dagster.orchestration.tracking import MlflowTracking
 from crv_dagster.storage import table_path
 

@@ -32,10 +32,11 @@ from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from crv_dagster.config import CogpoSettings, TrainingConfig
+from crv_dagster.methods import method_betas
+from crv_dagster.models.loading import load_student
 from crv_dagster.training.callbacks import MlflowCurves
 from crv_dagster.training.common import (
     apply_length_policy,
-    load_student,
     lora_config,
     loss_summary,
     quiet,
@@ -45,13 +46,9 @@ from crv_dagster.training.common import (
 from crv_dagster.training.sft import token_count
 from crv_dagster.vocabulary import (
     COGPO,
-    COGPO_FROM_RAW,
-    COGPO_REVERSED,
     PREFERENCE_METHODS,
     is_preference_method,
-    left_out_kind,
     is_reference_method,
-    uniform_beta,
 )
 
 
@@ -216,32 +213,6 @@ def pair_lengths(pairs: pd.DataFrame, tokenizer) -> list[int]:
     prompts = token_count(tokenizer, pairs["prompt"])
     chosen, rejected = token_count(tokenizer, pairs["chosen"]), token_count(tokenizer, pairs["rejected"])
     return [p + max(c, r) + 1 for p, c, r in zip(prompts, chosen, rejected)]
-
-
-def reversed_schedule(pairs: pd.DataFrame) -> dict[str, float]:
-    """Each pair kind's beta under the reversed schedule: the kind with the smallest beta gets the
-    largest, and so on (over the kinds the pairs hold)."""
-    schedule = pairs.groupby("pair_type")["beta"].first().astype(float).sort_values(kind="stable")
-    return dict(zip(schedule.index, schedule.to_numpy()[::-1].tolist()))
-
-
-def method_betas(method: str, pairs: pd.DataFrame, settings: CogpoSettings) -> list[float] | None:
-    """The beta of each pair under ``method``: CogPO's per-kind betas (from the raw-CoT checkpoint
-    too, and on the pairs left when one kind is left out), the same schedule reversed across the kinds, one beta for every pair (``cogpo_uniform_<b>``),
-    DPO's single beta, or one beta equal to the mean of CogPO's (same scale, no schedule); None for
-    losses with no per-pair beta."""
-    if method in (COGPO, COGPO_FROM_RAW) or left_out_kind(method) is not None:
-        return list(pairs["beta"].astype(float))
-    if method == COGPO_REVERSED:
-        schedule = reversed_schedule(pairs)
-        return [schedule[kind] for kind in pairs["pair_type"]]
-    if (beta := uniform_beta(method)) is not None:
-        return [beta] * len(pairs)
-    if method == "dpo":
-        return [settings.dpo_beta] * len(pairs)
-    if method == "dpo_mean_beta":
-        return [float(pairs["beta"].astype(float).mean())] * len(pairs)
-    return None
 
 
 def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config: TrainingConfig,

@@ -1,4 +1,4 @@
-"""What SFT and CogPO share: loading the student, TRL settings, saving checkpoints safely."""
+"""What SFT and CogPO share: TRL settings, length policies, saving checkpoints safely."""
 
 from __future__ import annotations
 
@@ -6,34 +6,9 @@ import shutil
 from pathlib import Path
 
 from crv_dagster.config import LoraSettings, TrainerSettings
+from crv_dagster.models.loading import bf16_device
 
 CHECKPOINT_MARK = ".crv-complete"
-
-
-def _bf16_device() -> bool:
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-def resolve_dtype(name: str):
-    """The torch dtype for ``torch_dtype``: ``auto`` is bfloat16 on a GPU that supports it, else float32
-    (a CPU trains bf16 weights slowly and with visible rounding in the loss)."""
-    import torch
-
-    if name == "auto":
-        return torch.bfloat16 if _bf16_device() else torch.float32
-    return getattr(torch, name)
-
-
-def load_student(path: str, torch_dtype: str = "auto"):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(torch_dtype))
-    return model, tokenizer
 
 
 def apply_length_policy(frame, lengths: list[int], settings: TrainerSettings, what: str):
@@ -71,7 +46,7 @@ def trainer_kwargs(settings: TrainerSettings, output_dir: Path, seed: int) -> di
         lr_scheduler_type=settings.lr_scheduler_type,
         weight_decay=settings.weight_decay,
         # bf16 mixed precision needs a device that has it; on a CPU the setting is recorded but off.
-        bf16=settings.bf16 and _bf16_device(),
+        bf16=settings.bf16 and bf16_device(),
         gradient_checkpointing=settings.gradient_checkpointing,
         # Non-reentrant checkpointing also works with LoRA (frozen inputs) and is the current default.
         gradient_checkpointing_kwargs={"use_reentrant": False} if settings.gradient_checkpointing else None,

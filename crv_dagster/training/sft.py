@@ -14,17 +14,17 @@ import pandas as pd
 
 from crv_dagster.config import TrainingConfig
 from crv_dagster.cot import adjusted_completion
+from crv_dagster.models.loading import load_student
+from crv_dagster.preference.pairs import chat_prompt_renderer
 from crv_dagster.training.callbacks import MlflowCurves
 from crv_dagster.training.common import (
     apply_length_policy,
-    load_student,
     lora_config,
     loss_summary,
     quiet,
     save_trained,
     trainer_kwargs,
 )
-from crv_dagster.training.pairs import chat_prompt_renderer
 from crv_dagster.vocabulary import SFT
 
 

@@ -26,10 +26,10 @@ from crv_dagster.orchestration.types import (
     preference_pairs_schema,
     table_asset_args,
 )
-from crv_dagster.training import heldout as heldout_lib
-from crv_dagster.training import pairs as pairs_lib
+from crv_dagster.evaluation import heldout_pairs as heldout_lib
+from crv_dagster.preference import pairs as pairs_lib
 from crv_dagster.training import plan
-from crv_dagster.training.incorrect import find_incorrect_cots
+from crv_dagster.preference.incorrect import find_incorrect_cots
 from crv_dagster.versions import AssetReads, backend_identity, prompt_text, students, table_version, training_by_size
 from crv_dagster.vocabulary import COGPO, PAIR_TYPES, RESCUED, SFT, SFT_RAW_MATCHED, SUITED
 
@@ -67,11 +67,11 @@ _JOB = (__name__, "crv_dagster.orchestration.pipes_launch", "crv_dagster.trainin
         "crv_dagster.models.located", "crv_dagster.model_card")
 READS = {
     "preference_pairs": AssetReads(
-        (__name__, "crv_dagster.training.pairs", "crv_dagster.training.incorrect", "crv_dagster.factory"),
+        (__name__, "crv_dagster.preference.pairs", "crv_dagster.preference.incorrect", "crv_dagster.factory"),
         _pairs_reads),
     "sft_model": AssetReads(_JOB, _trained_reads("sft")),
     # Every preference checkpoint is also scored on the held-out pairs, in the step itself.
-    "cogpo_model": AssetReads((*_JOB, "crv_dagster.training.heldout"), _trained_reads("cogpo")),
+    "cogpo_model": AssetReads((*_JOB, "crv_dagster.evaluation.heldout_pairs"), _trained_reads("cogpo")),
 }
 
 GROUP = "training"

@@ -23,7 +23,7 @@ def load_for_scoring(path: str):
     """The checkpoint at ``path`` and its tokenizer, in eval mode, on a GPU when there is one."""
     import torch
 
-    from crv_dagster.training.common import load_student
+    from crv_dagster.models.loading import load_student
 
     model, tokenizer = load_student(path)
     return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), tokenizer

@@ -261,7 +261,7 @@ def build_pairs(verified: pd.DataFrame, incorrect: list[IncorrectCot], betas: di
                 "question": first["question"], "answer": first["answer"], "pair_type": pair_type,
                 "beta": float(betas[pair_type]), "prompt": prompt, "chosen": chosen, "rejected": rejected,
                 "rejected_source": source,
-                # Measured as the held-out metrics score them (training/heldout.pair_logps): stripped.
+                # Measured as the held-out metrics score them (evaluation/heldout_pairs.pair_logps): stripped.
                 "chosen_tokens": count_tokens(chosen.strip()), "rejected_tokens": count_tokens(rejected.strip()),
             })
     return pd.DataFrame(rows, columns=PAIR_COLUMNS), refused

@@ -17,7 +17,7 @@ from crv_dagster.models.located import student_base_model
 from crv_dagster.formatting import student_messages
 from crv_dagster.llm.base import SamplingParams
 from crv_dagster.solutions import MATH_CHECKER, SolutionChecker
-from crv_dagster.training.pairs import (
+from crv_dagster.preference.pairs import (
     incorrect_by_injection,
     incorrect_by_perturbation,
     incorrect_by_student,

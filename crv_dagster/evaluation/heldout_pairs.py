@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from crv_dagster.config import CogpoSettings
+from crv_dagster.methods import method_betas
 from crv_dagster.vocabulary import PAIR_TYPES
 
 METRICS = ("loss", "margin", "logratio_margin", "accuracy", "logp_accuracy")
@@ -39,7 +40,6 @@ def kind_betas(method: str, train_pairs: pd.DataFrame, settings: CogpoSettings) 
     """The beta ``method`` gives each pair kind, as it trained: its schedule on the training pairs
     (so a reversed or mean beta is the one it used); a kind it never saw keeps CogPO's beta, and a
     method with no per-pair beta (SimPO, ORPO) is measured with DPO's."""
-    from crv_dagster.training.cogpo import method_betas  # imports TRL: seconds, and only needed here
 
     betas = method_betas(method, train_pairs, settings)
     if betas is None:
@@ -51,7 +51,7 @@ def kind_betas(method: str, train_pairs: pd.DataFrame, settings: CogpoSettings) 
 def pair_logps(model_path: str, pairs: pd.DataFrame, batch_size: int = 4) -> pd.DataFrame:
     """Summed log-probability and token count of every pair's chosen and rejected CoT under the
     checkpoint at ``model_path`` (on a GPU when there is one)."""
-    from crv_dagster.training.logprobs import completion_logps, free_device_memory, load_for_scoring
+    from crv_dagster.models.logprobs import completion_logps, free_device_memory, load_for_scoring
 
     model, tokenizer = load_for_scoring(model_path)
     # Chosen and rejected CoTs in one pass, so the length batches are drawn from both.

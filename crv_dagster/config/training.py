@@ -1,0 +1,152 @@
+"""Training: SFT and preference-optimisation settings, how pairs are built, and the baselines a
+profile trains beside CRV's SFT and CogPO.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from crv_dagster.config.base import StrictModel
+from crv_dagster.config.crv import REWRITE_TOKENS
+from crv_dagster.config.launch import LaunchConfig
+from crv_dagster.vocabulary import COGPO, PAIR_TYPES, uniform_method, without_method
+
+
+class LoraSettings(StrictModel):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    # Attention and MLP projections; TRL's fused LM head refuses LoRA on lm_head.
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class TrainerSettings(StrictModel):
+    """What TRL's configs take; the CPU-relevant defaults are set explicitly (TRL turns bf16 and
+    gradient checkpointing on by default, even on a CPU)."""
+
+    learning_rate: float = Field(2e-5, gt=0)
+    num_train_epochs: float = Field(3.0, gt=0)
+    max_steps: int = Field(-1, description="> 0 overrides num_train_epochs")
+    per_device_train_batch_size: int = Field(4, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    max_length: int = Field(4096, gt=0, description="prompt + completion tokens")
+    overlength: Literal["drop", "truncate"] = Field(
+        "drop", description="rows longer than max_length: left out, or cut at max_length (a cut CoT loses its answer)")
+    torch_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights as loaded; auto: bfloat16 on a GPU that supports it, else float32")
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    lr_scheduler_type: str = "cosine"
+    weight_decay: float = Field(0.0, ge=0.0)
+    bf16: bool = Field(False, description="bf16 mixed precision; only where the device supports it")
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(1, gt=0)
+
+
+class PairBetas(StrictModel):
+    """Beta per pair kind. Only the large-gap value (0.5) is published; the others follow the
+    reading that a smaller gap (both CoTs correct) should stay closer to the reference."""
+
+    small_gap: float = Field(1.0, gt=0)
+    medium_gap: float = Field(0.75, gt=0)
+    large_gap: float = Field(0.5, gt=0)
+
+
+IncorrectSource = Literal["student", "sft", "inject", "perturb"]
+
+
+class PairsConfig(StrictModel):
+    incorrect_source: IncorrectSource | list[IncorrectSource] = Field(
+        "student", description="student: wrong samples of the base student; sft: wrong samples of the SFT "
+                               "checkpoint (seeds[0]), which has learned the CoTs' format: on-policy negatives, "
+                               "and preference_pairs then reads sft_model; inject: an agent adds one error to the "
+                               "correct CoT, in its format; perturb: a rule changes the last result (no model "
+                               "needed). A list is tried in order, each for the problems that still have no "
+                               "incorrect CoT; a wrong answer in the other format than the correct CoT (a trace "
+                               "against none) is passed over, counted as format_mismatch")
+    student_backend: str | None = Field(None, description="a key of `backends` used with the student's weights "
+                                                          "(the base student's, or the SFT checkpoint's for sft)")
+    student_samples: int = Field(4, gt=0)
+    student_temperature: float = Field(1.0, gt=0)
+    student_max_new_tokens: int = Field(512, gt=0)
+    inject_backend: str | None = Field(None, description="default: the CRV agent backend")
+    inject_prompt: str = "inject_error.txt"
+    inject_max_new_tokens: int = Field(REWRITE_TOKENS, gt=0, description="thinking and the rewrite together")
+    betas: PairBetas = PairBetas()
+    seed: int = 0
+    heldout_problems: int = Field(
+        0, ge=0, description="eval-split problems that get pairs built the same way (heldout_pairs), on which "
+                             "every preference checkpoint's loss, margin and accuracy per pair kind are measured; "
+                             "0: none")
+
+    @property
+    def incorrect_sources(self) -> list[str]:
+        value = self.incorrect_source
+        return list(dict.fromkeys(value)) if isinstance(value, list) else [value]
+
+
+# `cogpo_uniform` stands for one `cogpo_uniform_<beta>` per beta value of the schedule.
+PreferenceBaseline = Literal["dpo", "dpo_mean_beta", "ipo", "simpo", "orpo", "cogpo_from_raw", "cogpo_reversed",
+                             "cogpo_uniform", "cogpo_without", "cogpo_without_small_gap", "cogpo_without_medium_gap",
+                             "cogpo_without_large_gap"]
+SftBaseline = Literal["sft_raw", "sft_filter", "sft_raw_matched"]
+
+
+class CogpoSettings(TrainerSettings):
+    learning_rate: float = Field(1e-6, gt=0)
+    num_train_epochs: float = Field(1.0, gt=0)
+    dpo_beta: float = Field(0.1, gt=0, description="the single beta of the plain DPO baseline")
+    baselines: list[PreferenceBaseline] = Field(
+        [], description="also train these on the same pairs: from the same SFT checkpoint (dpo, dpo_mean_beta, "
+                        "ipo, simpo, orpo; the beta axis: cogpo_reversed, the schedule reversed across the pair "
+                        "kinds, and cogpo_uniform, one run per beta of the schedule with that beta for every "
+                        "pair; cogpo_without_<kind>, CogPO on the pairs of the other kinds, or cogpo_without for "
+                        "one run per kind), or from the sft_raw checkpoint (cogpo_from_raw, which needs sft_raw)")
+    ipo_tau: float = Field(0.1, gt=0, description="IPO's regularisation (TRL's beta for loss_type ipo)")
+    simpo_beta: float = Field(2.0, gt=0, description="SimPO's reward scale (per-token average log-prob)")
+    simpo_gamma: float = Field(0.5, ge=0, description="SimPO's target reward margin")
+    orpo_lambda: float = Field(0.1, gt=0, description="ORPO's weight of the odds-ratio term (TRL's beta)")
+
+    @field_validator("baselines")
+    @classmethod
+    def _distinct(cls, value: list) -> list:
+        return list(dict.fromkeys(value))
+
+
+class TrainingConfig(StrictModel):
+    """``preference_methods`` lists what ``cogpo_model`` trains, CogPO first."""
+
+    finetuning: Literal["full", "lora"] = "full"
+    launch: LaunchConfig = LaunchConfig()
+    lora: LoraSettings = LoraSettings()
+    sft: TrainerSettings = TrainerSettings()
+    pairs: PairsConfig = PairsConfig()
+    cogpo: CogpoSettings = CogpoSettings()
+    sft_baselines: list[SftBaseline] = Field(
+        [], description="also fine-tune the base student on these data: sft_raw (raw CoTs that reach the "
+                        "reference answer), sft_filter (CoTs the Critic labelled medium, none rewritten), "
+                        "sft_raw_matched (as many of those raw CoTs as sft has rows, a seeded draw: matched on the "
+                        "row count, so equal steps, not on problems, lengths or labels; sft's rescued rows, "
+                        "crv.rescued, have no counterpart in its pool)")
+    torch_threads: int | None = Field(None, gt=0, description="CPU threads for training (None: torch's default)")
+
+    @model_validator(mode="after")
+    def _raw_checkpoint_for_cogpo_from_raw(self) -> "TrainingConfig":
+        if "cogpo_from_raw" in self.cogpo.baselines and "sft_raw" not in self.sft_baselines:
+            raise ValueError("cogpo.baselines: cogpo_from_raw starts from the sft_raw checkpoint, so sft_baselines "
+                             "must include sft_raw")
+        return self
+
+    def preference_methods(self) -> list[str]:
+        """CogPO and every baseline the profile lists, ``cogpo_uniform`` expanded to one method per
+        beta value of the schedule."""
+        methods = [COGPO]
+        for name in self.cogpo.baselines:
+            if name == "cogpo_uniform":
+                methods += [uniform_method(b) for b in sorted(set(self.pairs.betas.model_dump().values()))]
+            elif name == "cogpo_without":
+                methods += [without_method(kind) for kind in PAIR_TYPES]
+            else:
+                methods.append(name)
+        return list(dict.fromkeys(methods))
