@@ -13,11 +13,7 @@ import dagster as dg
 
 from crv_dagster.config import active_profile_path, load_profile_file
 from crv_dagster.hub_access import require_hub_when_needed
-from crv_dagster.orchestration.assets.crv import build_crv_assets
-from crv_dagster.orchestration.assets.data import build_data_assets
-from crv_dagster.orchestration.assets.evaluation import build_evaluation_assets
-from crv_dagster.orchestration.assets.heldout import build_heldout_assets
-from crv_dagster.orchestration.assets.training import build_training_assets
+from crv_dagster.orchestration.assets import build_assets
 from crv_dagster.orchestration.console import quiet_libraries
 from crv_dagster.orchestration.io_manager import ParquetIOManager
 from crv_dagster.orchestration.partitions import build_partitions, dataset_partitions
@@ -34,9 +30,7 @@ def build_definitions(profile_file: str | Path, run: bool = False) -> dg.Definit
         require_hub_when_needed(profile)
     partitions = build_partitions(profile)
     tables_dir = str(profile.artifacts_dir / "tables")
-    assets = (build_data_assets(partitions, profile) + build_crv_assets(partitions, profile)
-              + build_training_assets(partitions, profile) + build_heldout_assets(partitions, profile)
-              + build_evaluation_assets(partitions, profile))
+    assets = build_assets(partitions, profile)
     pipeline = dg.define_asset_job(
         "crv_pipeline",
         selection=dg.AssetSelection.all() - dg.AssetSelection.assets("results"),

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from crv_dagster.config import KubernetesLaunch, LaunchConfig, Profile
-from crv_dagster.orchestration.partitions import PartitionKey
+from crv_dagster.partition_key import PartitionKey
 from crv_dagster.training.launch_command import launch_command
 
 # Relative to the image's working directory, which is the project's root.

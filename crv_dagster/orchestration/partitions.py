@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import dagster as dg
 
 from crv_dagster.config import Profile
+from crv_dagster.partition_key import PartitionKey, check_partition_key, partition_keys
 
 DATASET = "dataset"
 MODEL_SIZE = "model_size"
-
-
-class PartitionKey(NamedTuple):
-    dataset: str
-    model_size: str
-
-    def __str__(self) -> str:  # Dagster's form: dimension values in alphabetical order of dimension
-        return f"{self.dataset}|{self.model_size}"
 
 
 def build_partitions(profile: Profile) -> dg.MultiPartitionsDefinition:
@@ -41,20 +32,6 @@ def by_dataset() -> dg.PartitionMapping:
     with warnings.catch_warnings():  # marked beta; its behaviour is what we rely on and test
         warnings.simplefilter("ignore", dg.BetaWarning)
         return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=DATASET)
-
-
-def partition_keys(profile: Profile) -> list[str]:
-    return [str(PartitionKey(d, s)) for d in profile.datasets for s in profile.model_sizes]
-
-
-def check_partition_key(profile: Profile, key: str) -> PartitionKey:
-    """The key as a PartitionKey, or a ValueError that lists the valid keys (Dagster's CLI only
-    says that the key is not in the partitions definition)."""
-    if key not in partition_keys(profile):
-        raise ValueError(f"'{key}' is not a partition of profile '{profile.name}'; valid keys: "
-                         f"{', '.join(partition_keys(profile))} (form: '<dataset>|<model_size>')")
-    dataset, size = key.split("|")
-    return PartitionKey(dataset, size)
 
 
 def main() -> None:
