@@ -99,6 +99,8 @@ def code_version(profile: Profile, asset: str) -> str:
 
 # Set on a frame by the asset that just hashed it, so the IO manager need not hash it again.
 TABLE_VERSION_ATTR = "crv.table_version"
+# Set on a frame by the asset whose stage returned tables to store beside it (StageResult.tables).
+TABLES_BESIDE_ATTR = "crv.tables_beside"
 
 
 def table_version(frame: pd.DataFrame) -> str:

@@ -6,7 +6,8 @@ it reuses the stored result when nothing the asset depends on changed, opens the
 run, logs the result's metrics and parameters there, and returns the table with its metrics, its
 row count, its content's data version and the link to the run under one metadata key
 (``MLFLOW_LINK``); then the asset's checks, on a reused table too. The stage's plain metadata
-values become Dagster's here.
+values become Dagster's here, and the tables it returns beside its own go to the IO manager with
+its table.
 
 Assets that open several MLflow runs of their own (one per trained or scored model) ask for
 ``own_runs``: their stage gets no run of ``table_stage``'s, opens its runs through
@@ -33,6 +34,7 @@ from crv_dagster.orchestration.pipes_launch import job_runner
 from crv_dagster.orchestration.resources import ProfileResource
 from crv_dagster.orchestration.tracking import MlflowTracking
 from crv_dagster.stages.base import MLFLOW_LINK, CheckResult, FilePath, Json, Markdown, Stage, Url
+from crv_dagster.versions import TABLES_BESIDE_ATTR
 
 
 def dagster_value(value: Any) -> Any:
@@ -117,6 +119,9 @@ def table_stage(context: dg.AssetExecutionContext, profile: ProfileResource, mlf
                     "dagster/row_count": len(frame)}
         if link:
             metadata[MLFLOW_LINK] = dg.MetadataValue.url(link)
-        yield (models_output if models else table_output)(frame, metadata)
+        output = (models_output if models else table_output)(frame, metadata)
+        if result.tables:  # after the version is taken: the IO manager writes and removes them
+            frame.attrs[TABLES_BESIDE_ATTR] = result.tables
+        yield output
     for check in stage.check(frame, cfg) if hasattr(stage, "check") else ():
         yield dagster_check(check)

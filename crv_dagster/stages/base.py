@@ -113,6 +113,9 @@ class StageResult:
     metadata: dict[str, Any] = field(default_factory=dict)  # metadata only: Json, Markdown, Url, FilePath, text
     params: dict[str, Any] = field(default_factory=dict)  # MLflow parameters
     link: str | None = None  # the MLflow page the asset links to, for a stage with its own runs
+    # Tables stored beside the asset's own, by name, in the same partition (eval_scores' per-problem
+    # eval_details): detail no asset reads, written by the IO manager with the asset's table.
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def run_links(links: dict[str, str]) -> dict[str, Url]:

@@ -19,7 +19,7 @@ from crv_dagster.model_card import add_scores
 from crv_dagster.models.located import student_base_model
 from crv_dagster.stages.base import FilePath, Json, Markdown, Stage, StageResult, run_links
 from crv_dagster.stages.display import markdown_table
-from crv_dagster.storage import table_path, write_table
+from crv_dagster.storage import table_path
 from crv_dagster.versions import backend_identity, students
 from crv_dagster.vocabulary import BASE
 
@@ -32,6 +32,8 @@ def reads(profile: Profile) -> dict:
             # device time counts every training process
             "processes": {size: p.training_for(size).launch.num_processes for size in p.model_sizes}}
 
+
+DETAILS = "eval_details"  # every model's answer to every problem, stored beside eval_scores
 
 # Shares shown in percent, as `results` and MLflow show them (the table itself keeps fractions).
 PERCENT_COLUMNS = {"accuracy": "accuracy %", "cons_at_n": "cons@n %", "ci_low": "ci_low %", "ci_high": "ci_high %",
@@ -74,8 +76,7 @@ def run(stage: Stage, problems: pd.DataFrame, rewritten_cots: pd.DataFrame, pref
     for model in models:
         if model.method != BASE:  # a trained checkpoint's card gains what it scored
             add_scores(model.path, scores[(scores["method"] == model.method) & (scores["seed"] == model.seed)])
-    detail_path = table_path(cfg.artifacts_dir / "tables", "eval_details", str(key))
-    write_table(pd.concat(details, ignore_index=True), detail_path)
+    detail_path = table_path(cfg.artifacts_dir / "tables", DETAILS, str(key))  # where the IO manager puts them
     protocol = cfg.evaluation.protocol.model_dump()
     # The asset's link opens the runs table on this experiment's score runs, one per model and seed.
     return StageResult(frame=scores, metadata={
@@ -90,4 +91,5 @@ def run(stage: Stage, problems: pd.DataFrame, rewritten_cots: pd.DataFrame, pref
         "lighteval_results": FilePath(str(lighteval_dir)),
         "scores": markdown_table(_in_percent(scores), ["method", "seed", "benchmark", *PERCENT_COLUMNS.values(),
                                                         "p_vs_cogpo", "p_vs_cogpo_holm", "num_problems"], rows=80),
-    }, link=stage.tracking.scores_view_url() or next(iter(links.values())))
+    }, link=stage.tracking.scores_view_url() or next(iter(links.values())),
+        tables={DETAILS: pd.concat(details, ignore_index=True)})
