@@ -1,7 +1,9 @@
 """The one Definitions object: assets, resources and jobs for the active profile.
 
 The profile (``CRV_PROFILE``, default ``demo``) fixes the partition values, so it is read when
-the code location loads.
+the code location loads: ``defs`` is Dagster's lazy entry point, called by Dagster where it loads
+the code location (the CLI, `dagster dev`, each step worker), not on import, so that importing this
+module (a test building its own definitions) starts no watcher and recovers nothing.
 """
 
 from __future__ import annotations
@@ -60,9 +62,13 @@ def build_definitions(profile_file: str | Path, run: bool = False) -> dg.Definit
     )
 
 
-defs = build_definitions(active_profile_path(), run=True)
-exit_with_parent()  # a step worker stops when its run's process is killed (see recovery.py)
-quiet_libraries()
-# Dead runs of this instance free their pool slots before this process's run can wait on them.
-recover_on_load(defs.resources["mlflow"].tracking_uri, log=lambda line: print(f"crv-dagster: {line}",
-                                                                               file=sys.stderr, flush=True))
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location: the active profile's definitions, and the housekeeping of a process that runs them."""
+    loaded = build_definitions(active_profile_path(), run=True)
+    exit_with_parent()  # a step worker stops when its run's process is killed (see recovery.py)
+    quiet_libraries()
+    # Dead runs of this instance free their pool slots before this process's run can wait on them.
+    recover_on_load(loaded.resources["mlflow"].tracking_uri,
+                    log=lambda line: print(f"crv-dagster: {line}", file=sys.stderr, flush=True))
+    return loaded
