@@ -25,7 +25,7 @@ _KEPT = ("num_cots", "teacher_accuracy", "label_easy", "label_medium", "label_ha
 
 def reads(profile: Profile) -> dict:
     return {"heldout_problems": profile.training.pairs.heldout_problems,
-            "chain": [stage.reads(profile) for stage in _CHAIN]}
+            "chain": [module.reads(profile) for module in _CHAIN]}
 
 
 def run(stage: Stage, problems: pd.DataFrame, sft_model: pd.DataFrame | None = None) -> StageResult:

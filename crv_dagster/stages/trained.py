@@ -17,14 +17,14 @@ from crv_dagster.stages.base import Stage
 from crv_dagster.versions import students, table_version, training_by_size
 
 
-def training_reads(profile: Profile, stage: str) -> dict:
-    """What a model asset trains with: its stage's settings (``sft`` or ``cogpo``), LoRA, the
+def training_reads(profile: Profile, kind: str) -> dict:
+    """What a model asset trains with: its kind's settings (``sft`` or ``cogpo``), LoRA, the
     process count per size, threads and seeds."""
     training = profile.training
     out = {"lora": training.lora.model_dump(mode="json"), "by_size": training_by_size(profile),
-           stage: getattr(training, stage).model_dump(mode="json"), "torch_threads": training.torch_threads,
+           kind: getattr(training, kind).model_dump(mode="json"), "torch_threads": training.torch_threads,
            "seeds": profile.seeds}
-    if stage == "sft":
+    if kind == "sft":
         out.update(sft_baselines=training.sft_baselines, students=students(profile))
     return out
 
