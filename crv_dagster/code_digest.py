@@ -1,12 +1,10 @@
 """A digest of the package code a computation runs, for code versions and training resume.
 
-An asset names the plain modules its computation starts from (and its own module, counted as it is,
-its imports not followed); everything those plain modules import inside the package, at any depth
-and wherever in a module the import stands, is part of its code. The digest
-is of each module's syntax tree without docstrings, so an edit to a comment, a docstring or the
-layout keeps results reusable and any edit to what runs does not. It is conservative: a module
-counts as a whole even when the asset uses one function of it. The Dagster layer
-(``crv_dagster.orchestration``) is never followed: it wires, and the plain modules compute.
+A computation starts from one module (an asset's stage module, the training job); everything it
+imports inside the package, at any depth and wherever in a module the import stands, is part of
+its code. The digest is of each module's syntax tree without docstrings, so an edit to a comment,
+a docstring or the layout keeps results reusable and any edit to what runs does not. It is
+conservative: a module counts as a whole even when the computation uses one function of it.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from typing import Iterable
 PACKAGE = "crv_dagster"
 # The package's source folder; tests point it at an edited copy.
 PACKAGE_DIR = Path(__file__).resolve().parent
-_NOT_FOLLOWED = (f"{PACKAGE}.orchestration",)
 
 
 def module_path(module: str, root: Path | None = None) -> Path | None:
@@ -62,12 +59,18 @@ def _without_docstrings(tree: ast.Module) -> ast.Module:
     return tree
 
 
-@lru_cache(maxsize=None)
 def _read(module: str, root: Path) -> tuple[str, frozenset[str]] | None:
     """(digest of the module's code, the package modules it imports), or None for no such module."""
     path = module_path(module, root)
     if path is None:
         return None
+    stat = path.stat()
+    return _parsed(module, path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=None)
+def _parsed(module: str, path: Path, mtime_ns: int, size: int) -> tuple[str, frozenset[str]]:
+    # Keyed by the file's time and size too: an edited file is read again, the others are not.
     tree = ast.parse(path.read_text(), filename=str(path))
     imports = frozenset(_imported(module, tree, path.name == "__init__.py"))
     code = ast.dump(_without_docstrings(tree), include_attributes=False)
@@ -97,20 +100,15 @@ def closure(modules: Iterable[str], root: Path | None = None) -> dict[str, str]:
     root = (root or PACKAGE_DIR).resolve()
     seen: dict[str, str] = {}
     todo = list(modules)
-    roots = set(todo)
     while todo:
         module = todo.pop()
-        layer = module.startswith(_NOT_FOLLOWED)
-        if module in seen or (layer and module not in roots):
+        if module in seen:
             continue
         read = _read(module, root)
         if read is None:
             continue  # a name imported from a module, not a module
         seen[module], imports = read
-        # An asset's own module counts as text; what it imports is declared beside it (READS), so
-        # that an asset does not take on the code of the other assets its module defines.
-        if not layer:
-            todo.extend(imports - seen.keys())
+        todo.extend(imports - seen.keys())
     return dict(sorted(seen.items()))
 
 
@@ -121,5 +119,5 @@ def code_digest(modules: Iterable[str], root: Path | None = None) -> str:
 
 
 def forget() -> None:
-    """Read the source files again (after an edit in the same process)."""
-    _read.cache_clear()
+    """Read the source files again (after an edit in the same process that kept a file's time and size)."""
+    _parsed.cache_clear()

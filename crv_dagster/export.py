@@ -34,7 +34,7 @@ from crv_dagster.config import Profile, load_active_profile, load_profile_file
 from crv_dagster.formatting import student_messages
 from crv_dagster.partition_keys import check_partition_key
 from crv_dagster.storage import read_table, table_path
-from crv_dagster.versions import table_version
+from crv_dagster.versions import code_version, table_version
 from crv_dagster.vocabulary import CONTAMINATED, SUITED
 
 TABLES = ("problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs")
@@ -85,9 +85,6 @@ def preference_rows(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def provenance(profile: Profile, partition: str, tables: dict[str, pd.DataFrame]) -> dict:
-    from crv_dagster.orchestration.assets import ASSET_READS
-    from crv_dagster.versions import code_version
-
     problems, rewritten, pairs = tables["problems"], tables["rewritten_cots"], tables["preference_pairs"]
     suited = tables["verified_set"][tables["verified_set"]["role"] == SUITED]
     contaminated = problems.loc[problems["split"] == CONTAMINATED, "contaminated_with"]
@@ -95,7 +92,7 @@ def provenance(profile: Profile, partition: str, tables: dict[str, pd.DataFrame]
         "profile": profile.name, "profile_hash": profile.config_hash(), "partition": partition,
         "teacher_models": sorted(tables["raw_cots"]["teacher_model"].unique().tolist()),
         "agent_models": sorted(set(tables["critiques"]["agent_model"]) | set(rewritten["agent_model"])),
-        "code_versions": {a: code_version(profile, a, ASSET_READS[a]) for a in TABLES},
+        "code_versions": {a: code_version(profile, a) for a in TABLES},
         "data_versions": {a: table_version(frame) for a, frame in tables.items()},
         "counts": {"problems_by_split": problems["split"].value_counts().to_dict(),
                    "raw_cots": len(tables["raw_cots"]),

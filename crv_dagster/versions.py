@@ -1,10 +1,10 @@
 """Code versions and data versions, so that Dagster can tell what is out of date and why.
 
-An asset's **code version** is a hash of what its output depends on besides its inputs, as the
-asset declares it beside its definition (``AssetReads``): the code it runs (the package modules its
-computation uses, ``code_digest``), the slice of the profile it reads, the text of the prompt files
-it renders, the identities of the models it calls (their profile entries: Hub name and revision,
-package and file, tiny-model spec) and the package version. Edit a module the Critic's replies are
+An asset's **code version** is a hash of what its output depends on besides its inputs: the code it
+runs (its stage module, ``crv_dagster.stages.<asset>``, and every package module that imports, at
+any depth: ``code_digest``), the slice of the profile it reads (the stage's ``reads``) with the
+text of the prompt files it renders and the identities of the models it calls (their profile
+entries: Hub name and revision, package and file, tiny-model spec), and the package version. Edit a module the Critic's replies are
 read with, or one prompt, and only the assets that use it get a new code version; Dagster then
 shows them *Unsynced* ("code version changed"), and everything downstream as stale.
 
@@ -19,12 +19,12 @@ here: pin revisions for experiments that must not drift.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import json
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -84,24 +84,24 @@ def training_by_size(profile: Profile) -> dict:
     return by_size
 
 
-@dataclass(frozen=True)
-class AssetReads:
-    """What an asset's output depends on besides its inputs, declared beside the asset: the plain
-    modules its computation starts from (everything they import in the package is followed, see
-    ``code_digest``) and the slice of the profile it reads, with the prompt texts and model
-    identities that slice names."""
-
-    modules: tuple[str, ...]
-    profile: Callable[[Profile], dict] = field(default=lambda profile: {})
+def stage_module(asset: str) -> str:
+    """The module holding an asset's logic."""
+    return f"crv_dagster.stages.{asset}"
 
 
-def code_version(profile: Profile, asset: str, reads: AssetReads) -> str:
-    return _digest({"asset": asset, "package": package_version(), "code": code_digest(reads.modules),
-                    "depends_on": reads.profile(profile)})
+def code_version(profile: Profile, asset: str) -> str:
+    """The asset's code version: its stage's code (the stage module's import closure in the
+    package), the slice of the profile the stage reads, and the package version."""
+    module = stage_module(asset)
+    reads = importlib.import_module(module).reads
+    return _digest({"asset": asset, "package": package_version(), "code": code_digest([module]),
+                    "depends_on": reads(profile)})
 
 
 # Set on a frame by the asset that just hashed it, so the IO manager need not hash it again.
 TABLE_VERSION_ATTR = "crv.table_version"
+# Set on a frame by the asset whose stage returned tables to store beside it (StageResult.tables).
+TABLES_BESIDE_ATTR = "crv.tables_beside"
 
 
 def table_version(frame: pd.DataFrame) -> str:

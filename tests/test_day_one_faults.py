@@ -241,3 +241,30 @@ def test_a_step_waiting_on_the_pool_names_the_run_that_holds_it_and_a_dead_holde
         assert recover(instance, log=lambda line: None) == [waiting.run_id]
         assert storage.claim_concurrency_slot(POOL, third.run_id, "raw_cots").is_claimed
         assert recover(instance, log=lambda line: None) == []
+
+
+def test_importing_the_definitions_starts_nothing(tmp_path):
+    """The housekeeping of a process that runs the pipeline (step-worker watch, recovery of dead runs,
+    quiet libraries) starts where Dagster loads the code location, not on import."""
+    probe = ("import os, threading; import crv_dagster.orchestration.definitions; "
+             "print(len(threading.enumerate()), os.environ.get('TQDM_DISABLE'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "CRV_VERBOSE")}
+    env.update(DAGSTER_HOME=str(_home(tmp_path)), CRV_PROFILE=str(TEST_PROFILE))
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # No pool watch, no step-worker watch, libraries left as they are, and nothing said on stderr.
+    assert done.stdout.split() == ["1", "None"] and "crv-dagster" not in done.stderr
+
+
+def test_loading_the_code_location_does_its_housekeeping(monkeypatch):
+    import crv_dagster
+    from crv_dagster.orchestration import definitions
+
+    calls = []
+    monkeypatch.setattr(definitions, "exit_with_parent", lambda: calls.append("exit_with_parent"))
+    monkeypatch.setattr(definitions, "quiet_libraries", lambda: calls.append("quiet_libraries"))
+    monkeypatch.setattr(definitions, "recover_on_load", lambda uri, log: calls.append("recover_on_load"))
+    monkeypatch.setenv("CRV_PROFILE", str(TEST_PROFILE))
+    assert calls == []
+    loaded = crv_dagster.defs()  # what `-m crv_dagster` finds: Dagster's lazy definitions
+    assert isinstance(loaded, dg.Definitions) and calls == ["exit_with_parent", "quiet_libraries", "recover_on_load"]

@@ -148,7 +148,7 @@ def test_accuracy_plot_of_one_size_keeps_the_methods_at_its_tick():
 
 
 def test_results_keep_the_benchmark_order_of_eval_scores():
-    from crv_dagster.orchestration.assets.evaluation import results_frame
+    from crv_dagster.stages.results import results_frame
 
     scores = _scores()
     frame = results_frame(scores)

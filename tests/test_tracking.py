@@ -45,8 +45,8 @@ def test_the_score_view_has_short_distinct_headers_named_groups_and_percentages(
     import pandas as pd
 
     from crv_dagster.config import CONFIG_DIR, load_profile_file
-    from crv_dagster.evaluation.runs import score_metrics
-    from crv_dagster.orchestration.tracking import SCORE_FILTER, SCORE_GROUP_PARAM, score_group
+    from crv_dagster.evaluation.runs import SCORE_GROUP_PARAM, score_group, score_metrics
+    from crv_dagster.orchestration.tracking import SCORE_FILTER
 
     demo = load_profile_file(CONFIG_DIR / "demo.yaml")
     summary = pd.DataFrame({"benchmark": ["arith_heldout", "arith_bench"], "accuracy": [0.25, 0.5],

@@ -9,7 +9,7 @@ from crv_dagster.agents import crv
 from crv_dagster.agents.rethinker import Rethinker, load_rethinker_prompts
 from crv_dagster.agents.verifier import Verifier
 from crv_dagster.llm.base import SamplingParams
-from crv_dagster.orchestration.assets.crv import side_by_side
+from crv_dagster.stages.rewritten_cots import side_by_side
 
 ORIGINAL = "Ann has 3 apples and buys 2 more.\n\n3 + 2 = 5.\n\nThe answer is \\boxed{5}."
 
@@ -48,7 +48,7 @@ def test_a_model_card_names_what_it_was_trained_from_without_a_local_path(artifa
     from crv_dagster.config import CONFIG_DIR, load_profile_file
     from crv_dagster.model_card import write_model_card
     from crv_dagster.models.located import models_dir
-    from crv_dagster.orchestration.assets.training import trained_from
+    from crv_dagster.stages.trained import trained_from
 
     demo = load_profile_file(CONFIG_DIR / "demo.yaml")
     student = models_dir(demo) / "smollm2-135m"

@@ -11,10 +11,11 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 from profiles import TEST_PROFILE
 
 from crv_dagster.config import CONFIG_DIR, load_profile_file
-from crv_dagster.orchestration.assets import ASSET_READS
+from crv_dagster.code_digest import closure
+from crv_dagster.orchestration.assets import ASSETS
 from crv_dagster.orchestration.definitions import build_definitions
 from crv_dagster.prompts import PROMPTS_DIR
-from crv_dagster.versions import code_version, table_version
+from crv_dagster.versions import code_version, stage_module, table_version
 
 CRV_ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set"]
 PARTITION = "arith|tiny-a"
@@ -73,13 +74,13 @@ def test_code_versions_follow_only_what_each_asset_reads():
     base = load_profile_file(CONFIG_DIR / "test.yaml")
     names = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs", "sft_model",
              "cogpo_model", "eval_scores"]
-    before = {n: code_version(base, n, ASSET_READS[n]) for n in names}
-    assert before == {n: code_version(load_profile_file(CONFIG_DIR / "test.yaml"), n, ASSET_READS[n])
+    before = {n: code_version(base, n) for n in names}
+    assert before == {n: code_version(load_profile_file(CONFIG_DIR / "test.yaml"), n)
                       for n in names}  # stable
 
     def changed(**update):
         edited = base.model_copy(update=update)
-        return {n for n in names if code_version(edited, n, ASSET_READS[n]) != before[n]}
+        return {n for n in names if code_version(edited, n) != before[n]}
 
     training = base.training
     assert changed(training=training.model_copy(update={"cogpo": training.cogpo.model_copy(update={"dpo_beta": 0.2})})) \
@@ -204,15 +205,47 @@ def test_the_package_has_no_import_cycle():
 
 
 def test_an_asset_modules_plain_imports_are_part_of_its_code():
-    from crv_dagster.code_digest import closure
-
-    code = closure(ASSET_READS["sft_model"].modules)
-    # The asset body calls models.located.student_base_model; the job's command comes through pipes_launch.
-    assert {"crv_dagster.models.located", "crv_dagster.training.launch_command", "crv_dagster.training.job"} <= set(code)
-    assert not any(m.startswith("crv_dagster.orchestration.") and m not in ASSET_READS["sft_model"].modules
-                   for m in code)
+    code = closure([stage_module("sft_model")])
+    # The stage finds the student through models.located; its launch writes the job that
+    # training.job runs, with launch_command's command line: an edit to the trainers retrains.
+    assert {"crv_dagster.models.located", "crv_dagster.training.launch_command", "crv_dagster.training.job",
+            "crv_dagster.training.sft"} <= set(code)
     # cogpo_model scores its checkpoints on the held-out pairs in the step, critiques the student's NLL:
     # an edit to how either is computed makes them Unsynced.
     assert {"crv_dagster.evaluation.heldout_pairs", "crv_dagster.models.logprobs"} <= set(
-        closure(ASSET_READS["cogpo_model"].modules))
-    assert "crv_dagster.models.logprobs" in closure(ASSET_READS["critiques"].modules)
+        closure([stage_module("cogpo_model")]))
+    assert "crv_dagster.models.logprobs" in closure([stage_module("critiques")])
+
+
+def test_no_stage_imports_the_dagster_layer():
+    for row in ASSETS:
+        assert not [m for m in closure([row.stage.__name__]) if m.startswith("crv_dagster.orchestration")], row.name
+
+
+def test_an_edit_to_any_module_a_stage_imports_changes_exactly_the_assets_that_import_it(source_copy):
+    """Every package module some stage runs, directly or not: edited (a statement added, on a copy
+    of the package), exactly the assets whose stage imports it get a new code version."""
+    from crv_dagster import code_digest
+
+    assets = [row.name for row in ASSETS]
+    closures = {a: set(closure([stage_module(a)])) for a in assets}
+    # An asset's code version covers its stage's code digest; the digests alone keep this fast.
+    digests = lambda: {a: code_digest.code_digest([stage_module(a)]) for a in assets}  # noqa: E731
+    before = digests()
+    modules = sorted(set().union(*closures.values()))
+    assert len(modules) > 50 and "crv_dagster.training.job" in modules
+    for module in modules:
+        path = code_digest.module_path(module)
+        original = path.read_text()
+        path.write_text(original + "\n_EDITED_BY_THE_TEST = 1\n")
+        try:
+            now = digests()
+        finally:
+            path.write_text(original)
+        assert {a for a in assets if now[a] != before[a]} == {a for a in assets if module in closures[a]}, module
+    assert digests() == before  # restored
+
+    profile = load_profile_file(TEST_PROFILE)
+    versions = {a: code_version(profile, a) for a in assets}
+    source_copy("crv_dagster.stages.results", "\n_EDITED_BY_THE_TEST = 1\n")
+    assert {a for a in assets if code_version(profile, a) != versions[a]} == {"results"}

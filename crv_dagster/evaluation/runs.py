@@ -117,6 +117,22 @@ _NOT_A_SHARE = {"mean_response_tokens"}
 MEAN_ACCURACY = "acc/mean"
 
 
+# The UI names a group of runs by "key: value" pairs cut to the column's width, but a group of one
+# key by its value alone: so one parameter, `group`, holds a score run's method and size.
+SCORE_GROUP_PARAM = "group"
+
+
+def score_group(profile, dataset: str, model_size: str, method: str) -> str:
+    """A score run's group: its method and the student's size as the agents are told it ("sft · 135M"),
+    with the dataset where the profile has several (they share the experiment)."""
+    parts = [method, profile.model_sizes[model_size].parameters]
+    if len({cfg.parameters for cfg in profile.model_sizes.values()}) < len(profile.model_sizes):
+        parts[1] = model_size  # two sizes told the same parameter count
+    if len(profile.datasets) > 1:
+        parts.append(dataset)
+    return " · ".join(parts)
+
+
 def score_metric(name: str, benchmark: str) -> str:
     """The MLflow metric of ``name`` (a column of the summary) on ``benchmark``."""
     return f"{SCORE_METRIC_NAMES[name]}/{benchmark}"

@@ -1,7 +1,9 @@
 """The one Definitions object: assets, resources and jobs for the active profile.
 
 The profile (``CRV_PROFILE``, default ``demo``) fixes the partition values, so it is read when
-the code location loads.
+the code location loads: ``defs`` is Dagster's lazy entry point, called by Dagster where it loads
+the code location (the CLI, `dagster dev`, each step worker), not on import, so that importing this
+module (a test building its own definitions) starts no watcher and recovers nothing.
 """
 
 from __future__ import annotations
@@ -13,11 +15,7 @@ import dagster as dg
 
 from crv_dagster.config import active_profile_path, load_profile_file
 from crv_dagster.hub_access import require_hub_when_needed
-from crv_dagster.orchestration.assets.crv import build_crv_assets
-from crv_dagster.orchestration.assets.data import build_data_assets
-from crv_dagster.orchestration.assets.evaluation import build_evaluation_assets
-from crv_dagster.orchestration.assets.heldout import build_heldout_assets
-from crv_dagster.orchestration.assets.training import build_training_assets
+from crv_dagster.orchestration.assets import build_assets
 from crv_dagster.orchestration.console import quiet_libraries
 from crv_dagster.orchestration.io_manager import ParquetIOManager
 from crv_dagster.orchestration.partitions import build_partitions, dataset_partitions
@@ -34,9 +32,7 @@ def build_definitions(profile_file: str | Path, run: bool = False) -> dg.Definit
         require_hub_when_needed(profile)
     partitions = build_partitions(profile)
     tables_dir = str(profile.artifacts_dir / "tables")
-    assets = (build_data_assets(partitions, profile) + build_crv_assets(partitions, profile)
-              + build_training_assets(partitions, profile) + build_heldout_assets(partitions, profile)
-              + build_evaluation_assets(partitions, profile))
+    assets = build_assets(partitions, profile)
     pipeline = dg.define_asset_job(
         "crv_pipeline",
         selection=dg.AssetSelection.all() - dg.AssetSelection.assets("results"),
@@ -66,9 +62,13 @@ def build_definitions(profile_file: str | Path, run: bool = False) -> dg.Definit
     )
 
 
-defs = build_definitions(active_profile_path(), run=True)
-exit_with_parent()  # a step worker stops when its run's process is killed (see recovery.py)
-quiet_libraries()
-# Dead runs of this instance free their pool slots before this process's run can wait on them.
-recover_on_load(defs.resources["mlflow"].tracking_uri, log=lambda line: print(f"crv-dagster: {line}",
-                                                                               file=sys.stderr, flush=True))
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location: the active profile's definitions, and the housekeeping of a process that runs them."""
+    loaded = build_definitions(active_profile_path(), run=True)
+    exit_with_parent()  # a step worker stops when its run's process is killed (see recovery.py)
+    quiet_libraries()
+    # Dead runs of this instance free their pool slots before this process's run can wait on them.
+    recover_on_load(loaded.resources["mlflow"].tracking_uri,
+                    log=lambda line: print(f"crv-dagster: {line}", file=sys.stderr, flush=True))
+    return loaded

@@ -1,4 +1,9 @@
-"""Dagster's IO manager for the pipeline's tables: DataFrames as Parquet files (see ``storage.py``)."""
+"""Dagster's IO manager for the pipeline's tables: DataFrames as Parquet files (see ``storage.py``).
+
+It writes every table the pipeline stores: each asset's own, and the tables a stage returns beside
+it (``StageResult.tables``: eval_scores' per-problem details), which travel on the asset's frame
+(``TABLES_BESIDE_ATTR``) so that the asset keeps one output and its Dagster type.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from crv_dagster.storage import read_table, table_path, write_table
-from crv_dagster.versions import TABLE_VERSION_ATTR, table_version
+from crv_dagster.versions import TABLE_VERSION_ATTR, TABLES_BESIDE_ATTR, table_version
 
 
 def _holds(path: Path, version: str) -> bool:
@@ -33,10 +38,15 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if not isinstance(obj, pd.DataFrame):
             raise TypeError(f"{context.asset_key.to_user_string()}: ParquetIOManager stores DataFrames, got {type(obj).__name__}")
         path = self._path(context)
-        # The version the asset computed travels on the frame; it is not stored with the table.
+        # The version the asset computed and the tables beside it travel on the frame; neither is
+        # stored with the table.
         version = obj.attrs.pop(TABLE_VERSION_ATTR, None) or table_version(obj)
+        beside = obj.attrs.pop(TABLES_BESIDE_ATTR, {})
         if not _holds(path, version):  # a reused result is left as it is, byte for byte
             write_table(obj, path)
+        key = context.partition_key if context.has_partition_key else None
+        for name, table in beside.items():
+            write_table(table, table_path(self.base_dir, name, key))
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:

@@ -1,137 +1,36 @@
-"""Training launched through Dagster Pipes, as a process tree of its own.
+"""Training jobs run through Dagster Pipes: the runner ``training.launch`` hands its job to.
 
-``sft_model`` and ``cogpo_model`` plan their runs (``training/plan.py``: a method and a seed each), and this module
-opens an MLflow run for each, writes the ``TrainingJob`` and its data under
-``<artifacts>/launch/<asset>/<dataset>/<size>/``, and starts ``crv_dagster.training.job`` there:
-as a local process (``accelerate launch`` with the profile's process count and config file, or
-one plain process) or as a Kubernetes pod. The job reports each finished run back as a Pipes
-message; the assets record those results as before.
-
-A launch that fails leaves its finished runs' checkpoints in place, marked with what they were
-trained from: materialising the asset again trains only the rest.
+A local launch runs the job's command as a Pipes subprocess; a Kubernetes launch runs it in a pod
+(``kubernetes.py``). Either way the job's messages come back through Pipes.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
+from functools import partial
 
 import dagster as dg
 from dagster._core.errors import DagsterPipesExecutionError  # what a failed Pipes process raises
 
-from crv_dagster.config import CONFIG_DIR, PROJECT_ROOT, LaunchConfig, Profile, TrainingConfig
+from crv_dagster.config import PROJECT_ROOT, Profile
 from crv_dagster.partition_keys import PartitionKey
-from crv_dagster.orchestration.tracking import MlflowTracking, TrackedRun
-from crv_dagster.training.job import LAUNCHER_PID_ENV, MESSAGE_KIND, RunSpec, TrainingJob, run_digest, stored_result
-from crv_dagster.training.launch_command import free_port, launch_command
-from crv_dagster.training.plan import PlannedRun
-from crv_dagster.versions import table_version
+from crv_dagster.training.launch import JobRequest, JobRunner
 
 
-@dataclass
-class LaunchedRun:
-    planned: PlannedRun
-    run: TrackedRun
-    result: dict
-    reused: bool  # trained by an earlier launch that did not finish the whole job
-
-
-def launch_folder(profile: Profile, asset: str, key: PartitionKey) -> Path:
-    return profile.artifacts_dir / "launch" / asset / key.dataset / key.model_size
-
-
-def _write_data(folder: Path, planned: list[PlannedRun]) -> list[tuple[str, str]]:
-    """Each distinct table once, as Parquet the ranks read, named by its content version: the job
-    hands one reference pass to every run on the same checkpoint and the same file. Returns each
-    run's (path, version); a table shared by several runs (the pairs of every method and seed) is
-    hashed once."""
-    versions: dict[int, str] = {}
-    out = []
-    for item in planned:
-        if id(item.data) not in versions:
-            versions[id(item.data)] = table_version(item.data)
-            item.data.to_parquet(folder / f"{item.kind}-{versions[id(item.data)]}.parquet", index=False)
-        version = versions[id(item.data)]
-        out.append((str(folder / f"{item.kind}-{version}.parquet"), version))
-    return out
-
-
-def _results(messages: list, planned: list[PlannedRun]) -> list[dict]:
-    """The job's reports by run, in the planned order; a run the job never reported is an error."""
-    by_index = {m["index"]: m for m in messages if isinstance(m, dict) and m.get("kind") == MESSAGE_KIND}
-    missing = [f"{p.method} (seed {p.seed})" for i, p in enumerate(planned) if i not in by_index]
-    if missing:
-        raise RuntimeError(f"the training job ended without reporting {', '.join(missing)}")
-    for index, run in enumerate(planned):
-        message = by_index[index]
-        if "history" not in message["result"]:  # the curves travel in the run's result file
-            message["result"]["history"] = stored_result(run.out_dir).get("history", [])
-    return [by_index[i] for i in range(len(planned))]
-
-
-def _replay(run: TrackedRun, history: list[dict]) -> None:
-    """A reused run's curves into this launch's MLflow run, step by step, as the job logged them."""
-    for point in history:
-        run.log_metrics({k: v for k, v in point.items() if k != "step"}, step=int(point["step"]))
-
-
-@contextmanager
-def launch_training(context: dg.AssetExecutionContext, mlflow: MlflowTracking, profile: Profile,
-                    key: PartitionKey, training: TrainingConfig, planned: list[PlannedRun]) -> Iterator[list[LaunchedRun]]:
-    """Trains ``planned`` in one launch and yields their results while their MLflow runs are open
-    (the caller logs what it adds); the runs end FINISHED, or FAILED if anything raises."""
-    asset = context.asset_key.to_user_string()
-    folder = launch_folder(profile, asset, key)
-    # Scratch left by a launch that died is not trusted; the checkpoints it finished are kept elsewhere.
-    shutil.rmtree(folder / "work", ignore_errors=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as stack:
-        runs = [stack.enter_context(mlflow.asset_run(context, profile, {"crv.method": p.method, "crv.seed": p.seed}))
-                for p in planned]
-        for run, item in zip(runs, planned):
-            run.log_params({**item.params, "launch.launcher": training.launch.launcher,
-                            "launch.num_processes": training.launch.num_processes,
-                            "launch.accelerate_config": training.launch.accelerate_config})
-        specs = [RunSpec(kind=p.kind, method=p.method, seed=p.seed, base_model=p.base_model, data=path,
-                         out_dir=str(p.out_dir), mlflow_run_id=run.run_id,
-                         digest=run_digest(p.kind, p.method, p.seed, p.base_model, version, training))
-                 for p, run, (path, version) in zip(planned, runs, _write_data(folder, planned))]
-        job_file = TrainingJob(training=training, runs=specs, work_dir=str(folder / "work"),
-                               tracking_uri=mlflow.tracking_uri).write(folder / "job.json")
-        context.log.info(f"training {len(specs)} run(s) in {training.launch.num_processes} process(es) "
-                         f"({training.launch.launcher}): {job_file}")
-        messages = _run(context, profile, key, training.launch, job_file)
-        launched = []
-        for item, run, message in zip(planned, runs, _results(messages, planned)):
-            if message["reused"]:
-                context.log.info(f"{item.method} (seed {item.seed}): trained by an earlier launch, kept")
-                _replay(run, message["result"].get("history", []))
-            launched.append(LaunchedRun(item, run, message["result"], message["reused"]))
-        yield launched
-    # The pair datasets and TRL's reference caches of a finished job are not needed again.
-    shutil.rmtree(folder / "work", ignore_errors=True)
-
-
-def _run(context: dg.AssetExecutionContext, profile: Profile, key: PartitionKey, launch: LaunchConfig,
-         job_file: Path) -> list:
-    env = {"TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-    extras = {"job_file": str(job_file)}
-    if launch.launcher == "kubernetes":
+def _run(context: dg.AssetExecutionContext, profile: Profile, key: PartitionKey, request: JobRequest) -> list:
+    if request.launch.launcher == "kubernetes":
         from crv_dagster.orchestration.kubernetes import run_pod
 
-        return run_pod(context, profile, key, launch, job_file, env, extras)
-    env[LAUNCHER_PID_ENV] = str(os.getpid())
-    command = launch_command(launch, job_file, CONFIG_DIR, port=free_port() if launch.num_processes > 1 else None)
+        return run_pod(context, profile, key, request.launch, request.job_file, request.env, request.extras)
     try:
-        invocation = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(context=context, command=command, env=env,
-                                                                         extras=extras)
+        invocation = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(
+            context=context, command=request.command, env=request.env, extras=request.extras)
     except DagsterPipesExecutionError as err:
         # The job's own traceback is in the step's output above; say how to run it again by hand.
         raise RuntimeError(f"the training job failed ({err}); it prints its error above. Runs it finished are "
-                           f"kept. To run it by hand: cd {PROJECT_ROOT} && {shlex.join(command)}") from err
+                           f"kept. To run it by hand: cd {PROJECT_ROOT} && {shlex.join(request.command)}") from err
     return list(invocation.get_custom_messages())
+
+
+def job_runner(context: dg.AssetExecutionContext, profile: Profile, key: PartitionKey) -> JobRunner:
+    return partial(_run, context, profile, key)

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Mapping
 
 import dagster as dg
 
-from crv_dagster.evaluation.runs import MEAN_ACCURACY, score_metric
+from crv_dagster.evaluation.runs import MEAN_ACCURACY, SCORE_GROUP_PARAM, score_metric
 from crv_dagster.mlflow_run import TrackedRun, ensure_sqlite_store
 
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -22,22 +22,9 @@ SHARED_VIEW_TAG = "mlflow.sharedViewState."  # + key: a runs-table view the UI o
 # No parameter columns: a group row has no single value for them and shows "-".
 SCORE_COLUMNS = ["attributes.`Run Name`", f"metrics.`{MEAN_ACCURACY}`"]
 SCORE_FILTER = "tags.`crv.report` = 'score'"
-# The seeds of one method and size are one group, shown as their mean. The UI names a group by
-# "key: value" pairs cut to the column's width, but a group of one key by its value alone: so one
-# parameter, `group`, holds the method and size (score_group).
-SCORE_GROUP_PARAM = "group"
+# The seeds of one method and size are one group, shown as their mean (score runs carry their group
+# as one parameter: evaluation.runs.score_group).
 SCORE_GROUPS = {"aggregateFunction": "average", "groupByKeys": [{"mode": "param", "groupByData": SCORE_GROUP_PARAM}]}
-
-
-def score_group(profile, dataset: str, model_size: str, method: str) -> str:
-    """A score run's group: its method and the student's size as the agents are told it ("sft · 135M"),
-    with the dataset where the profile has several (they share the experiment)."""
-    parts = [method, profile.model_sizes[model_size].parameters]
-    if len({cfg.parameters for cfg in profile.model_sizes.values()}) < len(profile.model_sizes):
-        parts[1] = model_size  # two sizes told the same parameter count
-    if len(profile.datasets) > 1:
-        parts.append(dataset)
-    return " · ".join(parts)
 
 
 def scores_view(benchmarks: list[str]) -> dict:

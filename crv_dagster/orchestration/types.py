@@ -20,7 +20,7 @@ from crv_dagster.schemas import (
     rewritten_cots_schema,
     verified_set_schema,
 )
-from crv_dagster.versions import AssetReads, code_version
+from crv_dagster.versions import code_version
 
 
 def column_schema(schema: pa.DataFrameSchema) -> dg.TableSchema:
@@ -51,8 +51,8 @@ _TYPES = {t.key: t for t in (ProblemsFrame, RawCotsFrame, CritiquesFrame, Rewrit
                              PreferencePairsFrame, ModelManifest, EvalScoresFrame, ResultsFrame)}
 
 
-def table_asset_args(profile: Profile, name: str, schema: pa.DataFrameSchema, reads: AssetReads) -> dict:
-    """What every table asset's decorator says the same way: its name, code version (from what it
-    declares it reads), Dagster type and column schema (both from its Pandera schema)."""
-    return {"name": name, "code_version": code_version(profile, name, reads), "dagster_type": _TYPES[schema.name],
+def table_asset_args(profile: Profile, name: str, schema: pa.DataFrameSchema) -> dict:
+    """What every table asset's decorator says the same way: its name, code version (its stage's
+    code and what it reads of the profile), Dagster type and column schema (both from its Pandera schema)."""
+    return {"name": name, "code_version": code_version(profile, name), "dagster_type": _TYPES[schema.name],
             "metadata": {"dagster/column_schema": column_schema(schema)}}

@@ -1,7 +1,8 @@
 """The command line that starts a training job.
 
-No Dagster here: ``orchestration.pipes_launch`` hands the command to a Pipes client (a local process
-tree or a Kubernetes pod); the same command works by hand, outside Dagster. What a launch needs
+No Dagster here: ``training.launch`` hands the command to a runner (the Dagster layer's runs it
+as a Pipes process tree; a Kubernetes pod builds its own for the image); the same command works by
+hand, outside Dagster. What a launch needs
 from its accelerate config is checked when the profile loads (``profile_checks``).
 """
 

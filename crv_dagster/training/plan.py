@@ -3,8 +3,7 @@
 ``sft_model`` trains one run per SFT method and seed, ``cogpo_model`` one per preference method and
 seed; this module decides which runs those are, from what data and which checkpoint, where each
 checkpoint goes, and turns the training job's reports into the manifest rows and the numbers the
-assets show. Nothing here starts a process or talks to Dagster: the launch is
-``orchestration/pipes_launch.py``'s.
+assets show. Nothing here starts a process or talks to Dagster: the launch is ``training/launch.py``'s.
 """
 
 from __future__ import annotations
