@@ -62,3 +62,19 @@ def test_plain_layers_do_not_import_dagster(module):
                 offenders += [f"{name}: {n}" for n in names if n.split(".")[0] in ("dagster", "dagster_pandera")
                               or n.startswith("crv_dagster.orchestration")]
     assert offenders == []
+
+
+def test_the_development_page_lists_every_module_in_layer_order():
+    from pathlib import Path
+
+    from crv_dagster.code_digest import PACKAGE_DIR
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "development.md").read_text()
+    block = page.split("## Layout", 1)[1].split("```", 2)[1]
+    listed = [line.split()[0].rstrip("/").removesuffix(".py") for line in block.splitlines()
+              if line.startswith("  ") and not line.startswith("   ")]
+    present = sorted(p.stem if p.is_file() else p.name for p in PACKAGE_DIR.iterdir()
+                     if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file())
+    assert sorted(listed) == present, "docs/development.md's layout and the package differ"
+    ranks = [RANK[name] for name in listed]
+    assert ranks == sorted(ranks), "docs/development.md lists the modules out of layer order"

@@ -62,3 +62,15 @@ def test_a_model_card_names_what_it_was_trained_from_without_a_local_path(artifa
                             finetuning="full", trained_on="3 preference pairs", data_version="v", steps=2,
                             loss_first=0.7, loss_last=0.6, profile="demo", partition="arith|smollm2-135m").read_text()
     assert str(demo.artifacts_dir) not in card and f"| trained from | `{named}` |" in card
+
+
+def test_text_samples_keep_line_breaks_and_code_fences():
+    from crv_dagster.stages.display import text_samples
+
+    cot = "First step.\n\n```python\nprint(5)\n```\n\nThe answer is \\boxed{5}."
+    frame = pd.DataFrame({"problem_id": ["p1", "p2"], "label": ["easy", "hard"], "cot": [cot, None]})
+    shown = text_samples(frame, ["problem_id", "label"], ["cot"])
+    assert "#### problem_id p1 · label easy" in shown and "#### problem_id p2 · label hard" in shown
+    # The CoT's own fence stays inside a longer one, its lines as written; a missing text says so.
+    assert "````text\nFirst step.\n\n```python\nprint(5)\n```\n\nThe answer is \\boxed{5}.\n````" in shown
+    assert "```text\n(empty)\n```" in shown and "⏎" not in shown

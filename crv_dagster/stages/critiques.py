@@ -13,7 +13,7 @@ from crv_dagster.config import Profile
 from crv_dagster.factory import build_backend, build_critic, code_sandbox
 from crv_dagster.models.located import student_base_model
 from crv_dagster.stages.base import CheckResult, Json, Stage, StageResult
-from crv_dagster.stages.display import markdown_table
+from crv_dagster.stages.display import text_samples
 from crv_dagster.versions import backend_identity, prompt_text, students
 
 CHECKS = {"unparsed_share_ok": "Few enough Critic replies could not be read as a label."}
@@ -93,7 +93,7 @@ def run(stage: Stage, problems: pd.DataFrame, raw_cots: pd.DataFrame) -> StageRe
         "labels_by_student_nll_tercile": Json(agreement["by_nll_tercile"]),
         "labels_by_student_solves": Json(by_solves),
         "unreadable_replies": Json(unreadable),
-        "sample": markdown_table(frame, ["problem_id", "label", "attempts", "reply", "cot"]),
+        "sample": text_samples(frame, ["problem_id", "label", "attempts"], ["reply", "cot"]),
     }, params={"student_size": student_size, "critic_kind": cfg.crv.critic.kind, "critic_prompt": cfg.crv.critic.prompt,
                "critic_max_retries": cfg.crv.critic.max_retries,
                "agent_model": frame["agent_model"].iloc[0] if len(frame) else ""})

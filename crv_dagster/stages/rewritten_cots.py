@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pandas as pd
 
@@ -15,7 +14,7 @@ from crv_dagster.factory import build_backend, build_rethinker, build_verifier, 
 from crv_dagster.models.located import student_token_counter
 from crv_dagster.plots import length_histogram
 from crv_dagster.stages.base import Json, Markdown, Stage, StageResult
-from crv_dagster.stages.display import image
+from crv_dagster.stages.display import fenced, image
 from crv_dagster.versions import backend_identity, prompt_text, students
 
 
@@ -73,13 +72,6 @@ def run(stage: Stage, problems: pd.DataFrame, critiques: pd.DataFrame) -> StageR
         "expand_prompt": cfg.crv.rethinker.expand_prompt, "simplify_prompt": cfg.crv.rethinker.simplify_prompt})
 
 
-def _fenced(text: str, max_chars: int) -> str:
-    text = text if len(text) <= max_chars else text[: max_chars - 1] + "…"
-    # A fence longer than any run of backticks inside, so a CoT's own code block stays inside it.
-    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
-    return f"{fence}text\n{text}\n{fence}"
-
-
 def side_by_side(frame: pd.DataFrame, passed: int = 2, per_reason: int = 1, max_chars: int = 1500) -> str:
     """Originals and their rewrites, one after the other in fenced blocks (line breaks as written):
     a few that verified and, for every reason a rewrite was dropped, its first example, with the
@@ -104,7 +96,7 @@ def side_by_side(frame: pd.DataFrame, passed: int = 2, per_reason: int = 1, max_
     out = [f"{int(rewrites['passed'].sum())} of {len(rewrites)} rewrites verified; dropped by reason: "
            f"{counts or 'none'}. Below: up to {passed} verified, and one failed attempt per reason."]
     for heading, original, attempts in samples:
-        out.append(f"#### {heading}\n\nOriginal:\n\n{_fenced(original, max_chars)}")
+        out.append(f"#### {heading}\n\nOriginal:\n\n{fenced(original, max_chars)}")
         for attempt, text in attempts:
-            out.append(f"Rewrite (attempt {attempt}):\n\n{_fenced(text or '(no text)', max_chars)}")
+            out.append(f"Rewrite (attempt {attempt}):\n\n{fenced(text or '(no text)', max_chars)}")
     return "\n\n".join(out)

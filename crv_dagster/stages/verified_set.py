@@ -8,7 +8,7 @@ import pandas as pd
 from crv_dagster.agents import crv
 from crv_dagster.config import Profile
 from crv_dagster.stages.base import CheckResult, Stage, StageResult
-from crv_dagster.stages.display import markdown_table
+from crv_dagster.stages.display import text_samples
 from crv_dagster.vocabulary import PROVENANCES, SUITED, UNSUITED_ORIGINAL
 
 CHECKS = {"has_sft_rows": "At least one student-suited CoT passed verification."}
@@ -35,7 +35,7 @@ def run(stage: Stage, rewritten_cots: pd.DataFrame) -> StageResult:
                    "unsuited originals for CogPO")
     return StageResult(frame=frame, metrics=stats, metadata={
         "unrewritten": policy, "rescued": rescued,
-        "sample": markdown_table(suited, ["problem_id", "provenance", "label", "cot"], max_chars=300),
+        "sample": text_samples(suited, ["problem_id", "provenance", "label"], ["cot"]),
     }, params={"unrewritten": policy, "rescued": rescued})
 
 
