@@ -30,11 +30,13 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Figure:
     """One measured figure of a run: its key in the run's dict, its column label, how it prints,
-    and which way is better (the ratio is oriented so that above 1 means better than the baseline)."""
+    and which way is better (the ratio is oriented so that above 1 means better than the baseline);
+    ``compared``: False for a figure that is a check, not a cost (tokens produced), so no ratio."""
     key: str
     label: str
     fmt: str = ".1f"
     higher_is_better: bool = False
+    compared: bool = True
 
 
 def add_rounds_argument(parser: argparse.ArgumentParser, default: int = 3) -> None:
@@ -106,7 +108,7 @@ def markdown_table(results: Mapping[str, Sequence[dict]], labels: Mapping[str, s
             name = f"{ratio_label}: {arm}" if len(labels) > 2 else ratio_label
             cells = ([] if isinstance(label, str) else list(label[:-1])) + [f"**{name}**"]
             for f in figures:
-                r = ratio(median(results[baseline], f.key), median(results[arm], f.key), f)
+                r = ratio(median(results[baseline], f.key), median(results[arm], f.key), f) if f.compared else None
                 cells += [f"**{r:.2f}x**" if r is not None else "", ""]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
