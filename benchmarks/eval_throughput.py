@@ -14,11 +14,12 @@ in this interpreter's virtual environment. Each arm keeps its own demo profile (
 budget, stop_at_answer), so the ratio is what a user of the demo sees: at the default ref, 9d8be54
 (the parent of issue 32's first commit, as in demo_rerun.py), the evaluation had batches of 8 and
 160 new tokens with no stop at the answer; today it has batches of 20 and 128 tokens, each reply
-ending at its boxed answer. The previous code also lacks the passive OpenMP wait (2f9c87b): beside
-another busy process its generation slows many times over (a smoke run of 4 problems here, beside a
-long experiment: 2.7 tokens/s against 20.1), so measure on otherwise idle cores, or pass
-``--omp-wait-policy PASSIVE`` to give both arms the same policy. The functions called exist with the same signatures at both commits
-(checked with ``git show 9d8be54:crv_dagster/...``); the child reports which tree it imported.
+ending at its boxed answer if it writes one. The previous code also lacks the passive OpenMP wait
+(2f9c87b): beside another busy process its generation slows many times over (likely why a smoke
+run of 4 problems, one batch in each arm, beside a long experiment, gave 2.7 tokens/s against
+20.1), so measure on otherwise idle cores, or pass ``--omp-wait-policy PASSIVE`` to give both arms
+the same policy. The functions called exist with the same signatures at both commits (checked with
+``git show 9d8be54:crv_dagster/...``); the child reports which tree it imported.
 
 The arms alternate over ``--rounds`` rounds (benchmarks/arms.py); per arm the script prints the
 median and min-max of problems per second and completion tokens per second of generation (model
