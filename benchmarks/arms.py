@@ -60,9 +60,11 @@ def alternate(arms: Sequence[str], run: Callable[[str], dict], rounds: int,
     started = time.perf_counter()
     for number, order in enumerate(rotations(arms, rounds), start=1):
         for arm in order:
-            results[arm].append(run(arm))
-            if progress:  # on stderr, so that stdout holds only the table
-                print(f"[round {number}/{rounds}] {arm} done ({time.perf_counter() - started:.0f} s in all)",
+            result = run(arm)
+            results[arm].append(result)
+            if progress:  # on stderr, so that stdout holds only the table; the figures survive a later failure
+                figures = {k: round(v, 3) for k, v in result.items() if isinstance(v, (int, float))}
+                print(f"[round {number}/{rounds}] {arm} done ({time.perf_counter() - started:.0f} s in all): {figures}",
                       file=sys.stderr, flush=True)
     return results
 
