@@ -126,6 +126,7 @@ gpu-resolve-check: $(STAMP)
 gpu-check: setup
 	$(BIN)/python benchmarks/gpu_check.py --out artifacts/gpu_check
 
+# Each benchmark alternates its arms over 3 rounds (median and min-max): about 50 minutes on 2 cores.
 bench: setup
 	$(BIN)/python benchmarks/cogpo_training.py
 	$(BIN)/python benchmarks/shared_reference.py

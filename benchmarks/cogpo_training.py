@@ -2,10 +2,16 @@
 keeps a reference model in memory and runs it at every step.
 
 Both runs train the same model on the same pairs with the same settings, each in a fresh child
-process so peak memory (max RSS) is measured separately; this script runs them side by side
-and prints seconds per step, peak memory and the ratios.
+process so peak memory (its own max RSS) is measured separately; the arms alternate over
+``--rounds`` rounds (benchmarks/arms.py) and the script prints, per arm, the median and min-max of
+seconds per step, setup, total and peak memory, and the ratios of medians.
 
-    .venv/bin/python benchmarks/cogpo_training.py [--model demo|tiny] [--steps 6] [--pairs 16]
+    .venv/bin/python benchmarks/cogpo_training.py [--model demo|tiny] [--steps 6] [--pairs 16] [--rounds 3]
+
+Full measurement (``make bench`` runs it with these defaults; about 25 minutes on 2 idle cores:
+six runs of 3-4 minutes):
+
+    .venv/bin/python benchmarks/cogpo_training.py --rounds 3
 """
 
 from __future__ import annotations
@@ -13,13 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from arms import Figure, add_rounds_argument, alternate, markdown_table, rounds_note, run_child  # noqa: E402
+
+ARMS = {"precomputed": "ours: reference precomputed once", "reference_model": "baseline: reference model at every step"}
+FIGURES = [Figure("s_per_step", "s/step", ".2f"), Figure("setup_s", "setup s"), Figure("total_s", "total s"),
+           Figure("peak_rss_mib", "peak RSS MiB", ".0f")]
 
 
 def _pairs(tokenizer, n: int):
@@ -79,15 +90,8 @@ def _child(mode: str, model_path: str, steps: int, n_pairs: int, threads: int) -
 def _run_child(mode: str, args) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--model", args.model, "--steps", str(args.steps),
            "--pairs", str(args.pairs), "--threads", str(args.threads)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"{mode} run failed:\n{out.stderr[-3000:]}")
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    # RUSAGE_CHILDREN keeps the largest child so far: run the smaller one first (see main).
-    result["peak_rss_mib"] = max(peak_kib, before) / 1024
-    return result
+    child = run_child(cmd, what=f"{mode} run")
+    return {**child.last_json(), "peak_rss_mib": child.max_rss_mib}
 
 
 def _model_path(choice: str) -> str:
@@ -109,21 +113,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--pairs", type=int, default=16, help="problems; one large-gap pair each")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is stable on a shared 2-core box)")
-    parser.add_argument("--child", choices=["precomputed", "reference_model"])
+    add_rounds_argument(parser)
+    parser.add_argument("--child", choices=list(ARMS))
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_child(args.child, args.model, args.steps, args.pairs, args.threads)))
         return
     args.model = _model_path(args.model)
-    # Ours first: ru_maxrss of children is a running maximum, so the larger run must come second.
-    ours = _run_child("precomputed", args)
-    baseline = _run_child("reference_model", args)
-    print(f"model: {args.model}  pairs: {ours['pairs']}  steps: {ours['steps']}  threads: {args.threads}")
-    print(f"{'run':<34}{'s/step':>10}{'setup s':>10}{'total s':>10}{'peak RSS MiB':>15}")
-    for name, r in (("ours: reference precomputed once", ours), ("baseline: reference model each step", baseline)):
-        print(f"{name:<34}{r['s_per_step']:>10.2f}{r['setup_s']:>10.1f}{r['total_s']:>10.1f}{r['peak_rss_mib']:>15.0f}")
-    print(f"ratio baseline/ours: time per step {baseline['s_per_step'] / ours['s_per_step']:.2f}x, "
-          f"peak memory {baseline['peak_rss_mib'] / ours['peak_rss_mib']:.2f}x")
+    runs = alternate(list(ARMS), lambda mode: _run_child(mode, args), args.rounds)
+    first = runs["precomputed"][0]
+    print(f"model: {args.model}  pairs: {first['pairs']}  steps: {first['steps']}  threads: {args.threads}  "
+          f"({rounds_note(runs)})")
+    print(markdown_table(runs, ARMS, FIGURES, baseline="reference_model", first_column="run",
+                         ratio_label="ratio baseline / ours"))
 
 
 if __name__ == "__main__":

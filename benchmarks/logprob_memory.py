@@ -4,11 +4,17 @@
 The whole-tensor arm is the previous code: batches of ``batch_size`` in the order given, padded to
 the longest, a float32 copy of every logit, then its log-softmax over the whole batch. Both arms
 score the same long CoTs with the same model (SmolLM2-135M, vocabulary 49,152, unless ``--model``
-names another), in float32 and in bfloat16, each in a fresh child process, one after the other in
-this invocation. The peak is the rise of the child's peak resident memory (VmHWM, reset once the
-model is loaded) while scoring; the script also checks that both arms give the same log-probs.
+names another), in float32 and in bfloat16, each run in a fresh child process, the four
+(arm, dtype) pairs alternating over ``--rounds`` rounds (benchmarks/arms.py). The peak is the rise
+of the child's peak resident memory (VmHWM, reset once the model is loaded) while scoring; the
+script prints per dtype and arm the median and min-max of the peak rise and the seconds, the ratios
+of medians, and checks that both arms give the same log-probs.
 
-    .venv/bin/python benchmarks/logprob_memory.py [--sequences 8] [--tokens 1024] [--model PATH]
+    .venv/bin/python benchmarks/logprob_memory.py [--sequences 8] [--tokens 1024] [--model PATH] [--rounds 3]
+
+Full measurement (about 4 minutes on 2 idle cores: twelve children of 10-30 s):
+
+    .venv/bin/python benchmarks/logprob_memory.py --rounds 3
 """
 
 from __future__ import annotations
@@ -16,15 +22,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from arms import Figure, add_rounds_argument, alternate, markdown_table, rounds_note, run_child  # noqa: E402
 
 ARMS = ("whole", "sliced")
+DTYPES = ("float32", "bfloat16")
+LABELS = {"whole": "baseline: whole tensor", "sliced": "ours: sliced, length batches"}
+FIGURES = [Figure("peak_rise_mib", "peak memory rise MiB", ".0f"), Figure("seconds", "seconds")]
 
 
 def whole_tensor_logps(model, tokenizer, prompts, completions, batch_size=4):
@@ -101,6 +112,7 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=1024, help="the longest completion, in tokens")
     parser.add_argument("--model", default=None, help="an HF folder (default: the demo's SmolLM2-135M)")
+    add_rounds_argument(parser)
     parser.add_argument("--child", nargs=2, metavar=("ARM", "DTYPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.model is None:
@@ -111,26 +123,23 @@ def main() -> None:
     if args.child:
         print(json.dumps(_child(*args.child, args.model, args.sequences, args.tokens)))
         return
-    rows = {}
-    for dtype in ("float32", "bfloat16"):
-        for arm in ARMS:
-            done = subprocess.run([sys.executable, __file__, "--child", arm, dtype, "--model", args.model,
-                                   "--sequences", str(args.sequences), "--tokens", str(args.tokens)],
-                                  capture_output=True, text=True, check=True)
-            rows[arm, dtype] = json.loads(done.stdout.strip().splitlines()[-1])
-    first = rows["whole", "float32"]
+    def one(key: str) -> dict:
+        arm, dtype = key.split("/")
+        return run_child([sys.executable, __file__, "--child", arm, dtype, "--model", args.model,
+                          "--sequences", str(args.sequences), "--tokens", str(args.tokens)], what=key).last_json()
+
+    runs = alternate([f"{arm}/{dtype}" for dtype in DTYPES for arm in ARMS], one, args.rounds)
+    first = runs["whole/float32"][0]
     print(f"{args.sequences} completions, {first['tokens']} completion tokens in all, vocabulary "
-          f"{first['vocabulary']}, {args.model}")
-    print("| dtype | arm | peak memory rise (MiB) | seconds | largest relative difference of a summed logp |")
-    print("|---|---|---:|---:|---:|")
-    for dtype in ("float32", "bfloat16"):
-        whole, sliced = rows["whole", dtype], rows["sliced", dtype]
+          f"{first['vocabulary']}, {args.model}  ({rounds_note(runs)})")
+    for dtype in DTYPES:
+        labels = {f"{arm}/{dtype}": (dtype, LABELS[arm]) for arm in ARMS}
+        print(markdown_table(runs, labels, FIGURES, baseline=f"whole/{dtype}", first_column=("dtype", "arm"),
+                             ratio_label="ratio baseline / ours"))
+        # Every run of an arm gives the same log-probs (greedy arithmetic); compare each arm's first run.
+        whole, sliced = runs[f"whole/{dtype}"][0], runs[f"sliced/{dtype}"][0]
         gap = max(abs(a - b) / max(abs(a), 1e-9) for a, b in zip(whole["logps"], sliced["logps"]))
-        for row in (whole, sliced):
-            print(f"| {dtype} | {row['arm']} | {row['peak_rise_mib']:.0f} | {row['seconds']:.1f} | "
-                  f"{gap if row is sliced else 0:.2g} |")
-        print(f"{dtype}: whole / sliced peak memory {whole['peak_rise_mib'] / sliced['peak_rise_mib']:.2f}x, "
-              f"time {whole['seconds'] / sliced['seconds']:.2f}x")
+        print(f"{dtype}: largest relative difference of a summed logp between the arms {gap:.2g}\n")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,17 @@ under OMP_WAIT_POLICY=ACTIVE (what libgomp does when the variable is unset: thre
 wait) against PASSIVE (they sleep; what ``crv_dagster/__init__.py`` sets), alone and beside a
 second process doing the same, as when a test run or another partition shares the cores.
 
-Each measurement is a fresh child process (the policy is read when OpenMP starts); the arms
-alternate, ``--runs`` times each, and the script prints each arm's median and range.
+Each measurement is a fresh child process (the policy is read when OpenMP starts); the four
+(policy, alone or beside) arms alternate over ``--rounds`` rounds (benchmarks/arms.py; ``--runs``
+is its old name), and the script prints each arm's median and min-max and the ratio of medians
+ACTIVE / PASSIVE.
 
-    .venv/bin/python benchmarks/omp_wait_policy.py [--runs 3] [--tokens 32] [--batch 8]
+    .venv/bin/python benchmarks/omp_wait_policy.py [--rounds 3] [--tokens 32] [--batch 8]
+
+Full measurement (a few minutes on 2 otherwise idle cores; an ACTIVE run beside another process
+can take two minutes, as docs/benchmarks.md's 128.9 s shows):
+
+    .venv/bin/python benchmarks/omp_wait_policy.py --rounds 3
 """
 
 from __future__ import annotations
@@ -14,10 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from arms import Figure, add_rounds_argument, alternate, markdown_table, rounds_note  # noqa: E402
 
 CHILD = r"""
 import json, sys, time, torch
@@ -54,29 +65,27 @@ def _measure(policy: str, path: str, tokens: int, batch: int, beside: bool) -> f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
+    add_rounds_argument(parser)
+    parser.add_argument("--runs", dest="rounds", type=int, default=argparse.SUPPRESS, help="the old name of --rounds")
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
     path = _model()
-    results: dict[tuple[str, bool], list[float]] = {}
+    places = {"alone": "alone", "beside": "beside a second generating process"}
+
+    def one(arm: str) -> dict:
+        policy, place = arm.split("/")
+        return {"seconds": _measure(policy, path, args.tokens, args.batch, place == "beside")}
+
     started = time.time()
-    for _ in range(args.runs):
-        for beside in (False, True):
-            for policy in ("ACTIVE", "PASSIVE"):
-                results.setdefault((policy, beside), []).append(
-                    _measure(policy, path, args.tokens, args.batch, beside))
-    print(f"SmolLM2-135M, {args.batch} prompts x {args.tokens} new tokens, torch's default threads, "
-          f"{args.runs} runs per arm, alternating ({time.time() - started:.0f} s in all)")
-    for beside in (False, True):
-        where = "beside a second generating process" if beside else "alone"
-        medians = {}
-        for policy in ("ACTIVE", "PASSIVE"):
-            values = results[(policy, beside)]
-            medians[policy] = statistics.median(values)
-            print(f"  {where:<36} {policy:<8} median {medians[policy]:7.2f} s  "
-                  f"(range {min(values):.2f}-{max(values):.2f})")
-        print(f"  {where:<36} ratio ACTIVE / PASSIVE: {medians['ACTIVE'] / medians['PASSIVE']:.2f}x")
+    results = alternate([f"{policy}/{place}" for place in places for policy in ("ACTIVE", "PASSIVE")], one,
+                        args.rounds)
+    print(f"SmolLM2-135M, {args.batch} prompts x {args.tokens} new tokens, torch's default threads "
+          f"({time.time() - started:.0f} s in all; {rounds_note(results)})")
+    for place, where in places.items():
+        labels = {f"{policy}/{place}": (where, policy) for policy in ("ACTIVE", "PASSIVE")}
+        print(markdown_table(results, labels, [Figure("seconds", "seconds", ".2f")], baseline=f"ACTIVE/{place}",
+                             first_column=("where", "OMP_WAIT_POLICY"), ratio_label="ratio ACTIVE / PASSIVE") + "\n")
 
 
 if __name__ == "__main__":

@@ -2,12 +2,18 @@
 mixed precision, gradient checkpointing), through the project's own SFT and CogPO code.
 
 On a GPU with bf16, ``auto`` loads bfloat16 weights; on a CPU it stays float32 and only gradient
-checkpointing differs. Each arm is a fresh child process (run one after the other in this
-invocation) on the same random-weight Qwen2 model and the same data; the script prints the device,
-the dtype the weights were loaded in, seconds per step, peak memory (GPU: max allocated; CPU: max
-RSS) and the ratios.
+checkpointing differs. Each run is a fresh child process on the same random-weight Qwen2 model and
+the same data, the arms alternating over ``--rounds`` rounds (benchmarks/arms.py); the script
+prints the device, the dtype the weights were loaded in, and per arm the median and min-max of
+seconds per step, peak memory (GPU: max allocated; CPU: the child's own max RSS), and the ratios of
+medians.
 
-    .venv/bin/python benchmarks/precision.py [--hidden 256 --layers 4] [--steps 6]
+    .venv/bin/python benchmarks/precision.py [--hidden 256 --layers 4] [--steps 6] [--rounds 3]
+
+Full measurement (the CPU table of docs/benchmarks.md; a few minutes on 2 idle cores, six children
+of about 20-40 s); on a GPU machine ``--hidden 1024 --layers 12`` gives the GPU arm:
+
+    .venv/bin/python benchmarks/precision.py --rounds 3
 """
 
 from __future__ import annotations
@@ -15,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,11 +28,17 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from arms import Figure, add_rounds_argument, alternate, markdown_table, rounds_note, run_child  # noqa: E402
 
 ARMS = {
     "float32": {"torch_dtype": "float32", "bf16": False, "gradient_checkpointing": False},
     "auto_bf16_gc": {"torch_dtype": "auto", "bf16": True, "gradient_checkpointing": True},
 }
+LABELS = {"float32": "float32, no checkpointing", "auto_bf16_gc": "auto + bf16 + checkpointing"}
+FIGURES = [Figure("sft_s_per_step", "SFT s/step", ".3f"), Figure("cogpo_s_per_step", "CogPO s/step", ".3f"),
+           Figure("gpu_peak_mib", "GPU peak MiB", ".0f"), Figure("peak_rss_mib", "peak RSS MiB", ".0f")]
 
 
 def _verified(n: int):
@@ -101,6 +111,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--steps", type=int, default=6)
+    add_rounds_argument(parser)
     parser.add_argument("--child", choices=list(ARMS))
     parser.add_argument("--model")
     args = parser.parse_args()
@@ -109,25 +120,18 @@ def main() -> None:
             print(json.dumps(_child(args.child, args.model, args.steps, out)))
         return
     model = _model(args.hidden, args.layers)
-    results = {}
-    for arm in ARMS:  # float32 first: RUSAGE_CHILDREN's max RSS is a running maximum
-        out = subprocess.run([sys.executable, __file__, "--child", arm, "--model", model, "--steps", str(args.steps)],
-                             capture_output=True, text=True)
-        if out.returncode != 0:
-            raise RuntimeError(f"{arm} failed:\n{out.stderr[-4000:]}")
-        results[arm] = json.loads(out.stdout.strip().splitlines()[-1])
-        results[arm]["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    base, ours = results["float32"], results["auto_bf16_gc"]
-    print(f"model: random Qwen2 hidden {args.hidden} x {args.layers} layers   device: {base['device']}")
-    print(f"{'arm':<16}{'weights':>16}{'SFT s/step':>12}{'CogPO s/step':>14}{'GPU peak MiB':>14}{'RSS MiB':>10}")
-    for name, r in results.items():
-        gpu = f"{r['gpu_peak_mib']:.0f}" if r["gpu_peak_mib"] is not None else "-"
-        print(f"{name:<16}{r['dtype']:>16}{r['sft_s_per_step']:>12.3f}{r['cogpo_s_per_step']:>14.3f}{gpu:>14}"
-              f"{r['peak_rss_mib']:>10.0f}")
-    print(f"ratio float32 / auto_bf16_gc: SFT time {base['sft_s_per_step'] / ours['sft_s_per_step']:.2f}x, "
-          f"CogPO time {base['cogpo_s_per_step'] / ours['cogpo_s_per_step']:.2f}x"
-          + (f", GPU peak memory {base['gpu_peak_mib'] / ours['gpu_peak_mib']:.2f}x" if ours["gpu_peak_mib"] else ""))
-    print(json.dumps(results, indent=1))
+
+    def one(arm: str) -> dict:
+        child = run_child([sys.executable, __file__, "--child", arm, "--model", model, "--steps", str(args.steps)],
+                          what=arm)
+        return {**child.last_json(), "peak_rss_mib": child.max_rss_mib}
+
+    runs = alternate(list(ARMS), one, args.rounds)
+    base = runs["float32"][0]
+    print(f"model: random Qwen2 hidden {args.hidden} x {args.layers} layers   device: {base['device']}   weights: "
+          + ", ".join(f"{arm} {rs[0]['dtype']}" for arm, rs in runs.items()) + f"  ({rounds_note(runs)})")
+    print(markdown_table(runs, LABELS, FIGURES, baseline="float32", ratio_label="ratio baseline / paper setting"))
+    print(json.dumps(runs, indent=1))
 
 
 if __name__ == "__main__":

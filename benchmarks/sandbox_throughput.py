@@ -3,17 +3,22 @@ same programs.
 
 Three programs stand in for solutions: one that prints its input reversed, one that counts primes
 (about 50 ms of CPU), one that sorts numbers read from stdin. Each arm runs the same list of runs,
-side by side in this invocation, arms interleaved over the repeats so that drift of the machine's
-speed lands on every arm.
+side by side in this invocation, the arms alternating over ``--rounds`` rounds (benchmarks/arms.py;
+``--repeats`` is its old name) so that drift of the machine's speed lands on every arm; the script
+prints per arm the median and min-max of runs per second and milliseconds per run, and the ratios
+of medians against the bare runs.
 
-    .venv/bin/python benchmarks/sandbox_throughput.py [--runs 48] [--repeats 3] [--concurrency 4]
+    .venv/bin/python benchmarks/sandbox_throughput.py [--runs 48] [--rounds 3] [--concurrency 4]
+
+Full measurement (as in docs/benchmarks.md; about a minute on 2 idle cores):
+
+    .venv/bin/python benchmarks/sandbox_throughput.py --runs 24 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,7 +26,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from crv_dagster.sandbox import Limits, Sandbox, namespaces_available
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from arms import Figure, add_rounds_argument, alternate, markdown_table, rounds_note  # noqa: E402
+
+from crv_dagster.sandbox import Limits, Sandbox, namespaces_available  # noqa: E402
+
+FIGURES = [Figure("runs_per_s", "runs/s", higher_is_better=True), Figure("ms_per_run", "ms per run")]
 
 PROGRAMS = {
     "echo": ("print(input()[::-1])\n", "hello sandbox\n"),
@@ -54,33 +65,36 @@ def _sandboxed(sandbox: Sandbox, runs: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=48)
-    parser.add_argument("--repeats", type=int, default=3)
+    add_rounds_argument(parser)
+    parser.add_argument("--repeats", dest="rounds", type=int, default=argparse.SUPPRESS, help="the old name of --rounds")
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
     runs = [list(PROGRAMS)[i % len(PROGRAMS)] for i in range(args.runs)]
     limits = Limits()
     isolation = "namespaces" if namespaces_available() else "limits"
-    arms = {
-        "bare subprocess.run, serial (baseline)": lambda scratch: _bare(runs, scratch),
-        "sandbox limits only, serial": lambda _: _sandboxed(Sandbox(limits, "limits", 1), runs),
-        f"sandbox {isolation}, serial": lambda _: _sandboxed(Sandbox(limits, isolation, 1), runs),
-        f"sandbox {isolation}, {args.concurrency} at once": lambda _: _sandboxed(
-            Sandbox(limits, isolation, args.concurrency), runs),
+    labels = {
+        "bare": "bare subprocess.run, serial (baseline)",
+        "limits": "sandbox limits only, serial",
+        "isolated": f"sandbox {isolation}, serial",
+        "concurrent": f"sandbox {isolation}, {args.concurrency} at once",
     }
-    seconds = {name: [] for name in arms}
     with tempfile.TemporaryDirectory() as scratch:
-        for _ in range(args.repeats):
-            for name, arm in arms.items():
-                started = time.perf_counter()
-                arm(Path(scratch))
-                seconds[name].append(time.perf_counter() - started)
-    baseline = statistics.median(seconds[next(iter(arms))])
-    print(f"{args.runs} runs per arm ({', '.join(PROGRAMS)}), median of {args.repeats} repeats, "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'arm':<44}{'runs/s':>8}{'ms/run':>9}{'time vs baseline':>18}")
-    for name, values in seconds.items():
-        median = statistics.median(values)
-        print(f"{name:<44}{args.runs / median:>8.1f}{1000 * median / args.runs:>9.1f}{median / baseline:>17.2f}x")
+        arms = {
+            "bare": lambda: _bare(runs, Path(scratch)),
+            "limits": lambda: _sandboxed(Sandbox(limits, "limits", 1), runs),
+            "isolated": lambda: _sandboxed(Sandbox(limits, isolation, 1), runs),
+            "concurrent": lambda: _sandboxed(Sandbox(limits, isolation, args.concurrency), runs),
+        }
+
+        def one(arm: str) -> dict:
+            started = time.perf_counter()
+            arms[arm]()
+            seconds = time.perf_counter() - started
+            return {"runs_per_s": args.runs / seconds, "ms_per_run": 1000 * seconds / args.runs}
+
+        results = alternate(list(arms), one, args.rounds)
+    print(f"{args.runs} runs per arm ({', '.join(PROGRAMS)}), {os.cpu_count()} CPUs  ({rounds_note(results)})")
+    print(markdown_table(results, labels, FIGURES, baseline="bare", ratio_label="vs bare"))
 
 
 if __name__ == "__main__":

@@ -3,11 +3,17 @@ computing them again for every method.
 
 CogPO, DPO, DPO with the mean CogPO beta and IPO all score the pairs against the same reference
 model (the SFT checkpoint), so its log-probs need one forward pass over the pairs, not one per
-method. Both arms train the same methods on the same pairs with the same settings, each arm in a
-fresh child process, side by side in this invocation; the script prints wall time per arm, the
-time spent in reference passes and the ratios.
+method. Both arms train the same methods on the same pairs with the same settings, each run in a
+fresh child process, the arms alternating over ``--rounds`` rounds (benchmarks/arms.py); the
+script prints per arm the median and min-max of the wall time and of the time spent in reference
+passes, and the ratios of medians.
 
-    .venv/bin/python benchmarks/shared_reference.py [--model demo|tiny] [--pairs 32] [--steps 2]
+    .venv/bin/python benchmarks/shared_reference.py [--model demo|tiny] [--pairs 32] [--steps 2] [--rounds 3]
+
+Full measurement (SmolLM2-135M as in docs/benchmarks.md; about 22 minutes on 2 idle cores: six
+runs of 3-4 minutes):
+
+    .venv/bin/python benchmarks/shared_reference.py --pairs 16 --steps 2 --rounds 3
 """
 
 from __future__ import annotations
@@ -15,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +29,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from arms import Figure, add_rounds_argument, alternate, markdown_table, rounds_note, run_child  # noqa: E402
+
 METHODS = ["cogpo", "dpo", "dpo_mean_beta", "ipo"]
+ARMS = {"per_method": "baseline: a reference pass for every method", "shared": "ours: one reference pass, shared"}
+FIGURES = [Figure("total_s", "total s"), Figure("reference_s", "reference passes s")]
 
 
 def _child(arm: str, model_path: str, n_pairs: int, steps: int, threads: int) -> dict:
@@ -58,10 +67,7 @@ def _child(arm: str, model_path: str, n_pairs: int, steps: int, threads: int) ->
 def _run_child(arm: str, args) -> dict:
     cmd = [sys.executable, __file__, "--child", arm, "--model", args.model, "--pairs", str(args.pairs),
            "--steps", str(args.steps), "--threads", str(args.threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"{arm} run failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(cmd, what=f"{arm} run").last_json()
 
 
 def main() -> None:
@@ -72,24 +78,17 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=32, help="problems; one large-gap pair each")
     parser.add_argument("--steps", type=int, default=2, help="training steps per method")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--child", choices=["shared", "per_method"])
+    add_rounds_argument(parser)
+    parser.add_argument("--child", choices=list(ARMS))
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_child(args.child, args.model, args.pairs, args.steps, args.threads)))
         return
     args.model = _model_path(args.model)
-    # Alternating arms, twice: drift of the machine's speed lands on both.
-    runs = [_run_child(arm, args) for _ in range(2) for arm in ("per_method", "shared")]
-    by_arm = {arm: [r for r in runs if r["arm"] == arm] for arm in ("per_method", "shared")}
-    mean = {arm: {k: sum(r[k] for r in rs) / len(rs) for k in ("total_s", "reference_s")} for arm, rs in by_arm.items()}
-    print(f"model: {args.model}  pairs: {runs[0]['pairs']}  methods: {', '.join(METHODS)}  "
-          f"steps per method: {args.steps}  threads: {args.threads}  (mean of 2 runs per arm)")
-    print(f"{'arm':<44}{'total s':>10}{'reference s':>14}")
-    for arm, name in (("per_method", "baseline: reference pass for every method"),
-                      ("shared", "ours: one reference pass, shared")):
-        print(f"{name:<44}{mean[arm]['total_s']:>10.1f}{mean[arm]['reference_s']:>14.1f}")
-    print(f"ratio baseline/ours: total time {mean['per_method']['total_s'] / mean['shared']['total_s']:.2f}x, "
-          f"reference time {mean['per_method']['reference_s'] / mean['shared']['reference_s']:.2f}x")
+    runs = alternate(list(ARMS), lambda arm: _run_child(arm, args), args.rounds)
+    print(f"model: {args.model}  pairs: {runs['shared'][0]['pairs']}  methods: {', '.join(METHODS)}  "
+          f"steps per method: {args.steps}  threads: {args.threads}  ({rounds_note(runs)})")
+    print(markdown_table(runs, ARMS, FIGURES, baseline="per_method", ratio_label="ratio baseline / ours"))
 
 
 if __name__ == "__main__":

@@ -3,11 +3,17 @@
 Both arms run the same job (SFT, then CogPO from that checkpoint) on the same data with the same
 global batch, launched exactly as the assets launch it (``training.launch_command.launch_command``): one
 process with all the machine's threads, or ``accelerate launch`` of two processes with one thread
-each (accelerate/ddp_cpu.yaml). Arms alternate, twice; the script prints the wall time of each
-launch (start-up included), the time inside the trainers, and the ratios. On a CPU this measures
-what data parallelism costs or saves against intra-op threads; on GPUs the same job scales out.
+each (accelerate/ddp_cpu.yaml). Arms alternate over ``--rounds`` rounds (benchmarks/arms.py); the
+script prints per arm the median and min-max of the wall time of a launch (start-up included) and
+of the time inside the trainers, and the ratios of medians. On a CPU this measures what data
+parallelism costs or saves against intra-op threads; on GPUs the same job scales out.
 
-    .venv/bin/python benchmarks/training_processes.py [--model demo|tiny] [--pairs 32] [--steps 4]
+    .venv/bin/python benchmarks/training_processes.py [--model demo|tiny] [--pairs 32] [--steps 4] [--rounds 3]
+
+Full measurement (SmolLM2-135M as in docs/benchmarks.md; about 20 minutes on 2 idle cores: six
+launches of 3-4 minutes):
+
+    .venv/bin/python benchmarks/training_processes.py --model demo --pairs 32 --steps 4 --rounds 3
 """
 
 from __future__ import annotations
@@ -25,7 +31,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from arms import Figure, add_rounds_argument, alternate, markdown_table, rounds_note  # noqa: E402
+
 ARMS = {"one": "baseline: 1 process, 2 threads", "two": "ours: 2 processes (DDP, gloo), 1 thread each"}
+FIGURES = [Figure("wall_s", "launch s (start-up included)"), Figure("train_s", "in the trainers s")]
 
 
 def _job(root: Path, model: str, pairs, examples, processes: int, steps: int, global_batch: int) -> Path:
@@ -77,20 +86,16 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=32, help="problems: one SFT CoT and one pair each")
     parser.add_argument("--steps", type=int, default=4, help="training steps of SFT and of CogPO")
     parser.add_argument("--batch", type=int, default=4, help="global batch (split over the processes)")
+    add_rounds_argument(parser)
     args = parser.parse_args()
     model = _model_path(args.model)
     pairs = _pairs(AutoTokenizer.from_pretrained(model), args.pairs)
     examples = pd.DataFrame({"question": pairs["question"], "answer": pairs["answer"], "cot": pairs["chosen"]})
-    runs = [_launch(arm, model, pairs, examples, args.steps, args.batch) for _ in range(2) for arm in ARMS]
-    mean = {arm: {k: sum(r[k] for r in runs if r["arm"] == arm) / 2 for k in ("wall_s", "train_s")} for arm in ARMS}
+    runs = alternate(list(ARMS), lambda arm: _launch(arm, model, pairs, examples, args.steps, args.batch), args.rounds)
     print(f"model: {model}  pairs: {len(pairs)}  steps: {args.steps} SFT + {args.steps} CogPO  "
-          f"global batch: {args.batch}  (mean of 2 launches per arm, alternating)")
-    print(f"{'arm':<48}{'launch s':>10}{'in trainers s':>15}")
-    for arm, name in ARMS.items():
-        print(f"{name:<48}{mean[arm]['wall_s']:>10.1f}{mean[arm]['train_s']:>15.1f}")
-    print(f"ratio baseline/ours: launch {mean['one']['wall_s'] / mean['two']['wall_s']:.2f}x, "
-          f"in trainers {mean['one']['train_s'] / mean['two']['train_s']:.2f}x")
-    print("last losses:", {r["arm"]: r["loss_last"] for r in runs[:2]})
+          f"global batch: {args.batch}  ({rounds_note(runs)})")
+    print(markdown_table(runs, ARMS, FIGURES, baseline="one", ratio_label="ratio baseline / ours"))
+    print("last losses, first run of each arm:", {arm: rs[0]["loss_last"] for arm, rs in runs.items()})
 
 
 if __name__ == "__main__":
