@@ -34,7 +34,7 @@ FIGURES = [Figure("s_per_step", "s/step", ".2f"), Figure("setup_s", "setup s"), 
 
 
 def _pairs(tokenizer, n: int):
-    from crv_dagster.data.arith import arith_verified_set
+    from known_data import arith_verified_set
     from crv_dagster.preference.pairs import build_pairs, chat_prompt_renderer, incorrect_by_perturbation
 
     verified = arith_verified_set(n, seed=7, dataset="bench")

@@ -41,7 +41,7 @@ STUDENTS = {"tiny-qwen2": {"architecture": "qwen2", "hidden_size": 128, "num_lay
 
 def _data(tokenizer, n: int):
     """SFT examples and preference pairs (the dataset's CoTs against perturbed wrong ones)."""
-    from crv_dagster.data.arith import arith_verified_set
+    from known_data import arith_verified_set
     from crv_dagster.preference.pairs import build_pairs, chat_prompt_renderer, incorrect_by_perturbation
 
     verified = arith_verified_set(n, seed=3, dataset="gpu_check")

@@ -42,7 +42,7 @@ FIGURES = [Figure("sft_s_per_step", "SFT s/step", ".3f"), Figure("cogpo_s_per_st
 
 
 def _verified(n: int):
-    from crv_dagster.data.arith import arith_verified_set
+    from known_data import arith_verified_set
 
     return arith_verified_set(n, seed=3, dataset="bench")
 

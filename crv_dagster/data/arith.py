@@ -116,16 +116,3 @@ def generate_arith(num_problems: int, seed: int = 0) -> list[ArithProblem]:
             seen.add(problem.question)
             problems.append(problem)
     return problems
-
-
-def arith_verified_set(num_problems: int, seed: int = 0, dataset: str = "arith"):
-    """The built-in problems shaped as ``verified_set`` rows: every CoT correct, kept as written
-    and suited. Known-good training data for the benchmarks and the GPU check."""
-    import pandas as pd
-
-    problems = generate_arith(num_problems, seed=seed)
-    return pd.DataFrame({"problem_id": [f"p{i}" for i in range(num_problems)], "dataset": dataset,
-                         "question": [p.question for p in problems], "answer": [p.answer for p in problems],
-                         "cot": [p.cot for p in problems], "role": "suited", "provenance": "original",
-                         "label": "medium", "action": "keep"})
-

@@ -19,6 +19,7 @@ reuse them. The baselines without a reference model (SimPO, ORPO) run on TRL's o
 from __future__ import annotations
 
 import hashlib
+import math
 import tempfile
 import time
 from collections import Counter
@@ -252,7 +253,10 @@ def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config:
         if is_reference_method(method):
             trainer, betas = _reference_trainer(method, model, tokenizer, pairs, settings, common, peft, reference,
                                                 [curves, *(callbacks or [])], shared, work_dir is not None)
-            before = per_kind_losses(trainer, pairs, betas) if betas else {}
+            # Before the first step the policy is its reference (both are the start checkpoint, or
+            # the adapter is still zero), so every pair's loss is -log sigmoid(0) = log 2: known
+            # without a forward pass over every pair, which cost as much as the training steps.
+            before = {kind: math.log(2) for kind in sorted(set(pairs["pair_type"]))} if betas else {}
             result = trainer.train()
             after = per_kind_losses(trainer, pairs, betas) if betas else {}
             reference = trainer.reference_logps(key) if reference is None else reference
