@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 
@@ -106,10 +107,16 @@ def _is_step_worker(pid: int) -> bool:
     recovery never signals a process it cannot recognise)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            command = cmdline.read().decode(errors="replace")
+            args = cmdline.read().decode(errors="replace").split("\0")
     except OSError:
         return False
-    return "python" in command and ("multiprocessing" in command or "dagster" in command)
+    # Judged by the program and its entry point, not by any argument: a test run whose arguments
+    # name a file "test_dagster_..." is no step worker.
+    program = [Path(arg).name for arg in args[:2]]
+    spawned = any(arg.startswith("from multiprocessing.spawn import") for arg in args)
+    launched = any(name in ("dg", "dagster", "dagster-webserver", "dagster-daemon") for name in program) or \
+        (len(args) > 2 and args[1] == "-m" and args[2].split(".")[0] in ("dagster", "dagster_dg_cli"))
+    return any(name.startswith("python") for name in program) and (spawned or launched)
 
 
 def _run_start_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
