@@ -418,16 +418,16 @@ def test_the_matched_control_trains_on_as_many_raw_cots_as_sft_for_as_many_steps
 def test_dpo_mean_beta_uses_one_beta_equal_to_the_mean_of_cogpos(student, pairs, tmp_path):
     from crv_dagster.methods import method_betas
 
-    settings = _training().cogpo
+    settings = _training()
     mean = float(pairs["beta"].mean())
     assert len(set(pairs["beta"])) > 1  # the pairs really have a schedule to flatten
     assert method_betas("dpo_mean_beta", pairs, settings) == [mean] * len(pairs)
     assert method_betas("cogpo", pairs, settings) == pairs["beta"].tolist()
-    assert method_betas("dpo", pairs, settings) == [settings.dpo_beta] * len(pairs)
+    assert method_betas("dpo", pairs, settings) == [settings.dpo.beta] * len(pairs)
     # Through training: DPO with its beta set to that mean follows the same curve, step by step;
     # CogPO's schedule (same mean) does not.
     config = _training()
-    at_mean = config.model_copy(update={"cogpo": settings.model_copy(update={"dpo_beta": mean})})
+    at_mean = config.model_copy(update={"dpo": settings.dpo.model_copy(update={"beta": mean})})
     flat = train_preference(student, pairs, tmp_path / "mean", config, method="dpo_mean_beta")
     dpo = train_preference(student, pairs, tmp_path / "dpo", at_mean, method="dpo")
     cogpo = train_preference(student, pairs, tmp_path / "cogpo", config, method="cogpo")
@@ -440,7 +440,7 @@ def test_dpo_mean_beta_uses_one_beta_equal_to_the_mean_of_cogpos(student, pairs,
 def test_the_reversed_and_uniform_schedules_reach_the_loss(student, pairs, tmp_path):
     from crv_dagster.methods import method_betas, reversed_schedule
 
-    settings = _training().cogpo
+    settings = _training()
     kinds = pairs.groupby("pair_type")["beta"].first().to_dict()
     assert len(set(kinds.values())) > 1  # a schedule to reverse
     reversed_kinds = reversed_schedule(pairs)
@@ -490,7 +490,7 @@ def test_a_left_out_pair_kind_trains_on_the_other_kinds_only(tmp_path):
     assert data["cogpo_without_large_gap"]["pair_type"].tolist() == ["small_gap"]
     assert skipped == {}
     assert data["cogpo_without_medium_gap"].equals(pairs)  # no medium_gap pairs: nothing left out
-    assert method_betas("cogpo_without_small_gap", data["cogpo_without_small_gap"], training.cogpo) == [0.5, 0.5]
+    assert method_betas("cogpo_without_small_gap", data["cogpo_without_small_gap"], training) == [0.5, 0.5]
     only_large = pairs[pairs["pair_type"] == "large_gap"]
     planned, skipped = preference_runs(profile, "arith", "tiny-a", manifest, only_large)
     assert "cogpo_without_large_gap" in skipped and "cogpo_without_large_gap" not in {r.method for r in planned}

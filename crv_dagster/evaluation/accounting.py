@@ -24,7 +24,7 @@ from typing import Mapping
 import pandas as pd
 
 from crv_dagster.config import Prices
-from crv_dagster.vocabulary import BASE, COGPO_FROM_RAW, SFT, SFT_FILTER, SFT_RAW, SFT_RAW_MATCHED
+from crv_dagster.methods import BASE, COGPO_FROM_RAW, SFT, SFT_FILTER, SFT_RAW, SFT_RAW_MATCHED
 
 TOKEN_ASSETS = ("raw_cots", "critiques", "rewritten_cots", "preference_pairs")
 _DATA_OF = {BASE: (), SFT_RAW: ("raw_cots",), SFT_RAW_MATCHED: ("raw_cots",),

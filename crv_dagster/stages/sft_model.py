@@ -12,7 +12,8 @@ from crv_dagster.stages.display import markdown_table
 from crv_dagster.stages.trained import launch_metadata, training_reads, write_card
 from crv_dagster.training import plan
 from crv_dagster.training.launch import launch_training
-from crv_dagster.vocabulary import RESCUED, SFT, SFT_RAW_MATCHED, SUITED
+from crv_dagster.methods import SFT, SFT_RAW_MATCHED
+from crv_dagster.vocabulary import RESCUED, SUITED
 
 
 def reads(profile: Profile) -> dict:

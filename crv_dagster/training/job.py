@@ -231,7 +231,7 @@ def run_job(job: TrainingJob) -> list[dict]:
     """Every run of ``job``, in order, on this process (one rank of the launch)."""
     from crv_dagster.training.cogpo import train_preference
     from crv_dagster.training.sft import train_sft
-    from crv_dagster.vocabulary import is_reference_method
+    from crv_dagster.methods import is_reference_method
 
     state = _state()
     launched = int(os.environ.get("WORLD_SIZE", "1"))

@@ -15,12 +15,7 @@ from typing import Any
 import pandas as pd
 
 from crv_dagster.config import Profile
-from crv_dagster.vocabulary import COGPO_FROM_RAW, left_out_kind, SFT, SFT_FILTER, SFT_RAW, SFT_RAW_MATCHED, SUITED
-
-# Why an SFT baseline can have nothing to train on.
-SFT_EMPTY_REASONS = {SFT_RAW: "no raw CoT reaches the reference answer",
-                     SFT_RAW_MATCHED: "no raw CoT reaches the reference answer",
-                     SFT_FILTER: "the Critic labelled no correct CoT 'medium'"}
+from crv_dagster.methods import EXAMPLE_COLUMNS, SFT, preference_method, sft_method
 # What the job reports of the examples it dropped or cut to fit max_length.
 LENGTH_KEYS = ("overlength_dropped", "overlength_truncated", "max_tokens_seen")
 
@@ -40,31 +35,10 @@ class PlannedRun:
 
 def sft_examples(method: str, verified: pd.DataFrame, raw_cots: pd.DataFrame | None = None,
                  critiques: pd.DataFrame | None = None, seed: int = 0) -> pd.DataFrame:
-    """The (question, answer, cot) rows that ``method`` fine-tunes on; empty when there are none.
-    ``seed`` draws the matched control's subset (one subset per training seed)."""
-    if method == SFT:
-        rows = verified[verified["role"] == SUITED]
-    elif method == SFT_RAW:
-        rows = _needs(raw_cots, "raw_cots", method)
-        rows = rows[rows["is_correct"]]
-    elif method == SFT_RAW_MATCHED:
-        correct = _needs(raw_cots, "raw_cots", method)
-        correct = correct[correct["is_correct"]]
-        size = int((verified["role"] == SUITED).sum())
-        # As many as SFT trains on (all of them when there are fewer): equal rows, so equal steps.
-        rows = correct.sample(n=min(size, len(correct)), random_state=seed).sort_index()
-    elif method == SFT_FILTER:
-        rows = _needs(critiques, "critiques", method)
-        rows = rows[(rows["label"] == "medium") & rows["cot_correct"]]
-    else:
-        raise ValueError(f"unknown SFT method '{method}' (known: {SFT}, {SFT_RAW}, {SFT_FILTER}, {SFT_RAW_MATCHED})")
-    return rows[["question", "answer", "cot"]].reset_index(drop=True)
-
-
-def _needs(frame: pd.DataFrame | None, name: str, method: str) -> pd.DataFrame:
-    if frame is None:
-        raise ValueError(f"{method} trains on {name}, which was not given")
-    return frame
+    """The (question, answer, cot) rows that ``method`` fine-tunes on (its registry entry's data);
+    empty when there are none. ``seed`` draws the matched control's subset (one subset per training seed)."""
+    rows = sft_method(method).data(verified, raw_cots, critiques, seed)
+    return rows[EXAMPLE_COLUMNS].reset_index(drop=True)
 
 
 def checkpoint_dir(cfg: Profile, asset: str, dataset: str, model_size: str, method: str, seed: int) -> Path:
@@ -81,7 +55,7 @@ def sft_runs(cfg: Profile, dataset: str, model_size: str, base_model: str, verif
         if sft_examples(method, verified, raw_cots, critiques).empty:
             if method == SFT:
                 raise ValueError(f"{SFT}: no CoTs to fine-tune on (verified_set has no suited CoT)")
-            skipped[method] = SFT_EMPTY_REASONS[method]
+            skipped[method] = sft_method(method).empty_reason
             continue
         for seed in cfg.seeds:
             params = {"base_model": base_model, "finetuning": training.finetuning, "seed": seed,
@@ -107,8 +81,9 @@ def preference_runs(cfg: Profile, dataset: str, model_size: str, sft_manifest: p
     """CogPO and each preference baseline of the profile, once per seed, on the same pairs; and the
     methods left out with the reason (a left-out pair kind that leaves no pairs).
 
-    Every method starts from the seed's ``sft`` checkpoint, except CogPO from the raw-CoT checkpoint
-    (``sft_raw``). The job computes the reference log-probs with the first method that needs them and
+    Every method starts from the seed's checkpoint of its entry's ``start`` (``sft``, or ``sft_raw``
+    for CogPO from the raw-CoT checkpoint) and trains on the pairs less the kind its entry leaves
+    out. The job computes the reference log-probs with the first method that needs them and
     hands them to the others on the same checkpoint and pairs; ``cogpo_without_<kind>`` trains on the
     other kinds' pairs, so it has a reference pass of its own."""
     if pairs.empty:
@@ -116,16 +91,18 @@ def preference_runs(cfg: Profile, dataset: str, model_size: str, sft_manifest: p
     training = cfg.training_for(model_size)
     data, skipped = {}, {}
     for method in cfg.training.preference_methods():
-        kind = left_out_kind(method)
+        kind = preference_method(method).left_out
         data[method] = pairs if kind is None else pairs[pairs["pair_type"] != kind].reset_index(drop=True)
         if data[method].empty:
             skipped[method] = f"every pair is {kind}: nothing is left to train on"
     planned = []
     for seed in cfg.seeds:
         for method in [m for m in cfg.training.preference_methods() if m not in skipped]:
-            start = sft_checkpoint(sft_manifest, seed, SFT_RAW if method == COGPO_FROM_RAW else SFT)
+            entry = preference_method(method)
+            start = sft_checkpoint(sft_manifest, seed, entry.start)
             params = {"sft_model": start, "method": method, "seed": seed, "finetuning": training.finetuning,
                       **{f"cogpo.{k}": v for k, v in training.cogpo.model_dump().items()},
+                      **{f"{entry.settings}.{k}": v for k, v in getattr(training, entry.settings).model_dump().items()},
                       **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
                       **{f"pairs_{t}": n for t, n in data[method]["pair_type"].value_counts().items()}}
             planned.append(PlannedRun("preference", method, seed, start, data[method],

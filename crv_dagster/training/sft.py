@@ -25,7 +25,7 @@ from crv_dagster.training.common import (
     save_trained,
     trainer_kwargs,
 )
-from crv_dagster.vocabulary import SFT
+from crv_dagster.methods import SFT
 
 
 def sft_records(examples: pd.DataFrame, render_prompt) -> pd.DataFrame:
