@@ -51,10 +51,12 @@ class Method:
 
 @dataclass(frozen=True)
 class SftMethod(Method):
-    """Fine-tuning the base student on ``data``'s rows; ``empty_reason`` says why they can be none."""
+    """Fine-tuning the base student on ``data``'s rows; ``empty_reason`` says why they can be none;
+    ``data_assets``: the assets whose generation made those rows (the accounting of data tokens)."""
 
     data: SftData
     empty_reason: str = ""
+    data_assets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,15 +178,17 @@ def unregister(name: str) -> None:
 
 register(SftMethod(
     SFT, "SFT (CRV data)", "SFT on the CRV data (the verified set's suited CoTs)",
-    "the starting point of every preference method", _suited))
+    "the starting point of every preference method", _suited,
+    data_assets=("raw_cots", "critiques", "rewritten_cots")))
 register(SftMethod(
     SFT_RAW, "SFT (raw CoTs)", "SFT on the raw teacher CoTs that reach the reference answer",
-    "what CRV adds: `sft` − `sft_raw`", _correct_raw, "no raw CoT reaches the reference answer"))
+    "what CRV adds: `sft` − `sft_raw`", _correct_raw, "no raw CoT reaches the reference answer",
+    data_assets=("raw_cots",)))
 register(SftMethod(
     SFT_FILTER, "SFT (Critic filter, no rewriting)",
     "SFT on the correct CoTs the Critic labelled `medium`, none rewritten",
     "the paper's ablation without rethinking: `sft` − `sft_filter`", _medium_correct,
-    "the Critic labelled no correct CoT 'medium'"))
+    "the Critic labelled no correct CoT 'medium'", data_assets=("raw_cots", "critiques")))
 # Matched on the count only: not on problems, lengths or labels, and its pool holds no CoT whose
 # answer was wrong, where `sft` may hold rescued rows (crv.rescued).
 register(SftMethod(
@@ -195,7 +199,8 @@ register(SftMethod(
     "lengths or labels, and `sft`'s rescued rows (`crv.rescued`, counted as `sft_rows_rescued`) have no "
     "counterpart in its pool of correct raw CoTs",
     "what CRV's selection and rewriting add at equal data and compute: `sft` − `sft_raw_matched` "
-    "(`sft_raw` − `sft_raw_matched` is what more data adds)", _matched_raw, "no raw CoT reaches the reference answer"))
+    "(`sft_raw` − `sft_raw_matched` is what more data adds)", _matched_raw, "no raw CoT reaches the reference answer",
+    data_assets=("raw_cots",)))
 
 register(PreferenceMethod(
     COGPO, "SFT + CogPO", "per-pair beta by pair kind", "the row every other is tested against",
