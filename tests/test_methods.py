@@ -84,7 +84,7 @@ def test_a_method_registered_alone_is_validated_planned_trained_and_shown(hinge,
     assert planned[1].params["dpo.beta"] == training.dpo.beta
     config = training.model_copy(update={"cogpo": training.cogpo.model_copy(update={"max_steps": 1})})
     result = train_preference(tiny_model, pairs, tmp_path / hinge, config, method=hinge)
-    assert result["method"] == hinge and result["steps"] == 1 and result["reference"] is not None
+    assert result.method == hinge and result.steps == 1 and result.reference is not None
     assert methods.is_trained_method(hinge)  # the schemas' check of a manifest's method column
     assert method_name(hinge) == "SFT + DPO (hinge loss)"
     assert method_rank(hinge) < method_rank("cogpo")

@@ -49,8 +49,8 @@ def run(stage: Stage, sft_model: pd.DataFrame, preference_pairs: pd.DataFrame,
     with launch_training(stage, "cogpo_model", training, planned) as launched:
         for item in launched:
             method, seed, result = item.planned.method, item.planned.seed, item.result
-            if result.get("reference_computed_s") is not None:
-                reference_s.append(result["reference_computed_s"])
+            if result.reference_computed_s is not None:
+                reference_s.append(result.reference_computed_s)
             stage.log.info(plan.describe_result(item.planned, result))
             item.run.log_metrics(plan.preference_metrics(result))
             if not heldout.empty:

@@ -39,7 +39,7 @@ def run(stage: Stage, raw_cots: pd.DataFrame, critiques: pd.DataFrame, verified_
             stage.log.info(plan.describe_result(item.planned, item.result))
             rows.append(plan.manifest_row(item.planned, training.finetuning, item.result))
             write_card(stage, item, rows[-1])
-            examples.setdefault(f"{item.planned.method}_num_examples", item.result["num_examples"])
+            examples.setdefault(f"{item.planned.method}_num_examples", item.result.num_examples)
             links[f"{item.planned.method}/seed-{item.planned.seed}"] = item.run.url
     manifest = pd.DataFrame(rows)
     main = manifest[manifest["method"] == SFT].iloc[0]

@@ -44,6 +44,7 @@ from crv_dagster.training.common import (
     save_trained,
     trainer_kwargs,
 )
+from crv_dagster.training.result import ReferenceLogps, TrainingResult
 from crv_dagster.training.sft import token_count
 
 
@@ -70,21 +71,6 @@ class BetaCollator(DataCollatorForPreference):
         if examples and "beta" in examples[0]:
             batch["beta"] = torch.tensor([float(e["beta"]) for e in examples], dtype=torch.float32)
         return batch
-
-
-@dataclass(frozen=True)
-class ReferenceLogps:
-    """Sequence log-probs of every pair's chosen and rejected CoT under the reference (SFT) model,
-    in the order of the pairs they were computed on. Computed once per (SFT checkpoint, pairs) and
-    shared by every method that has a reference."""
-
-    chosen: tuple[float, ...]
-    rejected: tuple[float, ...]
-    seconds: float = 0.0
-    key: str = ""  # of the SFT checkpoint and the pairs (reference_key)
-
-    def __len__(self) -> int:
-        return len(self.chosen)
 
 
 class CogPOTrainer(DPOTrainer):
@@ -212,7 +198,7 @@ def pair_lengths(pairs: pd.DataFrame, tokenizer) -> list[int]:
 
 def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config: TrainingConfig,
                      method: str = COGPO, seed: int = 0, run=None, callbacks: list | None = None,
-                     reference: ReferenceLogps | None = None, work_dir: Path | None = None) -> dict:
+                     reference: ReferenceLogps | None = None, work_dir: Path | None = None) -> TrainingResult:
     """One preference method from its starting checkpoint on ``pairs``; the method's entry in
     ``crv_dagster.methods`` names its trainer (a key of ``TRAINERS``), the section of ``config`` the
     trainer reads, whether it has a reference and its beta rule.
@@ -259,11 +245,11 @@ def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config:
         else:
             before, result, after, reference = {}, trainer.train(), {}, None
         save_trained(trainer, tokenizer, out_dir, lora)
-    return {"method": method, "seed": seed, "num_pairs": len(pairs), "steps": result.global_step, **length_counts,
-            "train_runtime_s": result.metrics.get("train_runtime"),
-            "loss": loss_summary(curves.history, f"{method}/loss"), "reference": reference,
-            "loss_by_kind_before": before, "loss_by_kind_after": after, "betas_by_rank": betas_by_rank,
-            "history": curves.history}
+    return TrainingResult("preference", method, seed, result.global_step, len(pairs), **length_counts,
+                          train_runtime_s=result.metrics.get("train_runtime"),
+                          loss=loss_summary(curves.history, f"{method}/loss"), history=curves.history,
+                          loss_by_kind_before=before, loss_by_kind_after=after, betas_by_rank=betas_by_rank,
+                          reference=reference)
 
 
 def _check_shared(args, shared_given: bool) -> None:

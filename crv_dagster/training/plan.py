@@ -16,8 +16,7 @@ import pandas as pd
 
 from crv_dagster.config import Profile
 from crv_dagster.methods import EXAMPLE_COLUMNS, SFT, preference_method, sft_method
-# What the job reports of the examples it dropped or cut to fit max_length.
-LENGTH_KEYS = ("overlength_dropped", "overlength_truncated", "max_tokens_seen")
+from crv_dagster.training.result import TrainingResult
 
 
 @dataclass
@@ -110,48 +109,48 @@ def preference_runs(cfg: Profile, dataset: str, model_size: str, sft_manifest: p
     return planned, skipped
 
 
-def manifest_row(run: PlannedRun, finetuning: str, result: dict) -> dict:
+def manifest_row(run: PlannedRun, finetuning: str, result: TrainingResult) -> dict:
     """A trained run as a row of the model manifest (``model_manifest_schema``)."""
-    loss = result.get("loss") or {}
     return {"method": run.method, "seed": run.seed, "path": str(run.out_dir), "parent": run.base_model,
-            "finetuning": finetuning, "num_examples": result.get("num_examples", result.get("num_pairs")),
-            "steps": result["steps"], "loss_first": loss.get("first"), "loss_last": loss.get("last"),
-            "train_runtime_s": result.get("train_runtime_s")}
+            "finetuning": finetuning, "num_examples": result.num_examples, "steps": result.steps,
+            "loss_first": result.loss.get("first"), "loss_last": result.loss.get("last"),
+            "train_runtime_s": result.train_runtime_s}
 
 
-def length_counts(result: dict) -> dict[str, int]:
-    return {k: result[k] for k in LENGTH_KEYS}
+def length_counts(result: TrainingResult) -> dict[str, int]:
+    """What the job reports of the examples it dropped or cut to fit max_length (``LENGTH_KEYS``)."""
+    return result.length_counts()
 
 
-def preference_metrics(result: dict) -> dict[str, float]:
+def preference_metrics(result: TrainingResult) -> dict[str, float]:
     """A preference run's numbers for its MLflow run: what max_length did, and the loss per pair
     kind before and after training."""
     return {**length_counts(result),
-            **{f"loss_by_kind/{k}/before": v for k, v in result["loss_by_kind_before"].items()},
-            **{f"loss_by_kind/{k}/after": v for k, v in result["loss_by_kind_after"].items()}}
+            **{f"loss_by_kind/{k}/before": v for k, v in result.loss_by_kind_before.items()},
+            **{f"loss_by_kind/{k}/after": v for k, v in result.loss_by_kind_after.items()}}
 
 
-def preference_summary(method: str, row: dict, result: dict) -> dict[str, Any]:
+def preference_summary(method: str, row: dict, result: TrainingResult) -> dict[str, Any]:
     """What the asset's metadata shows of one preference method (its first seed): losses, the
     last logged reward margin and accuracy, the loss per pair kind, the betas that reached it."""
-    last = next((h for h in reversed(result["history"]) if f"{method}/rewards/margins" in h), {})
+    last = next((h for h in reversed(result.history) if f"{method}/rewards/margins" in h), {})
     out = {f"{method}_loss_first": row["loss_first"], f"{method}_loss_last": row["loss_last"],
            **{f"{method}_{k}": v for k, v in length_counts(result).items()},
            f"{method}_reward_margin": last.get(f"{method}/rewards/margins"),
            f"{method}_reward_accuracy": last.get(f"{method}/rewards/accuracies")}
-    if result["loss_by_kind_after"]:
-        out[f"{method}_loss_by_kind"] = {"before": result["loss_by_kind_before"],
-                                         "after": result["loss_by_kind_after"]}
-    if result.get("betas_by_rank"):  # how often each pair beta reached the loss in each process
-        out[f"{method}_betas_by_rank"] = result["betas_by_rank"]
+    if result.loss_by_kind_after:
+        out[f"{method}_loss_by_kind"] = {"before": result.loss_by_kind_before,
+                                         "after": result.loss_by_kind_after}
+    if result.betas_by_rank:  # how often each pair beta reached the loss in each process
+        out[f"{method}_betas_by_rank"] = [{str(b): n for b, n in counts.items()} for counts in result.betas_by_rank]
     return {k: v for k, v in out.items() if v is not None}
 
 
-def describe_result(run: PlannedRun, result: dict) -> str:
+def describe_result(run: PlannedRun, result: TrainingResult) -> str:
     """One log line for a finished run."""
-    text = f"{run.method} (seed {run.seed}): {result['steps']} steps, loss {result['loss']}"
-    if result.get("loss_by_kind_after"):
-        text += f", per pair kind {result['loss_by_kind_before']} -> {result['loss_by_kind_after']}"
+    text = f"{run.method} (seed {run.seed}): {result.steps} steps, loss {result.loss}"
+    if result.loss_by_kind_after:
+        text += f", per pair kind {result.loss_by_kind_before} -> {result.loss_by_kind_after}"
     if run.kind == "sft":
         text += f"; over max_length: {length_counts(result)}"
     return text
