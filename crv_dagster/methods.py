@@ -74,8 +74,8 @@ class PreferenceMethod(Method):
 @dataclass(frozen=True)
 class Family:
     """Methods named ``<prefix><suffix>``: ``build`` makes the entry of one (None: not a member),
-    ``expand`` the members a profile's ``listed`` name stands for, given the pair kinds' betas.
-    ``pattern``, ``description`` and ``measures`` are its row in the docs' table."""
+    ``expand`` the members a profile's ``listed`` name stands for, given the pair kinds' betas;
+    ``example`` is one member. ``pattern``, ``description`` and ``measures`` are its row in the docs' table."""
 
     prefix: str
     listed: str
@@ -84,6 +84,7 @@ class Family:
     measures: str
     build: Callable[[str], PreferenceMethod | None]
     expand: Callable[[dict], list]
+    example: str
     members: tuple[str, ...] = ()  # members a profile may also list by name
 
 
@@ -278,13 +279,13 @@ register(Family(
     UNIFORM_PREFIX, "cogpo_uniform", "cogpo_uniform_<beta>",
     "CogPO's loss with one beta for every pair, once per beta value the schedule uses (`cogpo_uniform` in the "
     "list)", "the schedule against each of its own scales", _uniform,
-    lambda betas: [uniform_method(b) for b in sorted(set(betas.values()))]))
+    lambda betas: [uniform_method(b) for b in sorted(set(betas.values()))], example=uniform_method(0.5)))
 register(Family(
     WITHOUT_PREFIX, "cogpo_without", "cogpo_without_<kind>",
     "CogPO on the pairs of the other two kinds (`cogpo_without` in the list: one run per kind); a reference "
     "pass of its own, since its pairs differ; left out, with the reason in `not_trained`, when no pair is left",
     "what each kind of pair adds", _without, lambda betas: [without_method(kind) for kind in PAIR_TYPES],
-    members=tuple(without_method(kind) for kind in PAIR_TYPES)))
+    example=without_method(PAIR_TYPES[0]), members=tuple(without_method(kind) for kind in PAIR_TYPES)))
 
 
 # --------------------------------------------------------------------------- reading the registry
@@ -355,8 +356,12 @@ def expand_baseline(name: str, betas: dict) -> list[str]:
 
 def settings_sections() -> list[str]:
     """Every section of the training config a preference trainer reads (families' included)."""
-    entries = [*PREFERENCE_METHODS.values(), *(f.build(f.expand({"small_gap": 1.0})[0]) for f in FAMILIES.values())]
-    return list(dict.fromkeys(e.settings for e in entries))
+    return list(dict.fromkeys(e.settings for e in preference_entries()))
+
+
+def preference_entries() -> list[PreferenceMethod]:
+    """Every preference method's entry, and one member's of each family."""
+    return [*PREFERENCE_METHODS.values(), *(f.build(f.example) for f in FAMILIES.values())]
 
 
 def method_betas(name: str, pairs: pd.DataFrame, training: Any) -> list[float] | None:

@@ -18,9 +18,7 @@ def test_every_preference_method_names_a_trainer_and_its_settings_section():
     from crv_dagster.training.cogpo import TRAINERS
 
     training = TrainingConfig()
-    entries = [methods.preference_method(m) for m in
-               [*methods.PREFERENCE_METHODS, "cogpo_uniform_0.5", "cogpo_without_small_gap"]]
-    for entry in entries:
+    for entry in methods.preference_entries():
         assert entry.trainer in TRAINERS, entry.name
         assert isinstance(getattr(training, entry.settings), TRAINERS[entry.trainer].settings), entry.name
         assert entry.start in methods.SFT_METHODS, entry.name
