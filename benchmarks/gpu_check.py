@@ -75,8 +75,8 @@ def _reloads(path: str, on_gpu: bool) -> dict:
     return {"dtype": str(next(model.parameters()).dtype), "finite_logits": bool(torch.isfinite(logits).all())}
 
 
-def _finite_losses(result: dict) -> bool:
-    values = [v for point in result.get("history", []) for k, v in point.items() if k.endswith("/loss")]
+def _finite_losses(result) -> bool:
+    values = [v for point in result.history for k, v in point.items() if k.endswith("/loss")]
     return bool(values) and all(math.isfinite(v) for v in values)
 
 
@@ -112,9 +112,9 @@ def run(out: Path, steps: int) -> dict:
         report["students"][name] = {
             "seconds": round(time.perf_counter() - started, 1),
             "peak_gpu_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_gpu else None,
-            "runs": {spec.method: {"steps": result["steps"], "loss": result["loss"],
+            "runs": {spec.method: {"steps": result.steps, "loss": result.loss,
                                    "finite_losses": _finite_losses(result),
-                                   "loss_by_kind_after": result.get("loss_by_kind_after") or None,
+                                   "loss_by_kind_after": result.loss_by_kind_after or None,
                                    "checkpoint": _reloads(spec.out_dir, on_gpu)}
                      for spec, result in zip(runs, results)},
         }

@@ -91,8 +91,8 @@ def _child(arm: str, model: str, steps: int, out_dir: str) -> dict:
     return {
         "arm": arm, "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "dtype": dtype, "sft_s_per_step": steady(sft_times), "cogpo_s_per_step": steady(step_times),
-        "sft_loss": [sft["loss"].get("first"), sft["loss"].get("last")],
-        "cogpo_loss_by_kind": [cogpo["loss_by_kind_before"], cogpo["loss_by_kind_after"]],
+        "sft_loss": [sft.loss.get("first"), sft.loss.get("last")],
+        "cogpo_loss_by_kind": [cogpo.loss_by_kind_before, cogpo.loss_by_kind_after],
         "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
     }
 

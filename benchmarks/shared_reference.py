@@ -56,10 +56,10 @@ def _child(arm: str, model_path: str, n_pairs: int, steps: int, threads: int) ->
             result = train_preference(model_path, pairs, Path(out) / method, training, method=method,
                                       reference=reference if arm == "shared" else None)
             per_method[method] = time.perf_counter() - began
-            if result["reference"] is not reference:  # this method computed its own reference pass
-                reference_s += result["reference"].seconds
+            if result.reference is not reference:  # this method computed its own reference pass
+                reference_s += result.reference.seconds
             if arm == "shared":
-                reference = result["reference"]
+                reference = result.reference
     return {"arm": arm, "pairs": len(pairs), "total_s": time.perf_counter() - start, "reference_s": reference_s,
             "per_method_s": per_method}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandera.pandas as pa
 
+from crv_dagster.methods import is_evaluated_method, is_trained_method
 from crv_dagster.vocabulary import (
                                     ACTIONS,
                                     COT_SOURCES,
@@ -19,8 +20,6 @@ from crv_dagster.vocabulary import (
                                     REJECTED_SOURCES,
                                     ROLES,
                                     SPLITS,
-                                    is_evaluated_method,
-                                    is_trained_method,
 )
 
 _id = pa.Column(str, pa.Check.str_length(min_value=1), unique=True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from crv_dagster.config import CogpoSettings
+from crv_dagster.config import DpoSettings, TrainingConfig
 from crv_dagster.data.arith import generate_arith
 from crv_dagster.evaluation.benchmarks import heldout_problems
 from crv_dagster.evaluation.heldout_pairs import (
@@ -45,7 +45,7 @@ def test_heldout_problems_are_eval_split_problems_only():
 
 def test_each_method_is_measured_with_the_betas_it_trained_with():
     train = _pairs(["small_gap", "medium_gap", "medium_gap", "large_gap"])
-    settings = CogpoSettings(dpo_beta=0.1)
+    settings = TrainingConfig(dpo=DpoSettings(beta=0.1))
     assert kind_betas("cogpo", train, settings) == SCHEDULE
     assert kind_betas("cogpo_reversed", train, settings) == {"small_gap": 0.5, "medium_gap": 0.75, "large_gap": 1.0}
     assert kind_betas("cogpo_uniform_0.5", train, settings) == dict.fromkeys(SCHEDULE, 0.5)

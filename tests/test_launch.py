@@ -78,7 +78,7 @@ def _launch(job_file: Path, launch: LaunchConfig) -> dict:
     reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"kind"')]
     for report in reports:  # the curves are in the result file, as the assets read them
         assert "history" not in report["result"]
-        report["result"]["history"] = stored_result(report["checkpoint"])["history"]
+        report["result"]["history"] = stored_result(report["checkpoint"]).history
     return {r["method"]: r for r in reports}
 
 

@@ -8,10 +8,10 @@ from crv_dagster.code_digest import imports_of, package_modules
 
 LAYERS = [
     ["vocabulary"],
-    ["answers", "formatting", "prompts", "code_digest", "storage", "plots", "capacity", "supervise"],
+    ["methods", "answers", "formatting", "prompts", "code_digest", "storage", "plots", "capacity", "supervise"],
     ["llm", "profile_checks"],
     ["config"],
-    ["cot", "schemas", "sandbox", "hub_access", "methods", "model_card", "mlflow_run", "partition_keys"],
+    ["cot", "schemas", "sandbox", "hub_access", "model_card", "mlflow_run", "partition_keys"],
     ["solutions", "versions"],
     ["data"],
     ["models"],

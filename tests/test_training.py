@@ -291,15 +291,15 @@ def test_sft_then_cogpo_lower_their_losses_and_save_loadable_checkpoints(student
     config = _training()
     sft_dir = tmp_path / "sft"
     sft = train_sft(student, _suited(), sft_dir, config)
-    assert sft["steps"] == config.sft.max_steps
-    assert sft["loss"]["last"] < sft["loss"]["first"]
+    assert sft.steps == config.sft.max_steps
+    assert sft.loss["last"] < sft.loss["first"]
     assert (sft_dir / CHECKPOINT_MARK).exists() and (sft_dir / "model.safetensors").exists()
 
     cogpo_dir = tmp_path / "cogpo"
     gentle = config.model_copy(update={"cogpo": config.cogpo.model_copy(update={"learning_rate": 2e-4, "max_steps": 8})})
     result = train_preference(str(sft_dir), pairs, cogpo_dir, gentle, method="cogpo")
-    after = result["loss_by_kind_after"]
-    assert set(after) == set(result["loss_by_kind_before"]) == set(pairs["pair_type"])
+    after = result.loss_by_kind_after
+    assert set(after) == set(result.loss_by_kind_before) == set(pairs["pair_type"])
     for kind in after:
         assert after[kind] < math.log(2)  # below the loss of a policy equal to its reference
     model = AutoModelForCausalLM.from_pretrained(cogpo_dir)
@@ -307,8 +307,8 @@ def test_sft_then_cogpo_lower_their_losses_and_save_loadable_checkpoints(student
     changed = any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
     assert changed
     manifest = pd.DataFrame([{"method": "cogpo", "seed": 0, "path": str(cogpo_dir), "parent": str(sft_dir), "finetuning": "full",
-                              "num_examples": len(pairs), "steps": result["steps"], "loss_first": result["loss"]["first"],
-                              "loss_last": result["loss"]["last"], "train_runtime_s": result["train_runtime_s"]}])
+                              "num_examples": len(pairs), "steps": result.steps, "loss_first": result.loss["first"],
+                              "loss_last": result.loss["last"], "train_runtime_s": result.train_runtime_s}])
     model_manifest_schema.validate(manifest)
 
 
@@ -322,7 +322,7 @@ def test_lora_runs_save_a_merged_model_and_the_adapter(student, pairs, tmp_path)
     base = AutoModelForCausalLM.from_pretrained(student)
     assert any(not torch.equal(a, b) for a, b in zip(merged.state_dict().values(), base.state_dict().values()))
 
-    result = train_preference(str(sft_dir), pairs, tmp_path / "cogpo", config, method="cogpo")
+    train_preference(str(sft_dir), pairs, tmp_path / "cogpo", config, method="cogpo")
     assert (tmp_path / "cogpo" / "adapter" / "adapter_config.json").exists()
     ids = AutoTokenizer.from_pretrained(tmp_path / "cogpo")("2 + 2 =", return_tensors="pt").input_ids
     assert torch.isfinite(AutoModelForCausalLM.from_pretrained(tmp_path / "cogpo")(ids).logits).all()
@@ -338,8 +338,8 @@ def test_a_policy_that_has_not_moved_scores_log_2_on_every_pair(student, pairs, 
     train_sft(student, _suited(), sft_dir, config)
     still = config.model_copy(update={"cogpo": config.cogpo.model_copy(update={"learning_rate": 1e-12, "max_steps": 1})})
     result = train_preference(str(sft_dir), pairs, tmp_path / "cogpo", still, method="cogpo")
-    assert result["loss_by_kind_before"] == {kind: math.log(2) for kind in sorted(set(pairs["pair_type"]))}
-    for kind, loss in result["loss_by_kind_after"].items():
+    assert result.loss_by_kind_before == {kind: math.log(2) for kind in sorted(set(pairs["pair_type"]))}
+    for kind, loss in result.loss_by_kind_after.items():
         assert loss == pytest.approx(math.log(2), abs=1e-4)
 
 
@@ -355,13 +355,13 @@ def test_rows_over_max_length_are_dropped_or_truncated_and_counted(student, tmp_
         sft = _training().sft.model_copy(update={"max_length": limit, "overlength": policy, "max_steps": 2,
                                                   "gradient_checkpointing": True})
         result = train_sft(student, sft_examples("sft", verified), tmp_path / policy, _training(sft=sft))
-        assert result["max_tokens_seen"] > limit
+        assert result.max_tokens_seen > limit
         if policy == "drop":
-            assert (result["overlength_dropped"], result["overlength_truncated"]) == (1, 0)
-            assert result["num_examples"] == n_suited - 1
+            assert (result.overlength_dropped, result.overlength_truncated) == (1, 0)
+            assert result.num_examples == n_suited - 1
         else:
-            assert (result["overlength_dropped"], result["overlength_truncated"]) == (0, 1)
-            assert result["num_examples"] == n_suited
+            assert (result.overlength_dropped, result.overlength_truncated) == (0, 1)
+            assert result.num_examples == n_suited
     everything_long = verified.assign(cot=long_cot)
     sft = _training().sft.model_copy(update={"max_length": 8})
     with pytest.raises(ValueError, match="every SFT row is longer than max_length=8"):
@@ -380,8 +380,8 @@ def test_students_load_in_the_configured_precision(student):
 def test_dpo_baseline_uses_one_beta_through_the_same_path(student, pairs, tmp_path):
     config = _training()
     result = train_preference(student, pairs, tmp_path / "dpo", config, method="dpo")
-    assert result["method"] == "dpo" and result["steps"] == config.cogpo.max_steps
-    assert all(h.get("dpo/loss") is None or h["dpo/loss"] > 0 for h in result["history"])
+    assert result.method == "dpo" and result.steps == config.cogpo.max_steps
+    assert all(h.get("dpo/loss") is None or h["dpo/loss"] > 0 for h in result.history)
 
 
 # --------------------------------------------------------------------------- SFT variants and baselines
@@ -423,27 +423,27 @@ def test_the_matched_control_trains_on_as_many_raw_cots_as_sft_for_as_many_steps
                                                                "per_device_train_batch_size": 2}))
     ours = train_sft(student, sft_examples("sft", verified), tmp_path / "sft", config)
     control = train_sft(student, matched[0], tmp_path / "matched", config, method="sft_raw_matched")
-    assert ours["num_examples"] == control["num_examples"] == 3
-    assert ours["steps"] == control["steps"] == 4
+    assert ours.num_examples == control.num_examples == 3
+    assert ours.steps == control.steps == 4
 
 
 def test_dpo_mean_beta_uses_one_beta_equal_to_the_mean_of_cogpos(student, pairs, tmp_path):
     from crv_dagster.methods import method_betas
 
-    settings = _training().cogpo
+    settings = _training()
     mean = float(pairs["beta"].mean())
     assert len(set(pairs["beta"])) > 1  # the pairs really have a schedule to flatten
     assert method_betas("dpo_mean_beta", pairs, settings) == [mean] * len(pairs)
     assert method_betas("cogpo", pairs, settings) == pairs["beta"].tolist()
-    assert method_betas("dpo", pairs, settings) == [settings.dpo_beta] * len(pairs)
+    assert method_betas("dpo", pairs, settings) == [settings.dpo.beta] * len(pairs)
     # Through training: DPO with its beta set to that mean follows the same curve, step by step;
     # CogPO's schedule (same mean) does not.
     config = _training()
-    at_mean = config.model_copy(update={"cogpo": settings.model_copy(update={"dpo_beta": mean})})
+    at_mean = config.model_copy(update={"dpo": settings.dpo.model_copy(update={"beta": mean})})
     flat = train_preference(student, pairs, tmp_path / "mean", config, method="dpo_mean_beta")
     dpo = train_preference(student, pairs, tmp_path / "dpo", at_mean, method="dpo")
     cogpo = train_preference(student, pairs, tmp_path / "cogpo", config, method="cogpo")
-    losses = {r["method"]: [h[f"{r['method']}/loss"] for h in r["history"] if f"{r['method']}/loss" in h]
+    losses = {r.method: [h[f"{r.method}/loss"] for h in r.history if f"{r.method}/loss" in h]
               for r in (flat, dpo, cogpo)}
     assert losses["dpo_mean_beta"] == pytest.approx(losses["dpo"], rel=1e-5)
     assert losses["cogpo"][1:] != pytest.approx(losses["dpo"][1:], rel=1e-3)
@@ -452,7 +452,7 @@ def test_dpo_mean_beta_uses_one_beta_equal_to_the_mean_of_cogpos(student, pairs,
 def test_the_reversed_and_uniform_schedules_reach_the_loss(student, pairs, tmp_path):
     from crv_dagster.methods import method_betas, reversed_schedule
 
-    settings = _training().cogpo
+    settings = _training()
     kinds = pairs.groupby("pair_type")["beta"].first().to_dict()
     assert len(set(kinds.values())) > 1  # a schedule to reverse
     reversed_kinds = reversed_schedule(pairs)
@@ -466,7 +466,7 @@ def test_the_reversed_and_uniform_schedules_reach_the_loss(student, pairs, tmp_p
     config = _training()
     flipped = train_preference(student, pairs, tmp_path / "reversed", config, method="cogpo_reversed")
     uniform = train_preference(student, pairs, tmp_path / "uniform", config, method="cogpo_uniform_0.75")
-    [seen_flipped], [seen_uniform] = flipped["betas_by_rank"], uniform["betas_by_rank"]
+    [seen_flipped], [seen_uniform] = flipped.betas_by_rank, uniform.betas_by_rank
     assert set(seen_flipped) == {round(reversed_kinds[k], 6) for k in pairs["pair_type"]}
     assert set(seen_uniform) == {0.75}
     with pytest.raises(ValueError, match="unknown preference method 'cogpo_uniform_x'"):
@@ -502,7 +502,7 @@ def test_a_left_out_pair_kind_trains_on_the_other_kinds_only(tmp_path):
     assert data["cogpo_without_large_gap"]["pair_type"].tolist() == ["small_gap"]
     assert skipped == {}
     assert data["cogpo_without_medium_gap"].equals(pairs)  # no medium_gap pairs: nothing left out
-    assert method_betas("cogpo_without_small_gap", data["cogpo_without_small_gap"], training.cogpo) == [0.5, 0.5]
+    assert method_betas("cogpo_without_small_gap", data["cogpo_without_small_gap"], training) == [0.5, 0.5]
     only_large = pairs[pairs["pair_type"] == "large_gap"]
     planned, skipped = preference_runs(profile, "arith", "tiny-a", manifest, only_large)
     assert "cogpo_without_large_gap" in skipped and "cogpo_without_large_gap" not in {r.method for r in planned}
@@ -513,12 +513,12 @@ def test_reference_log_probs_are_shared_between_methods_and_checked(student, pai
 
     config = _training()
     first = train_preference(student, pairs, tmp_path / "a", config, method="cogpo")
-    reference = first["reference"]
+    reference = first.reference
     assert len(reference) == len(pairs) and reference.seconds > 0
     shared = train_preference(student, pairs, tmp_path / "b", config, method="cogpo", reference=reference)
-    assert shared["reference"] is reference
-    assert [h.get("cogpo/loss") for h in shared["history"]] == pytest.approx([h.get("cogpo/loss") for h in first["history"]])
-    assert shared["loss_by_kind_after"] == pytest.approx(first["loss_by_kind_after"])
+    assert shared.reference is reference
+    assert [h.get("cogpo/loss") for h in shared.history] == pytest.approx([h.get("cogpo/loss") for h in first.history])
+    assert shared.loss_by_kind_after == pytest.approx(first.loss_by_kind_after)
     wrong = ReferenceLogps(reference.chosen[:-1], reference.rejected[:-1])
     with pytest.raises(ValueError, match="computed on other pairs"):
         train_preference(student, pairs, tmp_path / "c", config, method="dpo", reference=wrong)
@@ -531,10 +531,10 @@ def test_reference_log_probs_are_shared_between_methods_and_checked(student, pai
 def test_trl_preference_baselines_train_and_save(student, pairs, tmp_path, method):
     config = _training()
     result = train_preference(student, pairs, tmp_path / method, config, method=method, seed=1)
-    assert result["steps"] == config.cogpo.max_steps and result["seed"] == 1
-    losses = [h[f"{method}/loss"] for h in result["history"] if f"{method}/loss" in h]
+    assert result.steps == config.cogpo.max_steps and result.seed == 1
+    losses = [h[f"{method}/loss"] for h in result.history if f"{method}/loss" in h]
     assert len(losses) == config.cogpo.max_steps and all(math.isfinite(v) for v in losses)
-    assert (result["reference"] is None) == (method != "ipo")  # SimPO and ORPO have no reference model
+    assert (result.reference is None) == (method != "ipo")  # SimPO and ORPO have no reference model
     tuned = AutoModelForCausalLM.from_pretrained(tmp_path / method)
     start = AutoModelForCausalLM.from_pretrained(student)
     assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), start.state_dict().values()))

@@ -83,7 +83,7 @@ def test_code_versions_follow_only_what_each_asset_reads():
         return {n for n in names if code_version(edited, n) != before[n]}
 
     training = base.training
-    assert changed(training=training.model_copy(update={"cogpo": training.cogpo.model_copy(update={"dpo_beta": 0.2})})) \
+    assert changed(training=training.model_copy(update={"dpo": training.dpo.model_copy(update={"beta": 0.2})})) \
         == {"cogpo_model"}
     assert changed(training=training.model_copy(update={"sft": training.sft.model_copy(update={"learning_rate": 1e-4})})) \
         == {"sft_model"}

@@ -75,12 +75,14 @@ from crv_dagster.config.profile import (
 )
 from crv_dagster.config.training import (
     CogpoSettings,
+    DpoSettings,
     IncorrectSource,
+    IpoSettings,
     LoraSettings,
+    OrpoSettings,
     PairBetas,
     PairsConfig,
-    PreferenceBaseline,
-    SftBaseline,
+    SimpoSettings,
     TrainerSettings,
     TrainingConfig,
 )
@@ -97,5 +99,5 @@ __all__ = [
     "OpenAIBackendConfig", "TinyModel", "TransformersBackendConfig", "VllmBackendConfig", "ModelSizeConfig",
     "Profile", "TrackingConfig", "active_profile_path", "load_active_profile", "load_profile_file",
     "profile_path", "CogpoSettings", "IncorrectSource", "LoraSettings", "PairBetas", "PairsConfig",
-    "PreferenceBaseline", "SftBaseline", "TrainerSettings", "TrainingConfig",
+    "DpoSettings", "IpoSettings", "SimpoSettings", "OrpoSettings", "TrainerSettings", "TrainingConfig",
 ]

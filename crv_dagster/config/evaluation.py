@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from crv_dagster.config.base import StrictModel
 from crv_dagster.config.data import AnswerFormat, ColumnMapping, DataSource, check_choices
-from crv_dagster.vocabulary import COGPO, COGPO_REVERSED, is_evaluated_method
+from crv_dagster.methods import COGPO, COGPO_REVERSED, is_evaluated_method
 
 
 class ProtocolOverride(StrictModel):

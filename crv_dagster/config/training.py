@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from crv_dagster.config.base import StrictModel
 from crv_dagster.config.crv import REWRITE_TOKENS
 from crv_dagster.config.launch import LaunchConfig
-from crv_dagster.vocabulary import COGPO, PAIR_TYPES, uniform_method, without_method
+import crv_dagster.methods as methods
 
 
 class LoraSettings(StrictModel):
@@ -86,32 +86,48 @@ class PairsConfig(StrictModel):
         return list(dict.fromkeys(value)) if isinstance(value, list) else [value]
 
 
-# `cogpo_uniform` stands for one `cogpo_uniform_<beta>` per beta value of the schedule.
-PreferenceBaseline = Literal["dpo", "dpo_mean_beta", "ipo", "simpo", "orpo", "cogpo_from_raw", "cogpo_reversed",
-                             "cogpo_uniform", "cogpo_without", "cogpo_without_small_gap", "cogpo_without_medium_gap",
-                             "cogpo_without_large_gap"]
-SftBaseline = Literal["sft_raw", "sft_filter", "sft_raw_matched"]
-
-
 class CogpoSettings(TrainerSettings):
+    """The trainer settings of every preference run (CogPO's and its baselines'), and the baselines
+    the profile trains; each loss's own knobs are its trainer's section (``DpoSettings``, ...)."""
+
     learning_rate: float = Field(1e-6, gt=0)
     num_train_epochs: float = Field(1.0, gt=0)
-    dpo_beta: float = Field(0.1, gt=0, description="the single beta of the plain DPO baseline")
-    baselines: list[PreferenceBaseline] = Field(
+    baselines: list[str] = Field(
         [], description="also train these on the same pairs: from the same SFT checkpoint (dpo, dpo_mean_beta, "
                         "ipo, simpo, orpo; the beta axis: cogpo_reversed, the schedule reversed across the pair "
                         "kinds, and cogpo_uniform, one run per beta of the schedule with that beta for every "
                         "pair; cogpo_without_<kind>, CogPO on the pairs of the other kinds, or cogpo_without for "
-                        "one run per kind), or from the sft_raw checkpoint (cogpo_from_raw, which needs sft_raw)")
-    ipo_tau: float = Field(0.1, gt=0, description="IPO's regularisation (TRL's beta for loss_type ipo)")
-    simpo_beta: float = Field(2.0, gt=0, description="SimPO's reward scale (per-token average log-prob)")
-    simpo_gamma: float = Field(0.5, ge=0, description="SimPO's target reward margin")
-    orpo_lambda: float = Field(0.1, gt=0, description="ORPO's weight of the odds-ratio term (TRL's beta)")
+                        "one run per kind), or from the sft_raw checkpoint (cogpo_from_raw, which needs sft_raw); "
+                        "the names are crv_dagster.methods' registry")
 
     @field_validator("baselines")
     @classmethod
-    def _distinct(cls, value: list) -> list:
+    def _known_and_distinct(cls, value: list) -> list:
+        known = methods.preference_baselines()
+        unknown = [name for name in value if name not in known]
+        if unknown:
+            raise ValueError(f"not preference baselines: {unknown} (known: {', '.join(known)})")
         return list(dict.fromkeys(value))
+
+
+# One settings class per preference trainer (``training.cogpo.TRAINERS``); a method's registry
+# entry names the section of ``TrainingConfig`` its trainer reads.
+class DpoSettings(StrictModel):
+    beta: float = Field(0.1, gt=0, description="the single beta of the plain DPO baseline (CogPO's trainer "
+                                                "replaces it by each pair's beta)")
+
+
+class IpoSettings(StrictModel):
+    tau: float = Field(0.1, gt=0, description="IPO's regularisation (TRL's beta for loss_type ipo)")
+
+
+class SimpoSettings(StrictModel):
+    beta: float = Field(2.0, gt=0, description="SimPO's reward scale (per-token average log-prob)")
+    gamma: float = Field(0.5, ge=0, description="SimPO's target reward margin")
+
+
+class OrpoSettings(StrictModel):
+    lam: float = Field(0.1, gt=0, description="ORPO's weight of the odds-ratio term, lambda (TRL's beta)")
 
 
 class TrainingConfig(StrictModel):
@@ -123,7 +139,11 @@ class TrainingConfig(StrictModel):
     sft: TrainerSettings = TrainerSettings()
     pairs: PairsConfig = PairsConfig()
     cogpo: CogpoSettings = CogpoSettings()
-    sft_baselines: list[SftBaseline] = Field(
+    dpo: DpoSettings = DpoSettings()
+    ipo: IpoSettings = IpoSettings()
+    simpo: SimpoSettings = SimpoSettings()
+    orpo: OrpoSettings = OrpoSettings()
+    sft_baselines: list[str] = Field(
         [], description="also fine-tune the base student on these data: sft_raw (raw CoTs that reach the "
                         "reference answer), sft_filter (CoTs the Critic labelled medium, none rewritten), "
                         "sft_raw_matched (as many of those raw CoTs as sft has rows, a seeded draw: matched on the "
@@ -131,22 +151,29 @@ class TrainingConfig(StrictModel):
                         "crv.rescued, have no counterpart in its pool)")
     torch_threads: int | None = Field(None, gt=0, description="CPU threads for training (None: torch's default)")
 
+    @field_validator("sft_baselines")
+    @classmethod
+    def _known_sft(cls, value: list) -> list:
+        known = methods.sft_baselines()
+        unknown = [name for name in value if name not in known]
+        if unknown:
+            raise ValueError(f"not SFT baselines: {unknown} (known: {', '.join(known)})")
+        return value
+
     @model_validator(mode="after")
-    def _raw_checkpoint_for_cogpo_from_raw(self) -> "TrainingConfig":
-        if "cogpo_from_raw" in self.cogpo.baselines and "sft_raw" not in self.sft_baselines:
-            raise ValueError("cogpo.baselines: cogpo_from_raw starts from the sft_raw checkpoint, so sft_baselines "
-                             "must include sft_raw")
+    def _start_checkpoints_are_trained(self) -> "TrainingConfig":
+        trained = {methods.SFT, *self.sft_baselines}
+        for method in self.preference_methods():
+            start = methods.preference_method(method).start
+            if start not in trained:
+                raise ValueError(f"cogpo.baselines: {method} starts from the {start} checkpoint, so sft_baselines "
+                                 f"must include {start}")
         return self
 
     def preference_methods(self) -> list[str]:
-        """CogPO and every baseline the profile lists, ``cogpo_uniform`` expanded to one method per
-        beta value of the schedule."""
-        methods = [COGPO]
+        """CogPO and every baseline the profile lists, a family expanded to its members
+        (``cogpo_uniform``: one method per beta value of the schedule)."""
+        names = [methods.COGPO]
         for name in self.cogpo.baselines:
-            if name == "cogpo_uniform":
-                methods += [uniform_method(b) for b in sorted(set(self.pairs.betas.model_dump().values()))]
-            elif name == "cogpo_without":
-                methods += [without_method(kind) for kind in PAIR_TYPES]
-            else:
-                methods.append(name)
-        return list(dict.fromkeys(methods))
+            names += methods.expand_baseline(name, self.pairs.betas.model_dump())
+        return list(dict.fromkeys(names))

@@ -24,11 +24,10 @@ from typing import Mapping
 import pandas as pd
 
 from crv_dagster.config import Prices
-from crv_dagster.vocabulary import BASE, COGPO_FROM_RAW, SFT, SFT_FILTER, SFT_RAW, SFT_RAW_MATCHED
+from crv_dagster.methods import BASE, SFT_METHODS, is_preference_method, preference_method
 
 TOKEN_ASSETS = ("raw_cots", "critiques", "rewritten_cots", "preference_pairs")
-_DATA_OF = {BASE: (), SFT_RAW: ("raw_cots",), SFT_RAW_MATCHED: ("raw_cots",),
-            SFT_FILTER: ("raw_cots", "critiques"), SFT: ("raw_cots", "critiques", "rewritten_cots")}
+# A preference method's data: the pairs, and what made the CRV data their chosen CoTs come from.
 _PREFERENCE_DATA = ("raw_cots", "critiques", "rewritten_cots", "preference_pairs")
 COLUMNS = ("data_prompt_tokens", "data_completion_tokens", "train_device_s", "cost")
 
@@ -43,14 +42,15 @@ def asset_tokens(metadata: Mapping[str, object]) -> tuple[int, int]:
 
 
 def data_assets(method: str) -> tuple[str, ...]:
-    return _DATA_OF.get(method, _PREFERENCE_DATA)
+    """The assets whose tokens made a method's data: an SFT method's registry entry says them."""
+    if method == BASE:
+        return ()
+    return SFT_METHODS[method].data_assets if method in SFT_METHODS else _PREFERENCE_DATA
 
 
 def _start_of(method: str) -> str | None:
-    """The SFT checkpoint a trained method started from (None: the base student)."""
-    if method in _DATA_OF:
-        return None
-    return SFT_RAW if method == COGPO_FROM_RAW else SFT
+    """The SFT checkpoint a trained method started from (its registry entry's; None: the base student)."""
+    return preference_method(method).start if is_preference_method(method) else None
 
 
 def training_device_s(method: str, seed: int, manifest: pd.DataFrame, processes: int) -> float:

@@ -27,7 +27,7 @@ from crv_dagster.evaluation.statistics import (
     seed_component,
     welch,
 )
-from crv_dagster.vocabulary import BASE, COGPO
+from crv_dagster.methods import BASE, COGPO
 
 KEYS = ["dataset", "model_size", "method", "benchmark"]
 VERSUS = f"vs_{COGPO}"

@@ -29,21 +29,21 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from crv_dagster.config import CogpoSettings
+from crv_dagster.config import TrainingConfig
 from crv_dagster.methods import method_betas
 from crv_dagster.vocabulary import PAIR_TYPES
 
 METRICS = ("loss", "margin", "logratio_margin", "accuracy", "logp_accuracy")
 
 
-def kind_betas(method: str, train_pairs: pd.DataFrame, settings: CogpoSettings) -> dict[str, float]:
+def kind_betas(method: str, train_pairs: pd.DataFrame, training: TrainingConfig) -> dict[str, float]:
     """The beta ``method`` gives each pair kind, as it trained: its schedule on the training pairs
     (so a reversed or mean beta is the one it used); a kind it never saw keeps CogPO's beta, and a
     method with no per-pair beta (SimPO, ORPO) is measured with DPO's."""
 
-    betas = method_betas(method, train_pairs, settings)
+    betas = method_betas(method, train_pairs, training)
     if betas is None:
-        return {kind: settings.dpo_beta for kind in PAIR_TYPES}
+        return {kind: training.dpo.beta for kind in PAIR_TYPES}
     trained = pd.DataFrame({"pair_type": train_pairs["pair_type"], "beta": betas}).groupby("pair_type")["beta"].first()
     return {str(k): float(v) for k, v in trained.items()}
 

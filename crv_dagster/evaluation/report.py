@@ -12,17 +12,10 @@ import re
 import numpy as np
 import pandas as pd
 
+import crv_dagster.methods as registry
 from crv_dagster.evaluation.aggregate import benchmark_average, difference
-from crv_dagster.vocabulary import COGPO, EVALUATED_METHODS, left_out_kind, uniform_beta
+from crv_dagster.methods import COGPO
 
-METHOD_NAMES = {"base": "Base", "sft": "SFT (CRV data)", "sft_raw": "SFT (raw CoTs)",
-                "sft_raw_matched": "SFT (raw CoTs, as many as CRV's)",
-                "sft_filter": "SFT (Critic filter, no rewriting)", "cogpo": "SFT + CogPO", "dpo": "SFT + DPO",
-                "dpo_mean_beta": "SFT + DPO (mean CogPO beta)", "ipo": "SFT + IPO", "simpo": "SFT + SimPO",
-                "orpo": "SFT + ORPO", "cogpo_from_raw": "SFT (raw CoTs) + CogPO",
-                "cogpo_reversed": "SFT + CogPO (schedule reversed)"}
-# Baselines first, CogPO last: the row every other is compared with.
-METHOD_ORDER = [m for m in EVALUATED_METHODS if m != COGPO] + [COGPO]
 SIGNIFICANT = 0.05
 # Significance is marked on the p-values adjusted for the number of comparisons the table makes.
 ADJUSTED = f"p_vs_{COGPO}_holm"
@@ -30,21 +23,20 @@ DIFFERENCE = f"diff_vs_{COGPO}"
 
 
 def method_rank(method: str) -> float:
-    """Where a method's row goes: in the vocabulary's order, the uniform-beta and left-out-kind runs
-    just before CogPO, CogPO last."""
-    if method in METHOD_ORDER:
-        return METHOD_ORDER.index(method)
-    if uniform_beta(method) is not None or left_out_kind(method) is not None:
-        return METHOD_ORDER.index(COGPO) - 0.5
-    return len(METHOD_ORDER)
+    """Where a method's row goes: in the registry's order (``methods.report_order``: baselines first,
+    a family member where its family is, CogPO last, the row every other is compared with); an
+    unknown name after everything."""
+    order = registry.report_order()
+    if method in order:
+        return order.index(method)
+    family = next((f for f in registry.FAMILIES.values() if method.startswith(f.prefix) and f.build(method)), None)
+    return order.index(family.prefix) if family is not None else len(order)
 
 
 def method_name(method: str) -> str:
-    if (beta := uniform_beta(method)) is not None:
-        return f"SFT + CogPO (one beta, {beta:g})"
-    if (kind := left_out_kind(method)) is not None:
-        return f"SFT + CogPO (without {kind.replace('_', ' ')} pairs)"
-    return METHOD_NAMES.get(method, method)
+    """A method's row label: its registry entry's display name."""
+    entry = registry.method(method)
+    return entry.display if entry is not None else method
 
 
 def parameter_count(size: str) -> float:

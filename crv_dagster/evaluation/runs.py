@@ -25,7 +25,7 @@ from crv_dagster.evaluation.benchmarks import benchmark_sources, evaluation_sets
 from crv_dagster.evaluation.lighteval_format import results_document, write_results
 from crv_dagster.evaluation.scoring import generate_answers, summarize
 from crv_dagster.schemas import eval_scores_schema
-from crv_dagster.vocabulary import BASE, COGPO
+from crv_dagster.methods import BASE, COGPO
 
 # What each model's MLflow run shows per benchmark.
 BENCHMARK_METRICS = ("accuracy", "ci_low", "ci_high", "no_answer_share", "truncated_share", "mean_response_tokens")

@@ -13,7 +13,7 @@ from crv_dagster.stages.trained import launch_metadata, training_reads, write_ca
 from crv_dagster.evaluation import heldout_pairs as heldout_lib
 from crv_dagster.training import plan
 from crv_dagster.training.launch import launch_training
-from crv_dagster.vocabulary import COGPO
+from crv_dagster.methods import COGPO
 
 
 def reads(profile: Profile) -> dict:
@@ -26,7 +26,7 @@ def _heldout_report(stage: Stage, item, heldout: pd.DataFrame, start_logps: dict
     start = item.planned.base_model
     if start not in start_logps:
         start_logps[start] = heldout_lib.pair_logps(start, heldout)
-    betas = heldout_lib.kind_betas(item.planned.method, item.planned.data, stage.profile.training.cogpo)
+    betas = heldout_lib.kind_betas(item.planned.method, item.planned.data, stage.profile.training)
     after = heldout_lib.pair_logps(str(item.planned.out_dir), heldout)
     report = heldout_lib.report(heldout, start_logps[start], after, betas)
     item.run.log_metrics(heldout_lib.mlflow_metrics(report))
@@ -49,8 +49,8 @@ def run(stage: Stage, sft_model: pd.DataFrame, preference_pairs: pd.DataFrame,
     with launch_training(stage, "cogpo_model", training, planned) as launched:
         for item in launched:
             method, seed, result = item.planned.method, item.planned.seed, item.result
-            if result.get("reference_computed_s") is not None:
-                reference_s.append(result["reference_computed_s"])
+            if result.reference_computed_s is not None:
+                reference_s.append(result.reference_computed_s)
             stage.log.info(plan.describe_result(item.planned, result))
             item.run.log_metrics(plan.preference_metrics(result))
             if not heldout.empty:

@@ -21,7 +21,7 @@ from crv_dagster.stages.base import FilePath, Json, Markdown, Stage, StageResult
 from crv_dagster.stages.display import markdown_table
 from crv_dagster.storage import table_path
 from crv_dagster.versions import backend_identity, students
-from crv_dagster.vocabulary import BASE
+from crv_dagster.methods import BASE
 
 
 def reads(profile: Profile) -> dict:

@@ -16,7 +16,8 @@ from crv_dagster.stages.display import markdown_table
 from crv_dagster.preference import pairs as pairs_lib
 from crv_dagster.preference.incorrect import find_incorrect_cots
 from crv_dagster.versions import backend_identity, prompt_text, students
-from crv_dagster.vocabulary import PAIR_TYPES, SFT
+from crv_dagster.methods import SFT
+from crv_dagster.vocabulary import PAIR_TYPES
 
 
 def reads(profile: Profile) -> dict:

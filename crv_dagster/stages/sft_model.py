@@ -12,7 +12,8 @@ from crv_dagster.stages.display import markdown_table
 from crv_dagster.stages.trained import launch_metadata, training_reads, write_card
 from crv_dagster.training import plan
 from crv_dagster.training.launch import launch_training
-from crv_dagster.vocabulary import RESCUED, SFT, SFT_RAW_MATCHED, SUITED
+from crv_dagster.methods import SFT, SFT_RAW_MATCHED
+from crv_dagster.vocabulary import RESCUED, SUITED
 
 
 def reads(profile: Profile) -> dict:
@@ -38,7 +39,7 @@ def run(stage: Stage, raw_cots: pd.DataFrame, critiques: pd.DataFrame, verified_
             stage.log.info(plan.describe_result(item.planned, item.result))
             rows.append(plan.manifest_row(item.planned, training.finetuning, item.result))
             write_card(stage, item, rows[-1])
-            examples.setdefault(f"{item.planned.method}_num_examples", item.result["num_examples"])
+            examples.setdefault(f"{item.planned.method}_num_examples", item.result.num_examples)
             links[f"{item.planned.method}/seed-{item.planned.seed}"] = item.run.url
     manifest = pd.DataFrame(rows)
     main = manifest[manifest["method"] == SFT].iloc[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import crv_dagster.methods as methods
 from crv_dagster.agents.roles import model_name
 from crv_dagster.config import Profile
 from crv_dagster.model_card import CARD, write_model_card
@@ -18,14 +19,17 @@ from crv_dagster.versions import students, table_version, training_by_size
 
 
 def training_reads(profile: Profile, kind: str) -> dict:
-    """What a model asset trains with: its kind's settings (``sft`` or ``cogpo``), LoRA, the
-    process count per size, threads and seeds."""
+    """What a model asset trains with: its kind's settings (``sft`` or ``cogpo``, with every
+    preference trainer's section), LoRA, the process count per size, threads and seeds."""
     training = profile.training
     out = {"lora": training.lora.model_dump(mode="json"), "by_size": training_by_size(profile),
            kind: getattr(training, kind).model_dump(mode="json"), "torch_threads": training.torch_threads,
            "seeds": profile.seeds}
     if kind == "sft":
         out.update(sft_baselines=training.sft_baselines, students=students(profile))
+    else:  # each preference trainer's own settings (training.dpo, training.ipo, ...)
+        out.update({section: getattr(training, section).model_dump(mode="json")
+                    for section in methods.settings_sections()})
     return out
 
 

@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -32,8 +33,8 @@ import torch.nn.functional as F
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-from crv_dagster.config import CogpoSettings, TrainingConfig
-from crv_dagster.methods import method_betas
+from crv_dagster.config import DpoSettings, IpoSettings, OrpoSettings, SimpoSettings, TrainingConfig
+from crv_dagster.methods import COGPO, preference_method
 from crv_dagster.models.loading import load_student
 from crv_dagster.training.callbacks import MlflowCurves
 from crv_dagster.training.common import (
@@ -44,13 +45,8 @@ from crv_dagster.training.common import (
     save_trained,
     trainer_kwargs,
 )
+from crv_dagster.training.result import ReferenceLogps, TrainingResult
 from crv_dagster.training.sft import token_count
-from crv_dagster.vocabulary import (
-    COGPO,
-    PREFERENCE_METHODS,
-    is_preference_method,
-    is_reference_method,
-)
 
 
 def cogpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
@@ -76,21 +72,6 @@ class BetaCollator(DataCollatorForPreference):
         if examples and "beta" in examples[0]:
             batch["beta"] = torch.tensor([float(e["beta"]) for e in examples], dtype=torch.float32)
         return batch
-
-
-@dataclass(frozen=True)
-class ReferenceLogps:
-    """Sequence log-probs of every pair's chosen and rejected CoT under the reference (SFT) model,
-    in the order of the pairs they were computed on. Computed once per (SFT checkpoint, pairs) and
-    shared by every method that has a reference."""
-
-    chosen: tuple[float, ...]
-    rejected: tuple[float, ...]
-    seconds: float = 0.0
-    key: str = ""  # of the SFT checkpoint and the pairs (reference_key)
-
-    def __len__(self) -> int:
-        return len(self.chosen)
 
 
 class CogPOTrainer(DPOTrainer):
@@ -218,8 +199,10 @@ def pair_lengths(pairs: pd.DataFrame, tokenizer) -> list[int]:
 
 def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config: TrainingConfig,
                      method: str = COGPO, seed: int = 0, run=None, callbacks: list | None = None,
-                     reference: ReferenceLogps | None = None, work_dir: Path | None = None) -> dict:
-    """One preference method from the SFT checkpoint on ``pairs``; see ``vocabulary.PREFERENCE_METHODS``.
+                     reference: ReferenceLogps | None = None, work_dir: Path | None = None) -> TrainingResult:
+    """One preference method from its starting checkpoint on ``pairs``; the method's entry in
+    ``crv_dagster.methods`` names its trainer (a key of ``TRAINERS``), the section of ``config`` the
+    trainer reads, whether it has a reference and its beta rule.
 
     Methods with a reference model read the reference log-probs from ``reference`` when given (they
     must be of the same SFT checkpoint and pairs) and otherwise compute them; either way the result's
@@ -229,9 +212,7 @@ def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config:
     a folder all ranks see (the pairs dataset and TRL's reference cache go there), and only the main
     process has a ``run`` and writes the checkpoint. Alone, a temporary folder serves.
     """
-    if not is_preference_method(method):
-        raise ValueError(f"unknown preference method '{method}' (known: {', '.join(PREFERENCE_METHODS)}, "
-                         "cogpo_uniform_<beta>, cogpo_without_<kind>)")
+    entry = preference_method(method)  # ValueError for an unknown method
     if pairs.empty:
         raise ValueError("no preference pairs: nothing to train on")
     if config.torch_threads:
@@ -250,9 +231,13 @@ def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config:
     with tempfile.TemporaryDirectory() as scratch:
         shared = Path(work_dir) if work_dir is not None else Path(scratch)
         common = trainer_kwargs(settings, shared / "trainer", seed)
-        if is_reference_method(method):
-            trainer, betas = _reference_trainer(method, model, tokenizer, pairs, settings, common, peft, reference,
-                                                [curves, *(callbacks or [])], shared, work_dir is not None)
+        trainer_of = TRAINERS[entry.trainer]
+        section = getattr(config, entry.settings)
+        betas = None if entry.betas is None else entry.betas(pairs, section)
+        made = TrainerInputs(model, tokenizer, pairs, betas, section, common, peft, [curves, *(callbacks or [])],
+                             shared, work_dir is not None, reference if entry.reference else None)
+        trainer = trainer_of.make(made)
+        if entry.reference:
             # Before the first step the policy is its reference (both are the start checkpoint, or
             # the adapter is still zero), so every pair's loss is -log sigmoid(0) = log 2: known
             # without a forward pass over every pair, which cost as much as the training steps.
@@ -262,16 +247,13 @@ def train_preference(sft_model: str, pairs: pd.DataFrame, out_dir: Path, config:
             reference = trainer.reference_logps(key) if reference is None else reference
             betas_by_rank = trainer.betas_by_rank() if betas else []
         else:
-            trainer = _reference_free_trainer(method, model, tokenizer, pairs, settings, common, peft,
-                                              [curves, *(callbacks or [])], shared, work_dir is not None)
-            quiet(trainer)
             before, result, after, reference = {}, trainer.train(), {}, None
         save_trained(trainer, tokenizer, out_dir, lora)
-    return {"method": method, "seed": seed, "num_pairs": len(pairs), "steps": result.global_step, **length_counts,
-            "train_runtime_s": result.metrics.get("train_runtime"),
-            "loss": loss_summary(curves.history, f"{method}/loss"), "reference": reference,
-            "loss_by_kind_before": before, "loss_by_kind_after": after, "betas_by_rank": betas_by_rank,
-            "history": curves.history}
+    return TrainingResult("preference", method, seed, result.global_step, len(pairs), **length_counts,
+                          train_runtime_s=result.metrics.get("train_runtime"),
+                          loss=loss_summary(curves.history, f"{method}/loss"), history=curves.history,
+                          loss_by_kind_before=before, loss_by_kind_after=after, betas_by_rank=betas_by_rank,
+                          reference=reference)
 
 
 def _check_shared(args, shared_given: bool) -> None:
@@ -280,39 +262,92 @@ def _check_shared(args, shared_given: bool) -> None:
                          "(run it through crv_dagster.training.job)")
 
 
-def _reference_trainer(method, model, tokenizer, pairs, settings: CogpoSettings, common: dict, peft, reference,
-                       callbacks, shared: Path, shared_given: bool) -> tuple[CogPOTrainer, list[float] | None]:
+@dataclass(frozen=True)
+class TrainerInputs:
+    """What a trainer function is given: the model and its tokenizer, the pairs and their betas (None:
+    the method has no beta rule), the method's settings section, TRL's common arguments, LoRA, the
+    callbacks, the folder all ranks see (and whether one was given), the reference log-probs to reuse."""
+
+    model: object
+    tokenizer: object
+    pairs: pd.DataFrame
+    betas: list[float] | None
+    settings: object
+    common: dict
+    peft: object
+    callbacks: list
+    shared: Path
+    shared_given: bool
+    reference: ReferenceLogps | None = None
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """A preference trainer: ``make`` builds TRL's trainer, ready to train (a method with a reference
+    gets a ``CogPOTrainer``); ``settings`` is the class of the config section it reads."""
+
+    make: "Callable[[TrainerInputs], object]"
+    settings: type
+
+
+def _cogpo_trainer(inputs: TrainerInputs, loss: str, beta: float) -> CogPOTrainer:
+    """TRL's DPO trainer with per-pair betas (when the method has a beta rule) and shared reference
+    log-probs, with the sigmoid loss or IPO's."""
     from trl import DPOConfig
 
-    betas = method_betas(method, pairs, settings)
-    loss, beta = ("ipo", settings.ipo_tau) if method == "ipo" else ("sigmoid", settings.dpo_beta)
-    args = DPOConfig(**common, beta=beta, loss_type=[loss], precompute_ref_log_probs=True)
-    _check_shared(args, shared_given)
-    dataset = _shared_pair_dataset(pairs, betas, args, shared)
+    args = DPOConfig(**inputs.common, beta=beta, loss_type=[loss], precompute_ref_log_probs=True)
+    _check_shared(args, inputs.shared_given)
+    dataset = _shared_pair_dataset(inputs.pairs, inputs.betas, args, inputs.shared)
+    tokenizer = inputs.tokenizer
     trainer = CogPOTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+        model=inputs.model, args=args, train_dataset=dataset, processing_class=tokenizer,
         data_collator=BetaCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length),
-        peft_config=peft, callbacks=callbacks, reference=reference,
+        peft_config=inputs.peft, callbacks=inputs.callbacks, reference=inputs.reference,
     )
     quiet(trainer)
-    return trainer, betas
+    return trainer
 
 
-def _reference_free_trainer(method, model, tokenizer, pairs, settings: CogpoSettings, common: dict, peft, callbacks,
-                            shared: Path, shared_given: bool):
-    """SimPO (TRL's CPO trainer with the simpo loss and no behaviour-cloning term) or ORPO."""
-    if method == "simpo":
-        from trl.experimental.cpo import CPOConfig, CPOTrainer
+def dpo_trainer(inputs: TrainerInputs) -> CogPOTrainer:
+    """DPO's sigmoid loss; ``settings.beta`` where a pair brings no beta of its own."""
+    return _cogpo_trainer(inputs, "sigmoid", inputs.settings.beta)
 
-        args = CPOConfig(**common, loss_type="simpo", cpo_alpha=0.0, beta=settings.simpo_beta,
-                         simpo_gamma=settings.simpo_gamma, remove_unused_columns=False)
-        cls = CPOTrainer
-    else:
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-        args = ORPOConfig(**common, beta=settings.orpo_lambda, remove_unused_columns=False)
-        cls = ORPOTrainer
-    _check_shared(args, shared_given)
-    dataset = _shared_pair_dataset(pairs, None, args, shared)
-    return cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft,
-               callbacks=callbacks)
+def ipo_trainer(inputs: TrainerInputs) -> CogPOTrainer:
+    return _cogpo_trainer(inputs, "ipo", inputs.settings.tau)
+
+
+def _reference_free(inputs: TrainerInputs, cls, args):
+    _check_shared(args, inputs.shared_given)
+    dataset = _shared_pair_dataset(inputs.pairs, None, args, inputs.shared)
+    trainer = cls(model=inputs.model, args=args, train_dataset=dataset, processing_class=inputs.tokenizer,
+                  peft_config=inputs.peft, callbacks=inputs.callbacks)
+    quiet(trainer)
+    return trainer
+
+
+def simpo_trainer(inputs: TrainerInputs):
+    """SimPO: TRL's CPO trainer with the simpo loss and no behaviour-cloning term."""
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    settings = inputs.settings
+    return _reference_free(inputs, CPOTrainer, CPOConfig(**inputs.common, loss_type="simpo", cpo_alpha=0.0,
+                                                         beta=settings.beta, simpo_gamma=settings.gamma,
+                                                         remove_unused_columns=False))
+
+
+def orpo_trainer(inputs: TrainerInputs):
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    return _reference_free(inputs, ORPOTrainer, ORPOConfig(**inputs.common, beta=inputs.settings.lam,
+                                                           remove_unused_columns=False))
+
+
+# The trainers a method's registry entry names (``PreferenceMethod.trainer``), each with the class
+# of the config section it reads (``PreferenceMethod.settings``).
+TRAINERS: dict[str, Trainer] = {
+    "dpo": Trainer(dpo_trainer, DpoSettings),
+    "ipo": Trainer(ipo_trainer, IpoSettings),
+    "simpo": Trainer(simpo_trainer, SimpoSettings),
+    "orpo": Trainer(orpo_trainer, OrpoSettings),
+}

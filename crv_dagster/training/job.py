@@ -8,11 +8,12 @@
 
 through Dagster Pipes (``orchestration.pipes_launch``). Every rank runs the same runs in the same order;
 the main process logs the curves into each run's MLflow run, writes the checkpoints, and reports
-every finished run back to Dagster (a Pipes custom message: the result with its loss curve and
-the checkpoint path). Launched by hand, outside Dagster, the results are printed instead.
+every finished run back to Dagster (a Pipes custom message: the run's ``TrainingResult`` as JSON,
+less its curves and reference log-probs, and the checkpoint path). Launched by hand, outside
+Dagster, the results are printed instead.
 
-A finished run leaves ``training_result.json`` in its checkpoint, with the digest of everything it
-was trained from; a relaunch of the same job (after a crash) skips those runs and trains the rest.
+A finished run leaves ``training_result.json`` in its checkpoint: the full result as JSON, with the
+digest of everything it was trained from; a relaunch of the same job (after a crash) skips those runs and trains the rest.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ from pydantic import BaseModel
 from crv_dagster.config import TrainingConfig
 from crv_dagster.llm.identity import weights_digest
 from crv_dagster.training.common import CHECKPOINT_MARK
+from crv_dagster.training.result import ReferenceLogps, TrainingResult
 
 RESULT_FILE = "training_result.json"
 # The pid of the Dagster step that launched the job: when it is gone (killed, even with SIGKILL),
 # the training processes stop too instead of holding the GPUs for a run nobody waits on.
 LAUNCHER_PID_ENV = "CRV_LAUNCHER_PID"
-# What a Pipes message carries per finished run: the result less the reference log-probs (one per
-# pair, needed only by the child for the next method).
+# What a Pipes message carries per finished run: the result (TrainingResult.to_json) less the
+# reference log-probs (one per pair, needed only by the child for the next method) and the curves.
 MESSAGE_KIND = "crv.training_run"
 
 
@@ -100,7 +102,7 @@ def run_digest(kind: str, method: str, seed: int, base_model: str, data: pd.Data
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def earlier_result(spec: RunSpec) -> tuple[dict | None, str]:
+def earlier_result(spec: RunSpec) -> tuple[TrainingResult | None, str]:
     """The result of an earlier launch of exactly this run, and why it cannot be kept when it cannot:
     a run is kept only when its inputs' digest is this run's and its checkpoint's weights are still
     the ones it wrote (a truncated or replaced weight file is retrained, never kept). The reason is
@@ -122,23 +124,27 @@ def earlier_result(spec: RunSpec) -> tuple[dict | None, str]:
         return None, f"{out}: the checkpoint's weights cannot be read ({err})"
     if stored.get("weights") != weights:
         return None, f"{out}: the checkpoint's weights are not the ones this run wrote (damaged or replaced)"
-    return stored["result"], ""
+    try:
+        return TrainingResult.from_json(stored["result"]), ""
+    except (KeyError, TypeError, ValueError) as err:
+        return None, f"{out / RESULT_FILE}: not a result this version reads ({err!r})"
 
 
-def stored_result(out_dir: str | Path) -> dict:
+def stored_result(out_dir: str | Path) -> TrainingResult:
     """The full result a finished run wrote beside its checkpoint (its curves included)."""
     path = Path(out_dir) / RESULT_FILE
     try:
-        return json.loads(path.read_text())["result"]
-    except (OSError, ValueError, KeyError) as err:
+        return TrainingResult.from_json(json.loads(path.read_text())["result"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise RuntimeError(f"{path}: the training job reported this run but its result file cannot be read "
                            f"({err}); materialise the asset again to retrain it") from err
 
 
-def _write_result(spec: RunSpec, result: dict) -> None:
+def _write_result(spec: RunSpec, result: TrainingResult) -> None:
     path = Path(spec.out_dir) / RESULT_FILE
     tmp = path.with_suffix(".partial")
-    tmp.write_text(json.dumps({"digest": spec.digest, "weights": weights_digest(spec.out_dir), "result": result}))
+    tmp.write_text(json.dumps({"digest": spec.digest, "weights": weights_digest(spec.out_dir),
+                               "result": result.to_json()}))
     tmp.rename(path)
 
 
@@ -198,26 +204,6 @@ def _tracked_run(tracking_uri: str | None, run_id: str | None):
 # --------------------------------------------------------------------------- the runs
 
 
-def _jsonable(result: dict) -> dict:
-    """The result as JSON: the reference log-probs as lists, beta keys as strings."""
-    out = dict(result)
-    reference = out.pop("reference", None)
-    if reference is not None:
-        out["reference"] = {"chosen": list(reference.chosen), "rejected": list(reference.rejected),
-                            "seconds": reference.seconds, "key": reference.key}
-    out["betas_by_rank"] = [{str(b): n for b, n in counts.items()} for counts in out.get("betas_by_rank", [])]
-    return out
-
-
-def _reference_of(result: dict):
-    from crv_dagster.training.cogpo import ReferenceLogps
-
-    ref = result.get("reference")
-    if not ref:
-        return None
-    return ReferenceLogps(tuple(ref["chosen"]), tuple(ref["rejected"]), ref["seconds"], ref["key"])
-
-
 def _state():
     """accelerate's process state, made as the trainers make it (``use_cpu`` without a GPU): made
     otherwise first, a CPU launch would report one process per rank until the trainer starts."""
@@ -227,11 +213,11 @@ def _state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def run_job(job: TrainingJob) -> list[dict]:
+def run_job(job: TrainingJob) -> list[TrainingResult]:
     """Every run of ``job``, in order, on this process (one rank of the launch)."""
     from crv_dagster.training.cogpo import train_preference
     from crv_dagster.training.sft import train_sft
-    from crv_dagster.vocabulary import is_reference_method
+    from crv_dagster.methods import is_reference_method
 
     state = _state()
     launched = int(os.environ.get("WORLD_SIZE", "1"))
@@ -243,7 +229,7 @@ def run_job(job: TrainingJob) -> list[dict]:
     results = []
     # Reference log-probs depend on the SFT checkpoint and the pairs: computed by the first method
     # that has a reference, then handed to the others.
-    references: dict[tuple[str, str], Any] = {}
+    references: dict[tuple[str, str], ReferenceLogps | None] = {}
     with reporter(state.is_main_process) as report:
         for index, spec in enumerate(job.runs):
             where = (spec.base_model, spec.data)
@@ -262,29 +248,27 @@ def run_job(job: TrainingJob) -> list[dict]:
                 run = _tracked_run(job.tracking_uri, spec.mlflow_run_id) if state.is_main_process else None
                 out_dir = Path(spec.out_dir)
                 if spec.kind == "sft":
-                    raw = train_sft(spec.base_model, data, out_dir, job.training, seed=spec.seed,
-                                    method=spec.method, run=run)
+                    result = train_sft(spec.base_model, data, out_dir, job.training, seed=spec.seed,
+                                       method=spec.method, run=run)
                 else:
                     given = references.get(where)
-                    raw = train_preference(spec.base_model, data, out_dir, job.training, method=spec.method,
-                                           seed=spec.seed, run=run, reference=given,
-                                           work_dir=work / f"{index:02d}-{spec.method}-seed{spec.seed}")
+                    result = train_preference(spec.base_model, data, out_dir, job.training, method=spec.method,
+                                              seed=spec.seed, run=run, reference=given,
+                                              work_dir=work / f"{index:02d}-{spec.method}-seed{spec.seed}")
                     # The reference pass this run paid for itself (None: it had one handed over, or none).
-                    computed = raw["reference"] is not None and given is None
-                    raw["reference_computed_s"] = raw["reference"].seconds if computed else None
-                result = _jsonable(raw)
-                result["processes"] = state.num_processes
+                    computed = result.reference is not None and given is None
+                    result.reference_computed_s = result.reference.seconds if computed else None
+                result.processes = state.num_processes
                 if state.is_main_process:
                     _write_result(spec, result)
             if spec.kind == "preference" and is_reference_method(spec.method) and where not in references:
-                references[where] = _reference_of(result)
+                references[where] = result.reference
             results.append(result)
             # The message stays small: Dagster reads the messages file line by line while it is
             # written, and a long line written in several pieces can be read half written. The
             # curves (the long part) are read from the result file by the asset.
-            message = {k: v for k, v in result.items() if k not in ("reference", "history")}
             report.report({"index": index, "method": spec.method, "seed": spec.seed, "checkpoint": spec.out_dir,
-                           "reused": reused, "result": message})
+                           "reused": reused, "result": result.to_json(reference=False, history=False)})
         state.wait_for_everyone()
     return results
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 
 from crv_dagster.config import CONFIG_DIR, LaunchConfig, Profile, TrainingConfig
 from crv_dagster.training.job import LAUNCHER_PID_ENV, MESSAGE_KIND, RunSpec, TrainingJob, run_digest, stored_result
+from crv_dagster.training.result import TrainingResult
 from crv_dagster.training.launch_command import free_port, launch_command
 from crv_dagster.training.plan import PlannedRun
 from crv_dagster.versions import table_version
@@ -46,7 +47,7 @@ JobRunner = Callable[[JobRequest], list]  # starts the job, waits, returns its m
 class LaunchedRun:
     planned: PlannedRun
     run: Any  # the run's open MLflow run (mlflow_run.TrackedRun)
-    result: dict
+    result: TrainingResult
     reused: bool  # trained by an earlier launch that did not finish the whole job
 
 
@@ -71,16 +72,20 @@ def _write_data(folder: Path, planned: list[PlannedRun]) -> list[tuple[str, str]
 
 
 def _results(messages: list, planned: list[PlannedRun]) -> list[dict]:
-    """The job's reports by run, in the planned order; a run the job never reported is an error."""
+    """The job's reports by run, in the planned order, each ``result`` a ``TrainingResult`` (with its
+    curves, read from the run's result file); a run the job never reported is an error."""
     by_index = {m["index"]: m for m in messages if isinstance(m, dict) and m.get("kind") == MESSAGE_KIND}
     missing = [f"{p.method} (seed {p.seed})" for i, p in enumerate(planned) if i not in by_index]
     if missing:
         raise RuntimeError(f"the training job ended without reporting {', '.join(missing)}")
+    out = []
     for index, run in enumerate(planned):
-        message = by_index[index]
+        message = dict(by_index[index])
+        result = TrainingResult.from_json(message["result"])
         if "history" not in message["result"]:  # the curves travel in the run's result file
-            message["result"]["history"] = stored_result(run.out_dir).get("history", [])
-    return [by_index[i] for i in range(len(planned))]
+            result.history = stored_result(run.out_dir).history
+        out.append({**message, "result": result})
+    return out
 
 
 def _replay(run, history: list[dict]) -> None:
@@ -129,7 +134,7 @@ def launch_training(stage, asset: str, training: TrainingConfig,
         for item, run, message in zip(planned, runs, _results(messages, planned)):
             if message["reused"]:
                 stage.log.info(f"{item.method} (seed {item.seed}): trained by an earlier launch, kept")
-                _replay(run, message["result"].get("history", []))
+                _replay(run, message["result"].history)
             launched.append(LaunchedRun(item, run, message["result"], message["reused"]))
         yield launched
     # The pair datasets and TRL's reference caches of a finished job are not needed again.

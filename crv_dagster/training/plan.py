@@ -15,14 +15,8 @@ from typing import Any
 import pandas as pd
 
 from crv_dagster.config import Profile
-from crv_dagster.vocabulary import COGPO_FROM_RAW, left_out_kind, SFT, SFT_FILTER, SFT_RAW, SFT_RAW_MATCHED, SUITED
-
-# Why an SFT baseline can have nothing to train on.
-SFT_EMPTY_REASONS = {SFT_RAW: "no raw CoT reaches the reference answer",
-                     SFT_RAW_MATCHED: "no raw CoT reaches the reference answer",
-                     SFT_FILTER: "the Critic labelled no correct CoT 'medium'"}
-# What the job reports of the examples it dropped or cut to fit max_length.
-LENGTH_KEYS = ("overlength_dropped", "overlength_truncated", "max_tokens_seen")
+from crv_dagster.methods import EXAMPLE_COLUMNS, SFT, preference_method, sft_method
+from crv_dagster.training.result import TrainingResult
 
 
 @dataclass
@@ -40,31 +34,10 @@ class PlannedRun:
 
 def sft_examples(method: str, verified: pd.DataFrame, raw_cots: pd.DataFrame | None = None,
                  critiques: pd.DataFrame | None = None, seed: int = 0) -> pd.DataFrame:
-    """The (question, answer, cot) rows that ``method`` fine-tunes on; empty when there are none.
-    ``seed`` draws the matched control's subset (one subset per training seed)."""
-    if method == SFT:
-        rows = verified[verified["role"] == SUITED]
-    elif method == SFT_RAW:
-        rows = _needs(raw_cots, "raw_cots", method)
-        rows = rows[rows["is_correct"]]
-    elif method == SFT_RAW_MATCHED:
-        correct = _needs(raw_cots, "raw_cots", method)
-        correct = correct[correct["is_correct"]]
-        size = int((verified["role"] == SUITED).sum())
-        # As many as SFT trains on (all of them when there are fewer): equal rows, so equal steps.
-        rows = correct.sample(n=min(size, len(correct)), random_state=seed).sort_index()
-    elif method == SFT_FILTER:
-        rows = _needs(critiques, "critiques", method)
-        rows = rows[(rows["label"] == "medium") & rows["cot_correct"]]
-    else:
-        raise ValueError(f"unknown SFT method '{method}' (known: {SFT}, {SFT_RAW}, {SFT_FILTER}, {SFT_RAW_MATCHED})")
-    return rows[["question", "answer", "cot"]].reset_index(drop=True)
-
-
-def _needs(frame: pd.DataFrame | None, name: str, method: str) -> pd.DataFrame:
-    if frame is None:
-        raise ValueError(f"{method} trains on {name}, which was not given")
-    return frame
+    """The (question, answer, cot) rows that ``method`` fine-tunes on (its registry entry's data);
+    empty when there are none. ``seed`` draws the matched control's subset (one subset per training seed)."""
+    rows = sft_method(method).data(verified, raw_cots, critiques, seed)
+    return rows[EXAMPLE_COLUMNS].reset_index(drop=True)
 
 
 def checkpoint_dir(cfg: Profile, asset: str, dataset: str, model_size: str, method: str, seed: int) -> Path:
@@ -81,7 +54,7 @@ def sft_runs(cfg: Profile, dataset: str, model_size: str, base_model: str, verif
         if sft_examples(method, verified, raw_cots, critiques).empty:
             if method == SFT:
                 raise ValueError(f"{SFT}: no CoTs to fine-tune on (verified_set has no suited CoT)")
-            skipped[method] = SFT_EMPTY_REASONS[method]
+            skipped[method] = sft_method(method).empty_reason
             continue
         for seed in cfg.seeds:
             params = {"base_model": base_model, "finetuning": training.finetuning, "seed": seed,
@@ -107,8 +80,9 @@ def preference_runs(cfg: Profile, dataset: str, model_size: str, sft_manifest: p
     """CogPO and each preference baseline of the profile, once per seed, on the same pairs; and the
     methods left out with the reason (a left-out pair kind that leaves no pairs).
 
-    Every method starts from the seed's ``sft`` checkpoint, except CogPO from the raw-CoT checkpoint
-    (``sft_raw``). The job computes the reference log-probs with the first method that needs them and
+    Every method starts from the seed's checkpoint of its entry's ``start`` (``sft``, or ``sft_raw``
+    for CogPO from the raw-CoT checkpoint) and trains on the pairs less the kind its entry leaves
+    out. The job computes the reference log-probs with the first method that needs them and
     hands them to the others on the same checkpoint and pairs; ``cogpo_without_<kind>`` trains on the
     other kinds' pairs, so it has a reference pass of its own."""
     if pairs.empty:
@@ -116,16 +90,18 @@ def preference_runs(cfg: Profile, dataset: str, model_size: str, sft_manifest: p
     training = cfg.training_for(model_size)
     data, skipped = {}, {}
     for method in cfg.training.preference_methods():
-        kind = left_out_kind(method)
+        kind = preference_method(method).left_out
         data[method] = pairs if kind is None else pairs[pairs["pair_type"] != kind].reset_index(drop=True)
         if data[method].empty:
             skipped[method] = f"every pair is {kind}: nothing is left to train on"
     planned = []
     for seed in cfg.seeds:
         for method in [m for m in cfg.training.preference_methods() if m not in skipped]:
-            start = sft_checkpoint(sft_manifest, seed, SFT_RAW if method == COGPO_FROM_RAW else SFT)
+            entry = preference_method(method)
+            start = sft_checkpoint(sft_manifest, seed, entry.start)
             params = {"sft_model": start, "method": method, "seed": seed, "finetuning": training.finetuning,
                       **{f"cogpo.{k}": v for k, v in training.cogpo.model_dump().items()},
+                      **{f"{entry.settings}.{k}": v for k, v in getattr(training, entry.settings).model_dump().items()},
                       **{f"beta_{t}": v for t, v in cfg.training.pairs.betas.model_dump().items()},
                       **{f"pairs_{t}": n for t, n in data[method]["pair_type"].value_counts().items()}}
             planned.append(PlannedRun("preference", method, seed, start, data[method],
@@ -133,48 +109,48 @@ def preference_runs(cfg: Profile, dataset: str, model_size: str, sft_manifest: p
     return planned, skipped
 
 
-def manifest_row(run: PlannedRun, finetuning: str, result: dict) -> dict:
+def manifest_row(run: PlannedRun, finetuning: str, result: TrainingResult) -> dict:
     """A trained run as a row of the model manifest (``model_manifest_schema``)."""
-    loss = result.get("loss") or {}
     return {"method": run.method, "seed": run.seed, "path": str(run.out_dir), "parent": run.base_model,
-            "finetuning": finetuning, "num_examples": result.get("num_examples", result.get("num_pairs")),
-            "steps": result["steps"], "loss_first": loss.get("first"), "loss_last": loss.get("last"),
-            "train_runtime_s": result.get("train_runtime_s")}
+            "finetuning": finetuning, "num_examples": result.num_examples, "steps": result.steps,
+            "loss_first": result.loss.get("first"), "loss_last": result.loss.get("last"),
+            "train_runtime_s": result.train_runtime_s}
 
 
-def length_counts(result: dict) -> dict[str, int]:
-    return {k: result[k] for k in LENGTH_KEYS}
+def length_counts(result: TrainingResult) -> dict[str, int]:
+    """What the job reports of the examples it dropped or cut to fit max_length (``LENGTH_KEYS``)."""
+    return result.length_counts()
 
 
-def preference_metrics(result: dict) -> dict[str, float]:
+def preference_metrics(result: TrainingResult) -> dict[str, float]:
     """A preference run's numbers for its MLflow run: what max_length did, and the loss per pair
     kind before and after training."""
     return {**length_counts(result),
-            **{f"loss_by_kind/{k}/before": v for k, v in result["loss_by_kind_before"].items()},
-            **{f"loss_by_kind/{k}/after": v for k, v in result["loss_by_kind_after"].items()}}
+            **{f"loss_by_kind/{k}/before": v for k, v in result.loss_by_kind_before.items()},
+            **{f"loss_by_kind/{k}/after": v for k, v in result.loss_by_kind_after.items()}}
 
 
-def preference_summary(method: str, row: dict, result: dict) -> dict[str, Any]:
+def preference_summary(method: str, row: dict, result: TrainingResult) -> dict[str, Any]:
     """What the asset's metadata shows of one preference method (its first seed): losses, the
     last logged reward margin and accuracy, the loss per pair kind, the betas that reached it."""
-    last = next((h for h in reversed(result["history"]) if f"{method}/rewards/margins" in h), {})
+    last = next((h for h in reversed(result.history) if f"{method}/rewards/margins" in h), {})
     out = {f"{method}_loss_first": row["loss_first"], f"{method}_loss_last": row["loss_last"],
            **{f"{method}_{k}": v for k, v in length_counts(result).items()},
            f"{method}_reward_margin": last.get(f"{method}/rewards/margins"),
            f"{method}_reward_accuracy": last.get(f"{method}/rewards/accuracies")}
-    if result["loss_by_kind_after"]:
-        out[f"{method}_loss_by_kind"] = {"before": result["loss_by_kind_before"],
-                                         "after": result["loss_by_kind_after"]}
-    if result.get("betas_by_rank"):  # how often each pair beta reached the loss in each process
-        out[f"{method}_betas_by_rank"] = result["betas_by_rank"]
+    if result.loss_by_kind_after:
+        out[f"{method}_loss_by_kind"] = {"before": result.loss_by_kind_before,
+                                         "after": result.loss_by_kind_after}
+    if result.betas_by_rank:  # how often each pair beta reached the loss in each process
+        out[f"{method}_betas_by_rank"] = [{str(b): n for b, n in counts.items()} for counts in result.betas_by_rank]
     return {k: v for k, v in out.items() if v is not None}
 
 
-def describe_result(run: PlannedRun, result: dict) -> str:
+def describe_result(run: PlannedRun, result: TrainingResult) -> str:
     """One log line for a finished run."""
-    text = f"{run.method} (seed {run.seed}): {result['steps']} steps, loss {result['loss']}"
-    if result.get("loss_by_kind_after"):
-        text += f", per pair kind {result['loss_by_kind_before']} -> {result['loss_by_kind_after']}"
+    text = f"{run.method} (seed {run.seed}): {result.steps} steps, loss {result.loss}"
+    if result.loss_by_kind_after:
+        text += f", per pair kind {result.loss_by_kind_before} -> {result.loss_by_kind_after}"
     if run.kind == "sft":
         text += f"; over max_length: {length_counts(result)}"
     return text

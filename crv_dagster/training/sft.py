@@ -25,7 +25,8 @@ from crv_dagster.training.common import (
     save_trained,
     trainer_kwargs,
 )
-from crv_dagster.vocabulary import SFT
+from crv_dagster.methods import SFT
+from crv_dagster.training.result import TrainingResult
 
 
 def sft_records(examples: pd.DataFrame, render_prompt) -> pd.DataFrame:
@@ -47,7 +48,7 @@ def sft_lengths(records: pd.DataFrame, tokenizer) -> list[int]:
 
 
 def train_sft(base_model: str, examples: pd.DataFrame, out_dir: Path, config: TrainingConfig, seed: int = 0,
-              method: str = SFT, run=None, callbacks: list | None = None) -> dict:
+              method: str = SFT, run=None, callbacks: list | None = None) -> TrainingResult:
     """Fine-tunes ``base_model`` on ``examples`` (question, cot) and saves the checkpoint at ``out_dir``.
 
     Runs as one process or as every rank of an ``accelerate launch`` (``training.job``): each rank
@@ -75,7 +76,6 @@ def train_sft(base_model: str, examples: pd.DataFrame, out_dir: Path, config: Tr
         quiet(trainer)
         result = trainer.train()
     save_trained(trainer, tokenizer, out_dir, lora)
-    return {"method": method, "seed": seed, "num_examples": len(records), "steps": result.global_step,
-            **length_counts, "train_runtime_s": result.metrics.get("train_runtime"),
-            "loss": loss_summary(curves.history, f"{method}/loss"),
-            "history": curves.history}
+    return TrainingResult("sft", method, seed, result.global_step, len(records), **length_counts,
+                          train_runtime_s=result.metrics.get("train_runtime"),
+                          loss=loss_summary(curves.history, f"{method}/loss"), history=curves.history)
