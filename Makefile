@@ -32,8 +32,9 @@ export PYTHONUNBUFFERED := 1
 demo: setup
 	@$(MAKE) --no-print-directory pipeline PROFILE=demo
 
-# The CPU study (assets_config/study.yaml): 300 problems, 210 held out, the SFT controls, CogPO from
-# both SFT checkpoints, its reversed schedule and DPO; study-student repeats it with the student Critic.
+# The CPU study (assets_config/study.yaml): 210 problems, 120 held out, three seeds of SFT, CogPO,
+# DPO, DPO at CogPO's mean beta and CogPO's reversed schedule; study-student repeats it with the
+# student Critic (docs/study.md).
 study: setup
 	@$(MAKE) --no-print-directory pipeline PROFILE=study
 

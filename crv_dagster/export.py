@@ -34,7 +34,8 @@ from crv_dagster.config import Profile, load_active_profile, load_profile_file
 from crv_dagster.formatting import student_messages
 from crv_dagster.partition_keys import check_partition_key
 from crv_dagster.storage import read_table, table_path
-from crv_dagster.versions import code_version, table_version
+from crv_dagster.stages.code_versions import code_version
+from crv_dagster.versions import table_version
 from crv_dagster.vocabulary import CONTAMINATED, SUITED
 
 TABLES = ("problems", "raw_cots", "critiques", "rewritten_cots", "verified_set", "preference_pairs")

@@ -1,12 +1,13 @@
 """Code versions and data versions, so that Dagster can tell what is out of date and why.
 
-An asset's **code version** is a hash of what its output depends on besides its inputs: the code it
-runs (its stage module, ``crv_dagster.stages.<asset>``, and every package module that imports, at
-any depth: ``code_digest``), the slice of the profile it reads (the stage's ``reads``) with the
-text of the prompt files it renders and the identities of the models it calls (their profile
-entries: Hub name and revision, package and file, tiny-model spec), and the package version. Edit a module the Critic's replies are
-read with, or one prompt, and only the assets that use it get a new code version; Dagster then
-shows them *Unsynced* ("code version changed"), and everything downstream as stale.
+An asset's **code version** (``stages/code_versions.py``) is a hash of what its output depends on
+besides its inputs: the code it runs (its stage module, ``crv_dagster.stages.<asset>``, and every
+package module it imports, at any depth: ``code_digest``), the slice of the profile it reads (the
+stage's ``reads``, built with the helpers here: the text of the prompt files it renders and the
+identities of the models it calls, their profile entries: Hub name and revision, package and file,
+tiny-model spec), and the package version. Edit a module the Critic's replies are read with, or
+one prompt, and only the assets that use it get a new code version; Dagster then shows them
+*Unsynced* ("code version changed"), and everything downstream as stale.
 
 A **data version** is a hash of an output's content: a table's values, column names and types;
 for a model asset, also the bytes of its checkpoints' weights. An asset whose code version and
@@ -19,7 +20,6 @@ here: pin revisions for experiments that must not drift.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import json
 from functools import lru_cache
@@ -28,7 +28,6 @@ from typing import Any
 
 import pandas as pd
 
-from crv_dagster.code_digest import code_digest
 from crv_dagster.config import Profile
 from crv_dagster.llm.identity import weights_digest
 from crv_dagster.vocabulary import STUDENT
@@ -36,7 +35,7 @@ from crv_dagster.vocabulary import STUDENT
 HASH_CHARS = 16
 
 
-def _digest(payload: Any) -> str:
+def digest_of(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:HASH_CHARS]
 
 
@@ -84,20 +83,6 @@ def training_by_size(profile: Profile) -> dict:
     return by_size
 
 
-def stage_module(asset: str) -> str:
-    """The module holding an asset's logic."""
-    return f"crv_dagster.stages.{asset}"
-
-
-def code_version(profile: Profile, asset: str) -> str:
-    """The asset's code version: its stage's code (the stage module's import closure in the
-    package), the slice of the profile the stage reads, and the package version."""
-    module = stage_module(asset)
-    reads = importlib.import_module(module).reads
-    return _digest({"asset": asset, "package": package_version(), "code": code_digest([module]),
-                    "depends_on": reads(profile)})
-
-
 # Set on a frame by the asset that just hashed it, so the IO manager need not hash it again.
 TABLE_VERSION_ATTR = "crv.table_version"
 # Set on a frame by the asset whose stage returned tables to store beside it (StageResult.tables).
@@ -120,4 +105,4 @@ def table_version(frame: pd.DataFrame) -> str:
 
 def manifest_version(manifest: pd.DataFrame) -> str:
     """A model asset's data version: each method's weights, not its timings."""
-    return _digest([[row.method, row.seed, weights_digest(row.path)] for row in manifest.itertuples()])
+    return digest_of([[row.method, row.seed, weights_digest(row.path)] for row in manifest.itertuples()])

@@ -110,3 +110,11 @@ def test_an_openai_backend_names_one_endpoint_or_several_replicas():
     for wrong in ({}, {"base_url": "http://a/v1", "base_urls": ["http://b/v1"]}):
         with pytest.raises(ValidationError, match="give base_url .one endpoint. or base_urls"):
             OpenAIBackendConfig(kind="openai", model="m", **wrong)
+
+
+def test_a_preference_knob_of_the_old_shared_section_says_where_it_went(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text(f"extends: {CONFIG_DIR / 'test.yaml'}\ntraining: {{cogpo: {{dpo_beta: 0.2, orpo_lambda: 0.3}}}}\n")
+    with pytest.raises(ProfileError) as err:
+        load_profile_file(old)
+    assert "dpo_beta is now training.dpo.beta" in str(err.value) and "orpo_lambda is now training.orpo.lam" in str(err.value)

@@ -15,7 +15,8 @@ from crv_dagster.code_digest import closure
 from crv_dagster.orchestration.assets import ASSETS
 from crv_dagster.orchestration.definitions import build_definitions
 from crv_dagster.prompts import PROMPTS_DIR
-from crv_dagster.versions import code_version, stage_module, table_version
+from crv_dagster.stages.code_versions import code_version, stage_module
+from crv_dagster.versions import table_version
 
 CRV_ASSETS = ["problems", "raw_cots", "critiques", "rewritten_cots", "verified_set"]
 PARTITION = "arith|tiny-a"

@@ -4,14 +4,14 @@ profile trains beside CRV's SFT and CogPO.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+import crv_dagster.methods as methods
 from crv_dagster.config.base import StrictModel
 from crv_dagster.config.crv import REWRITE_TOKENS
 from crv_dagster.config.launch import LaunchConfig
-import crv_dagster.methods as methods
 
 
 class LoraSettings(StrictModel):
@@ -93,12 +93,19 @@ class CogpoSettings(TrainerSettings):
     learning_rate: float = Field(1e-6, gt=0)
     num_train_epochs: float = Field(1.0, gt=0)
     baselines: list[str] = Field(
-        [], description="also train these on the same pairs: from the same SFT checkpoint (dpo, dpo_mean_beta, "
-                        "ipo, simpo, orpo; the beta axis: cogpo_reversed, the schedule reversed across the pair "
-                        "kinds, and cogpo_uniform, one run per beta of the schedule with that beta for every "
-                        "pair; cogpo_without_<kind>, CogPO on the pairs of the other kinds, or cogpo_without for "
-                        "one run per kind), or from the sft_raw checkpoint (cogpo_from_raw, which needs sft_raw); "
-                        "the names are crv_dagster.methods' registry")
+        [], description="also train these on the same pairs, each from the checkpoint its registry entry names "
+                        f"(crv_dagster.methods; docs/comparisons.md): {', '.join(methods.preference_baselines())}")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_knobs(cls, value: Any) -> Any:
+        # Keys of the single settings class before each trainer had its own: say where they went.
+        moved = {"dpo_beta": "training.dpo.beta", "ipo_tau": "training.ipo.tau", "simpo_beta": "training.simpo.beta",
+                 "simpo_gamma": "training.simpo.gamma", "orpo_lambda": "training.orpo.lam"}
+        old = [key for key in moved if isinstance(value, dict) and key in value]
+        if old:
+            raise ValueError("; ".join(f"{key} is now {moved[key]}" for key in old))
+        return value
 
     @field_validator("baselines")
     @classmethod
@@ -144,11 +151,8 @@ class TrainingConfig(StrictModel):
     simpo: SimpoSettings = SimpoSettings()
     orpo: OrpoSettings = OrpoSettings()
     sft_baselines: list[str] = Field(
-        [], description="also fine-tune the base student on these data: sft_raw (raw CoTs that reach the "
-                        "reference answer), sft_filter (CoTs the Critic labelled medium, none rewritten), "
-                        "sft_raw_matched (as many of those raw CoTs as sft has rows, a seeded draw: matched on the "
-                        "row count, so equal steps, not on problems, lengths or labels; sft's rescued rows, "
-                        "crv.rescued, have no counterpart in its pool)")
+        [], description="also fine-tune the base student on the data of these, as their registry entries say "
+                        f"(crv_dagster.methods; docs/comparisons.md): {', '.join(methods.sft_baselines())}")
     torch_threads: int | None = Field(None, gt=0, description="CPU threads for training (None: torch's default)")
 
     @field_validator("sft_baselines")

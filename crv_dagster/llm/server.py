@@ -1,8 +1,8 @@
 """A small OpenAI-compatible chat server over a local transformers model.
 
 Useful on its own (point the ``openai`` backend at a model on another machine), and it is
-what the tests talk to: a real HTTP server on loopback serving a real model. ``FaultPlan``
-makes it fail chosen requests on purpose, to exercise client retries.
+what the tests talk to: a real HTTP server on loopback serving a real model (they put a proxy
+that fails chosen requests in front of it, ``tests/faulty_proxy.py``, to exercise client retries).
 
     python -m crv_dagster.llm.server --model PATH --port 8000
 

@@ -12,6 +12,7 @@ from typing import Callable
 import dagster as dg
 import pandera.pandas as pa
 
+import crv_dagster.methods as methods
 from crv_dagster.agents.roles import describe_agents
 from crv_dagster.config import Profile
 from crv_dagster.orchestration.partitions import by_dataset, dataset_partitions
@@ -96,13 +97,12 @@ ASSETS = (
     AssetRow(stage=sft_model, schema=model_manifest_schema, group="training", pool="gpu", own_runs=True, models=True,
              inputs=("verified_set", "raw_cots", "critiques"),
              description="The student fine-tuned (TRL SFT, loss on the CoT only) on the verified, student-suited CoTs "
-                         "(sft), and, as the profile lists, on the raw CoTs that reach the reference answer (sft_raw), "
-                         "on as many of those as sft has rows, matched on the count only (sft_raw_matched), and on the "
-                         "Critic's medium CoTs without rewriting (sft_filter); once per seed."),
+                         "(sft), and on the data of each SFT baseline the profile lists (of "
+                         f"{', '.join(methods.sft_baselines())}: docs/comparisons.md); once per seed."),
     AssetRow(stage=cogpo_model, schema=model_manifest_schema, group="training", pool="gpu", own_runs=True, models=True,
              inputs=("sft_model", "preference_pairs", "heldout_pairs"),
              description="CogPO from the SFT checkpoint (reference = SFT model), and the preference baselines the "
-                         "profile lists (DPO, DPO with the mean beta, IPO, SimPO, ORPO) from the same checkpoint on the "
+                         f"profile lists (of {', '.join(methods.preference_baselines())}: docs/comparisons.md) on the "
                          "same pairs; once per seed. Each is measured on heldout_pairs before and after training."),
     # The chain's incorrect CoTs come from the SFT checkpoint too where the training pairs' do.
     AssetRow(stage=heldout_pairs, schema=preference_pairs_schema, group="evaluation", pool="gpu",

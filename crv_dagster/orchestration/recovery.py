@@ -113,7 +113,8 @@ def _is_step_worker(pid: int) -> bool:
     # Judged by the program and its entry point, not by any argument: a test run whose arguments
     # name a file "test_dagster_..." is no step worker.
     program = [Path(arg).name for arg in args[:2]]
-    spawned = any(arg.startswith("from multiprocessing.spawn import") for arg in args)
+    spawned = any(arg.startswith(("from multiprocessing.spawn import", "from multiprocessing.forkserver import"))
+                  for arg in args)
     launched = any(name in ("dg", "dagster", "dagster-webserver", "dagster-daemon") for name in program) or \
         (len(args) > 2 and args[1] == "-m" and args[2].split(".")[0] in ("dagster", "dagster_dg_cli"))
     return any(name.startswith("python") for name in program) and (spawned or launched)

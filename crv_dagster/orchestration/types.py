@@ -20,7 +20,7 @@ from crv_dagster.schemas import (
     rewritten_cots_schema,
     verified_set_schema,
 )
-from crv_dagster.versions import code_version
+from crv_dagster.stages.code_versions import code_version
 
 
 def column_schema(schema: pa.DataFrameSchema) -> dg.TableSchema:

@@ -3,7 +3,7 @@
 The chain is the training one stage for stage (teacher, Critic, Rethinker, Verifier, incorrect
 CoTs, pair checks), called on ``training.pairs.heldout_problems`` problems of the eval split, so
 its code and settings are those of the stages it repeats. No model trains on these pairs:
-``cogpo_model`` measures every preference checkpoint on them (``training/heldout.py``).
+``cogpo_model`` measures every preference checkpoint on them (``evaluation/heldout_pairs.py``).
 """
 
 from __future__ import annotations
