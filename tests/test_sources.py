@@ -51,6 +51,20 @@ def test_builtin_arith_is_deterministic_and_its_cots_are_correct():
         assert is_correct(problem.cot, problem.answer), problem
 
 
+def test_every_step_of_a_builtin_cot_computes_what_it_says():
+    # The answer and the CoT come from the same code, so their agreeing proves little: each
+    # "a op b = c" of every CoT is computed again (once, a speed problem's second leg was its first).
+    import operator
+    import re
+
+    ops = {"+": operator.add, "-": operator.sub, "x": operator.mul, "/": operator.truediv}
+    for problem in generate_arith(500, seed=11):
+        steps = re.findall(r"(\d+) ([-+x/]) (\d+) = (\d+)", problem.cot)
+        assert steps, problem
+        for a, op, b, c in steps:
+            assert ops[op](int(a), int(b)) == int(c), (problem.question, f"{a} {op} {b} = {c}")
+
+
 def test_builtin_source_builds_problems():
     config = DatasetConfig.model_validate({"source": {"kind": "builtin", "name": "arith", "num_problems": 20}})
     rows = build_problems("arith", config, read_source(config))

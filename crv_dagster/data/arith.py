@@ -86,9 +86,8 @@ def _price(r: random.Random) -> ArithProblem:
 def _speed(r: random.Random) -> ArithProblem:
     name = r.choice(NAMES)
     speed, hours, back = r.randint(3, 60), r.randint(2, 6), r.randint(1, 5)
-    out = speed * hours
-    total = out * 2 if back == 1 else out + speed * back
-    back_dist = total - out
+    out, back_dist = speed * hours, speed * back
+    total = out + back_dist
     q = (f"{name} travels at {speed} km per hour for {hours} hours, then another {back} hours at the same speed. "
          f"How many km does {name} travel in total?")
     cot = _steps(f"In the first {hours} hours {name} travels {speed} x {hours} = {out} km.",
