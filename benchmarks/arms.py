@@ -138,7 +138,9 @@ class Child:
 
 def run_child(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | os.PathLike | None = None,
               what: str = "child") -> Child:
-    """Run ``cmd`` to its end; raise with its output's tail if it fails."""
+    """Run ``cmd`` to its end; raise with its output's tail if it fails. Its peak memory is the
+    child's own, provided this process is small: Linux counts the image a child was forked from in
+    its high-water mark, so the benchmarks' parents load no model."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=None if env is None else dict(env), cwd=cwd)

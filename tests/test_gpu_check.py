@@ -31,6 +31,8 @@ def test_a_non_finite_loss_fails_the_check():
         from gpu_check import _finite_losses
     finally:
         sys.path.pop(0)
-    assert _finite_losses({"history": [{"sft/loss": 1.2, "step": 1}, {"sft/loss": 0.9, "step": 2}]})
-    assert not _finite_losses({"history": [{"sft/loss": 1.2}, {"sft/loss": float("nan")}]})
-    assert not _finite_losses({"history": []})  # nothing logged is not a pass
+    from types import SimpleNamespace as Result  # what the check reads of a TrainingResult: its curves
+
+    assert _finite_losses(Result(history=[{"sft/loss": 1.2, "step": 1}, {"sft/loss": 0.9, "step": 2}]))
+    assert not _finite_losses(Result(history=[{"sft/loss": 1.2}, {"sft/loss": float("nan")}]))
+    assert not _finite_losses(Result(history=[]))  # nothing logged is not a pass

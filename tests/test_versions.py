@@ -67,7 +67,8 @@ def test_one_changed_prompt_makes_exactly_its_downstream_stale(tmp_path, artifac
     assert after["critiques"][0] == StaleStatus.FRESH
     assert after["rewritten_cots"][0] == (StaleStatus.STALE if content_changed else StaleStatus.FRESH)
     if content_changed:
-        assert any(c.category == StaleCauseCategory.DATA and c.dependency == dg.AssetKey("critiques")
+        # The cause names the partition of critiques it read (an AssetKeyPartitionKey).
+        assert any(c.category == StaleCauseCategory.DATA and c.dependency.asset_key == dg.AssetKey("critiques")
                    for c in after["rewritten_cots"][1])
 
 
