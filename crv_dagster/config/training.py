@@ -86,6 +86,14 @@ class PairsConfig(StrictModel):
         return list(dict.fromkeys(value)) if isinstance(value, list) else [value]
 
 
+def _known(names: list[str], known: list[str], what: str) -> list[str]:
+    """``names`` as given, or a ValueError naming those the registry does not know."""
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"not {what}: {unknown} (known: {', '.join(known)})")
+    return names
+
+
 class CogpoSettings(TrainerSettings):
     """The trainer settings of every preference run (CogPO's and its baselines'), and the baselines
     the profile trains; each loss's own knobs are its trainer's section (``DpoSettings``, ...)."""
@@ -110,11 +118,7 @@ class CogpoSettings(TrainerSettings):
     @field_validator("baselines")
     @classmethod
     def _known_and_distinct(cls, value: list) -> list:
-        known = methods.preference_baselines()
-        unknown = [name for name in value if name not in known]
-        if unknown:
-            raise ValueError(f"not preference baselines: {unknown} (known: {', '.join(known)})")
-        return list(dict.fromkeys(value))
+        return list(dict.fromkeys(_known(value, methods.preference_baselines(), "preference baselines")))
 
 
 # One settings class per preference trainer (``training.cogpo.TRAINERS``); a method's registry
@@ -158,11 +162,7 @@ class TrainingConfig(StrictModel):
     @field_validator("sft_baselines")
     @classmethod
     def _known_sft(cls, value: list) -> list:
-        known = methods.sft_baselines()
-        unknown = [name for name in value if name not in known]
-        if unknown:
-            raise ValueError(f"not SFT baselines: {unknown} (known: {', '.join(known)})")
-        return value
+        return _known(value, methods.sft_baselines(), "SFT baselines")
 
     @model_validator(mode="after")
     def _start_checkpoints_are_trained(self) -> "TrainingConfig":
