@@ -42,9 +42,10 @@ def build_backend(profile: Profile, backend_key: str, model_path: str | None = N
         raise ValueError(f"backends.{backend_key} serves the student: pass the student's model path")
     if isinstance(cfg, TransformersBackendConfig):
         from crv_dagster.llm.transformers_backend import TransformersBackend
+        from crv_dagster.models.loading import generation_dtype
 
         backend = TransformersBackend(model_path or resolve_profile_model(profile, cfg.model), batch_size=cfg.batch_size,
-                                      dtype=cfg.dtype, device=cfg.device)
+                                      dtype=generation_dtype(cfg.dtype), device=cfg.device)
     elif isinstance(cfg, VllmBackendConfig):
         from crv_dagster.llm.vllm_backend import VllmBackend
 

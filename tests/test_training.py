@@ -18,6 +18,7 @@ from crv_dagster.cot import Cot, parse
 from crv_dagster.formatting import student_messages
 from crv_dagster.llm.base import SamplingParams
 from crv_dagster.data.arith import generate_arith
+from crv_dagster.models.loading import bf16_device
 from crv_dagster.models.store import resolve_model
 from crv_dagster.schemas import model_manifest_schema, preference_pairs_schema
 from crv_dagster.training.cogpo import BetaCollator, CogPOTrainer, cogpo_loss, pair_dataset, train_preference
@@ -375,6 +376,58 @@ def test_students_load_in_the_configured_precision(student):
                                      else torch.float32)
     model, _ = load_student(student, "bfloat16")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512bw amx_bf16 amx_tile\n", True),  # Sapphire Rapids
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n", True),  # Cooper Lake, Zen 4
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n", False),  # bf16 only emulated
+    ("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n", True),  # Arm with the BF16 extension
+    ("processor\t: 0\nFeatures\t: fp asimd\n", False),
+])
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, text, expected):
+    from crv_dagster.models.loading import cpu_has_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(text)
+    assert cpu_has_bf16.__wrapped__(info) is expected
+    assert cpu_has_bf16.__wrapped__(tmp_path / "missing") is False
+
+
+def test_bf16_mixed_precision_only_where_it_runs_natively(tmp_path):
+    from crv_dagster.models.loading import cpu_has_bf16, generation_dtype
+    from crv_dagster.training.common import trainer_kwargs
+
+    native = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_bf16()
+    assert bf16_device() is native
+    sft = _training().sft
+    assert trainer_kwargs(sft.model_copy(update={"bf16": True}), tmp_path, 0)["bf16"] is native
+    assert trainer_kwargs(sft.model_copy(update={"bf16": False}), tmp_path, 0)["bf16"] is False
+    assert generation_dtype("auto") == ("bfloat16" if native else "float32")
+    assert generation_dtype("float32") == "float32"
+
+
+@pytest.mark.skipif(not bf16_device(), reason="bf16 mixed precision is off on this machine")
+def test_sft_trains_under_bf16_mixed_precision_with_float32_weights(student, tmp_path):
+    from safetensors.torch import load_file
+
+    config = _training()
+    config = config.model_copy(update={"sft": config.sft.model_copy(update={"bf16": True, "max_steps": 2})})
+    result = train_sft(student, sft_examples("sft", _verified()), tmp_path / "sft", config)
+    assert result.steps == 2 and math.isfinite(result.loss["last"])
+    weights = load_file(str(next((tmp_path / "sft").glob("*.safetensors"))))
+    assert {w.dtype for w in weights.values()} == {torch.float32}
+
+
+def test_a_generation_backend_in_bf16_has_its_own_cache_identity(student):
+    from crv_dagster.llm.base import ChatRequest, SamplingParams
+    from crv_dagster.llm.transformers_backend import TransformersBackend
+
+    full, half = TransformersBackend(student, dtype="float32"), TransformersBackend(student, dtype="bfloat16")
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
+    assert half.model_id == full.model_id + "/bfloat16" and "/" not in full.model_id
+    request = ChatRequest.of([{"role": "user", "content": "Compute 2 + 3."}], SamplingParams(max_new_tokens=4))
+    assert half.generate([request])[0].completion_tokens > 0
 
 
 def test_dpo_baseline_uses_one_beta_through_the_same_path(student, pairs, tmp_path):

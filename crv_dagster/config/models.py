@@ -82,7 +82,9 @@ class TransformersBackendConfig(StrictModel):
     kind: Literal["transformers"]
     model: str
     batch_size: int = Field(8, gt=0)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="weights as loaded for generation; auto: bfloat16 where bf16 runs natively (a GPU "
+                               "with it, or a CPU with AMX or AVX512-BF16), else float32")
     device: str = "auto"
     chunk_size: int = Field(256, gt=0, description="new requests sent to the model at a time: each "
                                                           "chunk's replies are cached when it ends, and progress is "

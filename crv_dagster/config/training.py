@@ -39,7 +39,8 @@ class TrainerSettings(StrictModel):
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     lr_scheduler_type: str = "cosine"
     weight_decay: float = Field(0.0, ge=0.0)
-    bf16: bool = Field(False, description="bf16 mixed precision; only where the device supports it")
+    bf16: bool = Field(False, description="bf16 mixed precision; only where bf16 runs natively (a GPU with it, or "
+                                          "a CPU with AMX or AVX512-BF16), else recorded and off")
     gradient_checkpointing: bool = False
     logging_steps: int = Field(1, gt=0)
 

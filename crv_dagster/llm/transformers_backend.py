@@ -31,7 +31,10 @@ class TransformersBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=getattr(torch, _DTYPES[dtype]))
         self.model.to(device).eval()
-        self._model_id = model_fingerprint(name_or_path)
+        # bf16 and float32 weights can answer the same prompt differently: a cached float32 reply is
+        # not this model's reply (float32 keeps the plain identity, so its caches stay valid).
+        fingerprint = model_fingerprint(name_or_path)
+        self._model_id = fingerprint if dtype == "float32" else f"{fingerprint}/{dtype}"
 
     @property
     def model_id(self) -> str:

@@ -2,21 +2,68 @@
 
 from __future__ import annotations
 
+import functools
+import platform
+from pathlib import Path
+
+# CPU flags (Linux /proc/cpuinfo) of instructions that multiply bfloat16 natively: Intel AMX and
+# AVX512-BF16 on x86, the BF16 extension on Arm. On this project's 2-core Xeon a bf16 matmul runs
+# 7x the float32 one and a SmolLM2 training step under bf16 autocast 1.8x (docs/benchmarks.md);
+# without them oneDNN emulates bf16, slower than float32.
+_BF16_FLAGS = {"amx_bf16", "avx512_bf16", "bf16"}
+
+
+@functools.cache
+def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU multiplies bfloat16 natively (False where /proc/cpuinfo cannot be read)."""
+    if platform.system() != "Linux":
+        return False
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip().lower() in ("flags", "features"):
+            return bool(_BF16_FLAGS & set(value.split()))
+    return False
+
 
 def bf16_device() -> bool:
+    """Whether bf16 mixed precision runs natively where training runs: a GPU with bf16, or a CPU
+    with bf16 instructions (weights stay float32; only the matmuls drop to bf16)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_bf16()
+
+
+def bf16_weights_device() -> bool:
+    """Whether bfloat16 *weights* are the better choice: on a GPU with bf16 only (a CPU trains bf16
+    weights with visible rounding in the loss, so ``torch_dtype: auto`` keeps float32 there)."""
     import torch
 
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def resolve_dtype(name: str):
-    """The torch dtype for ``torch_dtype``: ``auto`` is bfloat16 on a GPU that supports it, else float32
-    (a CPU trains bf16 weights slowly and with visible rounding in the loss)."""
+    """The torch dtype for ``torch_dtype``: ``auto`` is bfloat16 on a GPU that supports it, else float32."""
     import torch
 
     if name == "auto":
-        return torch.bfloat16 if bf16_device() else torch.float32
+        return torch.bfloat16 if bf16_weights_device() else torch.float32
     return getattr(torch, name)
+
+
+def generation_dtype(name: str) -> str:
+    """The dtype a generation backend loads for ``dtype``: ``auto`` is bfloat16 where bf16 runs
+    natively (a GPU with it, or a CPU with bf16 instructions) and float32 elsewhere. Greedy replies
+    in bf16 can differ from float32 ones in a token here and there, so the choice is part of the
+    backend's identity for the response cache."""
+    if name != "auto":
+        return name
+    return "bfloat16" if bf16_device() else "float32"
 
 
 def load_student(path: str, torch_dtype: str = "auto"):

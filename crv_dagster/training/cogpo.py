@@ -178,7 +178,9 @@ def per_kind_losses(trainer: CogPOTrainer, pairs: pd.DataFrame, betas: list[floa
         batch = {k: v.to(trainer.accelerator.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
         inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
-        out = model(**inputs, labels=labels, fused_lm_head=True)
+        # In the trainer's precision, as its reference pass and its steps computed theirs.
+        with trainer.accelerator.autocast():
+            out = model(**inputs, labels=labels, fused_lm_head=True)
         seq_len = batch["completion_mask"].shape[1] - 1
         logps = out.log_probs[:, -seq_len:].sum(dim=1)
         chosen, rejected = logps.chunk(2, dim=0)

@@ -45,7 +45,7 @@ def trainer_kwargs(settings: TrainerSettings, output_dir: Path, seed: int) -> di
         warmup_steps=float(settings.warmup_ratio),  # transformers 5: a float in [0, 1) is a ratio
         lr_scheduler_type=settings.lr_scheduler_type,
         weight_decay=settings.weight_decay,
-        # bf16 mixed precision needs a device that has it; on a CPU the setting is recorded but off.
+        # bf16 mixed precision needs a device that has it natively; elsewhere the setting is recorded but off.
         bf16=settings.bf16 and bf16_device(),
         gradient_checkpointing=settings.gradient_checkpointing,
         # Non-reentrant checkpointing also works with LoRA (frozen inputs) and is the current default.
