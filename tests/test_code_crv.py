@@ -20,7 +20,7 @@ from crv_dagster.cot import parse
 from crv_dagster.factory import code_sandbox
 from crv_dagster.formatting import CODE_ANSWER, CODE_INSTRUCTION
 from crv_dagster.llm.base import SamplingParams
-from crv_dagster.llm.server import ChatServer
+from chat_server import ChatServer
 from crv_dagster.orchestration.definitions import build_definitions
 from crv_dagster.solutions import SolutionChecker
 from crv_dagster.storage import table_path

@@ -17,7 +17,7 @@ from profiles import TEST_PROFILE
 
 from crv_dagster.config import PROJECT_ROOT
 from crv_dagster.llm.base import Completion
-from crv_dagster.llm.server import ChatServer
+from chat_server import ChatServer
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 

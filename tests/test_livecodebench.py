@@ -15,7 +15,7 @@ from scripted import ScriptedBackend
 
 from crv_dagster.config import DatasetConfig, LiveCodeBenchSource
 from crv_dagster.data.sources import build_problems, read_source
-from crv_dagster.llm.server import ChatServer
+from chat_server import ChatServer
 from crv_dagster.orchestration.definitions import build_definitions
 from crv_dagster.storage import table_path
 

@@ -9,7 +9,7 @@ from faulty_proxy import FaultPlan, FaultyProxy
 from crv_dagster.llm.base import BackendError, ChatRequest, SamplingParams
 from crv_dagster.llm.cache import CachedBackend, ResponseCache
 from crv_dagster.llm.openai_backend import OpenAIBackend
-from crv_dagster.llm.server import ChatServer
+from chat_server import ChatServer
 from crv_dagster.llm.transformers_backend import TransformersBackend
 
 

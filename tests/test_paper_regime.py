@@ -18,7 +18,7 @@ from reasoning_double import THINK_MARKER, TRACE_MARKER, ReasoningDouble
 from crv_dagster.config import CONFIG_DIR, load_profile_file
 from crv_dagster.cot import parse
 from crv_dagster.data.arith import generate_arith
-from crv_dagster.llm.server import ChatServer
+from chat_server import ChatServer
 from crv_dagster.orchestration.definitions import build_definitions
 from crv_dagster.storage import table_path
 

@@ -8,7 +8,7 @@ from reasoning_double import THINK_MARKER, TRACE_MARKER, ReasoningDouble
 from crv_dagster.llm.base import ChatRequest, Completion, SamplingParams
 from crv_dagster.llm.openai_backend import OpenAIBackend
 from crv_dagster.llm.reply import read_reply
-from crv_dagster.llm.server import ChatServer
+from chat_server import ChatServer
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import openai
 import pytest
 
 from crv_dagster.llm.base import ChatRequest, SamplingParams
-from crv_dagster.llm.server import ChatServer, parse_call, text_pieces
+from chat_server import ChatServer, parse_call, text_pieces
 from crv_dagster.llm.transformers_backend import TransformersBackend
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Compute 7 * 3."}]
@@ -104,7 +104,7 @@ def test_requests_that_ask_for_the_defaults_are_served():
     ({"model": "m", "messages": MESSAGES, "temperature": "hot"}, "bad sampling parameter"),
 ])
 def test_malformed_requests_say_what_is_wrong(body, message):
-    from crv_dagster.llm.server import ApiError
+    from chat_server import ApiError
 
     with pytest.raises(ApiError, match=message) as refused:
         parse_call(body, "m")

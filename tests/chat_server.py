@@ -1,10 +1,13 @@
-"""A small OpenAI-compatible chat server over a local transformers model.
+"""An OpenAI-compatible chat server over any backend, for the tests: the API as vLLM answers it.
 
-Useful on its own (point the ``openai`` backend at a model on another machine), and it is
-what the tests talk to: a real HTTP server on loopback serving a real model (they put a proxy
-that fails chosen requests in front of it, ``tests/faulty_proxy.py``, to exercise client retries).
-
-    python -m crv_dagster.llm.server --model PATH --port 8000
+What the tests serve through it is what no real server can be made to serve: the scripted
+reasoning models that muse, ramble or never close their thinking (``tests/reasoning_double.py``, ``tests/scripted.py``), a backend
+that raises, and tiny real models. It does what ``vllm serve --reasoning-parser`` does with a
+reasoning model's reply (the thinking in ``message.reasoning``, a null content when the thinking
+never ended), so the ``openai`` backend is tested against replies as a served reasoning model sends
+them. A real local model is served with ``transformers serve PATH`` (tested in
+``tests/test_transformers_serve.py``) or ``vllm serve``; the tests put a proxy that fails chosen
+requests in front of either (``tests/faulty_proxy.py``) to exercise client retries.
 
 What it does of the chat completions API, and what it refuses rather than ignore:
 
@@ -22,7 +25,6 @@ What it does of the chat completions API, and what it refuses rather than ignore
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import threading
@@ -247,25 +249,3 @@ class ChatServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-
-def main() -> None:
-    from crv_dagster.llm.transformers_backend import TransformersBackend
-
-    parser = argparse.ArgumentParser(description="Serve a local HF model over an OpenAI-compatible chat API")
-    parser.add_argument("--model", required=True, help="HF folder or Hub id")
-    parser.add_argument("--name", help="model name clients send (default: --model)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--batch-size", type=int, default=8)
-    args = parser.parse_args()
-    server = ChatServer(TransformersBackend(args.model, batch_size=args.batch_size), args.name or args.model,
-                        args.host, args.port)
-    print(f"serving {server.served_name} at {server.base_url}", flush=True)
-    try:
-        server.httpd.serve_forever()
-    except KeyboardInterrupt:
-        server.httpd.server_close()
-
-
-if __name__ == "__main__":
-    main()
