@@ -125,8 +125,23 @@ def _run(name: str, arm: Arm, work: Path, models: Path, partition: str) -> dict:
             if done.returncode != 0:
                 raise SystemExit(f"{name}: {' '.join(command[:5])} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
         times[which] = time.perf_counter() - start
+        if which == "first_s":  # the summary's sentences (today's code writes a headline first)
+            times["headline"] = _headline(done.stdout)
     shutil.rmtree(run_dir)  # checkpoints and tables: a round's worth of disk, not three
     return times
+
+
+def _headline(summary: str) -> str:
+    """The summary's lines between its title and its first table: the headline where there is one."""
+    lines = summary.splitlines()
+    start = next((i + 1 for i, line in enumerate(lines) if line.startswith("Results on")), 0)
+    body = []
+    for line in lines[start:]:
+        if line.startswith("|"):
+            break
+        if line.strip():
+            body.append(line.strip())
+    return " ".join(body)
 
 
 def _executor_arms(work: Path, overlay: str) -> tuple[dict[str, Arm], str]:
@@ -188,6 +203,9 @@ def main() -> None:
               "the demo as users ran it then and now, not one workload on two codebases.")
     print(markdown_table(results, {name: arm.label for name, arm in arms.items()}, FIGURES, baseline=baseline,
                          first_column="run", ratio_label="ratio baseline / ours"))
+    for name, runs in results.items():
+        for number, run in enumerate(runs, start=1):
+            print(f"{name}, round {number}: {run.get('headline') or '(no headline)'}")
 
 
 if __name__ == "__main__":

@@ -43,3 +43,12 @@ def test_child_peak_memory_is_its_own():
     out = subprocess.run([sys.executable, "-c", script, str(BENCHMARKS)], capture_output=True, text=True, check=True)
     big, small = map(float, out.stdout.split())
     assert big > 200 > small
+
+
+def test_demo_benchmark_keeps_the_summary_headline():
+    from demo_rerun import _headline
+
+    summary = ("\nResults on arith, profile 'demo':\n\n  SFT on CRV data against the base student: +25.0 points\n"
+               "  CogPO against SFT: +0.0 points\n\n| model size | method |\n|---|---|\n")
+    assert _headline(summary) == "SFT on CRV data against the base student: +25.0 points CogPO against SFT: +0.0 points"
+    assert _headline("| a |\n|---|\n") == ""
