@@ -13,8 +13,9 @@ The previous code is ``--baseline-ref`` checked out into a temporary ``git workt
 in this interpreter's virtual environment. Each arm keeps its own demo profile (batch size, token
 budget, stop_at_answer), so the ratio is what a user of the demo sees: at the default ref, 9d8be54
 (the parent of issue 32's first commit, as in demo_rerun.py), the evaluation had batches of 8 and
-160 new tokens with no stop at the answer; today it has batches of 20 and 128 tokens, each reply
-ending at its boxed answer if it writes one. The previous code also lacks the passive OpenMP wait
+160 new tokens with no stop at the answer, in float32; today it has one batch of 40 and 128 tokens,
+each reply ending at its boxed answer if it writes one, with bfloat16 weights where the CPU
+multiplies bf16 natively (``dtype: auto``). The previous code also lacks the passive OpenMP wait
 (2f9c87b): beside another busy process its generation slows many times over (likely why a smoke
 run of 4 problems, one batch in each arm, beside a long experiment, gave 2.7 tokens/s against
 20.1), so measure on otherwise idle cores, or pass ``--omp-wait-policy PASSIVE`` to give both arms

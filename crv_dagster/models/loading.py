@@ -7,8 +7,8 @@ import platform
 from pathlib import Path
 
 # CPU flags (Linux /proc/cpuinfo) of instructions that multiply bfloat16 natively: Intel AMX and
-# AVX512-BF16 on x86, the BF16 extension on Arm. On this project's 2-core Xeon a bf16 matmul runs
-# 7x the float32 one and a SmolLM2 training step under bf16 autocast 1.8x (docs/benchmarks.md);
+# AVX512-BF16 on x86, the BF16 extension on Arm. On this project's 2-core Xeon (AMX) a SmolLM2 SFT
+# step under bf16 autocast runs 1.24x and greedy decoding in bfloat16 1.43x (docs/benchmarks.md);
 # without them oneDNN emulates bf16, slower than float32.
 _BF16_FLAGS = {"amx_bf16", "avx512_bf16", "bf16"}
 
