@@ -9,8 +9,9 @@ and runs a forward pass on it, and exits 1 if a check fails.
 
     python benchmarks/gpu_check.py [--out DIR] [--steps 4]
 
-Without CUDA it runs the same on the CPU (float32; bf16 is recorded but off, as the trainers do
-there), which is how the test suite keeps it working.
+Without CUDA it runs the same on the CPU (float32 weights; bf16 mixed precision only where the
+CPU multiplies bf16 natively, as the trainers do there), which is how the test suite keeps it
+working.
 
 On a GPU machine that has PyTorch and nothing else of the project, bring the rest as wheels,
 made here with ``pip wheel --no-deps -w wheels . && pip download -d wheels -c constraints.txt
@@ -85,12 +86,13 @@ def run(out: Path, steps: int) -> dict:
     from transformers import AutoTokenizer
 
     from crv_dagster.config import TinyModel
+    from crv_dagster.models.loading import bf16_device
     from crv_dagster.models.tiny import build_tiny_model
     from crv_dagster.training.job import RunSpec, TrainingJob, run_job
 
     on_gpu = torch.cuda.is_available()
     report = {"device": torch.cuda.get_device_name(0) if on_gpu else "cpu", "torch": torch.__version__,
-              "bf16": bool(on_gpu and torch.cuda.is_bf16_supported()), "gradient_checkpointing": True,
+              "bf16": bf16_device(), "gradient_checkpointing": True,  # mixed precision as the trainers apply it
               "steps": steps, "students": {}}
     training = _training(steps, on_gpu)
     for name, spec in STUDENTS.items():

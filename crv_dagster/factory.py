@@ -45,7 +45,7 @@ def build_backend(profile: Profile, backend_key: str, model_path: str | None = N
         from crv_dagster.models.loading import generation_dtype
 
         backend = TransformersBackend(model_path or resolve_profile_model(profile, cfg.model), batch_size=cfg.batch_size,
-                                      dtype=generation_dtype(cfg.dtype), device=cfg.device)
+                                      dtype=generation_dtype(cfg.dtype, cfg.device), device=cfg.device)
     elif isinstance(cfg, VllmBackendConfig):
         from crv_dagster.llm.vllm_backend import VllmBackend
 

@@ -1,13 +1,14 @@
 """An OpenAI-compatible chat server over any backend, for the tests: the API as vLLM answers it.
 
-What the tests serve through it is what no real server can be made to serve: the scripted
-reasoning models that muse, ramble or never close their thinking (``tests/reasoning_double.py``, ``tests/scripted.py``), a backend
-that raises, and tiny real models. It does what ``vllm serve --reasoning-parser`` does with a
+What the tests serve through it is mostly what no real server can be made to serve: the scripted
+reasoning models that muse, ramble or never close their thinking (``tests/reasoning_double.py``,
+``tests/scripted.py``) and a backend that raises; also tiny real models, in process and with
+counters of what each replica served. It does what ``vllm serve --reasoning-parser`` does with a
 reasoning model's reply (the thinking in ``message.reasoning``, a null content when the thinking
 never ended), so the ``openai`` backend is tested against replies as a served reasoning model sends
-them. A real local model is served with ``transformers serve PATH`` (tested in
-``tests/test_transformers_serve.py``) or ``vllm serve``; the tests put a proxy that fails chosen
-requests in front of either (``tests/faulty_proxy.py``) to exercise client retries.
+them. The tests put a proxy that fails chosen requests in front of it (``tests/faulty_proxy.py``)
+to exercise client retries. A real local model is served with ``transformers serve PATH`` (tested
+in ``tests/test_transformers_serve.py``) or ``vllm serve``.
 
 What it does of the chat completions API, and what it refuses rather than ignore:
 

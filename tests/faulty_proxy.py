@@ -1,7 +1,7 @@
 """A proxy in front of an OpenAI-compatible server that fails chosen requests the ways a real
 deployment does (a 5xx from an overloaded replica, a 429, a hung connection, a 200 whose body a
 broken load balancer cut off), and forwards every other request unchanged. Being a proxy, it
-works in front of any server, the package's own or another."""
+works in front of any server, the tests' own (``tests/chat_server.py``) or a real one."""
 
 from __future__ import annotations
 

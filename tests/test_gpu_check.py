@@ -13,7 +13,10 @@ def test_the_gpu_check_runs_on_a_cpu_and_reports_what_it_checked(tmp_path):
                           "--steps", "2"], capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert report["device"] == "cpu" and report["bf16"] is False and report["passed"] is True
+    from crv_dagster.models.loading import cpu_has_bf16
+
+    # bf16 mixed precision on a CPU only where it multiplies bf16 natively (AMX, AVX512-BF16)
+    assert report["device"] == "cpu" and report["bf16"] is cpu_has_bf16() and report["passed"] is True
     assert set(report["students"]) == {"tiny-qwen2", "tiny-llama"}
     for student in report["students"].values():
         assert set(student["runs"]) == {"sft", "cogpo", "dpo"}

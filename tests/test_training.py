@@ -394,26 +394,44 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, text, expected):
     assert cpu_has_bf16.__wrapped__(tmp_path / "missing") is False
 
 
-def test_bf16_mixed_precision_only_where_it_runs_natively(tmp_path):
-    from crv_dagster.models.loading import cpu_has_bf16, generation_dtype
+@pytest.mark.parametrize("gpu, gpu_bf16, cpu_bf16", [
+    (False, False, False), (False, False, True), (True, True, False), (True, False, True)])
+def test_bf16_mixed_precision_only_where_it_runs_natively(tmp_path, monkeypatch, gpu, gpu_bf16, cpu_bf16):
+    import crv_dagster.models.loading as loading
     from crv_dagster.training.common import trainer_kwargs
 
-    native = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_bf16()
-    assert bf16_device() is native
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: gpu_bf16)
+    monkeypatch.setattr(loading, "cpu_has_bf16", lambda: cpu_bf16)
+    native = gpu_bf16 if gpu else cpu_bf16  # training and `auto` go to the GPU when there is one
+    assert loading.bf16_device() is native
     sft = _training().sft
     assert trainer_kwargs(sft.model_copy(update={"bf16": True}), tmp_path, 0)["bf16"] is native
     assert trainer_kwargs(sft.model_copy(update={"bf16": False}), tmp_path, 0)["bf16"] is False
-    assert generation_dtype("auto") == ("bfloat16" if native else "float32")
-    assert generation_dtype("float32") == "float32"
+    assert loading.generation_dtype("auto") == ("bfloat16" if native else "float32")
+    # A backend pinned to one device decides for that device, whatever else the machine has.
+    assert loading.generation_dtype("auto", "cpu") == ("bfloat16" if cpu_bf16 else "float32")
+    assert loading.generation_dtype("auto", "cuda:0") == ("bfloat16" if gpu and gpu_bf16 else "float32")
+    assert loading.generation_dtype("float32") == "float32"
+    # bfloat16 *weights* (torch_dtype: auto) only on a GPU with bf16: a CPU keeps float32 weights.
+    assert loading.resolve_dtype("auto") == (torch.bfloat16 if gpu and gpu_bf16 else torch.float32)
 
 
 @pytest.mark.skipif(not bf16_device(), reason="bf16 mixed precision is off on this machine")
 def test_sft_trains_under_bf16_mixed_precision_with_float32_weights(student, tmp_path):
     from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    seen = {}
+
+    class Precision(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            seen["bf16"] = args.bf16
 
     config = _training()
     config = config.model_copy(update={"sft": config.sft.model_copy(update={"bf16": True, "max_steps": 2})})
-    result = train_sft(student, sft_examples("sft", _verified()), tmp_path / "sft", config)
+    result = train_sft(student, sft_examples("sft", _verified()), tmp_path / "sft", config, callbacks=[Precision()])
+    assert seen == {"bf16": True}  # the trainer ran under bf16 autocast
     assert result.steps == 2 and math.isfinite(result.loss["last"])
     weights = load_file(str(next((tmp_path / "sft").glob("*.safetensors"))))
     assert {w.dtype for w in weights.values()} == {torch.float32}

@@ -29,13 +29,15 @@ def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     return False
 
 
-def bf16_device() -> bool:
-    """Whether bf16 mixed precision runs natively where training runs: a GPU with bf16, or a CPU
-    with bf16 instructions (weights stay float32; only the matmuls drop to bf16)."""
+def bf16_device(device: str = "auto") -> bool:
+    """Whether bf16 runs natively on ``device`` (auto: the GPU when there is one, else the CPU): a
+    GPU with bf16, or a CPU with bf16 instructions. For training, bf16 mixed precision: the weights
+    stay float32, only the matmuls drop to bf16."""
     import torch
 
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+    on_gpu = torch.cuda.is_available() if device == "auto" else not device.startswith("cpu")
+    if on_gpu:
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return cpu_has_bf16()
 
 
@@ -56,14 +58,14 @@ def resolve_dtype(name: str):
     return getattr(torch, name)
 
 
-def generation_dtype(name: str) -> str:
-    """The dtype a generation backend loads for ``dtype``: ``auto`` is bfloat16 where bf16 runs
-    natively (a GPU with it, or a CPU with bf16 instructions) and float32 elsewhere. Greedy replies
-    in bf16 can differ from float32 ones in a token here and there, so the choice is part of the
-    backend's identity for the response cache."""
+def generation_dtype(name: str, device: str = "auto") -> str:
+    """The dtype a generation backend on ``device`` loads for ``dtype``: ``auto`` is bfloat16 where
+    bf16 runs natively there (a GPU with it, or a CPU with bf16 instructions) and float32 elsewhere.
+    Greedy replies in bf16 can differ from float32 ones in a token here and there, so the choice is
+    part of the backend's identity for the response cache."""
     if name != "auto":
         return name
-    return "bfloat16" if bf16_device() else "float32"
+    return "bfloat16" if bf16_device(device) else "float32"
 
 
 def load_student(path: str, torch_dtype: str = "auto"):
