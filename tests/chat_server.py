@@ -31,9 +31,10 @@ import re
 import threading
 import time
 from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from crv_dagster.llm.base import ChatRequest, SamplingParams
+from loopback import LoopbackServer
 
 SUPPORTED = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "n",
              "stream", "stream_options"}
@@ -117,7 +118,7 @@ def text_pieces(text: str) -> list[str]:
     return re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
 
 
-class ChatServer:
+class ChatServer(LoopbackServer):
     def __init__(self, backend, served_name: str | tuple[str, ...], host: str = "127.0.0.1", port: int = 0,
                  reasoning_parser: bool = False):
         self.backend = backend
@@ -130,14 +131,11 @@ class ChatServer:
         self.completions_served = 0
         self._lock = threading.Lock()
         self._generate_lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer((host, port), self._handler())
-        self.httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        super().__init__(self._handler(), host, port)
 
     @property
     def base_url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"{self.root_url}/v1"
 
     def _handler(self):
         server = self
@@ -234,19 +232,4 @@ class ChatServer:
             return {"role": "assistant", "content": None, "reasoning": text.replace("<think>", "").strip()}
         return {"role": "assistant", "content": answer.strip() or None,
                 "reasoning": thinking.replace("<think>", "").strip()}
-
-    def start(self) -> "ChatServer":
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def __enter__(self) -> "ChatServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 

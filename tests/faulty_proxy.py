@@ -8,9 +8,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
+from loopback import LoopbackServer
 
 
 @dataclass
@@ -22,19 +23,17 @@ class FaultPlan:
     malformed_requests: set[int] = field(default_factory=set)  # answered 200 with a body that is not JSON
 
 
-class FaultyProxy:
+class FaultyProxy(LoopbackServer):
     def __init__(self, upstream_base_url: str, faults: FaultPlan):
         self.upstream = upstream_base_url.rstrip("/").removesuffix("/v1")
         self.faults = faults
         self.requests_seen = 0
         self._lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
+        super().__init__(self._handler())
 
     @property
     def base_url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"{self.root_url}/v1"
 
     def _handler(self):
         proxy = self
@@ -77,11 +76,3 @@ class FaultyProxy:
                     self._forward(body)
 
         return Handler
-
-    def __enter__(self) -> "FaultyProxy":
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()

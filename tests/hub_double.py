@@ -4,13 +4,13 @@ answered as the Hub answers them, with every uploaded file kept for the test to 
 
 import base64
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import yaml
+from loopback import LoopbackServer
 
 
-class HubDouble:
+class HubDouble(LoopbackServer):
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.repos: list[dict] = []
@@ -62,13 +62,5 @@ class HubDouble:
                                              "commitOid": "1" * 40, "success": True})
                 self._reply(404, {"error": f"{self.path}: not served by this double"})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
+        self.url = self.root_url

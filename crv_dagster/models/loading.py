@@ -41,20 +41,14 @@ def bf16_device(device: str = "auto") -> bool:
     return cpu_has_bf16()
 
 
-def bf16_weights_device() -> bool:
-    """Whether bfloat16 *weights* are the better choice: on a GPU with bf16 only (a CPU trains bf16
-    weights with visible rounding in the loss, so ``torch_dtype: auto`` keeps float32 there)."""
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
 def resolve_dtype(name: str):
-    """The torch dtype for ``torch_dtype``: ``auto`` is bfloat16 on a GPU that supports it, else float32."""
+    """The torch dtype for ``torch_dtype``: ``auto`` is bfloat16 on a GPU that supports it, else
+    float32, even on a CPU with native bf16 (it trains bf16 *weights* with visible rounding in the
+    loss; mixed precision is the ``bf16`` setting)."""
     import torch
 
     if name == "auto":
-        return torch.bfloat16 if bf16_weights_device() else torch.float32
+        return torch.bfloat16 if torch.cuda.is_available() and bf16_device("cuda") else torch.float32
     return getattr(torch, name)
 
 
